@@ -1,0 +1,18 @@
+//! Shared library of the log sidecars.
+//!
+//! Each module is one noun of the domain: a [`record`] travels through [`journal`]s between
+//! stages; the collector tails a [`source`] and the forwarder ships to a [`sink`]; [`checkpoint`]
+//! files make progress durable; [`rules`] enrich records in the processor.
+//!
+//! The one thing easy to get wrong everywhere: progress is committed only after what a stage
+//! produced is durable, so a crash at any point neither loses nor repeats a line.
+
+pub mod checkpoint;
+pub mod config;
+pub mod journal;
+pub mod record;
+pub mod rules;
+pub mod signal;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
