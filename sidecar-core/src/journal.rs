@@ -1,1 +1,749 @@
-//! TODO
+//! The journal: how one stage hands records to the next.
+//!
+//! A journal is a directory of numbered NDJSON segment files plus one `commit.json`. The commit
+//! file says how far the journal is committed and where the writing stage's own input stood
+//! when that output was produced, in one atomic replace. Readers never read past the committed
+//! end; each reader publishes how far it has consumed in `readers/<name>.json`, which is what
+//! retention and backpressure go by.
+//!
+//! Easy to get wrong: the order of a commit. A batch is appended and fsynced *before* the commit
+//! file is replaced; after a crash the writer cuts the journal back to the committed end and
+//! resumes its input from the committed input position, so nothing is lost or repeated.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::marker::PhantomData;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::checkpoint::{self, CheckpointError, Durability};
+
+/// The commit file's name inside a journal directory.
+pub const COMMIT_FILE: &str = "commit.json";
+/// The directory inside a journal where readers publish their cursors.
+pub const READERS_DIR: &str = "readers";
+/// The on-disk format version of commit and cursor files.
+pub const FORMAT_VERSION: u32 = 1;
+
+const SEGMENT_PREFIX: &str = "segment-";
+const SEGMENT_SUFFIX: &str = ".ndjson";
+/// How often the writer re-reads reader cursors for retention and backpressure: often enough
+/// to resume within a blink after the reader catches up, rare enough to cost nothing.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Why a journal operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// An I/O error on a journal file.
+    #[error("journal I/O on {}", .path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The commit file or a cursor could not be read or written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A segment is shorter than the commit says: data the commit promised is gone.
+    #[error("journal segment {} holds {len} bytes but the commit says {committed}", .path.display())]
+    ShortSegment {
+        /// The segment.
+        path: PathBuf,
+        /// Its length on disk.
+        len: u64,
+        /// The committed length.
+        committed: u64,
+    },
+    /// A segment a reader needs is missing.
+    #[error("journal segment {} is missing", .path.display())]
+    MissingSegment {
+        /// The segment.
+        path: PathBuf,
+    },
+    /// An earlier write failed; the writer must be reopened (the process restarted) so it
+    /// recovers from what is on disk.
+    #[error("journal {} is unusable after an earlier write failure", .dir.display())]
+    Poisoned {
+        /// The journal directory.
+        dir: PathBuf,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
+    move |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A place in a journal: a segment number and a byte offset in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Position {
+    /// The segment number.
+    pub segment: u64,
+    /// The byte offset inside the segment (always at a record boundary).
+    pub offset: u64,
+}
+
+/// The content of `commit.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Commit<I> {
+    /// Format version, [`FORMAT_VERSION`].
+    pub version: u32,
+    /// The committed end of the journal.
+    pub end: Position,
+    /// How many records were committed in total, over the journal's life.
+    pub records: u64,
+    /// When this commit was made (RFC 3339).
+    pub committed_at: String,
+    /// Where the writing stage's input stood when this output was produced.
+    pub input: I,
+}
+
+/// A reader's published position, `readers/<name>.json`, with optional state of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cursor<S> {
+    /// Format version, [`FORMAT_VERSION`].
+    pub version: u32,
+    /// Everything before this position is consumed.
+    pub position: Position,
+    /// When this cursor was written (RFC 3339).
+    pub updated_at: String,
+    /// Reader-specific state committed together with the position.
+    pub state: S,
+}
+
+impl<S> Cursor<S> {
+    /// A cursor at `position` with `state`, stamped now.
+    pub fn new(position: Position, state: S) -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            position,
+            updated_at: crate::record::timestamp_now(),
+            state,
+        }
+    }
+
+    /// The path of `reader`'s cursor in the journal at `dir`.
+    pub fn path(dir: &Path, reader: &str) -> PathBuf {
+        dir.join(READERS_DIR).join(format!("{reader}.json"))
+    }
+
+}
+
+impl<S: DeserializeOwned> Cursor<S> {
+    /// Loads `reader`'s cursor from the journal at `dir`; `None` if it has none yet.
+    ///
+    /// # Errors
+    /// When the cursor exists but cannot be read or decoded, or has another version.
+    pub fn load(dir: &Path, reader: &str) -> Result<Option<Self>, CheckpointError> {
+        let path = Self::path(dir, reader);
+        let cursor: Option<Self> = checkpoint::load_json(&path)?;
+        if let Some(c) = &cursor {
+            checkpoint::check_version(&path, c.version, FORMAT_VERSION)?;
+        }
+        Ok(cursor)
+    }
+
+}
+
+impl<S: Serialize> Cursor<S> {
+    /// Publishes this cursor atomically.
+    ///
+    /// # Errors
+    /// When the file cannot be written; the previous cursor then stands.
+    pub fn store(&self, dir: &Path, reader: &str, durability: Durability) -> Result<(), JournalError> {
+        let readers = dir.join(READERS_DIR);
+        fs::create_dir_all(&readers).map_err(io_err(&readers))?;
+        checkpoint::store_json(&Self::path(dir, reader), self, durability)?;
+        Ok(())
+    }
+}
+
+/// How a journal is written and kept.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// A new segment starts once the current one reaches this size. Default 16 MiB: small
+    /// enough that retention frees space in useful steps, large enough that rolls are rare.
+    pub segment_max_bytes: u64,
+    /// Whether each commit is fsynced (default) or left to the page cache.
+    pub durability: Durability,
+    /// Consumed segments are kept while the journal is under this size (default 64 MiB), so
+    /// recent history stays readable after it was forwarded.
+    pub retention_max_bytes: u64,
+    /// ... and while they are younger than this (default 1 h).
+    pub retention_max_age: Duration,
+    /// The writer pauses when readers lag by more than this many bytes (default 256 MiB);
+    /// the sources upstream are then the buffer.
+    pub max_unconsumed_bytes: u64,
+    /// The readers whose cursors must pass a segment before it may be deleted. A named
+    /// reader that has not published a cursor yet holds everything.
+    pub readers: Vec<String>,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        Self {
+            segment_max_bytes: 16 << 20,
+            durability: Durability::Fsync,
+            retention_max_bytes: 64 << 20,
+            retention_max_age: Duration::from_secs(3600),
+            max_unconsumed_bytes: 256 << 20,
+            readers: Vec::new(),
+        }
+    }
+}
+
+/// Appends batches of records to a journal and commits them with the input position.
+pub struct JournalWriter<I> {
+    dir: PathBuf,
+    options: JournalOptions,
+    segment: File,
+    end: Position,
+    records: u64,
+    buffer: Vec<u8>,
+    buffered_records: u64,
+    poisoned: bool,
+    housekeeping_at: Option<Instant>,
+    unconsumed_bytes: u64,
+    _input: PhantomData<fn() -> I>,
+}
+
+impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
+    /// Opens (or creates) the journal at `dir`, cutting it back to its committed end.
+    /// Returns the writer and the input position of the last commit, if any.
+    ///
+    /// # Errors
+    /// When the directory or commit file cannot be read or written, the commit file is
+    /// corrupt, or a segment is shorter than committed.
+    pub fn open(dir: &Path, options: JournalOptions) -> Result<(Self, Option<I>), JournalError> {
+        fs::create_dir_all(dir.join(READERS_DIR)).map_err(io_err(dir))?;
+        let commit_path = dir.join(COMMIT_FILE);
+        let commit: Option<Commit<I>> = checkpoint::load_json(&commit_path)?;
+        if let Some(c) = &commit {
+            checkpoint::check_version(&commit_path, c.version, FORMAT_VERSION)?;
+        }
+        let (end, records, input) = match commit {
+            Some(c) => (c.end, c.records, Some(c.input)),
+            None => (Position::default(), 0, None),
+        };
+        remove_uncommitted_segments(dir, end.segment)?;
+        let segment = open_segment_at(dir, end)?;
+        let writer = Self {
+            dir: dir.to_owned(),
+            options,
+            segment,
+            end,
+            records,
+            buffer: Vec::with_capacity(1 << 20),
+            buffered_records: 0,
+            poisoned: false,
+            housekeeping_at: None,
+            unconsumed_bytes: 0,
+            _input: PhantomData,
+        };
+        Ok((writer, input))
+    }
+
+    /// Adds one record (serialised as one JSON line) to the pending batch.
+    pub fn push<T: Serialize>(&mut self, record: &T) {
+        serde_json::to_writer(&mut self.buffer, record).expect("record types serialise infallibly");
+        self.buffer.push(b'\n');
+        self.buffered_records += 1;
+    }
+
+    /// Bytes waiting in the pending batch.
+    pub fn pending_bytes(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Records waiting in the pending batch.
+    pub fn pending_records(&self) -> u64 {
+        self.buffered_records
+    }
+
+    /// The committed end.
+    pub fn end(&self) -> Position {
+        self.end
+    }
+
+    /// Records committed over the journal's life.
+    pub fn committed_records(&self) -> u64 {
+        self.records
+    }
+
+    /// Appends the pending batch, makes it durable, then commits it with `input`.
+    ///
+    /// # Errors
+    /// Any I/O failure. The on-disk commit then still names the previous end and input, and
+    /// the writer refuses further use: reopen it (restart) to recover from disk.
+    pub fn commit(&mut self, input: &I) -> Result<(), JournalError> {
+        if self.poisoned {
+            return Err(JournalError::Poisoned { dir: self.dir.clone() });
+        }
+        let result = self.try_commit(input);
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn try_commit(&mut self, input: &I) -> Result<(), JournalError> {
+        if !self.buffer.is_empty() {
+            if self.end.offset >= self.options.segment_max_bytes {
+                self.roll_segment()?;
+            }
+            let path = segment_path(&self.dir, self.end.segment);
+            self.segment.write_all(&self.buffer).map_err(io_err(&path))?;
+            if self.options.durability == Durability::Fsync {
+                self.segment.sync_data().map_err(io_err(&path))?;
+            }
+        }
+        let end = Position {
+            segment: self.end.segment,
+            offset: self.end.offset + self.buffer.len() as u64,
+        };
+        let commit = Commit {
+            version: FORMAT_VERSION,
+            end,
+            records: self.records + self.buffered_records,
+            committed_at: crate::record::timestamp_now(),
+            input,
+        };
+        checkpoint::store_json(&self.dir.join(COMMIT_FILE), &commit, self.options.durability)?;
+        self.end = end;
+        self.records = commit.records;
+        self.buffer.clear();
+        self.buffered_records = 0;
+        Ok(())
+    }
+
+    fn roll_segment(&mut self) -> Result<(), JournalError> {
+        let next = Position {
+            segment: self.end.segment + 1,
+            offset: 0,
+        };
+        // The new segment's directory entry becomes durable with the commit's directory fsync.
+        self.segment = open_segment_at(&self.dir, next)?;
+        self.end = next;
+        self.housekeeping_at = None;
+        Ok(())
+    }
+
+    /// Whether readers lag by more than `max_unconsumed_bytes`, so the writer should pause.
+    /// Re-reads the cursors (and applies retention) at most every 250 ms.
+    pub fn is_backpressured(&mut self) -> bool {
+        self.housekeeping();
+        self.unconsumed_bytes > self.options.max_unconsumed_bytes
+    }
+
+    /// Bytes committed but not yet consumed by the slowest reader, as of the last check.
+    pub fn unconsumed_bytes(&self) -> u64 {
+        self.unconsumed_bytes
+    }
+
+    /// Re-reads reader cursors, updates the unconsumed size and deletes segments that every
+    /// reader has consumed and that fall outside the retention window. Cheap when called
+    /// often: it does its work at most every 250 ms.
+    pub fn housekeeping(&mut self) {
+        if self.housekeeping_at.is_some_and(|t| t.elapsed() < HOUSEKEEPING_INTERVAL) {
+            return;
+        }
+        self.housekeeping_at = Some(Instant::now());
+        let consumed = self.slowest_reader();
+        let segments = match list_segments(&self.dir) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "Cannot list journal segments; skipping retention this time.");
+                return;
+            }
+        };
+        let mut unconsumed = 0;
+        let mut sizes = Vec::with_capacity(segments.len());
+        for &segment in &segments {
+            let len = if segment == self.end.segment {
+                self.end.offset
+            } else {
+                fs::metadata(segment_path(&self.dir, segment)).map_or(0, |m| m.len())
+            };
+            if segment > consumed.segment {
+                unconsumed += len;
+            } else if segment == consumed.segment {
+                unconsumed += len.saturating_sub(consumed.offset);
+            }
+            sizes.push((segment, len));
+        }
+        self.unconsumed_bytes = unconsumed;
+        self.apply_retention(&sizes, consumed);
+    }
+
+    fn slowest_reader(&self) -> Position {
+        let mut slowest = self.end;
+        for reader in &self.options.readers {
+            let position = match Cursor::<IgnoredAny>::load(&self.dir, reader) {
+                Ok(Some(cursor)) => cursor.position,
+                Ok(None) => Position::default(),
+                Err(e) => {
+                    warn!(reader = %reader, error = %e, "Reader cursor unreadable; keeping all segments for it.");
+                    Position::default()
+                }
+            };
+            slowest = slowest.min(position);
+        }
+        slowest
+    }
+
+    fn apply_retention(&self, sizes: &[(u64, u64)], consumed: Position) {
+        let mut kept_bytes: u64 = sizes.iter().map(|(_, len)| len).sum();
+        for &(segment, len) in sizes {
+            // Only whole segments that every reader has left behind, never the live one.
+            if segment >= consumed.segment || segment >= self.end.segment {
+                break;
+            }
+            let path = segment_path(&self.dir, segment);
+            let too_old = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > self.options.retention_max_age);
+            if kept_bytes <= self.options.retention_max_bytes && !too_old {
+                break;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    kept_bytes -= len;
+                    info!(segment = %path.display(), bytes = len, "Deleted a consumed journal segment outside retention.");
+                }
+                Err(e) => warn!(segment = %path.display(), error = %e, "Cannot delete a consumed journal segment."),
+            }
+        }
+    }
+}
+
+/// Reads committed records from a journal, from a given position on.
+pub struct JournalReader {
+    dir: PathBuf,
+    position: Position,
+    open: Option<(u64, File)>,
+}
+
+impl JournalReader {
+    /// A reader of the journal at `dir` starting at `position`.
+    pub fn new(dir: &Path, position: Position) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            position,
+            open: None,
+        }
+    }
+
+    /// The journal directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the next read starts: everything before it was returned by `read_batch`.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// The writer's committed end, or `None` when it has not committed yet.
+    ///
+    /// # Errors
+    /// When the commit file exists but cannot be read or decoded.
+    pub fn committed_end(&self) -> Result<Option<Position>, JournalError> {
+        let path = self.dir.join(COMMIT_FILE);
+        let commit: Option<Commit<IgnoredAny>> = checkpoint::load_json(&path)?;
+        if let Some(c) = &commit {
+            checkpoint::check_version(&path, c.version, FORMAT_VERSION)?;
+        }
+        Ok(commit.map(|c| c.end))
+    }
+
+    /// Fills `out` with whole records (NDJSON lines) from the current position up to `end`,
+    /// about `max_bytes` at most (more only when a single record is larger), and advances the
+    /// position past them. Returns the number of bytes read (0: nothing new).
+    ///
+    /// # Errors
+    /// When a segment is missing or unreadable.
+    pub fn read_batch(&mut self, end: Position, max_bytes: usize, out: &mut Vec<u8>) -> Result<usize, JournalError> {
+        out.clear();
+        let mut budget = max_bytes.max(1);
+        while self.position < end && out.len() < budget {
+            let limit = self.segment_limit(end)?;
+            if self.position.offset >= limit {
+                // A sealed segment read to its end: the next one starts at 0.
+                self.position = Position {
+                    segment: self.position.segment + 1,
+                    offset: 0,
+                };
+                self.open = None;
+                continue;
+            }
+            let want = (limit - self.position.offset).min((budget - out.len()) as u64) as usize;
+            let start = out.len();
+            out.resize(start + want, 0);
+            let path = segment_path(&self.dir, self.position.segment);
+            let offset = self.position.offset;
+            self.segment_file()?
+                .read_exact_at(&mut out[start..], offset)
+                .map_err(io_err(&path))?;
+            let reached_limit = self.position.offset + want as u64 == limit;
+            let kept = if reached_limit {
+                want
+            } else {
+                match memchr::memrchr(b'\n', &out[start..]) {
+                    Some(i) => i + 1,
+                    None if start > 0 => 0,
+                    None => {
+                        // One record larger than the budget: read on until its end.
+                        out.truncate(start);
+                        budget = budget.saturating_mul(2);
+                        continue;
+                    }
+                }
+            };
+            out.truncate(start + kept);
+            self.position.offset += kept as u64;
+            if kept < want {
+                break;
+            }
+        }
+        Ok(out.len())
+    }
+
+    /// How far the current segment may be read: the committed offset in the last segment,
+    /// the whole file in sealed ones.
+    fn segment_limit(&mut self, end: Position) -> Result<u64, JournalError> {
+        if self.position.segment == end.segment {
+            return Ok(end.offset);
+        }
+        let path = segment_path(&self.dir, self.position.segment);
+        let file = self.segment_file()?;
+        Ok(file.metadata().map_err(io_err(&path))?.len())
+    }
+
+    fn segment_file(&mut self) -> Result<&File, JournalError> {
+        let segment = self.position.segment;
+        if self.open.as_ref().is_none_or(|(s, _)| *s != segment) {
+            let path = segment_path(&self.dir, segment);
+            let file = File::open(&path).map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound => JournalError::MissingSegment { path: path.clone() },
+                _ => JournalError::Io { path: path.clone(), source },
+            })?;
+            self.open = Some((segment, file));
+        }
+        Ok(&self.open.as_ref().expect("segment file was just opened").1)
+    }
+}
+
+/// The path of segment `n` in the journal at `dir`.
+pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{SEGMENT_PREFIX}{n:012}{SEGMENT_SUFFIX}"))
+}
+
+/// The segment numbers present in `dir`, ascending.
+///
+/// # Errors
+/// When the directory cannot be listed.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(n) = name
+            .strip_prefix(SEGMENT_PREFIX)
+            .and_then(|rest| rest.strip_suffix(SEGMENT_SUFFIX))
+            .and_then(|digits| digits.parse().ok())
+        {
+            segments.push(n);
+        }
+    }
+    segments.sort_unstable();
+    Ok(segments)
+}
+
+fn remove_uncommitted_segments(dir: &Path, committed_segment: u64) -> Result<(), JournalError> {
+    for segment in list_segments(dir).map_err(io_err(dir))? {
+        if segment > committed_segment {
+            let path = segment_path(dir, segment);
+            warn!(segment = %path.display(), "Removing a segment written after the last commit; its records are produced again.");
+            fs::remove_file(&path).map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens segment `at.segment` for appending at `at.offset`, creating it when `at.offset` is 0
+/// and cutting off anything past `at.offset` (uncommitted bytes from before a crash).
+fn open_segment_at(dir: &Path, at: Position) -> Result<File, JournalError> {
+    let path = segment_path(dir, at.segment);
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    let len = file.metadata().map_err(io_err(&path))?.len();
+    if len < at.offset {
+        return Err(JournalError::ShortSegment {
+            path,
+            len,
+            committed: at.offset,
+        });
+    }
+    if len > at.offset {
+        warn!(segment = %path.display(), uncommitted_bytes = len - at.offset, "Cutting uncommitted bytes off the journal; their records are produced again.");
+        file.set_len(at.offset).map_err(io_err(&path))?;
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn opts(segment_max_bytes: u64) -> JournalOptions {
+        JournalOptions {
+            segment_max_bytes,
+            durability: Durability::PageCache,
+            ..JournalOptions::default()
+        }
+    }
+
+    fn read_all(dir: &Path, from: Position) -> (Vec<String>, Position) {
+        let mut reader = JournalReader::new(dir, from);
+        let end = reader.committed_end().unwrap().unwrap_or_default();
+        let mut lines = Vec::new();
+        let mut buf = Vec::new();
+        while reader.read_batch(end, 64, &mut buf).unwrap() > 0 {
+            assert_eq!(buf.last(), Some(&b'\n'), "batches end on a record boundary");
+            lines.extend(String::from_utf8(buf.clone()).unwrap().lines().map(str::to_owned));
+        }
+        (lines, reader.position())
+    }
+
+    #[test]
+    fn committed_batches_are_read_back_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, input) = JournalWriter::<u64>::open(dir.path(), opts(100)).unwrap();
+        assert_eq!(input, None);
+        for batch in 0..5u64 {
+            for i in 0..4 {
+                w.push(&json!({"batch": batch, "i": i}));
+            }
+            w.commit(&batch).unwrap();
+        }
+        assert!(list_segments(dir.path()).unwrap().len() > 1, "small segments roll");
+        let (lines, end) = read_all(dir.path(), Position::default());
+        assert_eq!(lines.len(), 20);
+        assert_eq!(lines[19], r#"{"batch":4,"i":3}"#);
+        assert_eq!(end, w.end());
+        // Resuming from the middle returns exactly the rest.
+        let (rest, _) = read_all(dir.path(), Position { segment: 0, offset: lines[0].len() as u64 + 1 });
+        assert_eq!(rest, lines[1..]);
+    }
+
+    #[test]
+    fn reopening_cuts_uncommitted_bytes_and_segments_and_returns_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = JournalWriter::<String>::open(dir.path(), opts(1 << 20)).unwrap();
+        w.push(&json!({"n": 1}));
+        w.commit(&"input-1".to_owned()).unwrap();
+        drop(w);
+        // A crash after appending but before the commit replaced commit.json:
+        let seg = segment_path(dir.path(), 0);
+        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(b"{\"n\":2}\n{\"n\":3,\"torn").unwrap();
+        fs::write(segment_path(dir.path(), 1), b"{\"n\":4}\n").unwrap();
+        let (w, input) = JournalWriter::<String>::open(dir.path(), opts(1 << 20)).unwrap();
+        assert_eq!(input.as_deref(), Some("input-1"));
+        assert_eq!(fs::read(&seg).unwrap(), b"{\"n\":1}\n");
+        assert!(!segment_path(dir.path(), 1).exists());
+        assert_eq!(w.committed_records(), 1);
+    }
+
+    #[test]
+    fn readers_never_see_uncommitted_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        w.push(&json!({"n": 1}));
+        w.commit(&1).unwrap();
+        w.push(&json!({"n": 2}));
+        // Appended by a commit that has not happened: invisible.
+        let (lines, _) = read_all(dir.path(), Position::default());
+        assert_eq!(lines, vec![r#"{"n":1}"#]);
+    }
+
+    #[test]
+    fn a_record_larger_than_the_batch_budget_is_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        let big = "x".repeat(1000);
+        w.push(&json!({"big": big}));
+        w.push(&json!({"n": 2}));
+        w.commit(&1).unwrap();
+        let (lines, _) = read_all(dir.path(), Position::default());
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].contains(&big));
+    }
+
+    #[test]
+    fn retention_deletes_only_consumed_segments_beyond_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = JournalOptions {
+            retention_max_bytes: 0,
+            readers: vec!["next".into()],
+            ..opts(50)
+        };
+        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), options).unwrap();
+        for n in 0..10 {
+            w.push(&json!({"n": n, "pad": "0123456789012345678901234567890123456789"}));
+            w.commit(&n).unwrap();
+        }
+        let before = list_segments(dir.path()).unwrap();
+        assert_eq!(before.len(), 10);
+        w.housekeeping();
+        assert_eq!(list_segments(dir.path()).unwrap(), before, "no cursor yet: nothing goes");
+        assert!(w.unconsumed_bytes() > 500);
+        Cursor::new(Position { segment: 4, offset: 0 }, ()).store(dir.path(), "next", Durability::PageCache).unwrap();
+        w.housekeeping_at = None;
+        w.housekeeping();
+        assert_eq!(list_segments(dir.path()).unwrap(), (4..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn writer_pauses_when_readers_lag_past_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = JournalOptions {
+            max_unconsumed_bytes: 100,
+            readers: vec!["next".into()],
+            ..opts(1 << 20)
+        };
+        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), options).unwrap();
+        for n in 0..10 {
+            w.push(&json!({"n": n, "pad": "0123456789"}));
+        }
+        w.commit(&0).unwrap();
+        assert!(w.is_backpressured());
+        Cursor::new(w.end(), ()).store(dir.path(), "next", Durability::PageCache).unwrap();
+        w.housekeeping_at = None;
+        assert!(!w.is_backpressured());
+        assert_eq!(w.unconsumed_bytes(), 0);
+    }
+
+    #[test]
+    fn a_corrupt_commit_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(COMMIT_FILE), b"").unwrap();
+        let err = JournalWriter::<u32>::open(dir.path(), opts(100)).err().unwrap();
+        assert!(err.to_string().contains("commit.json is corrupt"), "{err}");
+    }
+}

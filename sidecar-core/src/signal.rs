@@ -1,1 +1,227 @@
-//! TODO
+//! Signals between the outside world and a stage's loop: SIGTERM/SIGINT as a shutdown future,
+//! [`Wakeup`] to nudge a sleeping loop, [`DirWatcher`] to turn inotify events into nudges, and
+//! [`run_stage`] to run a blocking stage loop until shutdown within a grace period.
+//!
+//! Easy to get wrong: an inotify event is a hint, never a fact. Loops re-check the files they
+//! care about on every wake and on a slow timer, so a lost or coalesced event costs latency only.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use tracing::{error, info, warn};
+
+/// Resolves on the first SIGTERM or SIGINT.
+///
+/// # Panics
+/// If the signal handlers cannot be installed, which only happens outside a Tokio runtime.
+pub async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler succeeds");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler succeeds");
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    info!(signal = name, "Shutdown requested; draining.");
+}
+
+#[derive(Debug, Default)]
+struct WakeState {
+    pending: bool,
+    stopping: bool,
+}
+
+/// A level-triggered nudge for a blocking loop, plus the stop flag that ends it.
+///
+/// Wakes coalesce: any number of [`Wakeup::wake`] calls while the loop is busy produce one
+/// return from the next [`Wakeup::wait`], which is what a loop that re-reads everything wants.
+#[derive(Debug, Clone, Default)]
+pub struct Wakeup {
+    inner: Arc<(Mutex<WakeState>, Condvar)>,
+}
+
+impl Wakeup {
+    /// A wakeup with nothing pending.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next (or the current) `wait` return.
+    pub fn wake(&self) {
+        let (lock, cvar) = &*self.inner;
+        lock.lock().expect("wakeup lock is never poisoned").pending = true;
+        cvar.notify_all();
+    }
+
+    /// Asks the loop to stop; `is_stopping` is true from now on.
+    pub fn stop(&self) {
+        let (lock, cvar) = &*self.inner;
+        lock.lock().expect("wakeup lock is never poisoned").stopping = true;
+        cvar.notify_all();
+    }
+
+    /// Whether [`Wakeup::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.0.lock().expect("wakeup lock is never poisoned").stopping
+    }
+
+    /// Sleeps until woken, stopped, or `timeout` passed; clears the pending wake.
+    /// Returns true when the loop should stop.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let (lock, cvar) = &*self.inner;
+        let guard = lock.lock().expect("wakeup lock is never poisoned");
+        let (mut state, _) = cvar
+            .wait_timeout_while(guard, timeout, |s| !s.pending && !s.stopping)
+            .expect("wakeup lock is never poisoned");
+        state.pending = false;
+        state.stopping
+    }
+
+    /// Sleeps for `duration` unless stopped first. Returns true when the loop should stop.
+    /// Wakes during the sleep are kept for the next `wait`, so a linger never loses one.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let (lock, cvar) = &*self.inner;
+        let guard = lock.lock().expect("wakeup lock is never poisoned");
+        let (state, _) = cvar
+            .wait_timeout_while(guard, duration, |s| !s.stopping)
+            .expect("wakeup lock is never poisoned");
+        state.stopping
+    }
+}
+
+/// Watches directories (not recursively) and wakes a [`Wakeup`] on any event in them.
+///
+/// Hold it for as long as the wake-ups are wanted; dropping it stops the watch.
+pub struct DirWatcher {
+    watcher: Option<RecommendedWatcher>,
+}
+
+impl DirWatcher {
+    /// Starts watching `dirs`. A directory that cannot be watched (missing, no inotify
+    /// instances left) is logged and left to the loop's periodic check, never an error:
+    /// the watch only lowers latency.
+    pub fn start<'a>(dirs: impl IntoIterator<Item = &'a Path>, wakeup: &Wakeup) -> Self {
+        let wakeup = wakeup.clone();
+        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+            // Errors here include inotify queue overflow; waking makes the loop rescan.
+            wakeup.wake();
+        });
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, "Cannot start the file watcher; relying on periodic checks.");
+                return Self { watcher: None };
+            }
+        };
+        for dir in dirs {
+            if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                warn!(dir = %dir.display(), error = %e, "Cannot watch directory; relying on periodic checks.");
+            }
+        }
+        Self {
+            watcher: Some(watcher),
+        }
+    }
+
+    /// Adds a directory to the watch (e.g. one that did not exist at start).
+    /// Returns whether the watch is in place.
+    pub fn add(&mut self, dir: &Path) -> bool {
+        match &mut self.watcher {
+            Some(w) => w.watch(dir, RecursiveMode::NonRecursive).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Runs a blocking stage loop on its own thread until it ends or `shutdown` resolves; then
+/// stops it through `wakeup` and gives it `grace` to flush and commit.
+///
+/// # Errors
+/// The loop's own error, or an error when it did not finish within `grace` (its last commit
+/// stands; whatever it had not committed is redone by the next start).
+pub async fn run_stage<F>(
+    stage: &'static str,
+    wakeup: Wakeup,
+    grace: Duration,
+    shutdown: impl Future<Output = ()>,
+    stage_loop: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce() -> anyhow::Result<()> + Send + 'static,
+{
+    let mut handle = tokio::task::spawn_blocking(stage_loop);
+    tokio::select! {
+        joined = &mut handle => return flatten(stage, joined),
+        () = shutdown => wakeup.stop(),
+    }
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(grace, &mut handle).await {
+        Ok(joined) => {
+            let result = flatten(stage, joined);
+            if result.is_ok() {
+                info!(stage, drain_ms = started.elapsed().as_millis() as u64, "Drained and committed; exiting.");
+            }
+            result
+        }
+        Err(_) => {
+            error!(stage, grace_ms = grace.as_millis() as u64, "Drain did not finish within the grace period; the last commit stands and the rest is redone on restart.");
+            anyhow::bail!("{stage}: drain did not finish within {}", humantime::format_duration(grace))
+        }
+    }
+}
+
+fn flatten(
+    stage: &str,
+    joined: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
+    match joined {
+        Ok(result) => result,
+        Err(e) => anyhow::bail!("{stage} loop panicked: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn wakes_coalesce_and_stop_is_sticky() {
+        let w = Wakeup::new();
+        w.wake();
+        w.wake();
+        assert!(!w.wait(Duration::from_secs(5)), "a pending wake returns at once");
+        let t = Instant::now();
+        assert!(!w.wait(Duration::from_millis(30)), "no wake left: times out");
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        w.stop();
+        assert!(w.wait(Duration::from_secs(5)));
+        assert!(w.sleep(Duration::from_secs(5)));
+        assert!(w.is_stopping());
+    }
+
+    #[test]
+    fn sleep_keeps_a_wake_for_the_next_wait() {
+        let w = Wakeup::new();
+        w.wake();
+        assert!(!w.sleep(Duration::from_millis(1)));
+        let t = Instant::now();
+        assert!(!w.wait(Duration::from_secs(5)));
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn run_stage_reports_a_loop_that_ignores_stop() {
+        let w = Wakeup::new();
+        let result = run_stage("test", w, Duration::from_millis(50), async {}, || {
+            std::thread::sleep(Duration::from_millis(500));
+            Ok(())
+        })
+        .await;
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("did not finish within 50ms"), "{err}");
+    }
+}
