@@ -1,1 +1,795 @@
-//! TODO
+//! Sources: the application's log files, tailed line by line with their identity tracked.
+//!
+//! A file is known by (device, inode) plus a fingerprint of its first bytes (up to 1 KiB,
+//! growing with the file); a checkpoint adds a hash of the bytes just before the saved offset.
+//! Together they catch rename rotation (same identity, new path), copytruncate (same inode, new
+//! content) and inode reuse, also while the collector was down.
+//!
+//! Easy to get wrong: the offset. It only ever moves past bytes that were handed on as records,
+//! so a line is complete, partial (after an idle timeout) or split (over the length limit) —
+//! and each of those exactly once. An incomplete last line is left for the next read.
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use xxhash_rust::xxh3::xxh3_64;
+
+use crate::record::{CollectedRecordOut, LineFlags, RecordId};
+
+/// How many leading bytes identify a file. 1 KiB covers the first lines of any log, which
+/// carry timestamps, so two files rarely share it; the fingerprint grows with the file up to it.
+const HEAD_BYTES: u64 = 1024;
+/// How many bytes before the saved offset are hashed into the checkpoint.
+const TAIL_BYTES: u64 = 256;
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Why a source specification is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A pattern is not a valid glob, or has wildcards outside its file-name part.
+    #[error("{what} pattern {pattern:?}: {message}")]
+    Pattern {
+        /// `watch` or `exclude`.
+        what: &'static str,
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Which files to tail: globs whose directory part is literal (`/logs/*.log`), and excludes.
+#[derive(Debug, Clone)]
+pub struct SourceSpec {
+    dirs: Vec<WatchedDir>,
+    exclude: GlobSet,
+}
+
+#[derive(Debug, Clone)]
+struct WatchedDir {
+    dir: PathBuf,
+    names: GlobSet,
+}
+
+impl SourceSpec {
+    /// Compiles `include` globs (e.g. `/logs/*.log`) and `exclude` globs (matched against the
+    /// full path and against the file name).
+    ///
+    /// # Errors
+    /// [`SourceError::Pattern`] naming the pattern when it does not compile, has wildcards in
+    /// its directory part, or has no file-name part.
+    pub fn compile(include: &[String], exclude: &[String]) -> Result<Self, SourceError> {
+        let mut dirs: Vec<(PathBuf, GlobSetBuilder)> = Vec::new();
+        for pattern in include {
+            let (dir, name) = split_pattern(pattern)?;
+            let glob = compile_glob("watch", pattern, &name)?;
+            match dirs.iter_mut().find(|(d, _)| *d == dir) {
+                Some((_, builder)) => {
+                    builder.add(glob);
+                }
+                None => {
+                    let mut builder = GlobSetBuilder::new();
+                    builder.add(glob);
+                    dirs.push((dir, builder));
+                }
+            }
+        }
+        if dirs.is_empty() {
+            return Err(SourceError::Pattern {
+                what: "watch",
+                pattern: String::new(),
+                message: "at least one pattern is needed, e.g. /logs/*.log".into(),
+            });
+        }
+        let mut excludes = GlobSetBuilder::new();
+        for pattern in exclude {
+            excludes.add(compile_glob("exclude", pattern, pattern)?);
+        }
+        let build = |what, b: GlobSetBuilder| {
+            b.build().map_err(|e| SourceError::Pattern {
+                what,
+                pattern: String::new(),
+                message: e.to_string(),
+            })
+        };
+        Ok(Self {
+            dirs: dirs
+                .into_iter()
+                .map(|(dir, b)| Ok(WatchedDir { dir, names: build("watch", b)? }))
+                .collect::<Result<_, SourceError>>()?,
+            exclude: build("exclude", excludes)?,
+        })
+    }
+
+    /// The directories holding the watched files.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.iter().map(|d| d.dir.as_path())
+    }
+
+    fn is_excluded(&self, path: &Path, name: &str) -> bool {
+        self.exclude.is_match(path) || self.exclude.is_match(name)
+    }
+}
+
+fn split_pattern(pattern: &str) -> Result<(PathBuf, String), SourceError> {
+    let path = Path::new(pattern);
+    let err = |message: &str| SourceError::Pattern {
+        what: "watch",
+        pattern: pattern.to_owned(),
+        message: message.to_owned(),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| err("has no file-name part (e.g. /logs/*.log)"))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if dir.to_string_lossy().contains(['*', '?', '[', '{']) {
+        return Err(err("wildcards are allowed in the file-name part only (e.g. /logs/*.log)"));
+    }
+    Ok((dir.to_owned(), name.to_owned()))
+}
+
+fn compile_glob(what: &'static str, pattern: &str, glob: &str) -> Result<Glob, SourceError> {
+    Glob::new(glob).map_err(|e| SourceError::Pattern {
+        what,
+        pattern: pattern.to_owned(),
+        message: e.kind().to_string(),
+    })
+}
+
+/// How files are read.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// Lines longer than this are split into pieces of this size, each flagged `split`
+    /// (default 1 MiB).
+    pub max_line_bytes: usize,
+    /// A file that left its path (rotated or deleted) is closed once read to its end and idle
+    /// for this long (default 5 s: long enough for a writer to finish its last lines).
+    pub rotated_close_after: Duration,
+    /// An incomplete last line is emitted, flagged `partial`, after the file stayed idle this
+    /// long; `None` waits for its newline forever (default 60 s).
+    pub partial_line_timeout: Option<Duration>,
+    /// How many bytes one read call asks for (default 256 KiB).
+    pub read_chunk_bytes: usize,
+}
+
+impl Default for TailOptions {
+    fn default() -> Self {
+        Self {
+            max_line_bytes: 1 << 20,
+            rotated_close_after: Duration::from_secs(5),
+            partial_line_timeout: Some(Duration::from_secs(60)),
+            read_chunk_bytes: 256 << 10,
+        }
+    }
+}
+
+/// A tracked file as saved in the collector's commit: enough to find it again and to prove it
+/// is the same file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedFile {
+    /// The name records carry (the file name when first seen).
+    pub source: String,
+    /// Where the file was last seen.
+    pub path: PathBuf,
+    /// Device number.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// The identity of this file generation, part of every record id.
+    pub source_id: u64,
+    /// Everything before this byte was handed on.
+    pub offset: u64,
+    /// How many leading bytes `head_hash` covers.
+    pub head_len: u64,
+    /// xxh3 of the first `head_len` bytes.
+    pub head_hash: u64,
+    /// xxh3 of the `min(offset, 256)` bytes before `offset`.
+    pub tail_hash: u64,
+}
+
+/// The tailer's whole position: the collector's input position in its journal commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailPosition {
+    /// Every file being read, including rotated ones not yet finished.
+    pub files: Vec<SavedFile>,
+}
+
+/// Metrics of the tailer, labelled by source file name.
+#[derive(Debug, Clone, Default)]
+pub struct SourceMetrics {
+    lines: Family<Vec<(String, String)>, Counter>,
+    bytes: Family<Vec<(String, String)>, Counter>,
+    events: Family<Vec<(String, String)>, Counter>,
+    open_files: Gauge,
+}
+
+impl SourceMetrics {
+    /// Registers the metrics under `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("collector_lines", "Lines handed on, per source file", self.lines.clone());
+        registry.register("collector_bytes", "Bytes read, per source file", self.bytes.clone());
+        registry.register(
+            "collector_file_events",
+            "Rotations, truncations, split, partial and invalid UTF-8 lines, unreadable files, per source file",
+            self.events.clone(),
+        );
+        registry.register("collector_open_files", "Files held open, rotated ones included", self.open_files.clone());
+    }
+
+    fn count_event(&self, source: &str, event: &str) {
+        self.events
+            .get_or_create(&vec![("source".into(), source.into()), ("event".into(), event.into())])
+            .inc();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileKey {
+    fn of(meta: &fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TrackedFile {
+    key: FileKey,
+    file: File,
+    path: PathBuf,
+    source: String,
+    source_id: u64,
+    offset: u64,
+    head_len: u64,
+    head_hash: u64,
+    tail: Option<(u64, u64)>,
+    detached_since: Option<Instant>,
+    last_growth: Instant,
+    incomplete_since: Option<Instant>,
+}
+
+/// What one [`Tailer::read`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Records handed on.
+    pub records: u64,
+    /// Source bytes consumed.
+    pub bytes: u64,
+    /// The budget ran out before every file was read to its end.
+    pub more: bool,
+}
+
+/// Tails the files of a [`SourceSpec`], handing complete lines to a callback.
+pub struct Tailer {
+    spec: SourceSpec,
+    options: TailOptions,
+    files: Vec<TrackedFile>,
+    to_restore: Option<TailPosition>,
+    unreadable: HashSet<PathBuf>,
+    buf: Vec<u8>,
+    next_file: usize,
+    changed: bool,
+    generation: u64,
+    metrics: SourceMetrics,
+}
+
+impl Tailer {
+    /// A tailer that resumes from `position` (the last commit) when given.
+    pub fn new(spec: SourceSpec, options: TailOptions, position: Option<TailPosition>, metrics: SourceMetrics) -> Self {
+        Self {
+            spec,
+            options,
+            files: Vec::new(),
+            to_restore: position,
+            unreadable: HashSet::new(),
+            buf: Vec::new(),
+            next_file: 0,
+            changed: false,
+            generation: 0,
+            metrics,
+        }
+    }
+
+    /// The directories to watch for changes.
+    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
+        self.spec.dirs()
+    }
+
+    /// How many files are open.
+    pub fn open_files(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether the position changed without records (a file closed, a truncation seen) since
+    /// the last call, so it needs committing anyway.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Lists the watched directories: picks up new files, notices rotated and deleted ones,
+    /// and on the first call re-finds the files of the saved position.
+    pub fn rescan(&mut self) {
+        if let Some(saved) = self.to_restore.take() {
+            self.restore(saved);
+        }
+        let mut seen: HashSet<FileKey> = HashSet::with_capacity(self.files.len());
+        for dir_index in 0..self.spec.dirs.len() {
+            let dir = self.spec.dirs[dir_index].dir.clone();
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    if self.unreadable.insert(dir.clone()) {
+                        warn!(dir = %dir.display(), error = %e, "Cannot list the log directory; will retry.");
+                    }
+                    continue;
+                }
+            };
+            self.unreadable.remove(&dir);
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let path = entry.path();
+                if !self.spec.dirs[dir_index].names.is_match(name) || self.spec.is_excluded(&path, name) {
+                    continue;
+                }
+                // Symlinks are never followed: they could lead outside the directory.
+                let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+                if !meta.file_type().is_file() {
+                    continue;
+                }
+                let key = FileKey::of(&meta);
+                seen.insert(key);
+                if let Some(tracked) = self.files.iter_mut().find(|f| f.key == key) {
+                    if tracked.path != path || tracked.detached_since.is_some() {
+                        tracked.path = path;
+                        tracked.detached_since = None;
+                        self.changed = true;
+                    }
+                } else {
+                    self.start_file(&path, name, key);
+                }
+            }
+        }
+        let now = Instant::now();
+        for tracked in &mut self.files {
+            if tracked.detached_since.is_none() && !seen.contains(&tracked.key) {
+                info!(source = %tracked.source, path = %tracked.path.display(), offset = tracked.offset, "File left its path (rotated or deleted); reading it to its end.");
+                self.metrics.count_event(&tracked.source, "rotated");
+                tracked.detached_since = Some(now);
+            }
+        }
+        self.metrics.open_files.set(self.files.len() as i64);
+    }
+
+    fn start_file(&mut self, path: &Path, name: &str, key: FileKey) {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                if self.unreadable.insert(path.to_owned()) {
+                    warn!(path = %path.display(), error = %e, "Cannot open log file; will retry.");
+                    self.metrics.count_event(name, "unreadable");
+                }
+                return;
+            }
+        };
+        if self.unreadable.remove(path) {
+            info!(path = %path.display(), "Log file is readable now.");
+        }
+        let Ok(meta) = file.metadata() else { return };
+        if FileKey::of(&meta) != key {
+            return; // Replaced between listing and opening: the next rescan sees the new one.
+        }
+        let source_id = self.new_source_id(key);
+        let mut tracked = TrackedFile {
+            key,
+            file,
+            path: path.to_owned(),
+            source: name.to_owned(),
+            source_id,
+            offset: 0,
+            head_len: 0,
+            head_hash: xxh3_64(b""),
+            tail: None,
+            detached_since: None,
+            last_growth: Instant::now(),
+            incomplete_since: None,
+        };
+        refresh_head(&mut tracked, meta.len());
+        info!(source = name, path = %path.display(), bytes = meta.len(), "Tailing new file from its start.");
+        self.files.push(tracked);
+        self.changed = true;
+    }
+
+    fn new_source_id(&mut self, key: FileKey) -> u64 {
+        self.generation += 1;
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&key.dev.to_le_bytes());
+        seed[8..16].copy_from_slice(&key.ino.to_le_bytes());
+        seed[16..24].copy_from_slice(&nanos.to_le_bytes());
+        seed[24..].copy_from_slice(&self.generation.to_le_bytes());
+        xxh3_64(&seed)
+    }
+
+    fn restore(&mut self, saved: TailPosition) {
+        for file in saved.files {
+            match find_saved_file(&file) {
+                Ok(Some((tracked_file, path, meta))) => {
+                    let at_path = path == file.path;
+                    let tracked = TrackedFile {
+                        key: FileKey::of(&meta),
+                        file: tracked_file,
+                        path,
+                        source: file.source.clone(),
+                        source_id: file.source_id,
+                        offset: file.offset,
+                        head_len: file.head_len,
+                        head_hash: file.head_hash,
+                        tail: Some((file.offset, file.tail_hash)),
+                        // Found elsewhere: rotated while we were down. The rescan re-attaches
+                        // it if its new path is still watched.
+                        detached_since: if at_path { None } else { Some(Instant::now()) },
+                        last_growth: Instant::now(),
+                        incomplete_since: None,
+                    };
+                    info!(source = %file.source, path = %tracked.path.display(), offset = file.offset, "Resuming file at its committed offset.");
+                    self.files.push(tracked);
+                }
+                Ok(None) => {
+                    warn!(source = %file.source, path = %file.path.display(), offset = file.offset, "A file being read is gone or was replaced while the collector was down; lines written after the committed offset could not be read.");
+                    self.metrics.count_event(&file.source, "lost_while_down");
+                    self.changed = true;
+                }
+                Err(e) => {
+                    warn!(source = %file.source, path = %file.path.display(), error = %e, "Cannot check a saved file; treating it as gone.");
+                    self.changed = true;
+                }
+            }
+        }
+    }
+
+    /// Reads new complete lines from every file, handing each as a record to `emit`, until
+    /// about `budget_bytes` were read. `collected_at` stamps the records.
+    pub fn read(&mut self, budget_bytes: u64, collected_at: &str, emit: &mut dyn FnMut(&CollectedRecordOut<'_>)) -> ReadOutcome {
+        let mut outcome = ReadOutcome::default();
+        let count = self.files.len();
+        let chunk = self.options.read_chunk_bytes.max(self.options.max_line_bytes + 1);
+        if self.buf.len() < chunk {
+            self.buf.resize(chunk, 0);
+        }
+        // Start at a different file each call so one busy file cannot starve the others.
+        for step in 0..count {
+            let index = (self.next_file + step) % count;
+            if outcome.bytes >= budget_bytes {
+                outcome.more = true;
+                self.next_file = index;
+                break;
+            }
+            let tracked = &mut self.files[index];
+            let file_outcome = read_file(tracked, &mut self.buf, &self.options, budget_bytes - outcome.bytes, collected_at, emit, &self.metrics);
+            self.changed |= file_outcome.reset;
+            outcome.records += file_outcome.records;
+            outcome.bytes += file_outcome.bytes;
+            outcome.more |= file_outcome.more;
+        }
+        self.close_finished_files(collected_at, emit, &mut outcome);
+        outcome
+    }
+
+    fn close_finished_files(&mut self, collected_at: &str, emit: &mut dyn FnMut(&CollectedRecordOut<'_>), outcome: &mut ReadOutcome) {
+        let close_after = self.options.rotated_close_after;
+        let mut index = 0;
+        while index < self.files.len() {
+            let tracked = &mut self.files[index];
+            let idle = tracked.last_growth.elapsed() >= close_after;
+            if tracked.detached_since.is_some() && idle {
+                let size = tracked.file.metadata().map_or(tracked.offset, |m| m.len());
+                if size > tracked.offset {
+                    // The unterminated rest of a file nobody will write again.
+                    let emitted = emit_partial(tracked, &mut self.buf, size, collected_at, emit, &self.metrics);
+                    outcome.records += emitted.records;
+                    outcome.bytes += emitted.bytes;
+                }
+                info!(source = %tracked.source, path = %tracked.path.display(), offset = tracked.offset, "Finished a rotated or deleted file; closing it.");
+                self.files.swap_remove(index);
+                self.changed = true;
+                continue;
+            }
+            index += 1;
+        }
+        self.metrics.open_files.set(self.files.len() as i64);
+    }
+
+    /// The position to commit: every open file with its offset and fingerprints.
+    pub fn position(&mut self) -> TailPosition {
+        let files = self
+            .files
+            .iter_mut()
+            .map(|f| SavedFile {
+                source: f.source.clone(),
+                path: f.path.clone(),
+                dev: f.key.dev,
+                ino: f.key.ino,
+                source_id: f.source_id,
+                offset: f.offset,
+                head_len: f.head_len,
+                head_hash: f.head_hash,
+                tail_hash: tail_hash(f),
+            })
+            .collect();
+        TailPosition { files }
+    }
+}
+
+/// The hash of the bytes before the file's offset, computed once per offset.
+fn tail_hash(f: &mut TrackedFile) -> u64 {
+    if let Some((at, hash)) = f.tail {
+        if at == f.offset {
+            return hash;
+        }
+    }
+    let hash = hash_range(&f.file, f.offset.saturating_sub(TAIL_BYTES), f.offset).unwrap_or(0);
+    f.tail = Some((f.offset, hash));
+    hash
+}
+
+fn hash_range(file: &File, from: u64, to: u64) -> io::Result<u64> {
+    let mut bytes = vec![0u8; (to - from) as usize];
+    file.read_exact_at(&mut bytes, from)?;
+    Ok(xxh3_64(&bytes))
+}
+
+/// Finds a saved file again: at its path, or anywhere in its directory (rotated while the
+/// collector was down), and proves it is the same file by its fingerprints.
+fn find_saved_file(saved: &SavedFile) -> io::Result<Option<(File, PathBuf, fs::Metadata)>> {
+    let wanted = FileKey {
+        dev: saved.dev,
+        ino: saved.ino,
+    };
+    let mut candidates = vec![saved.path.clone()];
+    if let Some(dir) = saved.path.parent() {
+        if let Ok(entries) = fs::read_dir(dir) {
+            candidates.extend(entries.flatten().map(|e| e.path()).filter(|p| *p != saved.path));
+        }
+    }
+    for path in candidates {
+        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        if !meta.file_type().is_file() || FileKey::of(&meta) != wanted {
+            continue;
+        }
+        let file = File::open(&path)?;
+        let meta = file.metadata()?;
+        let same = meta.len() >= saved.offset
+            && meta.len() >= saved.head_len
+            && hash_range(&file, 0, saved.head_len)? == saved.head_hash
+            && hash_range(&file, saved.offset.saturating_sub(TAIL_BYTES), saved.offset)? == saved.tail_hash;
+        return Ok(same.then_some((file, path, meta)));
+    }
+    Ok(None)
+}
+
+/// Recomputes the head fingerprint while it is shorter than [`HEAD_BYTES`] and the file grew.
+fn refresh_head(f: &mut TrackedFile, size: u64) {
+    let len = size.min(HEAD_BYTES);
+    if len > f.head_len {
+        if let Ok(hash) = hash_range(&f.file, 0, len) {
+            f.head_len = len;
+            f.head_hash = hash;
+        }
+    }
+}
+
+/// Whether the file's first bytes are still those we fingerprinted.
+fn head_unchanged(f: &TrackedFile, size: u64) -> bool {
+    if f.head_len == 0 {
+        return true;
+    }
+    size >= f.head_len && hash_range(&f.file, 0, f.head_len).is_ok_and(|h| h == f.head_hash)
+}
+
+struct FileOutcome {
+    records: u64,
+    bytes: u64,
+    more: bool,
+    reset: bool,
+}
+
+fn read_file(
+    f: &mut TrackedFile,
+    buf: &mut [u8],
+    options: &TailOptions,
+    budget: u64,
+    collected_at: &str,
+    emit: &mut dyn FnMut(&CollectedRecordOut<'_>),
+    metrics: &SourceMetrics,
+) -> FileOutcome {
+    let mut outcome = FileOutcome {
+        records: 0,
+        bytes: 0,
+        more: false,
+        reset: false,
+    };
+    let Ok(meta) = f.file.metadata() else { return outcome };
+    let size = meta.len();
+    if size == f.offset && f.incomplete_since.is_none() {
+        return outcome;
+    }
+    if size < f.offset || (size != f.offset && !head_unchanged(f, size)) {
+        warn!(source = %f.source, path = %f.path.display(), offset = f.offset, size, "File was truncated or replaced in place (copytruncate?); reading it again from the start.");
+        metrics.count_event(&f.source, "truncated");
+        f.offset = 0;
+        f.head_len = 0;
+        f.tail = None;
+        f.incomplete_since = None;
+        f.source_id = xxh3_64(&[f.source_id.to_le_bytes(), size.to_le_bytes()].concat());
+        outcome.reset = true;
+    }
+    refresh_head(f, size);
+    let mut read_bytes = 0u64;
+    let mut lines = 0u64;
+    loop {
+        if outcome.bytes >= budget {
+            outcome.more = true;
+            break;
+        }
+        let n = match f.file.read_at(buf, f.offset) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(source = %f.source, error = %e, "Read failed; will retry.");
+                break;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        f.last_growth = Instant::now();
+        let at_eof = n < buf.len();
+        let mut data = &buf[..n];
+        let mut base = f.offset;
+        if base == 0 && data.starts_with(UTF8_BOM) {
+            data = &data[UTF8_BOM.len()..];
+            base = UTF8_BOM.len() as u64;
+        }
+        let consumed_before = base - f.offset;
+        let (consumed, emitted) = split_lines(data, base, f, options.max_line_bytes, collected_at, emit, metrics);
+        let total = consumed_before + consumed;
+        f.offset += total;
+        outcome.bytes += total;
+        read_bytes += total;
+        lines += emitted;
+        if total > 0 {
+            f.incomplete_since = None;
+        }
+        if at_eof || total == 0 {
+            break;
+        }
+    }
+    outcome.records = lines;
+    if read_bytes > 0 {
+        let label = vec![("source".to_owned(), f.source.clone())];
+        metrics.lines.get_or_create(&label).inc_by(lines);
+        metrics.bytes.get_or_create(&label).inc_by(read_bytes);
+    }
+    let size_now = f.file.metadata().map_or(size, |m| m.len());
+    if size_now > f.offset && !outcome.more {
+        // An incomplete last line: wait for its newline, or emit it once after the timeout.
+        let since = *f.incomplete_since.get_or_insert_with(Instant::now);
+        if options.partial_line_timeout.is_some_and(|t| since.elapsed() >= t) {
+            let emitted = emit_partial(f, buf, size_now, collected_at, emit, metrics);
+            outcome.records += emitted.records;
+            outcome.bytes += emitted.bytes;
+        }
+    }
+    outcome
+}
+
+struct Emitted {
+    records: u64,
+    bytes: u64,
+}
+
+/// Emits the bytes from the offset to `size` as one partial line (in pieces if over-long).
+fn emit_partial(
+    f: &mut TrackedFile,
+    buf: &mut [u8],
+    size: u64,
+    collected_at: &str,
+    emit: &mut dyn FnMut(&CollectedRecordOut<'_>),
+    metrics: &SourceMetrics,
+) -> Emitted {
+    let mut emitted = Emitted { records: 0, bytes: 0 };
+    while f.offset < size {
+        let want = ((size - f.offset) as usize).min(buf.len());
+        let Ok(n) = f.file.read_at(&mut buf[..want], f.offset) else { break };
+        if n == 0 {
+            break;
+        }
+        let last = f.offset + n as u64 >= size;
+        let line = trim_cr(&buf[..n]);
+        let id = RecordId {
+            source_id: f.source_id,
+            offset: f.offset,
+        };
+        let flags = LineFlags {
+            partial: last,
+            split: !last,
+        };
+        emit(&CollectedRecordOut::new(id, &f.source, collected_at, line, flags));
+        f.offset += n as u64;
+        emitted.records += 1;
+        emitted.bytes += n as u64;
+    }
+    metrics.count_event(&f.source, "partial_line");
+    f.incomplete_since = None;
+    emitted
+}
+
+/// Emits every complete line in `data` (which starts at file offset `base`), splitting lines
+/// over `max_line_bytes`. Returns the bytes consumed (through the last newline, plus split
+/// pieces of an over-long unterminated tail) and the records emitted.
+fn split_lines(
+    data: &[u8],
+    base: u64,
+    f: &TrackedFile,
+    max_line_bytes: usize,
+    collected_at: &str,
+    emit: &mut dyn FnMut(&CollectedRecordOut<'_>),
+    metrics: &SourceMetrics,
+) -> (u64, u64) {
+    let mut start = 0usize;
+    let mut records = 0u64;
+    let mut emit_piece = |piece: &[u8], at: usize, flags: LineFlags| {
+        let id = RecordId {
+            source_id: f.source_id,
+            offset: base + at as u64,
+        };
+        let record = CollectedRecordOut::new(id, &f.source, collected_at, piece, flags);
+        if record.invalid_utf8 {
+            metrics.count_event(&f.source, "invalid_utf8");
+        }
+        emit(&record);
+        records += 1;
+    };
+    for newline in memchr::memchr_iter(b'\n', data) {
+        let mut line_start = start;
+        while newline - line_start > max_line_bytes {
+            metrics.count_event(&f.source, "split_line");
+            emit_piece(&data[line_start..line_start + max_line_bytes], line_start, LineFlags { partial: false, split: true });
+            line_start += max_line_bytes;
+        }
+        emit_piece(trim_cr(&data[line_start..newline]), line_start, LineFlags::default());
+        start = newline + 1;
+    }
+    // An unterminated tail that is already over the limit cannot become a shorter line.
+    while data.len() - start > max_line_bytes {
+        metrics.count_event(&f.source, "split_line");
+        emit_piece(&data[start..start + max_line_bytes], start, LineFlags { partial: false, split: true });
+        start += max_line_bytes;
+    }
+    (start as u64, records)
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,262 @@
+//! Tailer tests on real files in a temp directory: each test reads like what the application
+//! and kubelet do (write, rotate, truncate, restart), then checks every line arrived once.
+
+use super::*;
+use std::io::Write;
+
+use crate::record::CollectedRecord;
+
+struct Harness {
+    dir: tempfile::TempDir,
+    tailer: Tailer,
+    options: TailOptions,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self::with_options(TailOptions {
+            rotated_close_after: Duration::ZERO,
+            ..TailOptions::default()
+        })
+    }
+
+    fn with_options(options: TailOptions) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let tailer = Self::tailer_for(dir.path(), &options, None);
+        Self { dir, tailer, options }
+    }
+
+    fn tailer_for(dir: &Path, options: &TailOptions, position: Option<TailPosition>) -> Tailer {
+        let spec = SourceSpec::compile(&[format!("{}/*.log", dir.display())], &["*skip*".into()]).unwrap();
+        Tailer::new(spec, options.clone(), position, SourceMetrics::default())
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn append(&self, name: &str, bytes: &[u8]) {
+        let mut f = fs::OpenOptions::new().create(true).append(true).open(self.path(name)).unwrap();
+        f.write_all(bytes).unwrap();
+    }
+
+    /// Rescans and reads until nothing more arrives; returns the records.
+    fn collect(&mut self) -> Vec<CollectedRecord> {
+        let mut out = Vec::new();
+        loop {
+            self.tailer.rescan();
+            let mut batch = Vec::new();
+            let outcome = self.tailer.read(1 << 30, "t", &mut |r| {
+                batch.push(serde_json::from_str::<CollectedRecord>(&serde_json::to_string(r).unwrap()).unwrap())
+            });
+            let empty = batch.is_empty();
+            out.extend(batch);
+            if empty && !outcome.more {
+                return out;
+            }
+        }
+    }
+
+    fn restart(&mut self) {
+        let position = self.tailer.position();
+        self.tailer = Self::tailer_for(self.dir.path(), &self.options, Some(position));
+    }
+}
+
+fn lines(records: &[CollectedRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.line.as_str()).collect()
+}
+
+#[test]
+fn only_complete_lines_are_handed_on_with_offsets_as_ids() {
+    let mut h = Harness::new();
+    h.append("a.log", b"one\ntwo\nthr");
+    let got = h.collect();
+    assert_eq!(lines(&got), ["one", "two"]);
+    assert_eq!(got[1].offset, 4);
+    assert!(got[1].id.ends_with("-4"));
+    assert_eq!(got[0].source, "a.log");
+    h.append("a.log", b"ee\n");
+    assert_eq!(lines(&h.collect()), ["three"]);
+}
+
+#[test]
+fn crlf_and_a_leading_bom_are_stripped() {
+    let mut h = Harness::new();
+    h.append("a.log", b"\xEF\xBB\xBFfirst\r\nsecond\r\n");
+    let got = h.collect();
+    assert_eq!(lines(&got), ["first", "second"]);
+    assert_eq!(got[0].offset, 3);
+}
+
+#[test]
+fn excluded_names_symlinks_and_directories_are_not_read() {
+    let mut h = Harness::new();
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret.txt"), b"secret\n").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), h.path("link.log")).unwrap();
+    fs::create_dir(h.path("dir.log")).unwrap();
+    h.append("skip-me.log", b"skipped\n");
+    h.append("b.txt", b"not matched\n");
+    h.append("a.log", b"kept\n");
+    assert_eq!(lines(&h.collect()), ["kept"]);
+}
+
+#[test]
+fn over_long_lines_are_split_and_flagged_never_lost() {
+    let mut h = Harness::with_options(TailOptions {
+        max_line_bytes: 10,
+        read_chunk_bytes: 16,
+        ..TailOptions::default()
+    });
+    h.append("a.log", b"0123456789abcdefghij-end\nshort\n");
+    let got = h.collect();
+    assert_eq!(lines(&got), ["0123456789", "abcdefghij", "-end", "short"]);
+    assert_eq!(got.iter().map(|r| r.split).collect::<Vec<_>>(), [true, true, false, false]);
+    assert_eq!(got[2].offset, 20);
+}
+
+#[test]
+fn a_partial_last_line_is_emitted_once_after_the_idle_timeout() {
+    let mut h = Harness::with_options(TailOptions {
+        partial_line_timeout: Some(Duration::from_millis(50)),
+        ..TailOptions::default()
+    });
+    h.append("a.log", b"whole\nhalf");
+    assert_eq!(lines(&h.collect()), ["whole"]);
+    std::thread::sleep(Duration::from_millis(80));
+    let got = h.collect();
+    assert_eq!(lines(&got), ["half"]);
+    assert!(got[0].partial);
+    h.append("a.log", b" more\n");
+    assert_eq!(lines(&h.collect()), [" more"]);
+}
+
+#[test]
+fn rename_rotation_drains_the_old_file_and_reads_the_new_one_from_the_start() {
+    let mut h = Harness::new();
+    h.append("app.log", b"1\n2\n");
+    assert_eq!(lines(&h.collect()), ["1", "2"]);
+    h.append("app.log", b"3\n");
+    fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+    h.append("app.log.1", b"4\n"); // the app still writes through its old descriptor
+    h.append("app.log", b"5\n");
+    let got = h.collect();
+    let mut names = lines(&got);
+    names.sort();
+    assert_eq!(names, ["3", "4", "5"]);
+    assert!(got.iter().all(|r| r.source == "app.log"));
+    assert_eq!(h.tailer.open_files(), 1, "the rotated file is closed once drained");
+}
+
+#[test]
+fn a_deleted_file_is_read_to_its_end_then_closed() {
+    let mut h = Harness::new();
+    h.append("a.log", b"1\n");
+    let f = fs::OpenOptions::new().append(true).open(h.path("a.log")).unwrap();
+    assert_eq!(lines(&h.collect()), ["1"]);
+    fs::remove_file(h.path("a.log")).unwrap();
+    (&f).write_all(b"2\nlast").unwrap();
+    let got = h.collect();
+    assert_eq!(lines(&got), ["2", "last"]);
+    assert!(got[1].partial, "the unterminated end of a closed file is emitted, flagged");
+    assert_eq!(h.tailer.open_files(), 0);
+}
+
+#[test]
+fn truncation_reads_again_from_zero_with_new_ids() {
+    let mut h = Harness::new();
+    h.append("a.log", b"old line one\nold line two\n");
+    let before = h.collect();
+    fs::write(h.path("a.log"), b"new\n").unwrap(); // copytruncate, then a new line
+    let after = h.collect();
+    assert_eq!(lines(&after), ["new"]);
+    assert_eq!(after[0].offset, 0);
+    assert_ne!(after[0].id, before[0].id);
+}
+
+#[test]
+fn copytruncate_overwritten_past_the_offset_is_caught_by_the_head_fingerprint() {
+    let mut h = Harness::new();
+    h.append("a.log", b"aaaa\n");
+    h.collect();
+    fs::write(h.path("a.log"), b"bbbb\ncccc\n").unwrap();
+    assert_eq!(lines(&h.collect()), ["bbbb", "cccc"]);
+}
+
+#[test]
+fn restart_resumes_exactly_at_the_committed_offset() {
+    let mut h = Harness::new();
+    h.append("a.log", b"1\n2\n");
+    h.append("b.log", b"x\n");
+    let first = h.collect();
+    h.append("a.log", b"3\n");
+    h.restart();
+    h.append("a.log", b"4\n");
+    let got = h.collect();
+    assert_eq!(lines(&got), ["3", "4"]);
+    let first_a = first.iter().find(|r| r.source == "a.log").unwrap();
+    assert_eq!(got[0].id.split('-').next(), first_a.id.split('-').next(), "same file keeps its source id");
+}
+
+#[test]
+fn rotation_while_down_finishes_the_old_file_found_by_inode() {
+    let mut h = Harness::new();
+    h.append("app.log", b"1\n");
+    h.collect();
+    h.append("app.log", b"2\n");
+    let position = h.tailer.position();
+    fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+    h.append("app.log", b"3\n");
+    h.tailer = Harness::tailer_for(h.dir.path(), &h.options, Some(position));
+    let mut got = lines(&h.collect()).into_iter().map(str::to_owned).collect::<Vec<_>>();
+    got.sort();
+    assert_eq!(got, ["2", "3"]);
+}
+
+#[test]
+fn a_different_file_at_a_saved_inode_is_read_from_zero() {
+    let mut h = Harness::new();
+    h.append("a.log", b"first generation\n");
+    h.collect();
+    let position = h.tailer.position();
+    // Same path and inode, other content, longer than the offset (rewritten while down).
+    fs::write(h.path("a.log"), b"second generation, longer\n").unwrap();
+    h.tailer = Harness::tailer_for(h.dir.path(), &h.options, Some(position));
+    assert_eq!(lines(&h.collect()), ["second generation, longer"]);
+}
+
+#[test]
+fn files_appearing_later_are_picked_up() {
+    let mut h = Harness::new();
+    assert!(h.collect().is_empty());
+    h.append("late.log", b"hello\n");
+    assert_eq!(lines(&h.collect()), ["hello"]);
+}
+
+#[test]
+fn the_budget_bounds_a_read_and_says_there_is_more() {
+    let mut h = Harness::with_options(TailOptions {
+        max_line_bytes: 32,
+        read_chunk_bytes: 64,
+        ..TailOptions::default()
+    });
+    let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+    h.append("a.log", text.as_bytes());
+    h.tailer.rescan();
+    let mut n = 0;
+    let outcome = h.tailer.read(100, "t", &mut |_| n += 1);
+    assert!(outcome.more);
+    assert!(n < 1000);
+    let rest = h.collect();
+    assert_eq!(n + rest.len(), 1000);
+    assert_eq!(rest.last().unwrap().line, "line 999");
+}
+
+#[test]
+fn patterns_with_wildcard_directories_are_refused_with_the_pattern_named() {
+    let err = SourceSpec::compile(&["/logs/*/x.log".into()], &[]).unwrap_err().to_string();
+    assert!(err.contains("\"/logs/*/x.log\"") && err.contains("file-name part only"), "{err}");
+    let err = SourceSpec::compile(&["/logs/[.log".into()], &[]).unwrap_err().to_string();
+    assert!(err.starts_with("watch pattern \"/logs/[.log\""), "{err}");
+}
