@@ -17,6 +17,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -201,8 +204,38 @@ impl Default for JournalOptions {
     }
 }
 
+/// Metrics of a journal writer.
+#[derive(Debug, Clone, Default)]
+pub struct JournalMetrics {
+    commits: Counter,
+    records: Counter,
+    bytes: Counter,
+    unconsumed_bytes: Gauge,
+    backpressured: Gauge,
+}
+
+impl JournalMetrics {
+    /// Registers the metrics under `registry` with the stage's `prefix` (e.g. `collector`).
+    pub fn register(&self, prefix: &str, registry: &mut Registry) {
+        registry.register(format!("{prefix}_journal_commits"), "Batches committed to the output journal", self.commits.clone());
+        registry.register(format!("{prefix}_journal_records"), "Records committed to the output journal", self.records.clone());
+        registry.register(format!("{prefix}_journal_bytes"), "Bytes committed to the output journal", self.bytes.clone());
+        registry.register(
+            format!("{prefix}_journal_unconsumed_bytes"),
+            "Committed bytes the slowest reader has not consumed yet",
+            self.unconsumed_bytes.clone(),
+        );
+        registry.register(
+            format!("{prefix}_journal_backpressured"),
+            "1 while the writer pauses because readers lag past the cap",
+            self.backpressured.clone(),
+        );
+    }
+}
+
 /// Appends batches of records to a journal and commits them with the input position.
 pub struct JournalWriter<I> {
+    metrics: JournalMetrics,
     dir: PathBuf,
     options: JournalOptions,
     segment: File,
@@ -237,6 +270,7 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
         remove_uncommitted_segments(dir, end.segment)?;
         let segment = open_segment_at(dir, end)?;
         let writer = Self {
+            metrics: JournalMetrics::default(),
             dir: dir.to_owned(),
             options,
             segment,
@@ -318,6 +352,9 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             input,
         };
         checkpoint::store_json(&self.dir.join(COMMIT_FILE), &commit, self.options.durability)?;
+        self.metrics.commits.inc();
+        self.metrics.records.inc_by(self.buffered_records);
+        self.metrics.bytes.inc_by(self.buffer.len() as u64);
         self.end = end;
         self.records = commit.records;
         self.buffer.clear();
@@ -337,11 +374,18 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
         Ok(())
     }
 
+    /// The writer's metrics, to register with the stage's registry.
+    pub fn metrics(&self) -> &JournalMetrics {
+        &self.metrics
+    }
+
     /// Whether readers lag by more than `max_unconsumed_bytes`, so the writer should pause.
     /// Re-reads the cursors (and applies retention) at most every 250 ms.
     pub fn is_backpressured(&mut self) -> bool {
         self.housekeeping();
-        self.unconsumed_bytes > self.options.max_unconsumed_bytes
+        let paused = self.unconsumed_bytes > self.options.max_unconsumed_bytes;
+        self.metrics.backpressured.set(i64::from(paused));
+        paused
     }
 
     /// Bytes committed but not yet consumed by the slowest reader, as of the last check.
@@ -381,6 +425,7 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             sizes.push((segment, len));
         }
         self.unconsumed_bytes = unconsumed;
+        self.metrics.unconsumed_bytes.set(unconsumed as i64);
         self.apply_retention(&sizes, consumed);
     }
 

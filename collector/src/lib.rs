@@ -1,0 +1,233 @@
+//! The collector: tails the application's log files and commits complete lines, with their
+//! file offsets, into the collected journal.
+//!
+//! Easy to get wrong: the tailer's offsets are the journal's input position. They are saved in
+//! the same atomic commit as the records they produced, never separately, so a restart resumes
+//! exactly after the last committed line.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use sidecar_core::checkpoint::{self, Durability};
+use sidecar_core::config::{ByteSize, HumanDuration};
+use sidecar_core::journal::{JournalOptions, JournalWriter};
+use sidecar_core::record::timestamp_now;
+use sidecar_core::signal::{self, DirWatcher, Wakeup};
+use sidecar_core::source::{SourceMetrics, SourceSpec, TailOptions, TailPosition, Tailer};
+use sidecar_core::telemetry::{self, Health};
+use tracing::info;
+
+/// The name the processor publishes its cursor under in the collected journal.
+pub const DOWNSTREAM_READER: &str = "processor";
+const STATS_FILE: &str = "collection_stats.json";
+
+/// Command-line flags; each also reads an environment variable.
+#[derive(Debug, Parser)]
+#[command(name = "collector", version, about = "Tails log files into the collected journal.")]
+pub struct Cli {
+    /// Globs of files to tail, comma-separated; wildcards in the file-name part only.
+    #[arg(long, env = "COLLECTOR_WATCH", value_delimiter = ',', default_value = "/logs/*.log")]
+    pub watch: Vec<String>,
+    /// Globs to leave out, matched against the full path and the file name.
+    #[arg(long, env = "COLLECTOR_EXCLUDE", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Where the collected journal (and its commit, which holds the file offsets) lives.
+    #[arg(long, env = "COLLECTOR_JOURNAL_DIR", default_value = "/collected-logs")]
+    pub journal_dir: PathBuf,
+    /// Address for GET /healthz and GET /metrics.
+    #[arg(long, env = "COLLECTOR_LISTEN", default_value = "0.0.0.0:9101")]
+    pub listen: SocketAddr,
+    /// Time allowed to commit and exit after SIGTERM; keep it below the pod's grace period.
+    #[arg(long, env = "COLLECTOR_GRACE_PERIOD", default_value = "8s")]
+    pub grace_period: HumanDuration,
+    /// Lines longer than this are split into flagged pieces.
+    #[arg(long, env = "COLLECTOR_MAX_LINE_BYTES", default_value = "1MiB")]
+    pub max_line_bytes: ByteSize,
+    /// Emit an unterminated last line, flagged partial, after the file was idle this long
+    /// ("off" waits for the newline forever).
+    #[arg(long, env = "COLLECTOR_PARTIAL_LINE_TIMEOUT", default_value = "60s")]
+    pub partial_line_timeout: String,
+    /// A rotated or deleted file is closed once read to its end and idle this long.
+    #[arg(long, env = "COLLECTOR_ROTATED_CLOSE_AFTER", default_value = "5s")]
+    pub rotated_close_after: HumanDuration,
+    /// Pause reading when the processor lags by more than this.
+    #[arg(long, env = "COLLECTOR_MAX_UNCONSUMED", default_value = "128MiB")]
+    pub max_unconsumed: ByteSize,
+    /// Keep consumed journal segments up to this total size ...
+    #[arg(long, env = "COLLECTOR_RETENTION_BYTES", default_value = "32MiB")]
+    pub retention_bytes: ByteSize,
+    /// ... and this age.
+    #[arg(long, env = "COLLECTOR_RETENTION_AGE", default_value = "1h")]
+    pub retention_age: HumanDuration,
+    /// fsync every commit (survives a node crash); false leaves it to the page cache, which
+    /// survives a container crash.
+    #[arg(long, env = "COLLECTOR_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fsync: bool,
+    /// Log filter, e.g. info or debug.
+    #[arg(long, env = "COLLECTOR_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "COLLECTOR_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Checked runtime settings of the collector.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// Which files to tail.
+    pub spec: SourceSpec,
+    /// How to read them.
+    pub tail: TailOptions,
+    /// The output journal.
+    pub journal_dir: PathBuf,
+    /// How the journal is written and kept.
+    pub journal: JournalOptions,
+    /// Health and metrics address.
+    pub listen: SocketAddr,
+    /// Shutdown budget.
+    pub grace: Duration,
+    /// Bytes read per commit at most (default 4 MiB): bounds memory and commit latency.
+    pub batch_max_bytes: u64,
+    /// How long to let writes gather after a wake before reading (default 10 ms): one commit
+    /// then carries many lines, so fsyncs stay at a few hundred per second at most.
+    pub linger: Duration,
+    /// The slow periodic rescan that backs up inotify (default 1 s).
+    pub rescan_interval: Duration,
+}
+
+impl Cli {
+    /// Checks the flags and builds the runtime config.
+    ///
+    /// # Errors
+    /// A message naming the flag and what is wrong.
+    pub fn into_config(self) -> anyhow::Result<CollectorConfig> {
+        let spec = SourceSpec::compile(&self.watch, &self.exclude).context("--watch/--exclude")?;
+        let partial_line_timeout = match self.partial_line_timeout.trim() {
+            "off" | "never" | "0" => None,
+            text => Some(
+                text.parse::<HumanDuration>()
+                    .map_err(|e| anyhow::anyhow!("--partial-line-timeout: {e}"))?
+                    .0,
+            ),
+        };
+        anyhow::ensure!(self.max_line_bytes.0 >= 64, "--max-line-bytes: must be at least 64 bytes, got {}", self.max_line_bytes);
+        Ok(CollectorConfig {
+            spec,
+            tail: TailOptions {
+                max_line_bytes: self.max_line_bytes.0 as usize,
+                rotated_close_after: self.rotated_close_after.0,
+                partial_line_timeout,
+                ..TailOptions::default()
+            },
+            journal_dir: self.journal_dir,
+            journal: JournalOptions {
+                durability: if self.fsync { Durability::Fsync } else { Durability::PageCache },
+                max_unconsumed_bytes: self.max_unconsumed.0,
+                retention_max_bytes: self.retention_bytes.0,
+                retention_max_age: self.retention_age.0,
+                readers: vec![DOWNSTREAM_READER.to_owned()],
+                ..JournalOptions::default()
+            },
+            listen: self.listen,
+            grace: self.grace_period.0,
+            batch_max_bytes: 4 << 20,
+            linger: Duration::from_millis(10),
+            rescan_interval: Duration::from_secs(1),
+        })
+    }
+}
+
+/// Runs the collector until `shutdown` resolves, then commits and returns.
+///
+/// # Errors
+/// When the journal cannot be opened or written, or the listen address is taken.
+pub async fn run(config: CollectorConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let source_metrics = SourceMetrics::default();
+    source_metrics.register(&mut registry);
+    let (journal, position) = JournalWriter::<TailPosition>::open(&config.journal_dir, config.journal.clone())
+        .with_context(|| format!("opening the collected journal in {}", config.journal_dir.display()))?;
+    journal.metrics().register("collector", &mut registry);
+    let health = Health::new(Duration::from_secs(60));
+    let bound = telemetry::serve(config.listen, registry, health.clone()).await?;
+    info!(listen = %bound, journal = %config.journal_dir.display(), resumed = position.is_some(), "Collector started.");
+    let wakeup = Wakeup::new();
+    let tailer = Tailer::new(config.spec.clone(), config.tail.clone(), position, source_metrics);
+    let loop_wakeup = wakeup.clone();
+    signal::run_stage("collector", wakeup, config.grace, shutdown, move || {
+        collect(&config, journal, tailer, &loop_wakeup, &health)
+    })
+    .await
+}
+
+/// What `collection_stats.json` holds, refreshed every few seconds.
+#[derive(Debug, Serialize)]
+struct CollectionStats<'a> {
+    updated_at: String,
+    records_committed: u64,
+    unconsumed_bytes: u64,
+    backpressured: bool,
+    files: &'a TailPosition,
+}
+
+fn collect(
+    config: &CollectorConfig,
+    mut journal: JournalWriter<TailPosition>,
+    mut tailer: Tailer,
+    wakeup: &Wakeup,
+    health: &Health,
+) -> anyhow::Result<()> {
+    let _watcher = DirWatcher::start(tailer.dirs(), wakeup);
+    let mut stats_at = Instant::now();
+    let mut backpressured = false;
+    while !wakeup.is_stopping() {
+        health.beat();
+        tailer.rescan();
+        backpressured = journal.is_backpressured();
+        let mut more = false;
+        if !backpressured {
+            let collected_at = timestamp_now();
+            more = tailer
+                .read(config.batch_max_bytes, &collected_at, &mut |record| journal.push(record))
+                .more;
+        }
+        let changed = tailer.take_changed();
+        if journal.pending_records() > 0 || changed {
+            journal.commit(&tailer.position()).context("committing to the collected journal")?;
+        }
+        if stats_at.elapsed() >= Duration::from_secs(5) {
+            write_stats(config, &journal, &mut tailer, backpressured);
+            stats_at = Instant::now();
+        }
+        if more {
+            continue;
+        }
+        let wait = if backpressured { Duration::from_millis(200) } else { config.rescan_interval };
+        if wakeup.wait(wait) || wakeup.sleep(config.linger) {
+            break;
+        }
+    }
+    // Every read batch was committed as it was read; the stop only records the final stats.
+    write_stats(config, &journal, &mut tailer, backpressured);
+    Ok(())
+}
+
+fn write_stats(config: &CollectorConfig, journal: &JournalWriter<TailPosition>, tailer: &mut Tailer, backpressured: bool) {
+    let files = tailer.position();
+    let stats = CollectionStats {
+        updated_at: timestamp_now(),
+        records_committed: journal.committed_records(),
+        unconsumed_bytes: journal.unconsumed_bytes(),
+        backpressured,
+        files: &files,
+    };
+    if let Err(e) = checkpoint::store_json(&config.journal_dir.join(STATS_FILE), &stats, Durability::PageCache) {
+        tracing::warn!(error = %e, "Cannot refresh the stats file.");
+    }
+}
