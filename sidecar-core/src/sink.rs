@@ -1,1 +1,226 @@
-//! TODO
+//! Sinks: where the forwarder delivers processed records.
+//!
+//! A sink receives a batch and returns only once the batch is safely delivered (durable on
+//! disk, printed, or acknowledged by a server). The forwarder then commits the journal
+//! position together with every sink's [`Sink::state`], so a sink that keeps files can cut them
+//! back to exactly the committed state on restart.
+//!
+//! Easy to get wrong: retries. A failed `send` may have delivered part of the batch; the sink
+//! must make the retry of the same batch (and a restart from the last commit) idempotent.
+
+pub mod file;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::config::{ByteSize, ConfigError};
+
+/// One processed record: its exact journal bytes and its decoded fields.
+#[derive(Debug)]
+pub struct OutRecord<'a> {
+    /// The NDJSON line as the processor committed it (without the newline).
+    pub raw: &'a [u8],
+    /// The decoded fields (empty when the line did not decode; `raw` is then still shipped).
+    pub fields: Map<String, Value>,
+}
+
+impl OutRecord<'_> {
+    /// A string field, or `None`.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.fields.get(key).and_then(Value::as_str)
+    }
+}
+
+/// Why a sink could not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Writing a file failed (disk full, permissions); retried.
+    #[error("sink {sink}: cannot write {}", .path.display())]
+    Io {
+        /// The sink's name.
+        sink: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A destination for processed records.
+pub trait Sink: Send {
+    /// The sink's configured name (unique), used in logs, metrics and the checkpoint.
+    fn name(&self) -> &str;
+
+    /// Delivers `batch`, returning only once it is durable or acknowledged.
+    ///
+    /// # Errors
+    /// When delivery failed; the same batch is offered again later.
+    fn send(&mut self, batch: &[OutRecord<'_>]) -> Result<(), SinkError>;
+
+    /// The state to commit with the journal position after a successful `send`.
+    fn state(&self) -> Value;
+
+    /// Called once the commit that includes the last `send` is durable.
+    fn committed(&mut self) {}
+
+    /// Called on every turn of the forwarder loop, including idle ones.
+    fn tick(&mut self) {}
+
+    /// Called once at shutdown, after the final commit.
+    fn close(&mut self) {}
+}
+
+/// The forwarder's config file (`forwarder.yaml`, mounted from a ConfigMap).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwarderFile {
+    /// The periodic report on stdout.
+    #[serde(default)]
+    pub report: report::ReportSpec,
+    /// Further sinks.
+    #[serde(default)]
+    pub sinks: Vec<SinkSpec>,
+}
+
+/// One sink in the config file, chosen by `type`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkSpec {
+    /// NDJSON files, one per source or one for all, closed files gzipped.
+    File {
+        /// Unique name (default `file`).
+        #[serde(default = "default_file_name")]
+        name: String,
+        /// Where the files go.
+        directory: PathBuf,
+        /// One file per source file (default) or one for all.
+        #[serde(default = "default_true")]
+        per_source: bool,
+        /// A file is closed and a new one started past this size (default 64 MiB).
+        #[serde(default = "default_max_file_bytes")]
+        max_file_bytes: ByteSize,
+        /// gzip closed files (default true).
+        #[serde(default = "default_true")]
+        compress_closed: bool,
+    },
+}
+
+fn default_file_name() -> String {
+    "file".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_file_bytes() -> ByteSize {
+    ByteSize(64 << 20)
+}
+
+impl ForwarderFile {
+    /// Loads and checks the config file.
+    ///
+    /// # Errors
+    /// When it cannot be read or parsed, or a value is not acceptable; the message names the
+    /// file and the field.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file: Self = crate::config::load_file(path)?;
+        file.validate(path)?;
+        Ok(file)
+    }
+
+    /// Checks values the types cannot.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            message: message.to_owned(),
+        };
+        if self.report.interval.0 < Duration::from_secs(1) {
+            return Err(invalid("report.interval".into(), "must be at least 1s"));
+        }
+        let mut names = vec![report::REPORT_SINK_NAME];
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let SinkSpec::File { name, max_file_bytes, .. } = sink;
+            if names.contains(&name.as_str()) {
+                return Err(invalid(format!("sinks[{i}].name"), &format!("{name:?} is used twice (names must be unique; \"report\" is the report's)")));
+            }
+            if max_file_bytes.0 < 1024 {
+                return Err(invalid(format!("sinks[{i}].max_file_bytes"), "must be at least 1KiB"));
+            }
+            names.push(name);
+        }
+        Ok(())
+    }
+
+    /// The default when no file is mounted: the report every 60 s and no other sink.
+    pub fn report_only() -> Self {
+        Self {
+            report: report::ReportSpec::default(),
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// Builds the sinks of `file`, each restored from its committed state.
+///
+/// # Errors
+/// When a sink cannot restore its state (e.g. its directory is not writable).
+pub fn build(file: &ForwarderFile, saved: &Map<String, Value>) -> Result<Vec<Box<dyn Sink>>, SinkError> {
+    let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
+    if file.report.enabled {
+        sinks.push(Box::new(report::ReportSink::new(&file.report, saved.get(report::REPORT_SINK_NAME))));
+    }
+    for spec in &file.sinks {
+        match spec {
+            SinkSpec::File {
+                name,
+                directory,
+                per_source,
+                max_file_bytes,
+                compress_closed,
+            } => sinks.push(Box::new(file::FileSink::open(
+                file::FileSinkOptions {
+                    name: name.clone(),
+                    directory: directory.clone(),
+                    per_source: *per_source,
+                    max_file_bytes: max_file_bytes.0,
+                    compress_closed: *compress_closed,
+                },
+                saved.get(name),
+            )?)),
+        }
+    }
+    Ok(sinks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_errors_name_the_file_and_field() {
+        let path = Path::new("forwarder.yaml");
+        let parse = |text: &str| -> Result<ForwarderFile, ConfigError> {
+            let f: ForwarderFile = crate::config::parse_text(text, path)?;
+            f.validate(path)?;
+            Ok(f)
+        };
+        let err = parse("sinks:\n  - type: carrier_pigeon\n").unwrap_err().to_string();
+        assert!(err.starts_with("forwarder.yaml: ") && err.contains("carrier_pigeon"), "{err}");
+        let err = parse("sinks:\n  - type: file\n    directory: /x\n    max_file_bytes: 10\n").unwrap_err().to_string();
+        assert_eq!(err, "forwarder.yaml: sinks[0].max_file_bytes: must be at least 1KiB");
+        let err = parse("sinks:\n  - {type: file, directory: /a}\n  - {type: file, directory: /b}\n").unwrap_err().to_string();
+        assert!(err.contains("sinks[1].name: \"file\" is used twice"), "{err}");
+        let err = parse("report:\n  interval: 10ms\n").unwrap_err().to_string();
+        assert_eq!(err, "forwarder.yaml: report.interval: must be at least 1s");
+        let ok = parse("report:\n  interval: 5s\nsinks:\n  - type: file\n    directory: /out\n    max_file_bytes: 1MiB\n").unwrap();
+        assert_eq!(ok.report.interval.0, Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,405 @@
+//! The file sink: NDJSON files, one per source file or one for all, rolled by size, closed
+//! files gzipped.
+//!
+//! Exactly once by the journal protocol: every file's committed length is part of the
+//! forwarder's checkpoint. On start (and before a retried batch) each file is cut back to that
+//! length and files started after the commit are removed, so a crash or a failed write never
+//! leaves a record twice or half a record.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::{OutRecord, Sink, SinkError};
+use crate::checkpoint::sync_dir;
+use crate::record::field;
+
+const ALL_RECORDS: &str = "all";
+
+/// Settings of a file sink.
+#[derive(Debug, Clone)]
+pub struct FileSinkOptions {
+    /// The sink's name.
+    pub name: String,
+    /// Where the files go.
+    pub directory: PathBuf,
+    /// One file per source file, or one (`all`) for everything.
+    pub per_source: bool,
+    /// Start a new file past this size.
+    pub max_file_bytes: u64,
+    /// gzip files once closed.
+    pub compress_closed: bool,
+}
+
+/// Committed state of one output stream: which file number is open and how long it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct StreamState {
+    seq: u64,
+    len: u64,
+}
+
+/// NDJSON files with exactly-once content.
+pub struct FileSink {
+    options: FileSinkOptions,
+    /// Committed state per stream (the file name stem: a source file name or `all`).
+    committed: BTreeMap<String, StreamState>,
+    /// State after the last successful send, committed next.
+    pending: BTreeMap<String, StreamState>,
+    open: BTreeMap<String, File>,
+    /// Files closed by a roll, compressed once the roll is committed.
+    closed: Vec<PathBuf>,
+    /// A send failed: files may hold bytes past `pending`, cut before the next write.
+    dirty: bool,
+}
+
+impl FileSink {
+    /// Opens the sink, cutting its files back to the committed `saved` state.
+    ///
+    /// # Errors
+    /// When the directory cannot be created or listed, or a file cannot be cut back.
+    pub fn open(options: FileSinkOptions, saved: Option<&Value>) -> Result<Self, SinkError> {
+        let committed: BTreeMap<String, StreamState> = saved
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let name = options.name.clone();
+        let io = |path: &Path, source| SinkError::Io {
+            sink: name.clone(),
+            path: path.to_owned(),
+            source,
+        };
+        fs::create_dir_all(&options.directory).map_err(|e| io(&options.directory, e))?;
+        let mut sink = Self {
+            pending: committed.clone(),
+            committed,
+            open: BTreeMap::new(),
+            closed: Vec::new(),
+            dirty: false,
+            options,
+        };
+        sink.recover().map_err(|(path, e)| io(&path, e))?;
+        Ok(sink)
+    }
+
+    /// Brings the directory to the committed state (cut open files, remove files started
+    /// after the commit), then finishes compressing closed files.
+    fn recover(&mut self) -> Result<(), (PathBuf, io::Error)> {
+        self.reconcile(&self.committed.clone())?;
+        let dir = self.options.directory.clone();
+        for entry in fs::read_dir(&dir).map_err(|e| (dir.clone(), e))?.flatten() {
+            let path = entry.path();
+            let Some((stem, seq, false)) = parse_file_name(&path) else { continue };
+            if self.committed.get(&stem).is_some_and(|s| seq < s.seq) {
+                if gz_path(&path).exists() {
+                    fs::remove_file(&path).map_err(|e| (path.clone(), e))?;
+                } else if self.options.compress_closed {
+                    self.closed.push(path);
+                }
+            }
+        }
+        self.compress_closed();
+        Ok(())
+    }
+
+    /// Cuts every file back to `truth`: the open file of a stream to its length; files of
+    /// later numbers or unknown streams removed.
+    fn reconcile(&self, truth: &BTreeMap<String, StreamState>) -> Result<(), (PathBuf, io::Error)> {
+        let dir = &self.options.directory;
+        for entry in fs::read_dir(dir).map_err(|e| (dir.clone(), e))?.flatten() {
+            let path = entry.path();
+            let Some((stem, seq, gz)) = parse_file_name(&path) else { continue };
+            match truth.get(&stem) {
+                Some(s) if seq == s.seq && !gz => {
+                    let file = OpenOptions::new().write(true).open(&path).map_err(|e| (path.clone(), e))?;
+                    let len = file.metadata().map_err(|e| (path.clone(), e))?.len();
+                    if len > s.len {
+                        warn!(sink = %self.options.name, file = %path.display(), extra_bytes = len - s.len, "Cutting records written after the last commit; they are delivered again.");
+                        file.set_len(s.len).map_err(|e| (path.clone(), e))?;
+                    }
+                }
+                Some(s) if seq < s.seq || (seq == s.seq && gz) => {}
+                _ => {
+                    warn!(sink = %self.options.name, file = %path.display(), "Removing a file started after the last commit; its records are delivered again.");
+                    fs::remove_file(&path).map_err(|e| (path.clone(), e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stream_of<'r>(&self, record: &'r OutRecord<'_>) -> &'r str {
+        if self.options.per_source {
+            record.text(field::SOURCE_FILE).unwrap_or("unknown")
+        } else {
+            ALL_RECORDS
+        }
+    }
+
+    fn path_of(&self, stream: &str, seq: u64) -> PathBuf {
+        self.options.directory.join(format!("{}.{seq:06}.ndjson", sanitize(stream)))
+    }
+
+    fn try_send(&mut self, batch: &[OutRecord<'_>]) -> Result<(), (PathBuf, io::Error)> {
+        if self.dirty {
+            self.reconcile(&self.pending.clone())?;
+            self.dirty = false;
+        }
+        // Group by stream so each file gets one buffered write and one fsync per batch.
+        let mut groups: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
+        for record in batch {
+            groups.entry(self.stream_of(record)).or_default().push(record.raw);
+        }
+        let mut created = false;
+        for (stream, lines) in groups {
+            let mut state = self.pending.get(stream).copied().unwrap_or_default();
+            if state.len >= self.options.max_file_bytes {
+                self.open.remove(stream);
+                self.closed.push(self.path_of(stream, state.seq));
+                state = StreamState { seq: state.seq + 1, len: 0 };
+            }
+            let path = self.path_of(stream, state.seq);
+            if !self.open.contains_key(stream) {
+                let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| (path.clone(), e))?;
+                created |= state.len == 0;
+                self.open.insert(stream.to_owned(), file);
+            }
+            let file = self.open.get_mut(stream).expect("stream file was just opened");
+            let mut writer = BufWriter::with_capacity(256 << 10, &*file);
+            let mut written = 0u64;
+            for line in lines {
+                writer.write_all(line).map_err(|e| (path.clone(), e))?;
+                writer.write_all(b"\n").map_err(|e| (path.clone(), e))?;
+                written += line.len() as u64 + 1;
+            }
+            writer.flush().map_err(|e| (path.clone(), e))?;
+            drop(writer);
+            file.sync_data().map_err(|e| (path.clone(), e))?;
+            state.len += written;
+            self.pending.insert(stream.to_owned(), state);
+        }
+        if created {
+            sync_dir(&self.options.directory).map_err(|e| (self.options.directory.clone(), e))?;
+        }
+        Ok(())
+    }
+
+    fn compress_closed(&mut self) {
+        for path in std::mem::take(&mut self.closed) {
+            match gzip_file(&path) {
+                Ok(gz) => info!(sink = %self.options.name, file = %gz.display(), "Compressed a closed file."),
+                Err(e) => warn!(sink = %self.options.name, file = %path.display(), error = %e, "Cannot compress a closed file; it stays uncompressed."),
+            }
+        }
+    }
+}
+
+impl Sink for FileSink {
+    fn name(&self) -> &str {
+        &self.options.name
+    }
+
+    fn send(&mut self, batch: &[OutRecord<'_>]) -> Result<(), SinkError> {
+        let before = self.pending.clone();
+        let closed_before = self.closed.len();
+        self.try_send(batch).map_err(|(path, source)| {
+            // Undo what this attempt did; the bytes it wrote are cut before the retry.
+            self.pending = before;
+            self.closed.truncate(closed_before);
+            self.open.clear();
+            self.dirty = true;
+            SinkError::Io {
+                sink: self.options.name.clone(),
+                path,
+                source,
+            }
+        })
+    }
+
+    fn state(&self) -> Value {
+        serde_json::to_value(&self.pending).expect("file sink state serialises")
+    }
+
+    fn committed(&mut self) {
+        self.committed = self.pending.clone();
+        if self.options.compress_closed {
+            self.compress_closed();
+        } else {
+            self.closed.clear();
+        }
+    }
+}
+
+impl FileSink {
+    #[cfg(test)]
+    fn file_text(&self, stream: &str) -> String {
+        let state = self.pending.get(stream).copied().unwrap_or_default();
+        fs::read_to_string(self.path_of(stream, state.seq)).unwrap_or_default()
+    }
+}
+
+fn sanitize(stream: &str) -> String {
+    stream
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect()
+}
+
+/// `access.log.000003.ndjson[.gz]` → (`access.log`, 3, gz?)
+fn parse_file_name(path: &Path) -> Option<(String, u64, bool)> {
+    let name = path.file_name()?.to_str()?;
+    let (name, gz) = match name.strip_suffix(".gz") {
+        Some(n) => (n, true),
+        None => (name, false),
+    };
+    let name = name.strip_suffix(".ndjson")?;
+    let (stem, seq) = name.rsplit_once('.')?;
+    if seq.len() != 6 {
+        return None;
+    }
+    Some((stem.to_owned(), seq.parse().ok()?, gz))
+}
+
+fn gz_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".gz");
+    PathBuf::from(name)
+}
+
+/// Compresses `path` to `path.gz` (temp file, fsync, rename), then removes `path`. A crash
+/// at any point leaves either the original or a complete `.gz`.
+fn gzip_file(path: &Path) -> io::Result<PathBuf> {
+    let gz = gz_path(path);
+    let mut tmp = gz.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut input = File::open(path)?;
+    let mut encoder = GzEncoder::new(BufWriter::new(File::create(&tmp)?), Compression::default());
+    io::copy(&mut input, &mut encoder)?;
+    let file = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    fs::rename(&tmp, &gz)?;
+    fs::remove_file(path)?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(gz)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn options(dir: &Path, max_file_bytes: u64) -> FileSinkOptions {
+        FileSinkOptions {
+            name: "archive".into(),
+            directory: dir.to_owned(),
+            per_source: true,
+            max_file_bytes,
+            compress_closed: true,
+        }
+    }
+
+    fn batch(lines: &[String]) -> Vec<OutRecord<'_>> {
+        lines
+            .iter()
+            .map(|l| OutRecord {
+                raw: l.as_bytes(),
+                fields: serde_json::from_str(l).unwrap(),
+            })
+            .collect()
+    }
+
+    fn lines(source: &str, range: std::ops::Range<u32>) -> Vec<String> {
+        range.map(|n| format!(r#"{{"source_file":"{source}","n":{n}}}"#)).collect()
+    }
+
+    #[test]
+    fn records_go_to_one_file_per_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::open(options(dir.path(), 1 << 20), None).unwrap();
+        let mut input = lines("a.log", 0..2);
+        input.extend(lines("b.log", 0..1));
+        sink.send(&batch(&input)).unwrap();
+        sink.committed();
+        assert_eq!(sink.file_text("a.log"), format!("{}\n{}\n", input[0], input[1]));
+        assert_eq!(sink.file_text("b.log"), format!("{}\n", input[2]));
+    }
+
+    #[test]
+    fn a_restart_cuts_what_was_sent_after_the_last_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::open(options(dir.path(), 1 << 20), None).unwrap();
+        let first = lines("a.log", 0..3);
+        sink.send(&batch(&first)).unwrap();
+        let saved = sink.state();
+        sink.committed();
+        sink.send(&batch(&lines("a.log", 3..6))).unwrap();
+        sink.send(&batch(&lines("new.log", 0..1))).unwrap();
+        // Crash before the commit: restart from `saved`.
+        drop(sink);
+        let sink = FileSink::open(options(dir.path(), 1 << 20), Some(&saved)).unwrap();
+        assert_eq!(sink.file_text("a.log"), first.iter().map(|l| format!("{l}\n")).collect::<String>());
+        assert!(!dir.path().join("new.log.000000.ndjson").exists());
+    }
+
+    #[test]
+    fn files_roll_by_size_and_closed_ones_are_gzipped_after_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::open(options(dir.path(), 50), None).unwrap();
+        let all = lines("a.log", 0..6);
+        for chunk in all.chunks(2) {
+            sink.send(&batch(chunk)).unwrap();
+            sink.committed();
+        }
+        let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["a.log.000000.ndjson.gz", "a.log.000001.ndjson.gz", "a.log.000002.ndjson"]);
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(File::open(dir.path().join("a.log.000000.ndjson.gz")).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, format!("{}\n{}\n", all[0], all[1]));
+    }
+
+    #[test]
+    fn a_leftover_closed_file_is_compressed_on_start() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.log.000000.ndjson"), "x\n").unwrap();
+        let saved = serde_json::json!({"a.log": {"seq": 1, "len": 0}});
+        FileSink::open(options(dir.path(), 50), Some(&saved)).unwrap();
+        assert!(dir.path().join("a.log.000000.ndjson.gz").exists());
+        assert!(!dir.path().join("a.log.000000.ndjson").exists());
+    }
+
+    #[test]
+    fn a_retried_batch_after_a_failed_write_is_not_written_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::open(options(dir.path(), 1 << 20), None).unwrap();
+        let first = lines("a.log", 0..2);
+        sink.send(&batch(&first)).unwrap();
+        sink.committed();
+        // A failed attempt that left part of its bytes behind:
+        let second = lines("a.log", 2..4);
+        fs::OpenOptions::new().append(true).open(dir.path().join("a.log.000000.ndjson")).unwrap().write_all(b"{\"half").unwrap();
+        fs::write(dir.path().join("b.log.000000.ndjson"), "orphan\n").unwrap();
+        sink.dirty = true;
+        sink.send(&batch(&second)).unwrap();
+        let expected: String = first.iter().chain(&second).map(|l| format!("{l}\n")).collect();
+        assert_eq!(sink.file_text("a.log"), expected);
+        assert!(!dir.path().join("b.log.000000.ndjson").exists());
+    }
+
+    #[test]
+    fn file_names_round_trip() {
+        assert_eq!(parse_file_name(Path::new("/x/access.log.000003.ndjson.gz")), Some(("access.log".into(), 3, true)));
+        assert_eq!(parse_file_name(Path::new("/x/notes.txt")), None);
+        assert_eq!(sanitize("../etc/passwd"), ".._etc_passwd");
+    }
+}
