@@ -226,7 +226,10 @@ pub fn summarize(record: &OutRecord<'_>) -> String {
         message.to_owned()
     } else if let (Some(method), Some(path)) = (record.text("method"), record.text("path")) {
         match f.get("status_code") {
-            Some(status) => format!("{method} {path} -> {status} {}ms", f.get("processing_time_ms").map_or(String::from("?"), Value::to_string)),
+            Some(status) => match f.get("processing_time_ms") {
+                Some(ms) => format!("{method} {path} -> {status} {ms}ms"),
+                None => format!("{method} {path} -> {status}"),
+            },
             None => format!("{method} {path}"),
         }
     } else if let Some(event) = record.text("event").or_else(|| record.text("type")) {
