@@ -1,1 +1,656 @@
-//! TODO
+//! The processor's rules engine: a rules file (YAML or TOML) compiled once into a [`RuleSet`]
+//! that enriches each record in place: parsed fields, `log_category`, `log_level`.
+//!
+//! The one thing easy to get wrong: a record is never dropped and a line is never lost. A step
+//! that fails appends to `processing_error` and the others still run; a JSON step that cannot
+//! decode leaves its source where it was; lines longer than `max_line_bytes` skip every regex
+//! and JSON step and are flagged `line_too_long`.
+//!
+//! # The rules file
+//!
+//! ```yaml
+//! version: 1                 # required; the only version this build reads
+//! default_level: INFO        # log_level of a record no step gave one (default INFO)
+//! unknown_category: unknown  # log_category when no rule matched the file (default "unknown")
+//! max_line_bytes: 65536      # longer lines are kept whole and not parsed (default 64 KiB)
+//! common:                    # steps run on every record, before any rule's steps
+//!   - regex: {field: line, pattern: '^(?P<timestamp>\S+ \S+) - (?P<rest>.*)$'}
+//! rules:                     # every rule whose files match runs, in file order
+//!   - name: access           # required, unique
+//!     files: ["access*.log"] # globs on the file name (not its directory); and/or
+//!     files_regex: '^access' # a regex on the file name
+//!     category: access       # log_category; the last matching rule that has one wins
+//!     steps:
+//!       - json: {field: rest, remove_source: true, when_starts_with: "{"}
+//! ```
+//!
+//! Steps, each a single-key map; every step takes an optional `when:` condition:
+//!
+//! - `regex: {field, pattern, on_mismatch: skip|error, remove_source: false}`: named groups
+//!   that take part in the match become string fields (replacing existing ones).
+//! - `json: {field, into: null, remove_source: false, when_starts_with: null, overwrite: false}`:
+//!   decodes a JSON object and merges its keys, or puts it under `into`. Without `overwrite` a
+//!   key the record already has keeps its value and the payload's goes to `json_<key>`.
+//! - `set: {field, value, only_if_missing: false}`; `rename: {from, to, only_if_missing: false,
+//!   keep_source: false}`; `remove: {fields: [..]}`; `lowercase: {field}`; `uppercase: {field}`.
+//! - `derive: {field, from, cases: [{when, value}], default, only_if_missing: false}`: the
+//!   first case that holds gives the value, else `default`, else the field is left alone.
+//!
+//! Conditions AND every key given: `exists`, `gt`/`gte`/`lt`/`lte` (numbers or numeric
+//! strings), `range: [low, high]` (high exclusive), `equals: [..]` (text compare, with
+//! `case_insensitive`), `keywords: [..]` (case-insensitive substrings), `matches: regex`, and
+//! the nested `all: [..]`, `any: [..]`, `not: {..}`. The field is `field:`, else the enclosing
+//! condition's, else (in `derive` cases) the step's `from`. An absent or null field fails every
+//! test except `exists: false`.
+//!
+//! # Rule matching
+//!
+//! [`RuleSet::apply`] remembers which rules match each source name it has seen (a small map
+//! behind a mutex, cleared if it ever holds [`MEMO_MAX_SOURCES`] names). A caller that already
+//! keeps per-file state can instead call [`RuleSet::rules_for`] once per file and pass the
+//! [`MatchedRules`] to [`RuleSet::apply_matched`], which takes no lock.
+
+mod condition;
+mod spec;
+mod step;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use regex::{Regex, RegexBuilder};
+use serde_json::{Map, Value};
+
+use self::spec::{RulesFileSpec, VersionProbe, SUPPORTED_VERSION};
+use self::step::Step;
+
+/// Field holding the raw line, as the collector read it.
+pub const LINE_FIELD: &str = "line";
+/// Field the engine sets to the category of the last matching rule.
+pub const LOG_CATEGORY_FIELD: &str = "log_category";
+/// Field holding the level; the engine sets `default_level` when no step did.
+pub const LOG_LEVEL_FIELD: &str = "log_level";
+/// Field collecting what went wrong, messages joined with `"; "`.
+pub const PROCESSING_ERROR_FIELD: &str = "processing_error";
+/// Field set to `true` when the line was too long to parse.
+pub const LINE_TOO_LONG_FIELD: &str = "line_too_long";
+
+/// Compiled size limit of each regex in a rules file: 1 MiB is ample for log patterns and
+/// stops a pattern such as `\w{1000}{1000}` from taking the process's memory.
+pub const REGEX_SIZE_LIMIT_BYTES: usize = 1024 * 1024;
+
+/// Most source names [`RuleSet::apply`] remembers. A pod writes a handful of files; the cap
+/// only keeps a directory of ever-new names (one file per hour, say) from growing the map.
+pub const MEMO_MAX_SOURCES: usize = 1024;
+
+/// A rules file, compiled: regexes built, globs in one set, everything checked. Immutable and
+/// `Send + Sync`; share it behind an `Arc`.
+#[derive(Debug)]
+pub struct RuleSet {
+    /// The file it came from, for messages.
+    origin: String,
+    /// `log_level` when no step set one.
+    default_level: Value,
+    /// `log_category` when no rule with a category matched.
+    unknown_category: String,
+    /// Lines longer than this skip regex and JSON steps.
+    max_line_bytes: usize,
+    /// Steps run on every record first.
+    common: Vec<Step>,
+    /// The rules, in file order.
+    rules: Vec<Rule>,
+    /// Every rule's globs.
+    globs: GlobSet,
+    /// For each glob in `globs`, the index of its rule.
+    glob_rules: Vec<usize>,
+    /// Source name → matching rules; see [`MEMO_MAX_SOURCES`].
+    memo: Mutex<HashMap<Box<str>, MatchedRules>>,
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+struct Rule {
+    /// Its unique name.
+    name: String,
+    /// Regex on the file name, besides the globs in [`RuleSet::globs`].
+    files_regex: Option<Regex>,
+    /// `log_category` it gives.
+    category: Option<String>,
+    /// Its steps, in order.
+    steps: Vec<Step>,
+}
+
+/// The rules that match one source file, from [`RuleSet::rules_for`]. Cheap to clone. Use it
+/// only with the rule set that made it: rules it names that another set lacks are skipped.
+#[derive(Debug, Clone)]
+pub struct MatchedRules(Arc<Matched>);
+
+/// What [`MatchedRules`] shares.
+#[derive(Debug)]
+struct Matched {
+    /// Indexes into [`RuleSet::rules`], ascending.
+    rules: Box<[usize]>,
+    /// Index of the last matching rule with a category.
+    category: Option<usize>,
+}
+
+impl MatchedRules {
+    /// Whether no rule matched the file: its records get only the common steps.
+    pub fn is_empty(&self) -> bool {
+        self.0.rules.is_empty()
+    }
+}
+
+impl RuleSet {
+    /// Loads a rules file: YAML for `.yaml`/`.yml`, TOML for `.toml`.
+    ///
+    /// # Errors
+    /// The file cannot be read or has another extension, or its content is rejected as by
+    /// [`RuleSet::from_yaml_str`]. Every error names the file.
+    pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
+        let extension = path
+            .extension()
+            .and_then(OsStr::to_str)
+            .map(str::to_ascii_lowercase);
+        let yaml = match extension.as_deref() {
+            Some("yaml" | "yml") => true,
+            Some("toml") => false,
+            _ => {
+                return Err(RulesError::UnknownFormat {
+                    path: path.to_owned(),
+                })
+            }
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let origin = path.display().to_string();
+        if yaml {
+            RuleSet::from_yaml_str(&text, &origin)
+        } else {
+            RuleSet::from_toml_str(&text, &origin)
+        }
+    }
+
+    /// Compiles YAML rules; `origin` names them in errors (usually the file's path).
+    ///
+    /// # Errors
+    /// [`RulesError::Parse`] for YAML that is malformed or does not fit the schema (unknown
+    /// keys included), with line and column; [`RulesError::Version`]; and the compile errors:
+    /// [`RulesError::Regex`], [`RulesError::Glob`], [`RulesError::MissingName`],
+    /// [`RulesError::DuplicateName`], [`RulesError::Invalid`].
+    pub fn from_yaml_str(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
+        let parse_error = |error: serde_saphyr::Error| {
+            let error = error.without_snippet();
+            let position = error
+                .location()
+                .filter(|location| location.line() > 0)
+                .map(|location| (location.line(), location.column()));
+            let mut message = error.to_string();
+            // The plain message ends with the position, which the error shows up front.
+            if let Some((line, column)) = position {
+                let suffix = format!(" at line {line}, column {column}");
+                if let Some(stripped) = message.strip_suffix(&suffix) {
+                    message.truncate(stripped.len());
+                }
+            }
+            RulesError::Parse {
+                origin: origin.to_owned(),
+                position,
+                message,
+            }
+        };
+        let probe: VersionProbe = serde_saphyr::from_str(text).map_err(parse_error)?;
+        check_version(probe.version, origin)?;
+        let spec: RulesFileSpec = serde_saphyr::from_str(text).map_err(parse_error)?;
+        compile(spec, origin)
+    }
+
+    /// Compiles TOML rules of the same schema; `origin` names them in errors.
+    ///
+    /// # Errors
+    /// As [`RuleSet::from_yaml_str`].
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
+        let parse_error = |error: toml::de::Error| RulesError::Parse {
+            origin: origin.to_owned(),
+            position: error.span().map(|span| line_column(text, span.start)),
+            message: error.message().trim_end().to_owned(),
+        };
+        let probe: VersionProbe = toml::from_str(text).map_err(parse_error)?;
+        check_version(probe.version, origin)?;
+        let spec: RulesFileSpec = toml::from_str(text).map_err(parse_error)?;
+        compile(spec, origin)
+    }
+
+    /// Where the rules came from, as given to the loader.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The rules' names, in file order.
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|rule| rule.name.as_str())
+    }
+
+    /// The rules whose `files` or `files_regex` match the file name of `source_file` (the part
+    /// after the last `/`). Computed afresh on each call; [`RuleSet::apply`] memoises it.
+    pub fn rules_for(&self, source_file: &str) -> MatchedRules {
+        let name = source_file.rsplit('/').next().unwrap_or(source_file);
+        let mut hit = vec![false; self.rules.len()];
+        for glob in self.globs.matches(name) {
+            if let Some(&rule) = self.glob_rules.get(glob) {
+                hit[rule] = true;
+            }
+        }
+        for (index, rule) in self.rules.iter().enumerate() {
+            if rule
+                .files_regex
+                .as_ref()
+                .is_some_and(|regex| regex.is_match(name))
+            {
+                hit[index] = true;
+            }
+        }
+        let rules: Box<[usize]> = (0..hit.len()).filter(|&index| hit[index]).collect();
+        let category = rules
+            .iter()
+            .rev()
+            .copied()
+            .find(|&index| self.rules[index].category.is_some());
+        MatchedRules(Arc::new(Matched { rules, category }))
+    }
+
+    /// Enriches one record of `source_file` in place: the common steps, then the steps of every
+    /// matching rule in file order, then `log_category` and (if still absent) `log_level`.
+    /// Never panics and never drops the record; failures go to `processing_error`.
+    pub fn apply(&self, source_file: &str, record: &mut Map<String, Value>) {
+        let matched = self.memoised_rules_for(source_file);
+        self.apply_matched(&matched, record);
+    }
+
+    /// As [`RuleSet::apply`], with the rules already looked up by [`RuleSet::rules_for`].
+    pub fn apply_matched(&self, matched: &MatchedRules, record: &mut Map<String, Value>) {
+        let too_long = matches!(
+            record.get(LINE_FIELD),
+            Some(Value::String(line)) if line.len() > self.max_line_bytes
+        );
+        if too_long {
+            record.insert(LINE_TOO_LONG_FIELD.to_owned(), Value::Bool(true));
+        }
+        let rule_steps = matched
+            .0
+            .rules
+            .iter()
+            .filter_map(|&index| self.rules.get(index))
+            .flat_map(|rule| &rule.steps);
+        for step in self.common.iter().chain(rule_steps) {
+            step.apply(record, too_long);
+        }
+        let category = matched
+            .0
+            .category
+            .and_then(|index| self.rules.get(index))
+            .and_then(|rule| rule.category.as_deref())
+            .unwrap_or(&self.unknown_category);
+        record.insert(
+            LOG_CATEGORY_FIELD.to_owned(),
+            Value::String(category.to_owned()),
+        );
+        if present(record, LOG_LEVEL_FIELD).is_none() {
+            record.insert(LOG_LEVEL_FIELD.to_owned(), self.default_level.clone());
+        }
+    }
+
+    /// [`RuleSet::rules_for`], remembered per source name.
+    fn memoised_rules_for(&self, source_file: &str) -> MatchedRules {
+        // A panic elsewhere while the lock was held cannot leave the map inconsistent (each
+        // operation on it is one call), so a poisoned lock is used as is.
+        let mut memo = self.memo.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(matched) = memo.get(source_file) {
+            return matched.clone();
+        }
+        let matched = self.rules_for(source_file);
+        if memo.len() >= MEMO_MAX_SOURCES {
+            memo.clear();
+        }
+        memo.insert(source_file.into(), matched.clone());
+        matched
+    }
+}
+
+/// Why a rules file was rejected. Each message names the file and, where there is one, the
+/// rule (`rule 3 ("access")`, counted from 1) and the field path (`steps[1].regex.pattern`,
+/// indexes counted from 0 as in the file's lists).
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// The file could not be read.
+    #[error("cannot read rules file {}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The file's extension names no format this module reads.
+    #[error("rules file {}: unknown format: name it .yaml, .yml or .toml", .path.display())]
+    UnknownFormat {
+        /// The file.
+        path: PathBuf,
+    },
+    /// YAML or TOML that is malformed or does not fit the schema.
+    #[error("{origin}{}: {message}", position_suffix(.position))]
+    Parse {
+        /// The file.
+        origin: String,
+        /// Line and column, from 1, where known.
+        position: Option<(u64, u64)>,
+        /// The parser's message, without the position.
+        message: String,
+    },
+    /// `version` is missing or not one this build reads.
+    #[error("{origin}: version: {}", version_problem(.found))]
+    Version {
+        /// The file.
+        origin: String,
+        /// The version found, if any.
+        found: Option<u64>,
+    },
+    /// A regex does not compile (or exceeds [`REGEX_SIZE_LIMIT_BYTES`]).
+    #[error("{at}: invalid regex")]
+    Regex {
+        /// Where.
+        at: Place,
+        /// Why.
+        #[source]
+        source: regex::Error,
+    },
+    /// A glob does not compile.
+    #[error("{at}: invalid glob")]
+    Glob {
+        /// Where.
+        at: Place,
+        /// Why (boxed: it is the largest cause and would make every `Result` bigger).
+        #[source]
+        source: Box<globset::Error>,
+    },
+    /// A rule has no name (or an empty one).
+    #[error("{at}: missing: every rule needs a unique name")]
+    MissingName {
+        /// Where.
+        at: Place,
+    },
+    /// Two rules have the same name.
+    #[error("{at}: \"{name}\" is already the name of rule {first}")]
+    DuplicateName {
+        /// Where: the second rule.
+        at: Place,
+        /// The name.
+        name: String,
+        /// The number of the rule that has it first, from 1.
+        first: usize,
+    },
+    /// A value serde accepted but the engine cannot use: empty lists and names, inverted
+    /// ranges, a condition that tests nothing, a rule that matches no file.
+    #[error("{at}: {reason}")]
+    Invalid {
+        /// Where.
+        at: Place,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Where in a rules file something is wrong. Displays as
+/// `rules.yaml: rule 3 ("access"): steps[1].regex.pattern`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The file.
+    pub origin: String,
+    /// The rule's number, from 1; `None` for top-level keys and `common`.
+    pub rule_number: Option<usize>,
+    /// The rule's name, when it has one.
+    pub rule_name: Option<String>,
+    /// Path of the field within the rule (or the file): `steps[1].regex.pattern`.
+    pub field: String,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin)?;
+        if let Some(number) = self.rule_number {
+            write!(f, ": rule {number}")?;
+            if let Some(name) = &self.rule_name {
+                write!(f, " ({name:?})")?;
+            }
+        }
+        write!(f, ": {}", self.field)
+    }
+}
+
+/// `:line:column`, or nothing when the position is unknown.
+fn position_suffix(position: &Option<(u64, u64)>) -> String {
+    match position {
+        Some((line, column)) => format!(":{line}:{column}"),
+        None => String::new(),
+    }
+}
+
+/// The `Version` error's detail.
+fn version_problem(found: &Option<u64>) -> String {
+    match found {
+        Some(version) => {
+            format!("unsupported version {version}; this build reads version {SUPPORTED_VERSION}")
+        }
+        None => format!("missing; add `version: {SUPPORTED_VERSION}`"),
+    }
+}
+
+/// Line and column (from 1, column in characters) of a byte offset in `text`.
+fn line_column(text: &str, offset: usize) -> (u64, u64) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (line as u64, column as u64)
+}
+
+/// Rejects a missing or unsupported `version`.
+fn check_version(found: Option<u64>, origin: &str) -> Result<(), RulesError> {
+    if found == Some(SUPPORTED_VERSION) {
+        Ok(())
+    } else {
+        Err(RulesError::Version {
+            origin: origin.to_owned(),
+            found,
+        })
+    }
+}
+
+/// What compile errors are about: the file and, inside a rule, the rule.
+struct Scope<'a> {
+    /// The file.
+    origin: &'a str,
+    /// The rule's number (from 1) and name.
+    rule: Option<(usize, Option<&'a str>)>,
+}
+
+impl Scope<'_> {
+    /// The place of `field` in this scope.
+    fn place(&self, field: impl Into<String>) -> Place {
+        Place {
+            origin: self.origin.to_owned(),
+            rule_number: self.rule.map(|(number, _)| number),
+            rule_name: self.rule.and_then(|(_, name)| name.map(str::to_owned)),
+            field: field.into(),
+        }
+    }
+
+    /// A [`RulesError::Invalid`] for `field` in this scope.
+    fn invalid(&self, field: impl Into<String>, reason: impl Into<String>) -> RulesError {
+        RulesError::Invalid {
+            at: self.place(field),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Compiles a regex from the rules file with the size limit.
+fn build_regex(pattern: &str, scope: &Scope<'_>, field: &str) -> Result<Regex, RulesError> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT_BYTES)
+        .build()
+        .map_err(|source| RulesError::Regex {
+            at: scope.place(field),
+            source,
+        })
+}
+
+/// A field's value unless it is absent or null: "present" everywhere in the rules.
+fn present<'a>(record: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+    record.get(field).filter(|value| !value.is_null())
+}
+
+/// Appends `message` to the record's `processing_error`.
+fn push_error(record: &mut Map<String, Value>, message: String) {
+    match record.get_mut(PROCESSING_ERROR_FIELD) {
+        Some(Value::String(existing)) => {
+            existing.push_str("; ");
+            existing.push_str(&message);
+        }
+        Some(other) if !other.is_null() => {
+            *other = Value::String(format!("{other}; {message}"));
+        }
+        _ => {
+            record.insert(PROCESSING_ERROR_FIELD.to_owned(), Value::String(message));
+        }
+    }
+}
+
+/// Turns the checked-for-shape file into a rule set.
+fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, RulesError> {
+    check_version(Some(spec.version), origin)?;
+    let file = Scope { origin, rule: None };
+    if spec.max_line_bytes == 0 {
+        return Err(file.invalid("max_line_bytes", "must be at least 1"));
+    }
+    if spec.default_level.is_empty() {
+        return Err(file.invalid("default_level", "must not be empty"));
+    }
+    if spec.unknown_category.is_empty() {
+        return Err(file.invalid("unknown_category", "must not be empty"));
+    }
+
+    let common = spec
+        .common
+        .into_iter()
+        .enumerate()
+        .map(|(index, step)| {
+            let label = format!("common[{index}] ({})", step.kind());
+            Step::compile(step, &file, &format!("common[{index}]"), label)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut rules = Vec::with_capacity(spec.rules.len());
+    let mut first_by_name: HashMap<String, usize> = HashMap::new();
+    let mut globs = GlobSetBuilder::new();
+    let mut glob_rules = Vec::new();
+    for (index, rule) in spec.rules.into_iter().enumerate() {
+        let number = index + 1;
+        let name = match rule.name {
+            Some(name) if !name.is_empty() => name,
+            _ => {
+                let at = Scope {
+                    origin,
+                    rule: Some((number, None)),
+                };
+                return Err(RulesError::MissingName {
+                    at: at.place("name"),
+                });
+            }
+        };
+        let scope = Scope {
+            origin,
+            rule: Some((number, Some(&name))),
+        };
+        if let Some(&first) = first_by_name.get(&name) {
+            return Err(RulesError::DuplicateName {
+                at: scope.place("name"),
+                name: name.clone(),
+                first,
+            });
+        }
+
+        if rule.files.is_empty() && rule.files_regex.is_none() {
+            return Err(scope.invalid(
+                "files",
+                "matches no file: give `files` globs, `files_regex`, or both",
+            ));
+        }
+        for (glob_index, pattern) in rule.files.iter().enumerate() {
+            let field = format!("files[{glob_index}]");
+            if pattern.contains('/') {
+                return Err(scope.invalid(
+                    field,
+                    format!("{pattern:?}: globs match the file name only; drop the directory"),
+                ));
+            }
+            let glob = GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .map_err(|source| RulesError::Glob {
+                    at: scope.place(field),
+                    source: Box::new(source),
+                })?;
+            globs.add(glob);
+            glob_rules.push(index);
+        }
+        let files_regex = rule
+            .files_regex
+            .as_deref()
+            .map(|pattern| build_regex(pattern, &scope, "files_regex"))
+            .transpose()?;
+        if rule.category.as_deref() == Some("") {
+            return Err(scope.invalid("category", "must not be empty; leave it out instead"));
+        }
+        let steps = rule
+            .steps
+            .into_iter()
+            .enumerate()
+            .map(|(step_index, step)| {
+                let label = format!("rule {name:?} steps[{step_index}] ({})", step.kind());
+                Step::compile(step, &scope, &format!("steps[{step_index}]"), label)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        first_by_name.insert(name.clone(), number);
+        rules.push(Rule {
+            name,
+            files_regex,
+            category: rule.category,
+            steps,
+        });
+    }
+    let globs = globs.build().map_err(|source| RulesError::Glob {
+        at: file.place("rules[].files"),
+        source: Box::new(source),
+    })?;
+
+    Ok(RuleSet {
+        origin: origin.to_owned(),
+        default_level: Value::String(spec.default_level),
+        unknown_category: spec.unknown_category,
+        max_line_bytes: spec.max_line_bytes,
+        common,
+        rules,
+        globs,
+        glob_rules,
+        memo: Mutex::new(HashMap::new()),
+    })
+}

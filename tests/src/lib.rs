@@ -1,1 +1,377 @@
-//! Helpers
+//! Helpers for whole-process tests: find the real binaries, run them against a temp directory
+//! laid out like the pod's volumes, write numbered lines as an application would, and read
+//! back what reached the file sink.
+//!
+//! Easy to get wrong: readiness. A stage is "up" when its /healthz answers, not when the
+//! process exists; every helper here waits on an observable condition with a deadline.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The directory holding the workspace's built binaries (`target/debug` for `cargo test`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/debug/deps/<test> → target/debug
+    exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps").to_owned()
+}
+
+/// The path of a workspace binary, which must have been built (`cargo build --workspace --bins`;
+/// the README's test command does this first).
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    path
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP GET on loopback; returns (status, body). Tests only: the sidecars' servers are
+/// axum, and this speaks the minimal HTTP/1.1 they need to answer.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Which sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StageKind {
+    /// The collector.
+    Collector,
+    /// The processor.
+    Processor,
+    /// The forwarder.
+    Forwarder,
+}
+
+impl StageKind {
+    /// All three, upstream first.
+    pub const ALL: [StageKind; 3] = [StageKind::Collector, StageKind::Processor, StageKind::Forwarder];
+
+    /// The binary's name.
+    pub fn binary(self) -> &'static str {
+        match self {
+            StageKind::Collector => "collector",
+            StageKind::Processor => "processor",
+            StageKind::Forwarder => "forwarder",
+        }
+    }
+}
+
+/// A running sidecar process.
+pub struct Stage {
+    /// Which one.
+    pub kind: StageKind,
+    /// Its /healthz and /metrics port.
+    pub port: u16,
+    child: Child,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl Stage {
+    /// Sends SIGTERM and waits up to `timeout` for the exit; returns the status and how long it took.
+    pub fn terminate(mut self, timeout: Duration) -> (ExitStatus, Duration) {
+        let started = Instant::now();
+        signal(&self.child, "-TERM");
+        let deadline = started + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, started.elapsed());
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("{} did not exit within {timeout:?} of SIGTERM; log:\n{}", self.kind.binary(), fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, as the OOM killer or a node failure would.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal with kill(1): the workspace forbids `unsafe`, which libc::kill needs.
+fn signal(child: &Child, name: &str) {
+    Command::new("kill").arg(name).arg(child.id().to_string()).status().expect("kill(1) runs");
+}
+
+/// A temp directory laid out like the pod: `logs/` (the apps' emptyDir), `collected/`,
+/// `processed/` (the journals), `out/` (the file sink), and the config files.
+pub struct Pod {
+    /// The root.
+    pub dir: tempfile::TempDir,
+    /// Extra flags per stage.
+    pub extra_args: HashMap<StageKind, Vec<String>>,
+    starts: u32,
+}
+
+impl Default for Pod {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pod {
+    /// A fresh layout with the default rules and a forwarder config writing to `out/`.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["logs", "collected", "processed", "out"] {
+            fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../processor/rules/default.yaml");
+        fs::copy(rules, dir.path().join("rules.yaml")).unwrap();
+        fs::write(
+            dir.path().join("forwarder.yaml"),
+            format!(
+                "report:\n  interval: 1s\n  latest_records: 3\nsinks:\n  - type: file\n    name: archive\n    directory: {}\n    per_source: true\n    max_file_bytes: 256KiB\n",
+                dir.path().join("out").display()
+            ),
+        )
+        .unwrap();
+        Self {
+            dir,
+            extra_args: HashMap::new(),
+            starts: 0,
+        }
+    }
+
+    /// A path inside the pod directory.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Starts a stage and waits until its /healthz answers 200.
+    pub fn start(&mut self, kind: StageKind) -> Stage {
+        let port = free_port();
+        let d = self.dir.path();
+        let mut args: Vec<String> = match kind {
+            StageKind::Collector => vec![
+                "--watch".into(),
+                format!("{}/*.log", d.join("logs").display()),
+                "--journal-dir".into(),
+                d.join("collected").display().to_string(),
+                "--rotated-close-after".into(),
+                "1s".into(),
+            ],
+            StageKind::Processor => vec![
+                "--rules".into(),
+                d.join("rules.yaml").display().to_string(),
+                "--input-dir".into(),
+                d.join("collected").display().to_string(),
+                "--journal-dir".into(),
+                d.join("processed").display().to_string(),
+            ],
+            StageKind::Forwarder => vec![
+                "--config".into(),
+                d.join("forwarder.yaml").display().to_string(),
+                "--input-dir".into(),
+                d.join("processed").display().to_string(),
+            ],
+        };
+        args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
+        args.extend(self.extra_args.get(&kind).cloned().unwrap_or_default());
+        self.starts += 1;
+        let log = d.join(format!("{}.{}.log", kind.binary(), self.starts));
+        let out = File::create(&log).unwrap();
+        let child = Command::new(bin(kind.binary()))
+            .args(&args)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let mut stage = Stage { kind, port, child, log };
+        let up = wait_until(Duration::from_secs(20), || {
+            matches!(http_get(port, "/healthz"), Ok((200, _))) || stage.child.try_wait().unwrap().is_some()
+        });
+        let exited = stage.child.try_wait().unwrap();
+        assert!(up && exited.is_none(), "{} did not come up; log:\n{}", kind.binary(), fs::read_to_string(&stage.log).unwrap_or_default());
+        stage
+    }
+
+    /// Starts all three stages, upstream first.
+    pub fn start_all(&mut self) -> Vec<Stage> {
+        StageKind::ALL.iter().map(|&k| self.start(k)).collect()
+    }
+
+    /// Every record in the file sink's output, in file order (gzipped files included).
+    pub fn delivered(&self) -> Vec<Value> {
+        let names: Vec<String> = fs::read_dir(self.path("out"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        // A closed file is briefly there both plain and gzipped: count the gzipped copy only.
+        let mut paths: Vec<PathBuf> = names
+            .iter()
+            .filter(|n| n.ends_with(".ndjson.gz") || (n.ends_with(".ndjson") && !names.contains(&format!("{n}.gz"))))
+            .map(|n| self.path("out").join(n))
+            .collect();
+        paths.sort();
+        let mut records = Vec::new();
+        for path in paths {
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(_) => continue, // compressed and removed between listing and opening
+            };
+            let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+                Box::new(flate2::read::GzDecoder::new(file))
+            } else {
+                Box::new(file)
+            };
+            for line in BufReader::new(reader).lines() {
+                let line = line.unwrap();
+                records.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display())));
+            }
+        }
+        records
+    }
+
+    /// Waits until at least `n` records were delivered; returns them.
+    pub fn wait_delivered(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        let mut last = Vec::new();
+        let ok = wait_until(timeout, || {
+            last = self.delivered();
+            last.len() >= n
+        });
+        assert!(ok, "only {} of {n} records were delivered within {timeout:?}", last.len());
+        // Give a straggling duplicate the chance to show up before the caller counts.
+        std::thread::sleep(Duration::from_millis(300));
+        self.delivered()
+    }
+}
+
+/// An application writing numbered JSON lines in the Python-logging layout, like the demo apps.
+pub struct Writer {
+    path: PathBuf,
+    /// The `file` field every line carries, so rotated lines stay attributable.
+    pub name: String,
+    file: File,
+    /// The next sequence number.
+    pub next: u64,
+}
+
+impl Writer {
+    /// Opens (creates) `path` for appending, as an app's logger does.
+    pub fn open(path: PathBuf, name: &str) -> Self {
+        let file = OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        Self {
+            path,
+            name: name.to_owned(),
+            file,
+            next: 0,
+        }
+    }
+
+    /// Appends `n` lines in one write.
+    pub fn write(&mut self, n: u64) {
+        let mut text = String::new();
+        for _ in 0..n {
+            text.push_str(&format!(
+                "2026-11-22 10:30:45,123 - {{\"file\":\"{}\",\"seq\":{},\"type\":\"response\",\"method\":\"GET\",\"path\":\"/users?page={}\",\"status_code\":{},\"execution_time_ms\":{},\"status\":\"{}\"}}\n",
+                self.name,
+                self.next,
+                self.next,
+                [200, 404, 503][(self.next % 3) as usize],
+                self.next % 7000,
+                if self.next % 10 == 0 { "failed" } else { "completed" },
+            ));
+            self.next += 1;
+        }
+        self.file.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Rename rotation: the current file moves to `<path>.1` (the writer keeps writing to it
+    /// until `reopen`), as logrotate's `create` mode does.
+    pub fn rotate_rename(&mut self, suffix: &str) {
+        let mut rotated = self.path.clone().into_os_string();
+        rotated.push(suffix);
+        fs::rename(&self.path, rotated).unwrap();
+    }
+
+    /// Opens the file at the path again (after a rotation).
+    pub fn reopen(&mut self) {
+        self.file = OpenOptions::new().create(true).append(true).open(&self.path).unwrap();
+    }
+
+    /// copytruncate: copy the content aside, then truncate the file in place; the writer keeps
+    /// its O_APPEND descriptor.
+    pub fn copytruncate(&mut self, suffix: &str) {
+        let mut rotated = self.path.clone().into_os_string();
+        rotated.push(suffix);
+        fs::copy(&self.path, rotated).unwrap();
+        OpenOptions::new().write(true).open(&self.path).unwrap().set_len(0).unwrap();
+    }
+}
+
+/// Checks that every (file, seq) in `expected` arrived exactly once; returns a description of
+/// what is lost and duplicated (empty when all is well).
+pub fn exactly_once(records: &[Value], expected: &[(&str, u64)]) -> String {
+    let mut seen: HashMap<(String, u64), u32> = HashMap::new();
+    for r in records {
+        if let (Some(file), Some(seq)) = (r["file"].as_str(), r["seq"].as_u64()) {
+            *seen.entry((file.to_owned(), seq)).or_default() += 1;
+        }
+    }
+    let mut problems = Vec::new();
+    for &(file, count) in expected {
+        let lost: Vec<u64> = (0..count).filter(|s| !seen.contains_key(&(file.to_owned(), *s))).collect();
+        let dup: Vec<u64> = (0..count).filter(|s| seen.get(&(file.to_owned(), *s)).is_some_and(|n| *n > 1)).collect();
+        if !lost.is_empty() {
+            problems.push(format!("{file}: {} lost (first {:?})", lost.len(), &lost[..lost.len().min(10)]));
+        }
+        if !dup.is_empty() {
+            problems.push(format!("{file}: {} duplicated (first {:?})", dup.len(), &dup[..dup.len().min(10)]));
+        }
+    }
+    let total: u64 = expected.iter().map(|(_, n)| n).sum();
+    if records.len() as u64 != total && problems.is_empty() {
+        problems.push(format!("{} records delivered for {total} lines written", records.len()));
+    }
+    problems.join("; ")
+}

@@ -1,0 +1,224 @@
+//! The whole pipeline on real processes and real files: numbered lines go in, the file sink
+//! must hold each exactly once, enriched as the default rules say — through rotation,
+//! copytruncate, SIGTERM restarts and kill -9 of every stage. (Issue #2.)
+
+use std::time::Duration;
+
+use e2e_tests::{exactly_once, http_get, wait_until, Pod, StageKind, Writer};
+
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[test]
+fn every_line_arrives_once_enriched_through_rename_rotation_and_copytruncate() {
+    let mut pod = Pod::new();
+    let mut access = Writer::open(pod.path("logs/access.log"), "access");
+    let mut jobs = Writer::open(pod.path("logs/job-execution.log"), "job");
+    let mut db = Writer::open(pod.path("logs/database-queries.log"), "db");
+    access.write(500);
+    let _stages = pod.start_all();
+    jobs.write(300);
+    db.write(200);
+    // Rename rotation while the app keeps writing through its old descriptor for a moment.
+    access.rotate_rename(".1");
+    access.write(100);
+    access.reopen();
+    access.write(400);
+    // A second rotation once the collector has seen the new file (two rotations in a row
+    // before it catches up are issue #3's torture scenario).
+    pod.wait_delivered(1000 + 300 + 200, DELIVERY_TIMEOUT);
+    access.rotate_rename(".2");
+    access.reopen();
+    access.write(100);
+    // copytruncate: safe only once the collector has read the file, as with any shipper.
+    pod.wait_delivered(1100 + 300 + 200, DELIVERY_TIMEOUT);
+    jobs.copytruncate(".1");
+    jobs.write(250);
+    db.write(50);
+    let records = pod.wait_delivered(1100 + 550 + 250, DELIVERY_TIMEOUT);
+    let problems = exactly_once(&records, &[("access", 1100), ("job", 550), ("db", 250)]);
+    assert!(problems.is_empty(), "{problems}");
+
+    for r in &records {
+        assert!(r["id"].as_str().is_some_and(|id| id.contains('-')), "record id: {r}");
+        assert!(r["collected_at"].is_string() && r["processed_at"].is_string(), "{r}");
+        assert_eq!(r["timestamp"], "2026-11-22 10:30:45,123", "{r}");
+        let seq = r["seq"].as_u64().unwrap();
+        match r["file"].as_str().unwrap() {
+            "access" => {
+                assert_eq!(r["source_file"], "access.log", "rotated lines keep their source: {r}");
+                assert_eq!(r["log_category"], "access");
+                assert_eq!(r["endpoint"], "/users");
+                let (category, level) = [("success", "INFO"), ("client_error", "WARNING"), ("server_error", "ERROR")][(seq % 3) as usize];
+                assert_eq!(r["status_category"], category, "{r}");
+                assert_eq!(r["log_level"], level, "{r}");
+            }
+            "job" => {
+                assert_eq!(r["log_category"], "job");
+                assert_eq!(r["log_level"], if seq % 10 == 0 { "ERROR" } else { "INFO" }, "{r}");
+            }
+            "db" => {
+                assert_eq!(r["log_category"], "database");
+                let ms = seq % 7000;
+                let category = match ms {
+                    5001.. => "very_slow",
+                    1001..=5000 => "slow",
+                    101..=1000 => "normal",
+                    _ => "fast",
+                };
+                assert_eq!(r["performance_category"], category, "{r}");
+            }
+            other => panic!("unexpected file {other}"),
+        }
+    }
+    let ids: std::collections::HashSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), records.len(), "record ids are unique");
+}
+
+/// Writes `rounds` batches into three files while `disturb` is called between some of them.
+fn run_under_load(pod: &mut Pod, rounds: u64, mut disturb: impl FnMut(&mut Pod, u64)) -> Vec<(&'static str, u64)> {
+    let mut writers = [
+        Writer::open(pod.path("logs/access.log"), "access"),
+        Writer::open(pod.path("logs/job-metrics.log"), "job"),
+        Writer::open(pod.path("logs/database-performance.log"), "db"),
+    ];
+    for round in 0..rounds {
+        for w in &mut writers {
+            w.write(200);
+        }
+        if round == rounds / 2 {
+            writers[0].rotate_rename(".1");
+            writers[0].reopen();
+        }
+        disturb(pod, round);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    vec![("access", writers[0].next), ("job", writers[1].next), ("db", writers[2].next)]
+}
+
+#[test]
+fn sigterm_and_restart_of_each_stage_mid_stream_keeps_exactly_once() {
+    let mut pod = Pod::new();
+    let mut stages: Vec<_> = pod.start_all().into_iter().map(Some).collect();
+    let expected = run_under_load(&mut pod, 60, |pod, round| {
+        if round % 15 == 7 {
+            let index = (round / 15) as usize % 3;
+            let stage = stages[index].take().unwrap();
+            let kind = stage.kind;
+            let (status, took) = stage.terminate(Duration::from_secs(10));
+            assert!(status.success(), "{} exited with {status} on SIGTERM", kind.binary());
+            assert!(took < Duration::from_secs(8), "{} took {took:?} to drain", kind.binary());
+            stages[index] = Some(pod.start(kind));
+        }
+    });
+    let total = expected.iter().map(|(_, n)| *n as usize).sum();
+    let records = pod.wait_delivered(total, DELIVERY_TIMEOUT);
+    let problems = exactly_once(&records, &expected);
+    assert!(problems.is_empty(), "{problems}");
+}
+
+#[test]
+fn kill_9_of_each_stage_mid_stream_keeps_exactly_once() {
+    let mut pod = Pod::new();
+    let mut stages: Vec<_> = pod.start_all().into_iter().map(Some).collect();
+    let expected = run_under_load(&mut pod, 60, |pod, round| {
+        if round % 10 == 5 {
+            let index = (round / 10) as usize % 3;
+            let stage = stages[index].take().unwrap();
+            let kind = stage.kind;
+            stage.kill9();
+            stages[index] = Some(pod.start(kind));
+        }
+    });
+    let total = expected.iter().map(|(_, n)| *n as usize).sum();
+    let records = pod.wait_delivered(total, DELIVERY_TIMEOUT);
+    let problems = exactly_once(&records, &expected);
+    assert!(problems.is_empty(), "{problems}");
+}
+
+#[test]
+fn stages_resume_from_their_commits_after_all_were_down() {
+    let mut pod = Pod::new();
+    let mut w = Writer::open(pod.path("logs/access.log"), "access");
+    w.write(300);
+    let stages = pod.start_all();
+    pod.wait_delivered(300, DELIVERY_TIMEOUT);
+    for stage in stages {
+        stage.terminate(Duration::from_secs(10));
+    }
+    // Written while every sidecar was down, including a rotation.
+    w.write(100);
+    w.rotate_rename(".1");
+    w.reopen();
+    w.write(100);
+    let _stages = pod.start_all();
+    let records = pod.wait_delivered(500, DELIVERY_TIMEOUT);
+    let problems = exactly_once(&records, &[("access", 500)]);
+    assert!(problems.is_empty(), "{problems}");
+}
+
+#[test]
+fn health_metrics_and_stats_files_are_served() {
+    let mut pod = Pod::new();
+    let mut w = Writer::open(pod.path("logs/access.log"), "access");
+    w.write(10);
+    let stages = pod.start_all();
+    pod.wait_delivered(10, DELIVERY_TIMEOUT);
+    for stage in &stages {
+        let (status, body) = http_get(stage.port, "/healthz").unwrap();
+        assert_eq!((status, body.trim()), (200, "ok"), "{}", stage.kind.binary());
+    }
+    let metric = |port, name: &str| {
+        let (_, body) = http_get(port, "/metrics").unwrap();
+        body.lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    assert_eq!(metric(stages[0].port, "collector_lines_total{source=\"access.log\"}"), 10.0);
+    assert_eq!(metric(stages[1].port, "processor_records_total"), 10.0);
+    assert_eq!(metric(stages[2].port, "forwarder_records_total{sink=\"archive\"}"), 10.0);
+    assert!(wait_until(Duration::from_secs(10), || pod.path("collected/collection_stats.json").exists()));
+    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pod.path("collected/collection_stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["files"]["files"][0]["source"], "access.log");
+    assert!(wait_until(Duration::from_secs(10), || pod.path("processed/processing_stats.json").exists()));
+    // The report on stdout shows the source and its counts.
+    let forwarder = stages.into_iter().nth(2).unwrap();
+    let log = forwarder.log.clone();
+    forwarder.terminate(Duration::from_secs(10));
+    let report = std::fs::read_to_string(log).unwrap();
+    assert!(report.contains("=== log-forwarder final report"), "{report}");
+    assert!(report.lines().any(|l| l.starts_with("access.log") && l.split_whitespace().nth(2) == Some("10")), "{report}");
+}
+
+#[test]
+fn bad_configs_exit_non_zero_naming_file_and_field() {
+    let pod = Pod::new();
+    let run = |binary: &str, args: &[&str]| {
+        let out = std::process::Command::new(e2e_tests::bin(binary)).args(args).output().unwrap();
+        assert!(!out.status.success(), "{binary} {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let rules = pod.path("bad-rules.yaml");
+    std::fs::write(&rules, "version: 1\nrules:\n  - name: access\n    files: ['access*.log']\n    steps:\n      - regex: {field: line, pattern: '(unclosed'}\n").unwrap();
+    let err = run("processor", &["--rules", rules.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("bad-rules.yaml") && err.contains("\"access\"") && err.contains("pattern"), "{err}");
+    let fwd = pod.path("bad-forwarder.yaml");
+    std::fs::write(&fwd, "sinks:\n  - type: file\n    directory: /tmp/x\n    max_file_bytes: 12 parsecs\n").unwrap();
+    let err = run("forwarder", &["--config", fwd.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("bad-forwarder.yaml") && err.contains("parsecs"), "{err}");
+    let err = run("collector", &["--watch", "/logs/*/app.log", "--listen", "127.0.0.1:0"]);
+    assert!(err.contains("/logs/*/app.log") && err.contains("file-name part"), "{err}");
+    let err = run("collector", &["--grace-period", "soon"]);
+    assert!(err.contains("--grace-period") && err.contains("soon"), "{err}");
+}
+
+#[test]
+fn the_processor_waits_for_a_collector_that_starts_later() {
+    let mut pod = Pod::new();
+    let _downstream = [pod.start(StageKind::Forwarder), pod.start(StageKind::Processor)];
+    let mut w = Writer::open(pod.path("logs/access.log"), "access");
+    w.write(50);
+    let _collector = pod.start(StageKind::Collector);
+    let records = pod.wait_delivered(50, DELIVERY_TIMEOUT);
+    assert!(exactly_once(&records, &[("access", 50)]).is_empty());
+}
