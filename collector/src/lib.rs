@@ -190,17 +190,7 @@ fn collect(
         health.beat();
         tailer.rescan();
         backpressured = journal.is_backpressured();
-        let mut more = false;
-        if !backpressured {
-            let collected_at = timestamp_now();
-            more = tailer
-                .read(config.batch_max_bytes, &collected_at, &mut |record| journal.push(record))
-                .more;
-        }
-        let changed = tailer.take_changed();
-        if journal.pending_records() > 0 || changed {
-            journal.commit(&tailer.position()).context("committing to the collected journal")?;
-        }
+        let more = !backpressured && read_and_commit(config, &mut journal, &mut tailer)?;
         if stats_at.elapsed() >= Duration::from_secs(5) {
             write_stats(config, &journal, &mut tailer, backpressured);
             stats_at = Instant::now();
@@ -213,9 +203,28 @@ fn collect(
             break;
         }
     }
-    // Every read batch was committed as it was read; the stop only records the final stats.
+    // In the pod the apps stop before the sidecars, so what the files hold now is final: read
+    // it to the end once and commit it before exiting, within the grace period.
+    tailer.rescan();
+    while read_and_commit(config, &mut journal, &mut tailer)? {
+        health.beat();
+    }
     write_stats(config, &journal, &mut tailer, backpressured);
     Ok(())
+}
+
+/// Reads one batch from the files and commits it with the offsets it reached. Returns
+/// whether more is waiting.
+fn read_and_commit(config: &CollectorConfig, journal: &mut JournalWriter<TailPosition>, tailer: &mut Tailer) -> anyhow::Result<bool> {
+    let collected_at = timestamp_now();
+    let more = tailer
+        .read(config.batch_max_bytes, &collected_at, &mut |record| journal.push(record))
+        .more;
+    let changed = tailer.take_changed();
+    if journal.pending_records() > 0 || changed {
+        journal.commit(&tailer.position()).context("committing to the collected journal")?;
+    }
+    Ok(more)
 }
 
 fn write_stats(config: &CollectorConfig, journal: &JournalWriter<TailPosition>, tailer: &mut Tailer, backpressured: bool) {

@@ -144,47 +144,30 @@ pub async fn run(config: ForwarderConfig, shutdown: impl Future<Output = ()>) ->
 
 fn forward(
     config: &ForwarderConfig,
-    mut reader: JournalReader,
-    mut sinks: Vec<Box<dyn Sink>>,
+    reader: JournalReader,
+    sinks: Vec<Box<dyn Sink>>,
     metrics: &Metrics,
     wakeup: &Wakeup,
     health: &Health,
 ) -> anyhow::Result<()> {
     let mut watcher = DirWatcher::start([config.input_dir.as_path()], wakeup);
     let mut watching = config.input_dir.is_dir();
-    let mut buf = Vec::new();
-    let mut warned_behind = false;
-    let mut completed = true;
+    let mut stage = Stage {
+        config,
+        reader,
+        sinks,
+        metrics,
+        wakeup,
+        buf: Vec::new(),
+        warned_behind: false,
+    };
     while !wakeup.is_stopping() {
         health.beat();
         if !watching && config.input_dir.is_dir() {
             watching = watcher.add(&config.input_dir);
         }
-        let mut more = false;
-        match reader.committed_end()? {
-            Some(end) if end < reader.position() => {
-                if !std::mem::replace(&mut warned_behind, true) {
-                    warn!(committed = ?end, ours = ?reader.position(), "The processed journal ends before our committed position (was its volume replaced?); waiting for it to pass us.");
-                }
-            }
-            Some(end) => {
-                if reader.read_batch(end, config.batch_max_bytes, &mut buf)? > 0 {
-                    let batch = decode_batch(&buf, metrics);
-                    completed = deliver(&mut sinks, &batch, metrics, wakeup);
-                    if !completed {
-                        break; // Stopping mid-retry: the batch is delivered again after restart.
-                    }
-                    commit(config, &mut sinks, reader.position())?;
-                    if reader.position() < end {
-                        more = true;
-                    }
-                }
-            }
-            None => {}
-        }
-        for sink in &mut sinks {
-            sink.tick();
-        }
+        let more = stage.forward_available()? == Progress::More;
+        stage.tick();
         if more {
             continue;
         }
@@ -192,12 +175,67 @@ fn forward(
             break;
         }
     }
-    if completed {
-        for sink in &mut sinks {
-            sink.close();
+    // The processor stops before us (native sidecar order), so what it committed is final:
+    // deliver it before exiting, within the grace period.
+    loop {
+        health.beat();
+        match stage.forward_available()? {
+            Progress::More => continue,
+            Progress::Done => break,
+            Progress::Interrupted => return Ok(()), // A sink is down: the last commit stands.
         }
     }
+    for sink in &mut stage.sinks {
+        sink.close();
+    }
     Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Progress {
+    /// Everything committed upstream is delivered (or nothing was there).
+    Done,
+    /// More is waiting.
+    More,
+    /// Stopping while a sink was still refusing the batch; it was not committed.
+    Interrupted,
+}
+
+struct Stage<'a> {
+    config: &'a ForwarderConfig,
+    reader: JournalReader,
+    sinks: Vec<Box<dyn Sink>>,
+    metrics: &'a Metrics,
+    wakeup: &'a Wakeup,
+    buf: Vec<u8>,
+    warned_behind: bool,
+}
+
+impl Stage<'_> {
+    /// Delivers and commits one batch of what the processor committed.
+    fn forward_available(&mut self) -> anyhow::Result<Progress> {
+        let Some(end) = self.reader.committed_end()? else { return Ok(Progress::Done) };
+        if end < self.reader.position() {
+            if !std::mem::replace(&mut self.warned_behind, true) {
+                warn!(committed = ?end, ours = ?self.reader.position(), "The processed journal ends before our committed position (was its volume replaced?); waiting for it to pass us.");
+            }
+            return Ok(Progress::Done);
+        }
+        if self.reader.read_batch(end, self.config.batch_max_bytes, &mut self.buf)? > 0 {
+            let batch = decode_batch(&self.buf, self.metrics);
+            if !deliver(&mut self.sinks, &batch, self.metrics, self.wakeup) {
+                return Ok(Progress::Interrupted);
+            }
+            commit(self.config, &mut self.sinks, self.reader.position())?;
+        }
+        Ok(if self.reader.position() < end { Progress::More } else { Progress::Done })
+    }
+
+    fn tick(&mut self) {
+        for sink in &mut self.sinks {
+            sink.tick();
+        }
+    }
 }
 
 /// Decodes each NDJSON line; a line that is not a JSON object is delivered raw and counted.

@@ -163,47 +163,33 @@ pub async fn run(config: ProcessorConfig, shutdown: impl Future<Output = ()>) ->
 
 fn process(
     config: &ProcessorConfig,
-    mut journal: JournalWriter<ProcessorInput>,
-    mut reader: JournalReader,
+    journal: JournalWriter<ProcessorInput>,
+    reader: JournalReader,
     metrics: &Metrics,
     wakeup: &Wakeup,
     health: &Health,
 ) -> anyhow::Result<()> {
     let mut watcher = DirWatcher::start([config.input_dir.as_path()], wakeup);
     let mut watching = config.input_dir.is_dir();
-    let mut stats = ProcessingStats::default();
+    let mut stage = Stage {
+        config,
+        journal,
+        reader,
+        metrics,
+        stats: ProcessingStats::default(),
+        buf: Vec::new(),
+        warned_behind: false,
+    };
     let mut stats_at = Instant::now();
-    let mut buf = Vec::new();
-    let mut warned_behind = false;
-    publish_cursor(&config.input_dir, reader.position());
+    publish_cursor(&config.input_dir, stage.reader.position());
     while !wakeup.is_stopping() {
         health.beat();
         if !watching && config.input_dir.is_dir() {
             watching = watcher.add(&config.input_dir);
         }
-        let mut more = false;
-        if !journal.is_backpressured() {
-            match reader.committed_end()? {
-                Some(end) if end < reader.position() => {
-                    if !std::mem::replace(&mut warned_behind, true) {
-                        warn!(committed = ?end, ours = ?reader.position(), "The collected journal ends before our committed position (was its volume replaced?); waiting for it to pass us.");
-                    }
-                }
-                Some(end) => {
-                    if reader.read_batch(end, config.batch_max_bytes, &mut buf)? > 0 {
-                        process_batch(&config.rules, &buf, &mut journal, &mut stats, metrics);
-                        journal
-                            .commit(&ProcessorInput { position: reader.position() })
-                            .context("committing to the processed journal")?;
-                        publish_cursor(&config.input_dir, reader.position());
-                    }
-                    more = reader.position() < end;
-                }
-                None => {}
-            }
-        }
+        let more = !stage.journal.is_backpressured() && stage.process_available()?;
         if stats_at.elapsed() >= Duration::from_secs(5) {
-            stats.write(&config.journal_dir, &journal);
+            stage.stats.write(&config.journal_dir, &stage.journal);
             stats_at = Instant::now();
         }
         if more {
@@ -213,9 +199,44 @@ fn process(
             break;
         }
     }
-    // Every batch was committed as it was processed; the stop only records the final stats.
-    stats.write(&config.journal_dir, &journal);
+    // The collector stops before us (native sidecar order), so what it committed is final:
+    // carry it into our journal before exiting, within the grace period.
+    while stage.process_available()? {
+        health.beat();
+    }
+    stage.stats.write(&config.journal_dir, &stage.journal);
     Ok(())
+}
+
+struct Stage<'a> {
+    config: &'a ProcessorConfig,
+    journal: JournalWriter<ProcessorInput>,
+    reader: JournalReader,
+    metrics: &'a Metrics,
+    stats: ProcessingStats,
+    buf: Vec<u8>,
+    warned_behind: bool,
+}
+
+impl Stage<'_> {
+    /// Processes and commits one batch of what the collector committed. Returns whether more
+    /// is waiting.
+    fn process_available(&mut self) -> anyhow::Result<bool> {
+        let Some(end) = self.reader.committed_end()? else { return Ok(false) };
+        if end < self.reader.position() {
+            if !std::mem::replace(&mut self.warned_behind, true) {
+                warn!(committed = ?end, ours = ?self.reader.position(), "The collected journal ends before our committed position (was its volume replaced?); waiting for it to pass us.");
+            }
+            return Ok(false);
+        }
+        if self.reader.read_batch(end, self.config.batch_max_bytes, &mut self.buf)? > 0 {
+            process_batch(&self.config.rules, &self.buf, &mut self.journal, &mut self.stats, self.metrics);
+            let position = self.reader.position();
+            self.journal.commit(&ProcessorInput { position }).context("committing to the processed journal")?;
+            publish_cursor(&self.config.input_dir, position);
+        }
+        Ok(self.reader.position() < end)
+    }
 }
 
 /// Tells the collector how far we consumed, after our own commit made it true.

@@ -222,3 +222,24 @@ fn the_processor_waits_for_a_collector_that_starts_later() {
     let records = pod.wait_delivered(50, DELIVERY_TIMEOUT);
     assert!(exactly_once(&records, &[("access", 50)]).is_empty());
 }
+
+#[test]
+fn a_pod_shutdown_in_sidecar_order_delivers_every_line_before_the_last_exit() {
+    // Native sidecars stop after the apps, collector first and forwarder last, each after the
+    // one before it exited. Every line the apps wrote must be in the sink when the forwarder
+    // exits: the volumes go away with the pod.
+    let mut pod = Pod::new();
+    let stages = pod.start_all();
+    let mut w = Writer::open(pod.path("logs/access.log"), "access");
+    for _ in 0..20 {
+        w.write(1000);
+    }
+    for stage in stages {
+        let kind = stage.kind;
+        let (status, took) = stage.terminate(Duration::from_secs(10));
+        assert!(status.success() && took < Duration::from_secs(8), "{}: {status} after {took:?}", kind.binary());
+    }
+    let records = pod.delivered();
+    let problems = exactly_once(&records, &[("access", 20_000)]);
+    assert!(problems.is_empty(), "{problems}");
+}
