@@ -29,10 +29,19 @@ const STATS_FILE: &str = "collection_stats.json";
 
 /// Command-line flags; each also reads an environment variable.
 #[derive(Debug, Parser)]
-#[command(name = "collector", version, about = "Tails log files into the collected journal.")]
+#[command(
+    name = "collector",
+    version,
+    about = "Tails log files into the collected journal."
+)]
 pub struct Cli {
     /// Globs of files to tail, comma-separated; wildcards in the file-name part only.
-    #[arg(long, env = "COLLECTOR_WATCH", value_delimiter = ',', default_value = "/logs/*.log")]
+    #[arg(
+        long,
+        env = "COLLECTOR_WATCH",
+        value_delimiter = ',',
+        default_value = "/logs/*.log"
+    )]
     pub watch: Vec<String>,
     /// Globs to leave out, matched against the full path and the file name.
     #[arg(long, env = "COLLECTOR_EXCLUDE", value_delimiter = ',')]
@@ -116,7 +125,11 @@ impl Cli {
                     .0,
             ),
         };
-        anyhow::ensure!(self.max_line_bytes.0 >= 64, "--max-line-bytes: must be at least 64 bytes, got {}", self.max_line_bytes);
+        anyhow::ensure!(
+            self.max_line_bytes.0 >= 64,
+            "--max-line-bytes: must be at least 64 bytes, got {}",
+            self.max_line_bytes
+        );
         Ok(CollectorConfig {
             spec,
             tail: TailOptions {
@@ -127,7 +140,11 @@ impl Cli {
             },
             journal_dir: self.journal_dir,
             journal: JournalOptions {
-                durability: if self.fsync { Durability::Fsync } else { Durability::PageCache },
+                durability: if self.fsync {
+                    Durability::Fsync
+                } else {
+                    Durability::PageCache
+                },
                 max_unconsumed_bytes: self.max_unconsumed.0,
                 retention_max_bytes: self.retention_bytes.0,
                 retention_max_age: self.retention_age.0,
@@ -147,18 +164,32 @@ impl Cli {
 ///
 /// # Errors
 /// When the journal cannot be opened or written, or the listen address is taken.
-pub async fn run(config: CollectorConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: CollectorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let source_metrics = SourceMetrics::default();
     source_metrics.register(&mut registry);
-    let (journal, position) = JournalWriter::<TailPosition>::open(&config.journal_dir, config.journal.clone())
-        .with_context(|| format!("opening the collected journal in {}", config.journal_dir.display()))?;
+    let (journal, position) =
+        JournalWriter::<TailPosition>::open(&config.journal_dir, config.journal.clone())
+            .with_context(|| {
+                format!(
+                    "opening the collected journal in {}",
+                    config.journal_dir.display()
+                )
+            })?;
     journal.metrics().register("collector", &mut registry);
     let health = Health::new(Duration::from_secs(60));
     let bound = telemetry::serve(config.listen, registry, health.clone()).await?;
     info!(listen = %bound, journal = %config.journal_dir.display(), resumed = position.is_some(), "Collector started.");
     let wakeup = Wakeup::new();
-    let tailer = Tailer::new(config.spec.clone(), config.tail.clone(), position, source_metrics);
+    let tailer = Tailer::new(
+        config.spec.clone(),
+        config.tail.clone(),
+        position,
+        source_metrics,
+    );
     let loop_wakeup = wakeup.clone();
     signal::run_stage("collector", wakeup, config.grace, shutdown, move || {
         collect(&config, journal, tailer, &loop_wakeup, &health)
@@ -198,7 +229,11 @@ fn collect(
         if more {
             continue;
         }
-        let wait = if backpressured { Duration::from_millis(200) } else { config.rescan_interval };
+        let wait = if backpressured {
+            Duration::from_millis(200)
+        } else {
+            config.rescan_interval
+        };
         if wakeup.wait(wait) || wakeup.sleep(config.linger) {
             break;
         }
@@ -215,19 +250,32 @@ fn collect(
 
 /// Reads one batch from the files and commits it with the offsets it reached. Returns
 /// whether more is waiting.
-fn read_and_commit(config: &CollectorConfig, journal: &mut JournalWriter<TailPosition>, tailer: &mut Tailer) -> anyhow::Result<bool> {
+fn read_and_commit(
+    config: &CollectorConfig,
+    journal: &mut JournalWriter<TailPosition>,
+    tailer: &mut Tailer,
+) -> anyhow::Result<bool> {
     let collected_at = timestamp_now();
     let more = tailer
-        .read(config.batch_max_bytes, &collected_at, &mut |record| journal.push(record))
+        .read(config.batch_max_bytes, &collected_at, &mut |record| {
+            journal.push(record)
+        })
         .more;
     let changed = tailer.take_changed();
     if journal.pending_records() > 0 || changed {
-        journal.commit(&tailer.position()).context("committing to the collected journal")?;
+        journal
+            .commit(&tailer.position())
+            .context("committing to the collected journal")?;
     }
     Ok(more)
 }
 
-fn write_stats(config: &CollectorConfig, journal: &JournalWriter<TailPosition>, tailer: &mut Tailer, backpressured: bool) {
+fn write_stats(
+    config: &CollectorConfig,
+    journal: &JournalWriter<TailPosition>,
+    tailer: &mut Tailer,
+    backpressured: bool,
+) {
     let files = tailer.position();
     let stats = CollectionStats {
         updated_at: timestamp_now(),
@@ -236,7 +284,11 @@ fn write_stats(config: &CollectorConfig, journal: &JournalWriter<TailPosition>, 
         backpressured,
         files: &files,
     };
-    if let Err(e) = checkpoint::store_json(&config.journal_dir.join(STATS_FILE), &stats, Durability::PageCache) {
+    if let Err(e) = checkpoint::store_json(
+        &config.journal_dir.join(STATS_FILE),
+        &stats,
+        Durability::PageCache,
+    ) {
         tracing::warn!(error = %e, "Cannot refresh the stats file.");
     }
 }

@@ -31,7 +31,11 @@ const DEFAULT_CONFIG: &str = "/etc/log-forwarder/forwarder.yaml";
 
 /// Command-line flags; each also reads an environment variable.
 #[derive(Debug, Parser)]
-#[command(name = "forwarder", version, about = "Ships processed records to sinks and prints reports.")]
+#[command(
+    name = "forwarder",
+    version,
+    about = "Ships processed records to sinks and prints reports."
+)]
 pub struct Cli {
     /// The sinks and report settings (YAML, or TOML by its .toml extension). Without this flag,
     /// /etc/log-forwarder/forwarder.yaml is used when it exists, else a report every 60 s.
@@ -82,7 +86,9 @@ impl Cli {
     pub fn into_config(self) -> anyhow::Result<ForwarderConfig> {
         let file = match &self.config {
             Some(path) => ForwarderFile::load(path)?,
-            None if std::path::Path::new(DEFAULT_CONFIG).exists() => ForwarderFile::load(std::path::Path::new(DEFAULT_CONFIG))?,
+            None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
+                ForwarderFile::load(std::path::Path::new(DEFAULT_CONFIG))?
+            }
             None => ForwarderFile::report_only(),
         };
         Ok(ForwarderConfig {
@@ -116,14 +122,34 @@ struct Metrics {
 /// # Errors
 /// When the checkpoint or the journal cannot be read, a sink cannot start, or the listen
 /// address is taken.
-pub async fn run(config: ForwarderConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: ForwarderConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::default();
-    registry.register("forwarder_records", "Records delivered, per sink", metrics.records.clone());
-    registry.register("forwarder_sink_failures", "Failed deliveries (retried), per sink", metrics.failures.clone());
-    registry.register("forwarder_undecodable_records", "Journal lines that were not JSON (delivered raw)", metrics.undecodable.clone());
-    let cursor = Cursor::<ForwarderState>::load(&config.input_dir, READER_NAME)
-        .with_context(|| format!("reading the forwarder checkpoint in {}", config.input_dir.display()))?;
+    registry.register(
+        "forwarder_records",
+        "Records delivered, per sink",
+        metrics.records.clone(),
+    );
+    registry.register(
+        "forwarder_sink_failures",
+        "Failed deliveries (retried), per sink",
+        metrics.failures.clone(),
+    );
+    registry.register(
+        "forwarder_undecodable_records",
+        "Journal lines that were not JSON (delivered raw)",
+        metrics.undecodable.clone(),
+    );
+    let cursor =
+        Cursor::<ForwarderState>::load(&config.input_dir, READER_NAME).with_context(|| {
+            format!(
+                "reading the forwarder checkpoint in {}",
+                config.input_dir.display()
+            )
+        })?;
     let (position, state) = match cursor {
         Some(c) => (c.position, c.state),
         None => (Position::default(), ForwarderState::default()),
@@ -214,21 +240,31 @@ struct Stage<'a> {
 impl Stage<'_> {
     /// Delivers and commits one batch of what the processor committed.
     fn forward_available(&mut self) -> anyhow::Result<Progress> {
-        let Some(end) = self.reader.committed_end()? else { return Ok(Progress::Done) };
+        let Some(end) = self.reader.committed_end()? else {
+            return Ok(Progress::Done);
+        };
         if end < self.reader.position() {
             if !std::mem::replace(&mut self.warned_behind, true) {
                 warn!(committed = ?end, ours = ?self.reader.position(), "The processed journal ends before our committed position (was its volume replaced?); waiting for it to pass us.");
             }
             return Ok(Progress::Done);
         }
-        if self.reader.read_batch(end, self.config.batch_max_bytes, &mut self.buf)? > 0 {
+        if self
+            .reader
+            .read_batch(end, self.config.batch_max_bytes, &mut self.buf)?
+            > 0
+        {
             let batch = decode_batch(&self.buf, self.metrics);
             if !deliver(&mut self.sinks, &batch, self.metrics, self.wakeup) {
                 return Ok(Progress::Interrupted);
             }
             commit(self.config, &mut self.sinks, self.reader.position())?;
         }
-        Ok(if self.reader.position() < end { Progress::More } else { Progress::Done })
+        Ok(if self.reader.position() < end {
+            Progress::More
+        } else {
+            Progress::Done
+        })
     }
 
     fn tick(&mut self) {
@@ -254,7 +290,12 @@ fn decode_batch<'a>(buf: &'a [u8], metrics: &Metrics) -> Vec<OutRecord<'a>> {
 
 /// Offers the batch to every sink until each has taken it, backing off between attempts.
 /// Returns false when asked to stop before every sink took it.
-fn deliver(sinks: &mut [Box<dyn Sink>], batch: &[OutRecord<'_>], metrics: &Metrics, wakeup: &Wakeup) -> bool {
+fn deliver(
+    sinks: &mut [Box<dyn Sink>],
+    batch: &[OutRecord<'_>],
+    metrics: &Metrics,
+    wakeup: &Wakeup,
+) -> bool {
     let mut delivered = vec![false; sinks.len()];
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -266,11 +307,19 @@ fn deliver(sinks: &mut [Box<dyn Sink>], batch: &[OutRecord<'_>], metrics: &Metri
             match sink.send(batch) {
                 Ok(()) => {
                     *done = true;
-                    metrics.records.get_or_create(&label).inc_by(batch.len() as u64);
+                    metrics
+                        .records
+                        .get_or_create(&label)
+                        .inc_by(batch.len() as u64);
                 }
                 Err(e) => {
                     metrics.failures.get_or_create(&label).inc();
-                    warn!(sink = sink.name(), error = format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "Delivery failed; retrying the same batch.");
+                    warn!(
+                        sink = sink.name(),
+                        error = format!("{e:#}"),
+                        retry_in_ms = backoff.as_millis() as u64,
+                        "Delivery failed; retrying the same batch."
+                    );
                 }
             }
         }
@@ -284,9 +333,16 @@ fn deliver(sinks: &mut [Box<dyn Sink>], batch: &[OutRecord<'_>], metrics: &Metri
     }
 }
 
-fn commit(config: &ForwarderConfig, sinks: &mut [Box<dyn Sink>], position: Position) -> anyhow::Result<()> {
+fn commit(
+    config: &ForwarderConfig,
+    sinks: &mut [Box<dyn Sink>],
+    position: Position,
+) -> anyhow::Result<()> {
     let state = ForwarderState {
-        sinks: sinks.iter().map(|s| (s.name().to_owned(), s.state())).collect(),
+        sinks: sinks
+            .iter()
+            .map(|s| (s.name().to_owned(), s.state()))
+            .collect(),
     };
     Cursor::new(position, state)
         .store(&config.input_dir, READER_NAME, Durability::Fsync)

@@ -35,10 +35,18 @@ const STATS_FILE: &str = "processing_stats.json";
 
 /// Command-line flags; each also reads an environment variable.
 #[derive(Debug, Parser)]
-#[command(name = "processor", version, about = "Enriches collected log lines by per-file rules.")]
+#[command(
+    name = "processor",
+    version,
+    about = "Enriches collected log lines by per-file rules."
+)]
 pub struct Cli {
     /// The rules file (YAML, or TOML by its .toml extension), mounted from a ConfigMap.
-    #[arg(long, env = "PROCESSOR_RULES", default_value = "/etc/log-processor/rules.yaml")]
+    #[arg(
+        long,
+        env = "PROCESSOR_RULES",
+        default_value = "/etc/log-processor/rules.yaml"
+    )]
     pub rules: PathBuf,
     /// The collected journal to read.
     #[arg(long, env = "PROCESSOR_INPUT_DIR", default_value = "/collected-logs")]
@@ -107,7 +115,11 @@ impl Cli {
             input_dir: self.input_dir,
             journal_dir: self.journal_dir,
             journal: JournalOptions {
-                durability: if self.fsync { Durability::Fsync } else { Durability::PageCache },
+                durability: if self.fsync {
+                    Durability::Fsync
+                } else {
+                    Durability::PageCache
+                },
                 max_unconsumed_bytes: self.max_unconsumed.0,
                 retention_max_bytes: self.retention_bytes.0,
                 retention_max_age: self.retention_age.0,
@@ -140,13 +152,30 @@ struct Metrics {
 ///
 /// # Errors
 /// When a journal cannot be opened, read or written, or the listen address is taken.
-pub async fn run(config: ProcessorConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: ProcessorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Metrics::default();
-    registry.register("processor_records", "Records processed, per source file and level", metrics.records.clone());
-    registry.register("processor_errors", "Records kept with a processing_error, per source file", metrics.errors.clone());
-    let (journal, input) = JournalWriter::<ProcessorInput>::open(&config.journal_dir, config.journal.clone())
-        .with_context(|| format!("opening the processed journal in {}", config.journal_dir.display()))?;
+    registry.register(
+        "processor_records",
+        "Records processed, per source file and level",
+        metrics.records.clone(),
+    );
+    registry.register(
+        "processor_errors",
+        "Records kept with a processing_error, per source file",
+        metrics.errors.clone(),
+    );
+    let (journal, input) =
+        JournalWriter::<ProcessorInput>::open(&config.journal_dir, config.journal.clone())
+            .with_context(|| {
+                format!(
+                    "opening the processed journal in {}",
+                    config.journal_dir.display()
+                )
+            })?;
     journal.metrics().register("processor", &mut registry);
     let health = Health::new(Duration::from_secs(60));
     let bound = telemetry::serve(config.listen, registry, health.clone()).await?;
@@ -222,17 +251,31 @@ impl Stage<'_> {
     /// Processes and commits one batch of what the collector committed. Returns whether more
     /// is waiting.
     fn process_available(&mut self) -> anyhow::Result<bool> {
-        let Some(end) = self.reader.committed_end()? else { return Ok(false) };
+        let Some(end) = self.reader.committed_end()? else {
+            return Ok(false);
+        };
         if end < self.reader.position() {
             if !std::mem::replace(&mut self.warned_behind, true) {
                 warn!(committed = ?end, ours = ?self.reader.position(), "The collected journal ends before our committed position (was its volume replaced?); waiting for it to pass us.");
             }
             return Ok(false);
         }
-        if self.reader.read_batch(end, self.config.batch_max_bytes, &mut self.buf)? > 0 {
-            process_batch(&self.config.rules, &self.buf, &mut self.journal, &mut self.stats, self.metrics);
+        if self
+            .reader
+            .read_batch(end, self.config.batch_max_bytes, &mut self.buf)?
+            > 0
+        {
+            process_batch(
+                &self.config.rules,
+                &self.buf,
+                &mut self.journal,
+                &mut self.stats,
+                self.metrics,
+            );
             let position = self.reader.position();
-            self.journal.commit(&ProcessorInput { position }).context("committing to the processed journal")?;
+            self.journal
+                .commit(&ProcessorInput { position })
+                .context("committing to the processed journal")?;
             publish_cursor(&self.config.input_dir, position);
         }
         Ok(self.reader.position() < end)
@@ -272,7 +315,11 @@ pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Map<String, V
             record.insert(field::SOURCE_FILE.into(), collected.source.clone().into());
             record.insert(field::COLLECTED_AT.into(), collected.collected_at.into());
             record.insert(field::LINE.into(), collected.line.into());
-            for (flag, set) in [("partial", collected.partial), ("split", collected.split), ("invalid_utf8", collected.invalid_utf8)] {
+            for (flag, set) in [
+                ("partial", collected.partial),
+                ("split", collected.split),
+                ("invalid_utf8", collected.invalid_utf8),
+            ] {
                 if set {
                     record.insert(flag.into(), true.into());
                 }
@@ -284,8 +331,14 @@ pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Map<String, V
         }
         Err(e) => {
             record.insert(field::SOURCE_FILE.into(), "unknown".into());
-            record.insert(field::LINE.into(), String::from_utf8_lossy(line).into_owned().into());
-            record.insert(field::PROCESSING_ERROR.into(), format!("undecodable collected record: {e}").into());
+            record.insert(
+                field::LINE.into(),
+                String::from_utf8_lossy(line).into_owned().into(),
+            );
+            record.insert(
+                field::PROCESSING_ERROR.into(),
+                format!("undecodable collected record: {e}").into(),
+            );
             record.insert(field::LOG_CATEGORY.into(), "unknown".into());
             record.insert(field::LOG_LEVEL.into(), "INFO".into());
         }
@@ -313,7 +366,11 @@ struct SourceStats {
 impl ProcessingStats {
     fn count(&mut self, record: &Map<String, Value>, metrics: &Metrics) {
         let text = |key| record.get(key).and_then(Value::as_str).unwrap_or("unknown");
-        let (source, level, category) = (text(field::SOURCE_FILE), text(field::LOG_LEVEL), text(field::LOG_CATEGORY));
+        let (source, level, category) = (
+            text(field::SOURCE_FILE),
+            text(field::LOG_LEVEL),
+            text(field::LOG_CATEGORY),
+        );
         let failed = record.contains_key(field::PROCESSING_ERROR);
         self.records += 1;
         self.processing_errors += u64::from(failed);
@@ -327,10 +384,16 @@ impl ProcessingStats {
         bump(&mut stats.categories, category);
         metrics
             .records
-            .get_or_create(&vec![("source".into(), source.into()), ("level".into(), level.into())])
+            .get_or_create(&vec![
+                ("source".into(), source.into()),
+                ("level".into(), level.into()),
+            ])
             .inc();
         if failed {
-            metrics.errors.get_or_create(&vec![("source".into(), source.into())]).inc();
+            metrics
+                .errors
+                .get_or_create(&vec![("source".into(), source.into())])
+                .inc();
         }
     }
 
@@ -348,7 +411,8 @@ impl ProcessingStats {
             unconsumed_bytes: journal.unconsumed_bytes(),
             since_start: self,
         };
-        if let Err(e) = checkpoint::store_json(&dir.join(STATS_FILE), &file, Durability::PageCache) {
+        if let Err(e) = checkpoint::store_json(&dir.join(STATS_FILE), &file, Durability::PageCache)
+        {
             warn!(error = %e, "Cannot refresh the stats file.");
         }
     }
@@ -368,7 +432,11 @@ mod tests {
     use super::*;
 
     fn default_rules() -> RuleSet {
-        RuleSet::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/rules/default.yaml"))).unwrap()
+        RuleSet::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/rules/default.yaml"
+        )))
+        .unwrap()
     }
 
     #[test]
@@ -388,7 +456,10 @@ mod tests {
     fn an_undecodable_collected_line_is_kept_with_an_error() {
         let record = enrich(&default_rules(), b"{not json", "now");
         assert_eq!(record["line"], "{not json");
-        assert!(record["processing_error"].as_str().unwrap().starts_with("undecodable collected record"));
+        assert!(record["processing_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("undecodable collected record"));
     }
 
     #[test]

@@ -67,7 +67,11 @@ pub enum Durability {
 ///
 /// # Errors
 /// [`CheckpointError::Write`] when any step fails; `path` then still holds its old content.
-pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), CheckpointError> {
+pub fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+) -> Result<(), CheckpointError> {
     let wrap = |source| CheckpointError::Write {
         path: path.to_owned(),
         source,
@@ -95,7 +99,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], durability: Durability) -> Result
 ///
 /// # Errors
 /// As [`write_atomic`].
-pub fn store_json<T: Serialize>(path: &Path, value: &T, durability: Durability) -> Result<(), CheckpointError> {
+pub fn store_json<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> Result<(), CheckpointError> {
     let mut bytes = serde_json::to_vec(value).expect("checkpoint types serialise infallibly");
     bytes.push(b'\n');
     write_atomic(path, &bytes, durability)
@@ -174,8 +182,17 @@ mod tests {
         for offset in [1, 2] {
             store_json(&path, &State { version: 1, offset }, Durability::Fsync).unwrap();
         }
-        assert_eq!(load_json::<State>(&path).unwrap(), Some(State { version: 1, offset: 2 }));
-        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(
+            load_json::<State>(&path).unwrap(),
+            Some(State {
+                version: 1,
+                offset: 2
+            })
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec!["commit.json"]);
     }
 
@@ -194,6 +211,9 @@ mod tests {
     #[test]
     fn unknown_versions_are_refused() {
         let err = check_version(Path::new("c.json"), 7, 1).unwrap_err();
-        assert_eq!(err.to_string(), "checkpoint c.json has unknown format version 7 (this build reads 1)");
+        assert_eq!(
+            err.to_string(),
+            "checkpoint c.json has unknown format version 7 (this build reads 1)"
+        );
     }
 }

@@ -140,7 +140,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
         for (size, unit) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -193,8 +193,14 @@ mod tests {
 
     #[test]
     fn durations_parse_and_errors_show_examples() {
-        assert_eq!("30s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(30));
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(250));
+        assert_eq!(
+            "30s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(250)
+        );
         let err = "soon".parse::<HumanDuration>().unwrap_err();
         assert!(err.contains("use e.g. 500ms"), "{err}");
     }
@@ -210,7 +216,8 @@ mod tests {
     fn yaml_and_toml_both_load_and_errors_name_the_file() {
         let yaml: Sample = parse_text("size: 1MiB\nevery: 5s\n", Path::new("a.yaml")).unwrap();
         assert_eq!(yaml.size.0, 1 << 20);
-        let toml: Sample = parse_text("size = 2048\nevery = \"1m\"\n", Path::new("a.toml")).unwrap();
+        let toml: Sample =
+            parse_text("size = 2048\nevery = \"1m\"\n", Path::new("a.toml")).unwrap();
         assert_eq!(toml.every.0, Duration::from_secs(60));
         let err = parse_text::<Sample>("size: 1MiB\nevry: 5s\n", Path::new("conf/b.yaml"))
             .unwrap_err()

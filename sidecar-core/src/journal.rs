@@ -87,7 +87,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
 }
 
 /// A place in a journal: a segment number and a byte offset in it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Position {
     /// The segment number.
     pub segment: u64,
@@ -138,7 +140,6 @@ impl<S> Cursor<S> {
     pub fn path(dir: &Path, reader: &str) -> PathBuf {
         dir.join(READERS_DIR).join(format!("{reader}.json"))
     }
-
 }
 
 impl<S: DeserializeOwned> Cursor<S> {
@@ -154,7 +155,6 @@ impl<S: DeserializeOwned> Cursor<S> {
         }
         Ok(cursor)
     }
-
 }
 
 impl<S: Serialize> Cursor<S> {
@@ -162,7 +162,12 @@ impl<S: Serialize> Cursor<S> {
     ///
     /// # Errors
     /// When the file cannot be written; the previous cursor then stands.
-    pub fn store(&self, dir: &Path, reader: &str, durability: Durability) -> Result<(), JournalError> {
+    pub fn store(
+        &self,
+        dir: &Path,
+        reader: &str,
+        durability: Durability,
+    ) -> Result<(), JournalError> {
         let readers = dir.join(READERS_DIR);
         fs::create_dir_all(&readers).map_err(io_err(&readers))?;
         checkpoint::store_json(&Self::path(dir, reader), self, durability)?;
@@ -217,9 +222,21 @@ pub struct JournalMetrics {
 impl JournalMetrics {
     /// Registers the metrics under `registry` with the stage's `prefix` (e.g. `collector`).
     pub fn register(&self, prefix: &str, registry: &mut Registry) {
-        registry.register(format!("{prefix}_journal_commits"), "Batches committed to the output journal", self.commits.clone());
-        registry.register(format!("{prefix}_journal_records"), "Records committed to the output journal", self.records.clone());
-        registry.register(format!("{prefix}_journal_bytes"), "Bytes committed to the output journal", self.bytes.clone());
+        registry.register(
+            format!("{prefix}_journal_commits"),
+            "Batches committed to the output journal",
+            self.commits.clone(),
+        );
+        registry.register(
+            format!("{prefix}_journal_records"),
+            "Records committed to the output journal",
+            self.records.clone(),
+        );
+        registry.register(
+            format!("{prefix}_journal_bytes"),
+            "Bytes committed to the output journal",
+            self.bytes.clone(),
+        );
         registry.register(
             format!("{prefix}_journal_unconsumed_bytes"),
             "Committed bytes the slowest reader has not consumed yet",
@@ -320,7 +337,9 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     /// the writer refuses further use: reopen it (restart) to recover from disk.
     pub fn commit(&mut self, input: &I) -> Result<(), JournalError> {
         if self.poisoned {
-            return Err(JournalError::Poisoned { dir: self.dir.clone() });
+            return Err(JournalError::Poisoned {
+                dir: self.dir.clone(),
+            });
         }
         let result = self.try_commit(input);
         if result.is_err() {
@@ -335,7 +354,9 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
                 self.roll_segment()?;
             }
             let path = segment_path(&self.dir, self.end.segment);
-            self.segment.write_all(&self.buffer).map_err(io_err(&path))?;
+            self.segment
+                .write_all(&self.buffer)
+                .map_err(io_err(&path))?;
             if self.options.durability == Durability::Fsync {
                 self.segment.sync_data().map_err(io_err(&path))?;
             }
@@ -351,7 +372,11 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             committed_at: crate::record::timestamp_now(),
             input,
         };
-        checkpoint::store_json(&self.dir.join(COMMIT_FILE), &commit, self.options.durability)?;
+        checkpoint::store_json(
+            &self.dir.join(COMMIT_FILE),
+            &commit,
+            self.options.durability,
+        )?;
         self.metrics.commits.inc();
         self.metrics.records.inc_by(self.buffered_records);
         self.metrics.bytes.inc_by(self.buffer.len() as u64);
@@ -397,7 +422,10 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     /// reader has consumed and that fall outside the retention window. Cheap when called
     /// often: it does its work at most every 250 ms.
     pub fn housekeeping(&mut self) {
-        if self.housekeeping_at.is_some_and(|t| t.elapsed() < HOUSEKEEPING_INTERVAL) {
+        if self
+            .housekeeping_at
+            .is_some_and(|t| t.elapsed() < HOUSEKEEPING_INTERVAL)
+        {
             return;
         }
         self.housekeeping_at = Some(Instant::now());
@@ -466,7 +494,9 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
                     kept_bytes -= len;
                     info!(segment = %path.display(), bytes = len, "Deleted a consumed journal segment outside retention.");
                 }
-                Err(e) => warn!(segment = %path.display(), error = %e, "Cannot delete a consumed journal segment."),
+                Err(e) => {
+                    warn!(segment = %path.display(), error = %e, "Cannot delete a consumed journal segment.")
+                }
             }
         }
     }
@@ -518,7 +548,12 @@ impl JournalReader {
     ///
     /// # Errors
     /// When a segment is missing or unreadable.
-    pub fn read_batch(&mut self, end: Position, max_bytes: usize, out: &mut Vec<u8>) -> Result<usize, JournalError> {
+    pub fn read_batch(
+        &mut self,
+        end: Position,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, JournalError> {
         out.clear();
         let mut budget = max_bytes.max(1);
         while self.position < end && out.len() < budget {
@@ -581,7 +616,10 @@ impl JournalReader {
             let path = segment_path(&self.dir, segment);
             let file = File::open(&path).map_err(|source| match source.kind() {
                 io::ErrorKind::NotFound => JournalError::MissingSegment { path: path.clone() },
-                _ => JournalError::Io { path: path.clone(), source },
+                _ => JournalError::Io {
+                    path: path.clone(),
+                    source,
+                },
             })?;
             self.open = Some((segment, file));
         }
@@ -670,7 +708,12 @@ mod tests {
         let mut buf = Vec::new();
         while reader.read_batch(end, 64, &mut buf).unwrap() > 0 {
             assert_eq!(buf.last(), Some(&b'\n'), "batches end on a record boundary");
-            lines.extend(String::from_utf8(buf.clone()).unwrap().lines().map(str::to_owned));
+            lines.extend(
+                String::from_utf8(buf.clone())
+                    .unwrap()
+                    .lines()
+                    .map(str::to_owned),
+            );
         }
         (lines, reader.position())
     }
@@ -686,13 +729,22 @@ mod tests {
             }
             w.commit(&batch).unwrap();
         }
-        assert!(list_segments(dir.path()).unwrap().len() > 1, "small segments roll");
+        assert!(
+            list_segments(dir.path()).unwrap().len() > 1,
+            "small segments roll"
+        );
         let (lines, end) = read_all(dir.path(), Position::default());
         assert_eq!(lines.len(), 20);
         assert_eq!(lines[19], r#"{"batch":4,"i":3}"#);
         assert_eq!(end, w.end());
         // Resuming from the middle returns exactly the rest.
-        let (rest, _) = read_all(dir.path(), Position { segment: 0, offset: lines[0].len() as u64 + 1 });
+        let (rest, _) = read_all(
+            dir.path(),
+            Position {
+                segment: 0,
+                offset: lines[0].len() as u64 + 1,
+            },
+        );
         assert_eq!(rest, lines[1..]);
     }
 
@@ -756,12 +808,27 @@ mod tests {
         let before = list_segments(dir.path()).unwrap();
         assert_eq!(before.len(), 10);
         w.housekeeping();
-        assert_eq!(list_segments(dir.path()).unwrap(), before, "no cursor yet: nothing goes");
+        assert_eq!(
+            list_segments(dir.path()).unwrap(),
+            before,
+            "no cursor yet: nothing goes"
+        );
         assert!(w.unconsumed_bytes() > 500);
-        Cursor::new(Position { segment: 4, offset: 0 }, ()).store(dir.path(), "next", Durability::PageCache).unwrap();
+        Cursor::new(
+            Position {
+                segment: 4,
+                offset: 0,
+            },
+            (),
+        )
+        .store(dir.path(), "next", Durability::PageCache)
+        .unwrap();
         w.housekeeping_at = None;
         w.housekeeping();
-        assert_eq!(list_segments(dir.path()).unwrap(), (4..10).collect::<Vec<_>>());
+        assert_eq!(
+            list_segments(dir.path()).unwrap(),
+            (4..10).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -778,7 +845,9 @@ mod tests {
         }
         w.commit(&0).unwrap();
         assert!(w.is_backpressured());
-        Cursor::new(w.end(), ()).store(dir.path(), "next", Durability::PageCache).unwrap();
+        Cursor::new(w.end(), ())
+            .store(dir.path(), "next", Durability::PageCache)
+            .unwrap();
         w.housekeeping_at = None;
         assert!(!w.is_backpressured());
         assert_eq!(w.unconsumed_bytes(), 0);
@@ -788,7 +857,9 @@ mod tests {
     fn a_corrupt_commit_file_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(COMMIT_FILE), b"").unwrap();
-        let err = JournalWriter::<u32>::open(dir.path(), opts(100)).err().unwrap();
+        let err = JournalWriter::<u32>::open(dir.path(), opts(100))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("commit.json is corrupt"), "{err}");
     }
 }

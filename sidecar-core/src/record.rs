@@ -180,15 +180,30 @@ mod tests {
             offset: 42,
         };
         assert_eq!(id.to_string(), "0000000000000abc-42");
-        assert_eq!(serde_json::to_string(&id).unwrap(), "\"0000000000000abc-42\"");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            "\"0000000000000abc-42\""
+        );
     }
 
     #[test]
     fn utf8_lines_round_trip_without_extra_fields() {
-        let id = RecordId { source_id: 1, offset: 7 };
-        let out = CollectedRecordOut::new(id, "a.log", "t", "héllo \"x\"".as_bytes(), LineFlags::default());
+        let id = RecordId {
+            source_id: 1,
+            offset: 7,
+        };
+        let out = CollectedRecordOut::new(
+            id,
+            "a.log",
+            "t",
+            "héllo \"x\"".as_bytes(),
+            LineFlags::default(),
+        );
         let json = serde_json::to_string(&out).unwrap();
-        assert!(!json.contains("invalid_utf8") && !json.contains("partial"), "{json}");
+        assert!(
+            !json.contains("invalid_utf8") && !json.contains("partial"),
+            "{json}"
+        );
         let back: CollectedRecord = serde_json::from_str(&json).unwrap();
         assert_eq!(back.line, "héllo \"x\"");
         assert_eq!((back.offset, back.source.as_str()), (7, "a.log"));
@@ -197,8 +212,18 @@ mod tests {
     #[test]
     fn invalid_utf8_keeps_the_exact_bytes() {
         let bytes = b"ok \xff\xfe end";
-        let id = RecordId { source_id: 1, offset: 0 };
-        let json = serde_json::to_string(&CollectedRecordOut::new(id, "a.log", "t", bytes, LineFlags::default())).unwrap();
+        let id = RecordId {
+            source_id: 1,
+            offset: 0,
+        };
+        let json = serde_json::to_string(&CollectedRecordOut::new(
+            id,
+            "a.log",
+            "t",
+            bytes,
+            LineFlags::default(),
+        ))
+        .unwrap();
         let back: CollectedRecord = serde_json::from_str(&json).unwrap();
         assert!(back.invalid_utf8);
         assert_eq!(back.line, "ok \u{fffd}\u{fffd} end");
@@ -210,9 +235,19 @@ mod tests {
 
     #[test]
     fn flags_are_written_only_when_set() {
-        let id = RecordId { source_id: 1, offset: 0 };
-        let flags = LineFlags { partial: true, split: false };
-        let json = serde_json::to_string(&CollectedRecordOut::new(id, "a", "t", b"x", flags)).unwrap();
-        assert!(json.contains("\"partial\":true") && !json.contains("split"), "{json}");
+        let id = RecordId {
+            source_id: 1,
+            offset: 0,
+        };
+        let flags = LineFlags {
+            partial: true,
+            split: false,
+        };
+        let json =
+            serde_json::to_string(&CollectedRecordOut::new(id, "a", "t", b"x", flags)).unwrap();
+        assert!(
+            json.contains("\"partial\":true") && !json.contains("split"),
+            "{json}"
+        );
     }
 }

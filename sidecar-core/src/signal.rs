@@ -65,7 +65,11 @@ impl Wakeup {
 
     /// Whether [`Wakeup::stop`] was called.
     pub fn is_stopping(&self) -> bool {
-        self.inner.0.lock().expect("wakeup lock is never poisoned").stopping
+        self.inner
+            .0
+            .lock()
+            .expect("wakeup lock is never poisoned")
+            .stopping
     }
 
     /// Sleeps until woken, stopped, or `timeout` passed; clears the pending wake.
@@ -162,13 +166,20 @@ where
         Ok(joined) => {
             let result = flatten(stage, joined);
             if result.is_ok() {
-                info!(stage, drain_ms = started.elapsed().as_millis() as u64, "Drained and committed; exiting.");
+                info!(
+                    stage,
+                    drain_ms = started.elapsed().as_millis() as u64,
+                    "Drained and committed; exiting."
+                );
             }
             result
         }
         Err(_) => {
             error!(stage, grace_ms = grace.as_millis() as u64, "Drain did not finish within the grace period; the last commit stands and the rest is redone on restart.");
-            anyhow::bail!("{stage}: drain did not finish within {}", humantime::format_duration(grace))
+            anyhow::bail!(
+                "{stage}: drain did not finish within {}",
+                humantime::format_duration(grace)
+            )
         }
     }
 }
@@ -193,9 +204,15 @@ mod tests {
         let w = Wakeup::new();
         w.wake();
         w.wake();
-        assert!(!w.wait(Duration::from_secs(5)), "a pending wake returns at once");
+        assert!(
+            !w.wait(Duration::from_secs(5)),
+            "a pending wake returns at once"
+        );
         let t = Instant::now();
-        assert!(!w.wait(Duration::from_millis(30)), "no wake left: times out");
+        assert!(
+            !w.wait(Duration::from_millis(30)),
+            "no wake left: times out"
+        );
         assert!(t.elapsed() >= Duration::from_millis(30));
         w.stop();
         assert!(w.wait(Duration::from_secs(5)));

@@ -147,12 +147,24 @@ impl ForwarderFile {
         }
         let mut names = vec![report::REPORT_SINK_NAME];
         for (i, sink) in self.sinks.iter().enumerate() {
-            let SinkSpec::File { name, max_file_bytes, .. } = sink;
+            let SinkSpec::File {
+                name,
+                max_file_bytes,
+                ..
+            } = sink;
             if names.contains(&name.as_str()) {
-                return Err(invalid(format!("sinks[{i}].name"), &format!("{name:?} is used twice (names must be unique; \"report\" is the report's)")));
+                return Err(invalid(
+                    format!("sinks[{i}].name"),
+                    &format!(
+                        "{name:?} is used twice (names must be unique; \"report\" is the report's)"
+                    ),
+                ));
             }
             if max_file_bytes.0 < 1024 {
-                return Err(invalid(format!("sinks[{i}].max_file_bytes"), "must be at least 1KiB"));
+                return Err(invalid(
+                    format!("sinks[{i}].max_file_bytes"),
+                    "must be at least 1KiB",
+                ));
             }
             names.push(name);
         }
@@ -172,10 +184,16 @@ impl ForwarderFile {
 ///
 /// # Errors
 /// When a sink cannot restore its state (e.g. its directory is not writable).
-pub fn build(file: &ForwarderFile, saved: &Map<String, Value>) -> Result<Vec<Box<dyn Sink>>, SinkError> {
+pub fn build(
+    file: &ForwarderFile,
+    saved: &Map<String, Value>,
+) -> Result<Vec<Box<dyn Sink>>, SinkError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if file.report.enabled {
-        sinks.push(Box::new(report::ReportSink::new(&file.report, saved.get(report::REPORT_SINK_NAME))));
+        sinks.push(Box::new(report::ReportSink::new(
+            &file.report,
+            saved.get(report::REPORT_SINK_NAME),
+        )));
     }
     for spec in &file.sinks {
         match spec {
@@ -212,13 +230,31 @@ mod tests {
             f.validate(path)?;
             Ok(f)
         };
-        let err = parse("sinks:\n  - type: carrier_pigeon\n").unwrap_err().to_string();
-        assert!(err.starts_with("forwarder.yaml: ") && err.contains("carrier_pigeon"), "{err}");
-        let err = parse("sinks:\n  - type: file\n    directory: /x\n    max_file_bytes: 10\n").unwrap_err().to_string();
-        assert_eq!(err, "forwarder.yaml: sinks[0].max_file_bytes: must be at least 1KiB");
-        let err = parse("sinks:\n  - {type: file, directory: /a}\n  - {type: file, directory: /b}\n").unwrap_err().to_string();
-        assert!(err.contains("sinks[1].name: \"file\" is used twice"), "{err}");
-        let err = parse("report:\n  interval: 10ms\n").unwrap_err().to_string();
+        let err = parse("sinks:\n  - type: carrier_pigeon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("forwarder.yaml: ") && err.contains("carrier_pigeon"),
+            "{err}"
+        );
+        let err = parse("sinks:\n  - type: file\n    directory: /x\n    max_file_bytes: 10\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "forwarder.yaml: sinks[0].max_file_bytes: must be at least 1KiB"
+        );
+        let err =
+            parse("sinks:\n  - {type: file, directory: /a}\n  - {type: file, directory: /b}\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("sinks[1].name: \"file\" is used twice"),
+            "{err}"
+        );
+        let err = parse("report:\n  interval: 10ms\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "forwarder.yaml: report.interval: must be at least 1s");
         let ok = parse("report:\n  interval: 5s\nsinks:\n  - type: file\n    directory: /out\n    max_file_bytes: 1MiB\n").unwrap();
         assert_eq!(ok.report.interval.0, Duration::from_secs(5));

@@ -106,7 +106,12 @@ impl SourceSpec {
         Ok(Self {
             dirs: dirs
                 .into_iter()
-                .map(|(dir, b)| Ok(WatchedDir { dir, names: build("watch", b)? }))
+                .map(|(dir, b)| {
+                    Ok(WatchedDir {
+                        dir,
+                        names: build("watch", b)?,
+                    })
+                })
                 .collect::<Result<_, SourceError>>()?,
             exclude: build("exclude", excludes)?,
         })
@@ -133,9 +138,14 @@ fn split_pattern(pattern: &str) -> Result<(PathBuf, String), SourceError> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| err("has no file-name part (e.g. /logs/*.log)"))?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if dir.to_string_lossy().contains(['*', '?', '[', '{']) {
-        return Err(err("wildcards are allowed in the file-name part only (e.g. /logs/*.log)"));
+        return Err(err(
+            "wildcards are allowed in the file-name part only (e.g. /logs/*.log)",
+        ));
     }
     Ok((dir.to_owned(), name.to_owned()))
 }
@@ -218,19 +228,34 @@ pub struct SourceMetrics {
 impl SourceMetrics {
     /// Registers the metrics under `registry`.
     pub fn register(&self, registry: &mut Registry) {
-        registry.register("collector_lines", "Lines handed on, per source file", self.lines.clone());
-        registry.register("collector_bytes", "Bytes read, per source file", self.bytes.clone());
+        registry.register(
+            "collector_lines",
+            "Lines handed on, per source file",
+            self.lines.clone(),
+        );
+        registry.register(
+            "collector_bytes",
+            "Bytes read, per source file",
+            self.bytes.clone(),
+        );
         registry.register(
             "collector_file_events",
             "Rotations, truncations, split, partial and invalid UTF-8 lines, unreadable files, per source file",
             self.events.clone(),
         );
-        registry.register("collector_open_files", "Files held open, rotated ones included", self.open_files.clone());
+        registry.register(
+            "collector_open_files",
+            "Files held open, rotated ones included",
+            self.open_files.clone(),
+        );
     }
 
     fn count_event(&self, source: &str, event: &str) {
         self.events
-            .get_or_create(&vec![("source".into(), source.into()), ("event".into(), event.into())])
+            .get_or_create(&vec![
+                ("source".into(), source.into()),
+                ("event".into(), event.into()),
+            ])
             .inc();
     }
 }
@@ -293,7 +318,12 @@ pub struct Tailer {
 
 impl Tailer {
     /// A tailer that resumes from `position` (the last commit) when given.
-    pub fn new(spec: SourceSpec, options: TailOptions, position: Option<TailPosition>, metrics: SourceMetrics) -> Self {
+    pub fn new(
+        spec: SourceSpec,
+        options: TailOptions,
+        position: Option<TailPosition>,
+        metrics: SourceMetrics,
+    ) -> Self {
         Self {
             spec,
             options,
@@ -347,11 +377,15 @@ impl Tailer {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
                 let path = entry.path();
-                if !self.spec.dirs[dir_index].names.is_match(name) || self.spec.is_excluded(&path, name) {
+                if !self.spec.dirs[dir_index].names.is_match(name)
+                    || self.spec.is_excluded(&path, name)
+                {
                     continue;
                 }
                 // Symlinks are never followed: they could lead outside the directory.
-                let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+                let Ok(meta) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
                 if !meta.file_type().is_file() {
                     continue;
                 }
@@ -420,7 +454,9 @@ impl Tailer {
 
     fn new_source_id(&mut self, key: FileKey) -> u64 {
         self.generation += 1;
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         let mut seed = [0u8; 32];
         seed[..8].copy_from_slice(&key.dev.to_le_bytes());
         seed[8..16].copy_from_slice(&key.ino.to_le_bytes());
@@ -468,10 +504,18 @@ impl Tailer {
 
     /// Reads new complete lines from every file, handing each as a record to `emit`, until
     /// about `budget_bytes` were read. `collected_at` stamps the records.
-    pub fn read(&mut self, budget_bytes: u64, collected_at: &str, emit: &mut dyn FnMut(&CollectedRecordOut<'_>)) -> ReadOutcome {
+    pub fn read(
+        &mut self,
+        budget_bytes: u64,
+        collected_at: &str,
+        emit: &mut dyn FnMut(&CollectedRecordOut<'_>),
+    ) -> ReadOutcome {
         let mut outcome = ReadOutcome::default();
         let count = self.files.len();
-        let chunk = self.options.read_chunk_bytes.max(self.options.max_line_bytes + 1);
+        let chunk = self
+            .options
+            .read_chunk_bytes
+            .max(self.options.max_line_bytes + 1);
         if self.buf.len() < chunk {
             self.buf.resize(chunk, 0);
         }
@@ -484,7 +528,15 @@ impl Tailer {
                 break;
             }
             let tracked = &mut self.files[index];
-            let file_outcome = read_file(tracked, &mut self.buf, &self.options, budget_bytes - outcome.bytes, collected_at, emit, &self.metrics);
+            let file_outcome = read_file(
+                tracked,
+                &mut self.buf,
+                &self.options,
+                budget_bytes - outcome.bytes,
+                collected_at,
+                emit,
+                &self.metrics,
+            );
             self.changed |= file_outcome.reset;
             outcome.records += file_outcome.records;
             outcome.bytes += file_outcome.bytes;
@@ -494,7 +546,12 @@ impl Tailer {
         outcome
     }
 
-    fn close_finished_files(&mut self, collected_at: &str, emit: &mut dyn FnMut(&CollectedRecordOut<'_>), outcome: &mut ReadOutcome) {
+    fn close_finished_files(
+        &mut self,
+        collected_at: &str,
+        emit: &mut dyn FnMut(&CollectedRecordOut<'_>),
+        outcome: &mut ReadOutcome,
+    ) {
         let close_after = self.options.rotated_close_after;
         let mut index = 0;
         while index < self.files.len() {
@@ -504,7 +561,14 @@ impl Tailer {
                 let size = tracked.file.metadata().map_or(tracked.offset, |m| m.len());
                 if size > tracked.offset {
                     // The unterminated rest of a file nobody will write again.
-                    let emitted = emit_partial(tracked, &mut self.buf, size, collected_at, emit, &self.metrics);
+                    let emitted = emit_partial(
+                        tracked,
+                        &mut self.buf,
+                        size,
+                        collected_at,
+                        emit,
+                        &self.metrics,
+                    );
                     outcome.records += emitted.records;
                     outcome.bytes += emitted.bytes;
                 }
@@ -567,11 +631,18 @@ fn find_saved_file(saved: &SavedFile) -> io::Result<Option<(File, PathBuf, fs::M
     let mut candidates = vec![saved.path.clone()];
     if let Some(dir) = saved.path.parent() {
         if let Ok(entries) = fs::read_dir(dir) {
-            candidates.extend(entries.flatten().map(|e| e.path()).filter(|p| *p != saved.path));
+            candidates.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| *p != saved.path),
+            );
         }
     }
     for path in candidates {
-        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
         if !meta.file_type().is_file() || FileKey::of(&meta) != wanted {
             continue;
         }
@@ -580,7 +651,8 @@ fn find_saved_file(saved: &SavedFile) -> io::Result<Option<(File, PathBuf, fs::M
         let same = meta.len() >= saved.offset
             && meta.len() >= saved.head_len
             && hash_range(&file, 0, saved.head_len)? == saved.head_hash
-            && hash_range(&file, saved.offset.saturating_sub(TAIL_BYTES), saved.offset)? == saved.tail_hash;
+            && hash_range(&file, saved.offset.saturating_sub(TAIL_BYTES), saved.offset)?
+                == saved.tail_hash;
         return Ok(same.then_some((file, path, meta)));
     }
     Ok(None)
@@ -627,7 +699,9 @@ fn read_file(
         more: false,
         reset: false,
     };
-    let Ok(meta) = f.file.metadata() else { return outcome };
+    let Ok(meta) = f.file.metadata() else {
+        return outcome;
+    };
     let size = meta.len();
     if size == f.offset && f.incomplete_since.is_none() {
         return outcome;
@@ -669,7 +743,15 @@ fn read_file(
             base = UTF8_BOM.len() as u64;
         }
         let consumed_before = base - f.offset;
-        let (consumed, emitted) = split_lines(data, base, f, options.max_line_bytes, collected_at, emit, metrics);
+        let (consumed, emitted) = split_lines(
+            data,
+            base,
+            f,
+            options.max_line_bytes,
+            collected_at,
+            emit,
+            metrics,
+        );
         let total = consumed_before + consumed;
         f.offset += total;
         outcome.bytes += total;
@@ -692,7 +774,10 @@ fn read_file(
     if size_now > f.offset && !outcome.more {
         // An incomplete last line: wait for its newline, or emit it once after the timeout.
         let since = *f.incomplete_since.get_or_insert_with(Instant::now);
-        if options.partial_line_timeout.is_some_and(|t| since.elapsed() >= t) {
+        if options
+            .partial_line_timeout
+            .is_some_and(|t| since.elapsed() >= t)
+        {
             let emitted = emit_partial(f, buf, size_now, collected_at, emit, metrics);
             outcome.records += emitted.records;
             outcome.bytes += emitted.bytes;
@@ -715,10 +800,15 @@ fn emit_partial(
     emit: &mut dyn FnMut(&CollectedRecordOut<'_>),
     metrics: &SourceMetrics,
 ) -> Emitted {
-    let mut emitted = Emitted { records: 0, bytes: 0 };
+    let mut emitted = Emitted {
+        records: 0,
+        bytes: 0,
+    };
     while f.offset < size {
         let want = ((size - f.offset) as usize).min(buf.len());
-        let Ok(n) = f.file.read_at(&mut buf[..want], f.offset) else { break };
+        let Ok(n) = f.file.read_at(&mut buf[..want], f.offset) else {
+            break;
+        };
         if n == 0 {
             break;
         }
@@ -732,7 +822,13 @@ fn emit_partial(
             partial: last,
             split: !last,
         };
-        emit(&CollectedRecordOut::new(id, &f.source, collected_at, line, flags));
+        emit(&CollectedRecordOut::new(
+            id,
+            &f.source,
+            collected_at,
+            line,
+            flags,
+        ));
         f.offset += n as u64;
         emitted.records += 1;
         emitted.bytes += n as u64;
@@ -772,16 +868,34 @@ fn split_lines(
         let mut line_start = start;
         while newline - line_start > max_line_bytes {
             metrics.count_event(&f.source, "split_line");
-            emit_piece(&data[line_start..line_start + max_line_bytes], line_start, LineFlags { partial: false, split: true });
+            emit_piece(
+                &data[line_start..line_start + max_line_bytes],
+                line_start,
+                LineFlags {
+                    partial: false,
+                    split: true,
+                },
+            );
             line_start += max_line_bytes;
         }
-        emit_piece(trim_cr(&data[line_start..newline]), line_start, LineFlags::default());
+        emit_piece(
+            trim_cr(&data[line_start..newline]),
+            line_start,
+            LineFlags::default(),
+        );
         start = newline + 1;
     }
     // An unterminated tail that is already over the limit cannot become a shorter line.
     while data.len() - start > max_line_bytes {
         metrics.count_event(&f.source, "split_line");
-        emit_piece(&data[start..start + max_line_bytes], start, LineFlags { partial: false, split: true });
+        emit_piece(
+            &data[start..start + max_line_bytes],
+            start,
+            LineFlags {
+                partial: false,
+                split: true,
+            },
+        );
         start += max_line_bytes;
     }
     (start as u64, records)

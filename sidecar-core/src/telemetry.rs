@@ -22,8 +22,11 @@ use tracing_subscriber::EnvFilter;
 /// # Errors
 /// When `level` is not a valid filter.
 pub fn init(level: &str, json: bool) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().try_init()
     } else {
@@ -69,12 +72,15 @@ impl Health {
 
     /// Whether the loop beat recently enough.
     pub fn is_alive(&self) -> bool {
-        now_ms().saturating_sub(self.last_beat_ms.load(Ordering::Relaxed)) <= self.stale_after.as_millis() as u64
+        now_ms().saturating_sub(self.last_beat_ms.load(Ordering::Relaxed))
+            <= self.stale_after.as_millis() as u64
     }
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Clone)]
@@ -88,7 +94,11 @@ struct ServerState {
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub async fn serve(listen: SocketAddr, registry: Registry, health: Health) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    listen: SocketAddr,
+    registry: Registry,
+    health: Health,
+) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} for /healthz and /metrics: {e}"))?;
@@ -113,7 +123,10 @@ async fn healthz(State(state): State<ServerState>) -> impl IntoResponse {
     if state.health.is_alive() {
         (StatusCode::OK, "ok\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "stage loop is not making progress\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stage loop is not making progress\n",
+        )
     }
 }
 
@@ -122,7 +135,10 @@ async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         ),
         Err(_) => (

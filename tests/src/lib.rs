@@ -19,20 +19,31 @@ use serde_json::Value;
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its path");
     // target/debug/deps/<test> → target/debug
-    exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps").to_owned()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps")
+        .to_owned()
 }
 
 /// The path of a workspace binary, which must have been built (`cargo build --workspace --bins`;
 /// the README's test command does this first).
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
@@ -54,11 +65,21 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -75,7 +96,11 @@ pub enum StageKind {
 
 impl StageKind {
     /// All three, upstream first.
-    pub const ALL: [StageKind; 3] = [StageKind::Collector, StageKind::Processor, StageKind::Forwarder];
+    pub const ALL: [StageKind; 3] = [
+        StageKind::Collector,
+        StageKind::Processor,
+        StageKind::Forwarder,
+    ];
 
     /// The binary's name.
     pub fn binary(self) -> &'static str {
@@ -110,7 +135,11 @@ impl Stage {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                panic!("{} did not exit within {timeout:?} of SIGTERM; log:\n{}", self.kind.binary(), fs::read_to_string(&self.log).unwrap_or_default());
+                panic!(
+                    "{} did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.kind.binary(),
+                    fs::read_to_string(&self.log).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -137,7 +166,11 @@ impl Drop for Stage {
 
 /// Sends a signal with kill(1): the workspace forbids `unsafe`, which libc::kill needs.
 fn signal(child: &Child, name: &str) {
-    Command::new("kill").arg(name).arg(child.id().to_string()).status().expect("kill(1) runs");
+    Command::new("kill")
+        .arg(name)
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill(1) runs");
 }
 
 /// A temp directory laid out like the pod: `logs/` (the apps' emptyDir), `collected/`,
@@ -226,12 +259,23 @@ impl Pod {
             .stderr(out)
             .spawn()
             .unwrap();
-        let mut stage = Stage { kind, port, child, log };
+        let mut stage = Stage {
+            kind,
+            port,
+            child,
+            log,
+        };
         let up = wait_until(Duration::from_secs(20), || {
-            matches!(http_get(port, "/healthz"), Ok((200, _))) || stage.child.try_wait().unwrap().is_some()
+            matches!(http_get(port, "/healthz"), Ok((200, _)))
+                || stage.child.try_wait().unwrap().is_some()
         });
         let exited = stage.child.try_wait().unwrap();
-        assert!(up && exited.is_none(), "{} did not come up; log:\n{}", kind.binary(), fs::read_to_string(&stage.log).unwrap_or_default());
+        assert!(
+            up && exited.is_none(),
+            "{} did not come up; log:\n{}",
+            kind.binary(),
+            fs::read_to_string(&stage.log).unwrap_or_default()
+        );
         stage
     }
 
@@ -249,7 +293,10 @@ impl Pod {
         // A closed file is briefly there both plain and gzipped: count the gzipped copy only.
         let mut paths: Vec<PathBuf> = names
             .iter()
-            .filter(|n| n.ends_with(".ndjson.gz") || (n.ends_with(".ndjson") && !names.contains(&format!("{n}.gz"))))
+            .filter(|n| {
+                n.ends_with(".ndjson.gz")
+                    || (n.ends_with(".ndjson") && !names.contains(&format!("{n}.gz")))
+            })
             .map(|n| self.path("out").join(n))
             .collect();
         paths.sort();
@@ -266,7 +313,10 @@ impl Pod {
             };
             for line in BufReader::new(reader).lines() {
                 let line = line.unwrap();
-                records.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display())));
+                records.push(
+                    serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display())),
+                );
             }
         }
         records
@@ -279,7 +329,11 @@ impl Pod {
             last = self.delivered();
             last.len() >= n
         });
-        assert!(ok, "only {} of {n} records were delivered within {timeout:?}", last.len());
+        assert!(
+            ok,
+            "only {} of {n} records were delivered within {timeout:?}",
+            last.len()
+        );
         // Give a straggling duplicate the chance to show up before the caller counts.
         std::thread::sleep(Duration::from_millis(300));
         self.delivered()
@@ -299,7 +353,11 @@ pub struct Writer {
 impl Writer {
     /// Opens (creates) `path` for appending, as an app's logger does.
     pub fn open(path: PathBuf, name: &str) -> Self {
-        let file = OpenOptions::new().create(true).append(true).open(&path).unwrap();
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
         Self {
             path,
             name: name.to_owned(),
@@ -319,7 +377,7 @@ impl Writer {
                 self.next,
                 [200, 404, 503][(self.next % 3) as usize],
                 self.next % 7000,
-                if self.next % 10 == 0 { "failed" } else { "completed" },
+                if self.next.is_multiple_of(10) { "failed" } else { "completed" },
             ));
             self.next += 1;
         }
@@ -336,7 +394,11 @@ impl Writer {
 
     /// Opens the file at the path again (after a rotation).
     pub fn reopen(&mut self) {
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path).unwrap();
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .unwrap();
     }
 
     /// copytruncate: copy the content aside, then truncate the file in place; the writer keeps
@@ -345,7 +407,12 @@ impl Writer {
         let mut rotated = self.path.clone().into_os_string();
         rotated.push(suffix);
         fs::copy(&self.path, rotated).unwrap();
-        OpenOptions::new().write(true).open(&self.path).unwrap().set_len(0).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
     }
 }
 
@@ -360,18 +427,33 @@ pub fn exactly_once(records: &[Value], expected: &[(&str, u64)]) -> String {
     }
     let mut problems = Vec::new();
     for &(file, count) in expected {
-        let lost: Vec<u64> = (0..count).filter(|s| !seen.contains_key(&(file.to_owned(), *s))).collect();
-        let dup: Vec<u64> = (0..count).filter(|s| seen.get(&(file.to_owned(), *s)).is_some_and(|n| *n > 1)).collect();
+        let lost: Vec<u64> = (0..count)
+            .filter(|s| !seen.contains_key(&(file.to_owned(), *s)))
+            .collect();
+        let dup: Vec<u64> = (0..count)
+            .filter(|s| seen.get(&(file.to_owned(), *s)).is_some_and(|n| *n > 1))
+            .collect();
         if !lost.is_empty() {
-            problems.push(format!("{file}: {} lost (first {:?})", lost.len(), &lost[..lost.len().min(10)]));
+            problems.push(format!(
+                "{file}: {} lost (first {:?})",
+                lost.len(),
+                &lost[..lost.len().min(10)]
+            ));
         }
         if !dup.is_empty() {
-            problems.push(format!("{file}: {} duplicated (first {:?})", dup.len(), &dup[..dup.len().min(10)]));
+            problems.push(format!(
+                "{file}: {} duplicated (first {:?})",
+                dup.len(),
+                &dup[..dup.len().min(10)]
+            ));
         }
     }
     let total: u64 = expected.iter().map(|(_, n)| n).sum();
     if records.len() as u64 != total && problems.is_empty() {
-        problems.push(format!("{} records delivered for {total} lines written", records.len()));
+        problems.push(format!(
+            "{} records delivered for {total} lines written",
+            records.len()
+        ));
     }
     problems.join("; ")
 }

@@ -10,7 +10,9 @@ fn repo(rel: &str) -> String {
 /// The block scalar under `key: |`, de-indented.
 fn block_scalar(yaml: &str, key: &str) -> String {
     let mut lines = yaml.lines().skip_while(|l| l.trim() != format!("{key}: |"));
-    let header = lines.next().unwrap_or_else(|| panic!("no `{key}: |` block"));
+    let header = lines
+        .next()
+        .unwrap_or_else(|| panic!("no `{key}: |` block"));
     let indent = header.len() - header.trim_start().len() + 2;
     let mut out = String::new();
     for line in lines {

@@ -39,22 +39,39 @@ fn every_line_arrives_once_enriched_through_rename_rotation_and_copytruncate() {
     assert!(problems.is_empty(), "{problems}");
 
     for r in &records {
-        assert!(r["id"].as_str().is_some_and(|id| id.contains('-')), "record id: {r}");
-        assert!(r["collected_at"].is_string() && r["processed_at"].is_string(), "{r}");
+        assert!(
+            r["id"].as_str().is_some_and(|id| id.contains('-')),
+            "record id: {r}"
+        );
+        assert!(
+            r["collected_at"].is_string() && r["processed_at"].is_string(),
+            "{r}"
+        );
         assert_eq!(r["timestamp"], "2026-11-22 10:30:45,123", "{r}");
         let seq = r["seq"].as_u64().unwrap();
         match r["file"].as_str().unwrap() {
             "access" => {
-                assert_eq!(r["source_file"], "access.log", "rotated lines keep their source: {r}");
+                assert_eq!(
+                    r["source_file"], "access.log",
+                    "rotated lines keep their source: {r}"
+                );
                 assert_eq!(r["log_category"], "access");
                 assert_eq!(r["endpoint"], "/users");
-                let (category, level) = [("success", "INFO"), ("client_error", "WARNING"), ("server_error", "ERROR")][(seq % 3) as usize];
+                let (category, level) = [
+                    ("success", "INFO"),
+                    ("client_error", "WARNING"),
+                    ("server_error", "ERROR"),
+                ][(seq % 3) as usize];
                 assert_eq!(r["status_category"], category, "{r}");
                 assert_eq!(r["log_level"], level, "{r}");
             }
             "job" => {
                 assert_eq!(r["log_category"], "job");
-                assert_eq!(r["log_level"], if seq % 10 == 0 { "ERROR" } else { "INFO" }, "{r}");
+                assert_eq!(
+                    r["log_level"],
+                    if seq % 10 == 0 { "ERROR" } else { "INFO" },
+                    "{r}"
+                );
             }
             "db" => {
                 assert_eq!(r["log_category"], "database");
@@ -70,12 +87,17 @@ fn every_line_arrives_once_enriched_through_rename_rotation_and_copytruncate() {
             other => panic!("unexpected file {other}"),
         }
     }
-    let ids: std::collections::HashSet<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let ids: std::collections::HashSet<&str> =
+        records.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), records.len(), "record ids are unique");
 }
 
 /// Writes `rounds` batches into three files while `disturb` is called between some of them.
-fn run_under_load(pod: &mut Pod, rounds: u64, mut disturb: impl FnMut(&mut Pod, u64)) -> Vec<(&'static str, u64)> {
+fn run_under_load(
+    pod: &mut Pod,
+    rounds: u64,
+    mut disturb: impl FnMut(&mut Pod, u64),
+) -> Vec<(&'static str, u64)> {
     let mut writers = [
         Writer::open(pod.path("logs/access.log"), "access"),
         Writer::open(pod.path("logs/job-metrics.log"), "job"),
@@ -92,7 +114,11 @@ fn run_under_load(pod: &mut Pod, rounds: u64, mut disturb: impl FnMut(&mut Pod, 
         disturb(pod, round);
         std::thread::sleep(Duration::from_millis(20));
     }
-    vec![("access", writers[0].next), ("job", writers[1].next), ("db", writers[2].next)]
+    vec![
+        ("access", writers[0].next),
+        ("job", writers[1].next),
+        ("db", writers[2].next),
+    ]
 }
 
 #[test]
@@ -105,8 +131,16 @@ fn sigterm_and_restart_of_each_stage_mid_stream_keeps_exactly_once() {
             let stage = stages[index].take().unwrap();
             let kind = stage.kind;
             let (status, took) = stage.terminate(Duration::from_secs(10));
-            assert!(status.success(), "{} exited with {status} on SIGTERM", kind.binary());
-            assert!(took < Duration::from_secs(8), "{} took {took:?} to drain", kind.binary());
+            assert!(
+                status.success(),
+                "{} exited with {status} on SIGTERM",
+                kind.binary()
+            );
+            assert!(
+                took < Duration::from_secs(8),
+                "{} took {took:?} to drain",
+                kind.binary()
+            );
             stages[index] = Some(pod.start(kind));
         }
     });
@@ -165,7 +199,12 @@ fn health_metrics_and_stats_files_are_served() {
     pod.wait_delivered(10, DELIVERY_TIMEOUT);
     for stage in &stages {
         let (status, body) = http_get(stage.port, "/healthz").unwrap();
-        assert_eq!((status, body.trim()), (200, "ok"), "{}", stage.kind.binary());
+        assert_eq!(
+            (status, body.trim()),
+            (200, "ok"),
+            "{}",
+            stage.kind.binary()
+        );
     }
     let metric = |port, name: &str| {
         let (_, body) = http_get(port, "/metrics").unwrap();
@@ -174,48 +213,108 @@ fn health_metrics_and_stats_files_are_served() {
             .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
             .sum::<f64>()
     };
-    assert_eq!(metric(stages[0].port, "collector_lines_total{source=\"access.log\"}"), 10.0);
+    assert_eq!(
+        metric(
+            stages[0].port,
+            "collector_lines_total{source=\"access.log\"}"
+        ),
+        10.0
+    );
     assert_eq!(metric(stages[1].port, "processor_records_total"), 10.0);
-    assert_eq!(metric(stages[2].port, "forwarder_records_total{sink=\"archive\"}"), 10.0);
-    assert!(wait_until(Duration::from_secs(10), || pod.path("collected/collection_stats.json").exists()));
-    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pod.path("collected/collection_stats.json")).unwrap()).unwrap();
+    assert_eq!(
+        metric(stages[2].port, "forwarder_records_total{sink=\"archive\"}"),
+        10.0
+    );
+    assert!(wait_until(Duration::from_secs(10), || pod
+        .path("collected/collection_stats.json")
+        .exists()));
+    let stats: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(pod.path("collected/collection_stats.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(stats["files"]["files"][0]["source"], "access.log");
-    assert!(wait_until(Duration::from_secs(10), || pod.path("processed/processing_stats.json").exists()));
+    assert!(wait_until(Duration::from_secs(10), || pod
+        .path("processed/processing_stats.json")
+        .exists()));
     // The report on stdout shows the source and its counts.
     let forwarder = stages.into_iter().nth(2).unwrap();
     let log = forwarder.log.clone();
     forwarder.terminate(Duration::from_secs(10));
     let report = std::fs::read_to_string(log).unwrap();
-    assert!(report.contains("=== log-forwarder final report"), "{report}");
-    assert!(report.lines().any(|l| l.starts_with("access.log") && l.split_whitespace().nth(2) == Some("10")), "{report}");
+    assert!(
+        report.contains("=== log-forwarder final report"),
+        "{report}"
+    );
+    assert!(
+        report
+            .lines()
+            .any(|l| l.starts_with("access.log") && l.split_whitespace().nth(2) == Some("10")),
+        "{report}"
+    );
 }
 
 #[test]
 fn bad_configs_exit_non_zero_naming_file_and_field() {
     let pod = Pod::new();
     let run = |binary: &str, args: &[&str]| {
-        let out = std::process::Command::new(e2e_tests::bin(binary)).args(args).output().unwrap();
+        let out = std::process::Command::new(e2e_tests::bin(binary))
+            .args(args)
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{binary} {args:?} should fail");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
     let rules = pod.path("bad-rules.yaml");
     std::fs::write(&rules, "version: 1\nrules:\n  - name: access\n    files: ['access*.log']\n    steps:\n      - regex: {field: line, pattern: '(unclosed'}\n").unwrap();
-    let err = run("processor", &["--rules", rules.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
-    assert!(err.contains("bad-rules.yaml") && err.contains("\"access\"") && err.contains("pattern"), "{err}");
+    let err = run(
+        "processor",
+        &[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(
+        err.contains("bad-rules.yaml") && err.contains("\"access\"") && err.contains("pattern"),
+        "{err}"
+    );
     let fwd = pod.path("bad-forwarder.yaml");
-    std::fs::write(&fwd, "sinks:\n  - type: file\n    directory: /tmp/x\n    max_file_bytes: 12 parsecs\n").unwrap();
-    let err = run("forwarder", &["--config", fwd.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
-    assert!(err.contains("bad-forwarder.yaml") && err.contains("parsecs"), "{err}");
-    let err = run("collector", &["--watch", "/logs/*/app.log", "--listen", "127.0.0.1:0"]);
-    assert!(err.contains("/logs/*/app.log") && err.contains("file-name part"), "{err}");
+    std::fs::write(
+        &fwd,
+        "sinks:\n  - type: file\n    directory: /tmp/x\n    max_file_bytes: 12 parsecs\n",
+    )
+    .unwrap();
+    let err = run(
+        "forwarder",
+        &["--config", fwd.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    assert!(
+        err.contains("bad-forwarder.yaml") && err.contains("parsecs"),
+        "{err}"
+    );
+    let err = run(
+        "collector",
+        &["--watch", "/logs/*/app.log", "--listen", "127.0.0.1:0"],
+    );
+    assert!(
+        err.contains("/logs/*/app.log") && err.contains("file-name part"),
+        "{err}"
+    );
     let err = run("collector", &["--grace-period", "soon"]);
-    assert!(err.contains("--grace-period") && err.contains("soon"), "{err}");
+    assert!(
+        err.contains("--grace-period") && err.contains("soon"),
+        "{err}"
+    );
 }
 
 #[test]
 fn the_processor_waits_for_a_collector_that_starts_later() {
     let mut pod = Pod::new();
-    let _downstream = [pod.start(StageKind::Forwarder), pod.start(StageKind::Processor)];
+    let _downstream = [
+        pod.start(StageKind::Forwarder),
+        pod.start(StageKind::Processor),
+    ];
     let mut w = Writer::open(pod.path("logs/access.log"), "access");
     w.write(50);
     let _collector = pod.start(StageKind::Collector);
@@ -237,7 +336,11 @@ fn a_pod_shutdown_in_sidecar_order_delivers_every_line_before_the_last_exit() {
     for stage in stages {
         let kind = stage.kind;
         let (status, took) = stage.terminate(Duration::from_secs(10));
-        assert!(status.success() && took < Duration::from_secs(8), "{}: {status} after {took:?}", kind.binary());
+        assert!(
+            status.success() && took < Duration::from_secs(8),
+            "{}: {status} after {took:?}",
+            kind.binary()
+        );
     }
     let records = pod.delivered();
     let problems = exactly_once(&records, &[("access", 20_000)]);

@@ -94,7 +94,9 @@ impl FileSink {
         let dir = self.options.directory.clone();
         for entry in fs::read_dir(&dir).map_err(|e| (dir.clone(), e))?.flatten() {
             let path = entry.path();
-            let Some((stem, seq, false)) = parse_file_name(&path) else { continue };
+            let Some((stem, seq, false)) = parse_file_name(&path) else {
+                continue;
+            };
             if self.committed.get(&stem).is_some_and(|s| seq < s.seq) {
                 if gz_path(&path).exists() {
                     fs::remove_file(&path).map_err(|e| (path.clone(), e))?;
@@ -113,10 +115,15 @@ impl FileSink {
         let dir = &self.options.directory;
         for entry in fs::read_dir(dir).map_err(|e| (dir.clone(), e))?.flatten() {
             let path = entry.path();
-            let Some((stem, seq, gz)) = parse_file_name(&path) else { continue };
+            let Some((stem, seq, gz)) = parse_file_name(&path) else {
+                continue;
+            };
             match truth.get(&stem) {
                 Some(s) if seq == s.seq && !gz => {
-                    let file = OpenOptions::new().write(true).open(&path).map_err(|e| (path.clone(), e))?;
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| (path.clone(), e))?;
                     let len = file.metadata().map_err(|e| (path.clone(), e))?.len();
                     if len > s.len {
                         warn!(sink = %self.options.name, file = %path.display(), extra_bytes = len - s.len, "Cutting records written after the last commit; they are delivered again.");
@@ -142,7 +149,9 @@ impl FileSink {
     }
 
     fn path_of(&self, stream: &str, seq: u64) -> PathBuf {
-        self.options.directory.join(format!("{}.{seq:06}.ndjson", sanitize(stream)))
+        self.options
+            .directory
+            .join(format!("{}.{seq:06}.ndjson", sanitize(stream)))
     }
 
     fn try_send(&mut self, batch: &[OutRecord<'_>]) -> Result<(), (PathBuf, io::Error)> {
@@ -153,7 +162,10 @@ impl FileSink {
         // Group by stream so each file gets one buffered write and one fsync per batch.
         let mut groups: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
         for record in batch {
-            groups.entry(self.stream_of(record)).or_default().push(record.raw);
+            groups
+                .entry(self.stream_of(record))
+                .or_default()
+                .push(record.raw);
         }
         let mut created = false;
         for (stream, lines) in groups {
@@ -161,15 +173,25 @@ impl FileSink {
             if state.len >= self.options.max_file_bytes {
                 self.open.remove(stream);
                 self.closed.push(self.path_of(stream, state.seq));
-                state = StreamState { seq: state.seq + 1, len: 0 };
+                state = StreamState {
+                    seq: state.seq + 1,
+                    len: 0,
+                };
             }
             let path = self.path_of(stream, state.seq);
             if !self.open.contains_key(stream) {
-                let file = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| (path.clone(), e))?;
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| (path.clone(), e))?;
                 created |= state.len == 0;
                 self.open.insert(stream.to_owned(), file);
             }
-            let file = self.open.get_mut(stream).expect("stream file was just opened");
+            let file = self
+                .open
+                .get_mut(stream)
+                .expect("stream file was just opened");
             let mut writer = BufWriter::with_capacity(256 << 10, &*file);
             let mut written = 0u64;
             for line in lines {
@@ -192,8 +214,12 @@ impl FileSink {
     fn compress_closed(&mut self) {
         for path in std::mem::take(&mut self.closed) {
             match gzip_file(&path) {
-                Ok(gz) => info!(sink = %self.options.name, file = %gz.display(), "Compressed a closed file."),
-                Err(e) => warn!(sink = %self.options.name, file = %path.display(), error = %e, "Cannot compress a closed file; it stays uncompressed."),
+                Ok(gz) => {
+                    info!(sink = %self.options.name, file = %gz.display(), "Compressed a closed file.")
+                }
+                Err(e) => {
+                    warn!(sink = %self.options.name, file = %path.display(), error = %e, "Cannot compress a closed file; it stays uncompressed.")
+                }
             }
         }
     }
@@ -246,7 +272,13 @@ impl FileSink {
 fn sanitize(stream: &str) -> String {
     stream
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -317,7 +349,9 @@ mod tests {
     }
 
     fn lines(source: &str, range: std::ops::Range<u32>) -> Vec<String> {
-        range.map(|n| format!(r#"{{"source_file":"{source}","n":{n}}}"#)).collect()
+        range
+            .map(|n| format!(r#"{{"source_file":"{source}","n":{n}}}"#))
+            .collect()
     }
 
     #[test]
@@ -328,7 +362,10 @@ mod tests {
         input.extend(lines("b.log", 0..1));
         sink.send(&batch(&input)).unwrap();
         sink.committed();
-        assert_eq!(sink.file_text("a.log"), format!("{}\n{}\n", input[0], input[1]));
+        assert_eq!(
+            sink.file_text("a.log"),
+            format!("{}\n{}\n", input[0], input[1])
+        );
         assert_eq!(sink.file_text("b.log"), format!("{}\n", input[2]));
     }
 
@@ -345,7 +382,10 @@ mod tests {
         // Crash before the commit: restart from `saved`.
         drop(sink);
         let sink = FileSink::open(options(dir.path(), 1 << 20), Some(&saved)).unwrap();
-        assert_eq!(sink.file_text("a.log"), first.iter().map(|l| format!("{l}\n")).collect::<String>());
+        assert_eq!(
+            sink.file_text("a.log"),
+            first.iter().map(|l| format!("{l}\n")).collect::<String>()
+        );
         assert!(!dir.path().join("new.log.000000.ndjson").exists());
     }
 
@@ -358,13 +398,25 @@ mod tests {
             sink.send(&batch(chunk)).unwrap();
             sink.committed();
         }
-        let mut names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         names.sort();
-        assert_eq!(names, ["a.log.000000.ndjson.gz", "a.log.000001.ndjson.gz", "a.log.000002.ndjson"]);
+        assert_eq!(
+            names,
+            [
+                "a.log.000000.ndjson.gz",
+                "a.log.000001.ndjson.gz",
+                "a.log.000002.ndjson"
+            ]
+        );
         let mut text = String::new();
-        flate2::read::GzDecoder::new(File::open(dir.path().join("a.log.000000.ndjson.gz")).unwrap())
-            .read_to_string(&mut text)
-            .unwrap();
+        flate2::read::GzDecoder::new(
+            File::open(dir.path().join("a.log.000000.ndjson.gz")).unwrap(),
+        )
+        .read_to_string(&mut text)
+        .unwrap();
         assert_eq!(text, format!("{}\n{}\n", all[0], all[1]));
     }
 
@@ -387,18 +439,30 @@ mod tests {
         sink.committed();
         // A failed attempt that left part of its bytes behind:
         let second = lines("a.log", 2..4);
-        fs::OpenOptions::new().append(true).open(dir.path().join("a.log.000000.ndjson")).unwrap().write_all(b"{\"half").unwrap();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("a.log.000000.ndjson"))
+            .unwrap()
+            .write_all(b"{\"half")
+            .unwrap();
         fs::write(dir.path().join("b.log.000000.ndjson"), "orphan\n").unwrap();
         sink.dirty = true;
         sink.send(&batch(&second)).unwrap();
-        let expected: String = first.iter().chain(&second).map(|l| format!("{l}\n")).collect();
+        let expected: String = first
+            .iter()
+            .chain(&second)
+            .map(|l| format!("{l}\n"))
+            .collect();
         assert_eq!(sink.file_text("a.log"), expected);
         assert!(!dir.path().join("b.log.000000.ndjson").exists());
     }
 
     #[test]
     fn file_names_round_trip() {
-        assert_eq!(parse_file_name(Path::new("/x/access.log.000003.ndjson.gz")), Some(("access.log".into(), 3, true)));
+        assert_eq!(
+            parse_file_name(Path::new("/x/access.log.000003.ndjson.gz")),
+            Some(("access.log".into(), 3, true))
+        );
         assert_eq!(parse_file_name(Path::new("/x/notes.txt")), None);
         assert_eq!(sanitize("../etc/passwd"), ".._etc_passwd");
     }

@@ -180,11 +180,15 @@ impl Sink for ReportSink {
         for record in batch {
             let source = record.text(field::SOURCE_FILE).unwrap_or("unknown");
             let level = record.text(field::LOG_LEVEL).unwrap_or("INFO");
-            let failed = record.fields.contains_key(field::PROCESSING_ERROR) || record.fields.is_empty();
+            let failed =
+                record.fields.contains_key(field::PROCESSING_ERROR) || record.fields.is_empty();
             for counts in [&mut self.interval, &mut self.state.totals] {
                 match counts.get_mut(source) {
                     Some(c) => c.add(level, failed),
-                    None => counts.entry(source.to_owned()).or_default().add(level, failed),
+                    None => counts
+                        .entry(source.to_owned())
+                        .or_default()
+                        .add(level, failed),
                 }
             }
         }
@@ -233,15 +237,34 @@ pub fn summarize(record: &OutRecord<'_>) -> String {
             None => format!("{method} {path}"),
         }
     } else if let Some(event) = record.text("event").or_else(|| record.text("type")) {
-        let details: Vec<String> = ["job_type", "operation", "table", "status", "execution_time_ms", "progress_percent", "error"]
-            .iter()
-            .filter_map(|k| f.get(*k).map(|v| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned))))
-            .collect();
+        let details: Vec<String> = [
+            "job_type",
+            "operation",
+            "table",
+            "status",
+            "execution_time_ms",
+            "progress_percent",
+            "error",
+        ]
+        .iter()
+        .filter_map(|k| {
+            f.get(*k).map(|v| {
+                format!(
+                    "{k}={}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                )
+            })
+        })
+        .collect();
         format!("{event} {}", details.join(" "))
     } else {
         String::from_utf8_lossy(record.raw).into_owned()
     };
-    format!("{time} {level:<7} {:<24} {}", truncate(source, 24), truncate(text.trim_end(), 160))
+    format!(
+        "{time} {level:<7} {:<24} {}",
+        truncate(source, 24),
+        truncate(text.trim_end(), 160)
+    )
 }
 
 fn truncate(text: &str, max_chars: usize) -> &str {
@@ -274,16 +297,34 @@ mod tests {
         sink.send(&batch).unwrap();
         let text = sink.render("report");
         assert!(text.contains("records: 3 new"), "{text}");
-        assert!(text.contains("ERROR-level: 2; processing errors: 1"), "{text}");
+        assert!(
+            text.contains("ERROR-level: 2; processing errors: 1"),
+            "{text}"
+        );
         let error_row = text.lines().find(|l| l.starts_with("error.log")).unwrap();
-        assert_eq!(error_row.split_whitespace().collect::<Vec<_>>(), ["error.log", "2", "2", error_row.split_whitespace().nth(3).unwrap(), "2", "0", "0", "0"]);
+        assert_eq!(
+            error_row.split_whitespace().collect::<Vec<_>>(),
+            [
+                "error.log",
+                "2",
+                "2",
+                error_row.split_whitespace().nth(3).unwrap(),
+                "2",
+                "0",
+                "0",
+                "0"
+            ]
+        );
         assert!(text.contains("GET /users -> 200 3.5ms"), "{text}");
         assert!(text.contains("Database connection timeout"), "{text}");
         // The next interval starts empty; totals carry over, also through the committed state.
         let restored = ReportSink::new(&ReportSpec::default(), Some(&sink.state()));
         assert_eq!(restored.state.totals["error.log"].records, 2);
         let text = sink.render("report");
-        assert!(text.contains("records: 0 new") && text.contains("3 total"), "{text}");
+        assert!(
+            text.contains("records: 0 new") && text.contains("3 total"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -293,10 +334,16 @@ mod tests {
             ..ReportSpec::default()
         };
         let mut sink = ReportSink::new(&spec, None);
-        let lines: Vec<String> = (0..5).map(|i| format!(r#"{{"source_file":"a.log","message":"m{i}"}}"#)).collect();
+        let lines: Vec<String> = (0..5)
+            .map(|i| format!(r#"{{"source_file":"a.log","message":"m{i}"}}"#))
+            .collect();
         let batch: Vec<_> = lines.iter().map(|l| record(l)).collect();
         sink.send(&batch).unwrap();
-        let latest: Vec<_> = sink.latest.iter().map(|l| l.rsplit(' ').next().unwrap().to_owned()).collect();
+        let latest: Vec<_> = sink
+            .latest
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+            .collect();
         assert_eq!(latest, ["m3", "m4"]);
     }
 }

@@ -23,11 +23,16 @@ impl Harness {
     fn with_options(options: TailOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let tailer = Self::tailer_for(dir.path(), &options, None);
-        Self { dir, tailer, options }
+        Self {
+            dir,
+            tailer,
+            options,
+        }
     }
 
     fn tailer_for(dir: &Path, options: &TailOptions, position: Option<TailPosition>) -> Tailer {
-        let spec = SourceSpec::compile(&[format!("{}/*.log", dir.display())], &["*skip*".into()]).unwrap();
+        let spec =
+            SourceSpec::compile(&[format!("{}/*.log", dir.display())], &["*skip*".into()]).unwrap();
         Tailer::new(spec, options.clone(), position, SourceMetrics::default())
     }
 
@@ -36,7 +41,11 @@ impl Harness {
     }
 
     fn append(&self, name: &str, bytes: &[u8]) {
-        let mut f = fs::OpenOptions::new().create(true).append(true).open(self.path(name)).unwrap();
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(name))
+            .unwrap();
         f.write_all(bytes).unwrap();
     }
 
@@ -47,7 +56,10 @@ impl Harness {
             self.tailer.rescan();
             let mut batch = Vec::new();
             let outcome = self.tailer.read(1 << 30, "t", &mut |r| {
-                batch.push(serde_json::from_str::<CollectedRecord>(&serde_json::to_string(r).unwrap()).unwrap())
+                batch.push(
+                    serde_json::from_str::<CollectedRecord>(&serde_json::to_string(r).unwrap())
+                        .unwrap(),
+                )
             });
             let empty = batch.is_empty();
             out.extend(batch);
@@ -112,7 +124,10 @@ fn over_long_lines_are_split_and_flagged_never_lost() {
     h.append("a.log", b"0123456789abcdefghij-end\nshort\n");
     let got = h.collect();
     assert_eq!(lines(&got), ["0123456789", "abcdefghij", "-end", "short"]);
-    assert_eq!(got.iter().map(|r| r.split).collect::<Vec<_>>(), [true, true, false, false]);
+    assert_eq!(
+        got.iter().map(|r| r.split).collect::<Vec<_>>(),
+        [true, true, false, false]
+    );
     assert_eq!(got[2].offset, 20);
 }
 
@@ -146,20 +161,30 @@ fn rename_rotation_drains_the_old_file_and_reads_the_new_one_from_the_start() {
     names.sort();
     assert_eq!(names, ["3", "4", "5"]);
     assert!(got.iter().all(|r| r.source == "app.log"));
-    assert_eq!(h.tailer.open_files(), 1, "the rotated file is closed once drained");
+    assert_eq!(
+        h.tailer.open_files(),
+        1,
+        "the rotated file is closed once drained"
+    );
 }
 
 #[test]
 fn a_deleted_file_is_read_to_its_end_then_closed() {
     let mut h = Harness::new();
     h.append("a.log", b"1\n");
-    let f = fs::OpenOptions::new().append(true).open(h.path("a.log")).unwrap();
+    let f = fs::OpenOptions::new()
+        .append(true)
+        .open(h.path("a.log"))
+        .unwrap();
     assert_eq!(lines(&h.collect()), ["1"]);
     fs::remove_file(h.path("a.log")).unwrap();
     (&f).write_all(b"2\nlast").unwrap();
     let got = h.collect();
     assert_eq!(lines(&got), ["2", "last"]);
-    assert!(got[1].partial, "the unterminated end of a closed file is emitted, flagged");
+    assert!(
+        got[1].partial,
+        "the unterminated end of a closed file is emitted, flagged"
+    );
     assert_eq!(h.tailer.open_files(), 0);
 }
 
@@ -196,7 +221,11 @@ fn restart_resumes_exactly_at_the_committed_offset() {
     let got = h.collect();
     assert_eq!(lines(&got), ["3", "4"]);
     let first_a = first.iter().find(|r| r.source == "a.log").unwrap();
-    assert_eq!(got[0].id.split('-').next(), first_a.id.split('-').next(), "same file keeps its source id");
+    assert_eq!(
+        got[0].id.split('-').next(),
+        first_a.id.split('-').next(),
+        "same file keeps its source id"
+    );
 }
 
 #[test]
@@ -209,7 +238,10 @@ fn rotation_while_down_finishes_the_old_file_found_by_inode() {
     fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
     h.append("app.log", b"3\n");
     h.tailer = Harness::tailer_for(h.dir.path(), &h.options, Some(position));
-    let mut got = lines(&h.collect()).into_iter().map(str::to_owned).collect::<Vec<_>>();
+    let mut got = lines(&h.collect())
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
     got.sort();
     assert_eq!(got, ["2", "3"]);
 }
@@ -255,8 +287,15 @@ fn the_budget_bounds_a_read_and_says_there_is_more() {
 
 #[test]
 fn patterns_with_wildcard_directories_are_refused_with_the_pattern_named() {
-    let err = SourceSpec::compile(&["/logs/*/x.log".into()], &[]).unwrap_err().to_string();
-    assert!(err.contains("\"/logs/*/x.log\"") && err.contains("file-name part only"), "{err}");
-    let err = SourceSpec::compile(&["/logs/[.log".into()], &[]).unwrap_err().to_string();
+    let err = SourceSpec::compile(&["/logs/*/x.log".into()], &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"/logs/*/x.log\"") && err.contains("file-name part only"),
+        "{err}"
+    );
+    let err = SourceSpec::compile(&["/logs/[.log".into()], &[])
+        .unwrap_err()
+        .to_string();
     assert!(err.starts_with("watch pattern \"/logs/[.log\""), "{err}");
 }
