@@ -1,0 +1,682 @@
+//! `pipeline-bench`: feeds a large file of demo-app-like lines through the collector, the
+//! processor and the forwarder, each alone and all three together, and prints per stage
+//! records/s, MB/s, CPU seconds and peak RSS; then measures what the three cost when idle.
+//!
+//! Run with (the stage binaries are not built by this command, build them first):
+//! `cargo build --release -p collector -p processor -p forwarder && cargo run --release -p pipeline-bench -- --lines 2000000`
+//!
+//! Easy to get wrong: what the wall time covers. A stage's clock runs from its spawn until its
+//! output is visibly complete on disk (the commit or cursor file says so), polled every 10 ms;
+//! its CPU time runs from spawn to exit, so it also holds start-up and the SIGTERM shutdown.
+
+mod generate;
+mod observe;
+mod process;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context as _};
+use clap::{ArgAction, Parser};
+
+use crate::generate::{Generated, FILES};
+use crate::process::{Proc, Usage};
+
+/// How often completion is polled: fine enough for runs of seconds, cheap enough (a tiny file
+/// read) not to steal CPU from the stages on a 2-core machine.
+const POLL: Duration = Duration::from_millis(10);
+/// How often each child's VmHWM is sampled while it runs (and every 1 ms during shutdown).
+const SAMPLE: Duration = Duration::from_millis(100);
+/// How long a stage gets to exit after SIGTERM; its own default grace period is 8 s.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+/// The idle run's warm-up, left out of its steady-state CPU rate: start-up costs once.
+const IDLE_WARMUP: Duration = Duration::from_secs(2);
+
+/// Command-line flags.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pipeline-bench",
+    about = "Throughput, CPU and memory of collector, processor and forwarder."
+)]
+struct Cli {
+    /// Lines to generate and push through.
+    #[arg(long, default_value_t = 2_000_000)]
+    lines: u64,
+    /// Approximate bytes per line, newline included (each line varies by ±20%).
+    #[arg(long, default_value_t = 200)]
+    line_bytes: usize,
+    /// Where the collector, processor and forwarder binaries are (default: this binary's
+    /// directory, i.e. target/release).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// The processor's rules (default: processor/rules/default.yaml of this workspace).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Parent of the temporary directory (default: $TMPDIR or /tmp). Its filesystem matters:
+    /// the stages fsync.
+    #[arg(long)]
+    tmp_dir: Option<PathBuf>,
+    /// Passed to the collector and processor as --fsync (false: page-cache durability).
+    #[arg(long, default_value_t = true, action = ArgAction::Set)]
+    fsync: bool,
+    /// Seconds to run the three stages with no input for the idle measurement (0: skip).
+    #[arg(long, default_value_t = 20)]
+    idle_secs: u64,
+    /// Give up on a stage after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout_secs: u64,
+    /// Keep the temporary directory (its path is printed).
+    #[arg(long)]
+    keep: bool,
+}
+
+/// The three binaries and the rules they run with.
+struct Setup {
+    collector: PathBuf,
+    processor: PathBuf,
+    forwarder: PathBuf,
+    rules: PathBuf,
+    fsync: bool,
+    timeout: Duration,
+}
+
+/// The directories of one run: a journal per stage and the file sink's output.
+struct RunDirs {
+    root: PathBuf,
+    logs: PathBuf,
+    collected: PathBuf,
+    processed: PathBuf,
+    out: PathBuf,
+}
+
+impl RunDirs {
+    fn create(root: PathBuf, logs: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        Ok(Self {
+            logs: logs.to_owned(),
+            collected: root.join("collected"),
+            processed: root.join("processed"),
+            out: root.join("out"),
+            root,
+        })
+    }
+}
+
+/// One line of the results table.
+struct Row {
+    stage: String,
+    records: u64,
+    wall_s: f64,
+    /// Bytes the stage read: the log files, or the journal it consumes.
+    in_bytes: u64,
+    usage: Usage,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    anyhow::ensure!(cli.lines > 0, "--lines: must be at least 1");
+    anyhow::ensure!(cli.line_bytes >= 64, "--line-bytes: must be at least 64");
+    let setup = find_binaries(&cli)?;
+    let parent = cli.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new()
+        .prefix("pipeline-bench-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+    print_machine(&setup, tmp.path());
+    println!("temp dir: {}", tmp.path().display());
+
+    let logs = tmp.path().join("logs");
+    fs::create_dir_all(&logs)?;
+    let started = Instant::now();
+    let generated =
+        generate::generate(&logs, cli.lines, cli.line_bytes).context("generating the input")?;
+    println!(
+        "input: {} lines, {:.1} MB ({} B/line) in {:.1} s: {}",
+        generated.total_lines(),
+        generated.bytes as f64 / 1e6,
+        generated.bytes / generated.total_lines(),
+        started.elapsed().as_secs_f64(),
+        FILES
+            .iter()
+            .zip(generated.lines)
+            .map(|((name, _), n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    let mut rows = Vec::new();
+    let mut checks = Vec::new();
+    let stages = RunDirs::create(tmp.path().join("stages"), &logs)?;
+    rows.push(run_collector(&setup, &stages, &generated)?);
+    rows.push(run_processor(&setup, &stages, &generated)?);
+    rows.push(run_forwarder(&setup, &stages)?);
+    checks.push(check_output("forwarder alone", &stages.out, &generated)?);
+    if !cli.keep {
+        fs::remove_dir_all(&stages.root)
+            .with_context(|| format!("removing {}", stages.root.display()))?;
+    }
+    let pipeline = RunDirs::create(tmp.path().join("pipeline"), &logs)?;
+    rows.extend(run_pipeline(&setup, &pipeline, &generated)?);
+    checks.push(check_output("pipeline", &pipeline.out, &generated)?);
+
+    println!();
+    print_table(&rows);
+    println!();
+    for (line, _) in &checks {
+        println!("{line}");
+    }
+
+    if cli.idle_secs > 0 {
+        let idle_logs = tmp.path().join("idle-logs");
+        fs::create_dir_all(&idle_logs)?;
+        let idle = RunDirs::create(tmp.path().join("idle"), &idle_logs)?;
+        println!();
+        run_idle(&setup, &idle, Duration::from_secs(cli.idle_secs))?;
+    }
+
+    if cli.keep {
+        println!("\nkept {}", tmp.keep().display());
+    }
+    if checks.iter().any(|(_, ok)| !ok) {
+        bail!("the file sink's output does not hold exactly the generated lines");
+    }
+    Ok(())
+}
+
+fn find_binaries(cli: &Cli) -> anyhow::Result<Setup> {
+    let bin_dir = match &cli.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release")),
+    };
+    let find = |name: &str| -> anyhow::Result<PathBuf> {
+        let path = bin_dir.join(name);
+        anyhow::ensure!(
+            path.is_file(),
+            "{} not found; build it first: cargo build --release -p collector -p processor -p forwarder (or pass --bin-dir)",
+            path.display()
+        );
+        Ok(path)
+    };
+    let rules = cli.rules.clone().unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../processor/rules/default.yaml")
+    });
+    anyhow::ensure!(rules.is_file(), "--rules: {} not found", rules.display());
+    Ok(Setup {
+        collector: find("collector")?,
+        processor: find("processor")?,
+        forwarder: find("forwarder")?,
+        rules,
+        fsync: cli.fsync,
+        timeout: Duration::from_secs(cli.timeout_secs),
+    })
+}
+
+fn collector_args(setup: &Setup, dirs: &RunDirs, max_unconsumed: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "--watch".into(),
+        format!("{}/*.log", dirs.logs.display()),
+        "--journal-dir".into(),
+        dirs.collected.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--fsync".into(),
+        setup.fsync.to_string(),
+    ];
+    if let Some(cap) = max_unconsumed {
+        args.extend(["--max-unconsumed".into(), cap.into()]);
+    }
+    args
+}
+
+fn processor_args(setup: &Setup, dirs: &RunDirs, max_unconsumed: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "--rules".into(),
+        setup.rules.display().to_string(),
+        "--input-dir".into(),
+        dirs.collected.display().to_string(),
+        "--journal-dir".into(),
+        dirs.processed.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--fsync".into(),
+        setup.fsync.to_string(),
+    ];
+    if let Some(cap) = max_unconsumed {
+        args.extend(["--max-unconsumed".into(), cap.into()]);
+    }
+    args
+}
+
+/// Writes the forwarder's config (the report once an hour, so it stays out of the numbers, and a
+/// per-source file sink into `dirs.out`) and returns its flags.
+fn forwarder_args(dirs: &RunDirs) -> anyhow::Result<Vec<String>> {
+    let config = dirs.root.join("forwarder.yaml");
+    // A JSON string is a valid YAML double-quoted scalar, so any path is quoted correctly.
+    let out = serde_json::to_string(&dirs.out.display().to_string())?;
+    fs::write(
+        &config,
+        format!("report:\n  interval: 1h\nsinks:\n  - type: file\n    directory: {out}\n    per_source: true\n"),
+    )?;
+    Ok(vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--input-dir".into(),
+        dirs.processed.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ])
+}
+
+/// The collector alone on the generated files. The unconsumed cap is lifted, since nothing
+/// consumes its journal and it must not pause.
+fn run_collector(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow::Result<Row> {
+    let n = generated.total_lines();
+    let args = collector_args(setup, dirs, Some("100GiB"));
+    let (wall, usage) = measure_one(setup, "collector", &setup.collector, &args, dirs, || {
+        check_count(
+            observe::commit(&dirs.collected).map(|c| c.records),
+            n,
+            "collected",
+        )
+    })?;
+    Ok(Row {
+        stage: "collector".into(),
+        records: n,
+        wall_s: wall,
+        in_bytes: generated.bytes,
+        usage,
+    })
+}
+
+/// The processor alone on the collected journal the collector left.
+fn run_processor(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow::Result<Row> {
+    let n = generated.total_lines();
+    let in_bytes = observe::journal_bytes(&dirs.collected)?;
+    let args = processor_args(setup, dirs, Some("100GiB"));
+    let (wall, usage) = measure_one(setup, "processor", &setup.processor, &args, dirs, || {
+        check_count(
+            observe::commit(&dirs.processed).map(|c| c.records),
+            n,
+            "processed",
+        )
+    })?;
+    Ok(Row {
+        stage: "processor".into(),
+        records: n,
+        wall_s: wall,
+        in_bytes,
+        usage,
+    })
+}
+
+/// The forwarder alone on the processed journal the processor left.
+fn run_forwarder(setup: &Setup, dirs: &RunDirs) -> anyhow::Result<Row> {
+    let commit = observe::commit(&dirs.processed).context("the processed journal has no commit")?;
+    let in_bytes = observe::journal_bytes(&dirs.processed)?;
+    let args = forwarder_args(dirs)?;
+    let (wall, usage) = measure_one(setup, "forwarder", &setup.forwarder, &args, dirs, || {
+        Ok(observe::cursor(&dirs.processed, "forwarder") == Some(commit.end))
+    })?;
+    Ok(Row {
+        stage: "forwarder".into(),
+        records: commit.records,
+        wall_s: wall,
+        in_bytes,
+        usage,
+    })
+}
+
+/// All three at once, with their default unconsumed caps (the realistic setting: the
+/// collector pauses if the processor lags by more than 128 MiB), until the forwarder has
+/// consumed the processor's last record.
+fn run_pipeline(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow::Result<Vec<Row>> {
+    let n = generated.total_lines();
+    let forwarder_args = forwarder_args(dirs)?;
+    let started = Instant::now();
+    let mut procs = vec![
+        Proc::spawn(
+            "collector",
+            &setup.collector,
+            &collector_args(setup, dirs, None),
+            &dirs.root.join("collector.log"),
+        )?,
+        Proc::spawn(
+            "processor",
+            &setup.processor,
+            &processor_args(setup, dirs, None),
+            &dirs.root.join("processor.log"),
+        )?,
+        Proc::spawn(
+            "forwarder",
+            &setup.forwarder,
+            &forwarder_args,
+            &dirs.root.join("forwarder.log"),
+        )?,
+    ];
+    let done = || -> anyhow::Result<bool> {
+        let Some(commit) = observe::commit(&dirs.processed) else {
+            return Ok(false);
+        };
+        if !check_count(Some(commit.records), n, "processed")? {
+            return Ok(false);
+        }
+        Ok(observe::cursor(&dirs.processed, "forwarder") == Some(commit.end))
+    };
+    wait_until(
+        &mut procs,
+        setup.timeout,
+        "the forwarder to consume all records",
+        done,
+    )?;
+    let wall = started.elapsed().as_secs_f64();
+    let usages = stop(procs)?;
+    let total = usages.iter().fold(Usage::default(), |sum, u| Usage {
+        user_s: sum.user_s + u.user_s,
+        sys_s: sum.sys_s + u.sys_s,
+        peak_rss_kib: sum.peak_rss_kib + u.peak_rss_kib,
+        ru_maxrss_kib: sum.ru_maxrss_kib + u.ru_maxrss_kib,
+    });
+    let mut rows = vec![Row {
+        stage: "pipeline".into(),
+        records: n,
+        wall_s: wall,
+        in_bytes: generated.bytes,
+        usage: total,
+    }];
+    for (name, usage) in ["collector", "processor", "forwarder"]
+        .into_iter()
+        .zip(usages)
+    {
+        rows.push(Row {
+            stage: format!("  {name}"),
+            records: n,
+            wall_s: wall,
+            in_bytes: generated.bytes,
+            usage,
+        });
+    }
+    Ok(rows)
+}
+
+/// Runs the three stages with no input for `duration` and prints what they cost.
+fn run_idle(setup: &Setup, dirs: &RunDirs, duration: Duration) -> anyhow::Result<()> {
+    let forwarder_args = forwarder_args(dirs)?;
+    let mut procs = vec![
+        Proc::spawn(
+            "collector",
+            &setup.collector,
+            &collector_args(setup, dirs, None),
+            &dirs.root.join("collector.log"),
+        )?,
+        Proc::spawn(
+            "processor",
+            &setup.processor,
+            &processor_args(setup, dirs, None),
+            &dirs.root.join("processor.log"),
+        )?,
+        Proc::spawn(
+            "forwarder",
+            &setup.forwarder,
+            &forwarder_args,
+            &dirs.root.join("forwarder.log"),
+        )?,
+    ];
+    let warmup = IDLE_WARMUP.min(duration / 2);
+    let started = Instant::now();
+    wait_until(&mut procs, warmup, "", || Ok(started.elapsed() >= warmup))?;
+    let cpu_at_warmup: Vec<Option<f64>> = procs.iter().map(Proc::cpu_so_far_s).collect();
+    let steady_started = Instant::now();
+    wait_until(&mut procs, duration, "", || {
+        Ok(started.elapsed() >= duration)
+    })?;
+    let steady_s = steady_started.elapsed().as_secs_f64();
+    let cpu_at_end: Vec<Option<f64>> = procs.iter().map(Proc::cpu_so_far_s).collect();
+    let rss_at_end: Vec<Option<u64>> = procs.iter().map(Proc::current_rss_kib).collect();
+    let names: Vec<String> = procs.iter().map(|p| p.name.clone()).collect();
+    let usages = stop(procs)?;
+    println!("idle: the three stages for {:.0} s with an empty log directory (steady state: after the first {:.0} s)", duration.as_secs_f64(), warmup.as_secs_f64());
+    println!(
+        "{:<11} {:>8} {:>8} {:>8} {:>17} {:>12} {:>13}",
+        "stage", "cpu_s", "user_s", "sys_s", "steady_millicores", "rss_MiB", "peak_rss_MiB"
+    );
+    for (i, usage) in usages.iter().enumerate() {
+        let steady = match (cpu_at_warmup[i], cpu_at_end[i]) {
+            (Some(a), Some(b)) => format!("{:.2}", (b - a) / steady_s * 1000.0),
+            _ => "?".into(),
+        };
+        let rss = rss_at_end[i].map_or("?".into(), |kib| format!("{:.1}", kib as f64 / 1024.0));
+        println!(
+            "{:<11} {:>8.3} {:>8.3} {:>8.3} {:>17} {:>12} {:>13.1}",
+            names[i],
+            usage.cpu_s(),
+            usage.user_s,
+            usage.sys_s,
+            steady,
+            rss,
+            usage.peak_rss_kib as f64 / 1024.0
+        );
+    }
+    println!("(cpu_s: spawn to exit, start-up and shutdown included; steady_millicores from /proc/<pid>/stat, 10 ms ticks)");
+    Ok(())
+}
+
+/// Spawns one stage, waits until `done`, stops it, and returns its wall seconds and usage.
+fn measure_one(
+    setup: &Setup,
+    name: &str,
+    program: &Path,
+    args: &[String],
+    dirs: &RunDirs,
+    done: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<(f64, Usage)> {
+    let started = Instant::now();
+    let mut procs = vec![Proc::spawn(
+        name,
+        program,
+        args,
+        &dirs.root.join(format!("{name}.log")),
+    )?];
+    wait_until(
+        &mut procs,
+        setup.timeout,
+        &format!("{name} to finish"),
+        done,
+    )?;
+    let wall = started.elapsed().as_secs_f64();
+    let usage = stop(procs)?.pop().expect("one process was started");
+    println!(
+        "{name}: {wall:.2} s wall, {:.2} s CPU ({:.2} user, {:.2} sys)",
+        usage.cpu_s(),
+        usage.user_s,
+        usage.sys_s
+    );
+    Ok((wall, usage))
+}
+
+/// Polls `done` every [`POLL`], sampling the children's memory every [`SAMPLE`] and failing if
+/// one exits or `timeout` passes (unless `what` is empty: then the timeout just ends the wait).
+fn wait_until(
+    procs: &mut [Proc],
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut sampled: Option<Instant> = None;
+    loop {
+        if done()? {
+            return Ok(());
+        }
+        for proc in procs.iter_mut() {
+            proc.ensure_running()?;
+        }
+        if sampled.is_none_or(|at| at.elapsed() >= SAMPLE) {
+            procs.iter_mut().for_each(Proc::sample);
+            sampled = Some(Instant::now());
+        }
+        if started.elapsed() > timeout {
+            if what.is_empty() {
+                return Ok(());
+            }
+            bail!("timed out after {timeout:?} waiting for {what} (rerun with --keep to inspect the directories)");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// SIGTERM to all, then reap each; the usages in the order of `procs`.
+fn stop(procs: Vec<Proc>) -> anyhow::Result<Vec<Usage>> {
+    for proc in &procs {
+        proc.terminate();
+    }
+    procs.into_iter().map(|p| p.reap(STOP_GRACE)).collect()
+}
+
+/// True once `records` reached `n`; an error if it went past (records were duplicated).
+fn check_count(records: Option<u64>, n: u64, journal: &str) -> anyhow::Result<bool> {
+    match records {
+        Some(r) if r > n => {
+            bail!("the {journal} journal holds {r} records, more than the {n} generated")
+        }
+        Some(r) => Ok(r == n),
+        None => Ok(false),
+    }
+}
+
+/// Counts the file sink's lines per source and compares them with what was generated.
+fn check_output(label: &str, out: &Path, generated: &Generated) -> anyhow::Result<(String, bool)> {
+    let (counts, files) = observe::count_output(out)?;
+    let expected: BTreeMap<String, u64> = FILES
+        .iter()
+        .zip(generated.lines)
+        .map(|((name, _), n)| ((*name).to_owned(), n))
+        .collect();
+    let total: u64 = counts.values().sum();
+    let ok = total == generated.total_lines() && counts == expected;
+    let mut line = format!(
+        "{label}: file sink output holds {total} lines in {files} files (expected {}): {}",
+        generated.total_lines(),
+        if ok { "OK" } else { "MISMATCH" }
+    );
+    if !ok {
+        let _ = write!(
+            line,
+            "\n  per source: {counts:?}\n  expected:   {expected:?}"
+        );
+    }
+    Ok((line, ok))
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<12} {:>9} {:>8} {:>10} {:>7} {:>7} {:>13} {:>9} {:>13} {:>7} {:>7}",
+        "stage",
+        "records",
+        "wall_s",
+        "records/s",
+        "MB/s",
+        "cpu_s",
+        "records/cpu_s",
+        "MB/cpu_s",
+        "peak_rss_MiB",
+        "user_s",
+        "sys_s"
+    );
+    for row in rows {
+        let cpu = row.usage.cpu_s();
+        let mb = row.in_bytes as f64 / 1e6;
+        println!(
+            "{:<12} {:>9} {:>8.2} {:>10.0} {:>7.1} {:>7.2} {:>13.0} {:>9.1} {:>13.1} {:>7.2} {:>7.2}",
+            row.stage,
+            row.records,
+            row.wall_s,
+            row.records as f64 / row.wall_s,
+            mb / row.wall_s,
+            cpu,
+            row.records as f64 / cpu,
+            mb / cpu,
+            row.usage.peak_rss_kib as f64 / 1024.0,
+            row.usage.user_s,
+            row.usage.sys_s,
+        );
+    }
+    println!("MB = 10^6 bytes of the stage's input: the log files (collector, pipeline), the collected journal");
+    println!("(processor) or the processed journal (forwarder). Pipeline: cpu_s and peak_rss are sums over the");
+    println!(
+        "three processes; the indented rows are each process's share over the same wall time."
+    );
+}
+
+fn print_machine(setup: &Setup, tmp: &Path) {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!("date: {}", utc_now());
+    println!(
+        "machine: {cores} cores ({model}), {mem_gib:.1} GiB RAM, Linux {}",
+        kernel.trim()
+    );
+    println!("filesystem of the temp dir: {}", filesystem_of(tmp));
+    for bin in [&setup.collector, &setup.processor, &setup.forwarder] {
+        let age = fs::metadata(bin)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        println!(
+            "binary: {} (built {} min ago)",
+            bin.display(),
+            age.map_or("?".into(), |a| (a.as_secs() / 60).to_string())
+        );
+    }
+    println!(
+        "rules: {}; collector/processor --fsync {}",
+        setup.rules.display(),
+        setup.fsync
+    );
+}
+
+fn utc_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (year, month, day) = generate::civil_from_days((secs / 86_400) as i64);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        secs % 86_400 / 3600,
+        secs % 3600 / 60
+    )
+}
+
+/// The type and device of the mount that holds `path`, from /proc/mounts.
+fn filesystem_of(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.len() > 2 && path.starts_with(f[1]))
+                .then(|| (f[1].len(), format!("{} on {} ({})", f[2], f[1], f[0])))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".into(), |(_, text)| text)
+}
