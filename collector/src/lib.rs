@@ -214,7 +214,7 @@ fn collect(
     wakeup: &Wakeup,
     health: &Health,
 ) -> anyhow::Result<()> {
-    let _watcher = DirWatcher::start(tailer.dirs(), wakeup);
+    let _watcher = DirWatcher::start_with(tailer.dirs(), wakeup, tailer.early_opener());
     let mut stats_at = Instant::now();
     let mut backpressured = false;
     while !wakeup.is_stopping() {

@@ -108,8 +108,21 @@ impl DirWatcher {
     /// instances left) is logged and left to the loop's periodic check, never an error:
     /// the watch only lowers latency.
     pub fn start<'a>(dirs: impl IntoIterator<Item = &'a Path>, wakeup: &Wakeup) -> Self {
+        Self::start_with(dirs, wakeup, |_| {})
+    }
+
+    /// As [`DirWatcher::start`], and also hands every event to `on_event` (on the watcher's
+    /// thread, before the wake), for work that cannot wait for the loop's next turn.
+    pub fn start_with<'a>(
+        dirs: impl IntoIterator<Item = &'a Path>,
+        wakeup: &Wakeup,
+        on_event: impl Fn(&notify::Event) + Send + 'static,
+    ) -> Self {
         let wakeup = wakeup.clone();
-        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = &event {
+                on_event(event);
+            }
             // Errors here include inotify queue overflow; waking makes the loop rescan.
             wakeup.wake();
         });

@@ -14,6 +14,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -124,6 +125,17 @@ impl SourceSpec {
 
     fn is_excluded(&self, path: &Path, name: &str) -> bool {
         self.exclude.is_match(path) || self.exclude.is_match(name)
+    }
+
+    /// The file name of `path` when it is one of the watched files.
+    fn watched_name<'p>(&self, path: &'p Path) -> Option<&'p str> {
+        let name = path.file_name()?.to_str()?;
+        let dir = path.parent()?;
+        let watched = self
+            .dirs
+            .iter()
+            .any(|d| d.dir == dir && d.names.is_match(name));
+        (watched && !self.is_excluded(path, name)).then_some(name)
     }
 }
 
@@ -302,9 +314,14 @@ pub struct ReadOutcome {
     pub more: bool,
 }
 
+/// A file opened the moment it appeared, before the tailer's next rescan.
+type EarlyOpen = (PathBuf, String, File);
+
 /// Tails the files of a [`SourceSpec`], handing complete lines to a callback.
 pub struct Tailer {
     spec: SourceSpec,
+    early_tx: mpsc::Sender<EarlyOpen>,
+    early_rx: mpsc::Receiver<EarlyOpen>,
     options: TailOptions,
     files: Vec<TrackedFile>,
     to_restore: Option<TailPosition>,
@@ -324,8 +341,11 @@ impl Tailer {
         position: Option<TailPosition>,
         metrics: SourceMetrics,
     ) -> Self {
+        let (early_tx, early_rx) = mpsc::channel();
         Self {
             spec,
+            early_tx,
+            early_rx,
             options,
             files: Vec::new(),
             to_restore: position,
@@ -341,6 +361,33 @@ impl Tailer {
     /// The directories to watch for changes.
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
         self.spec.dirs()
+    }
+
+    /// A handler for file-watch events that opens a watched file the moment it is created or
+    /// renamed into place. Holding its descriptor lets the tailer read a file that is rotated
+    /// away again before the next rescan (two rotations in a row), which a listing alone would
+    /// never see under a watched name.
+    pub fn early_opener(&self) -> impl Fn(&notify::Event) + Send + 'static {
+        let spec = self.spec.clone();
+        let tx = self.early_tx.clone();
+        move |event: &notify::Event| {
+            use notify::event::{EventKind, ModifyKind};
+            if !matches!(
+                event.kind,
+                EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
+            ) {
+                return;
+            }
+            for path in &event.paths {
+                let Some(name) = spec.watched_name(path) else {
+                    continue;
+                };
+                let regular = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+                if let (true, Ok(file)) = (regular, File::open(path)) {
+                    let _ = tx.send((path.clone(), name.to_owned(), file));
+                }
+            }
+        }
     }
 
     /// How many files are open.
@@ -359,6 +406,14 @@ impl Tailer {
     pub fn rescan(&mut self) {
         if let Some(saved) = self.to_restore.take() {
             self.restore(saved);
+        }
+        while let Ok((path, name, file)) = self.early_rx.try_recv() {
+            if let Ok(meta) = file.metadata() {
+                let key = FileKey::of(&meta);
+                if !self.files.iter().any(|f| f.key == key) {
+                    self.track(file, &path, &name, key, meta.len());
+                }
+            }
         }
         let mut seen: HashSet<FileKey> = HashSet::with_capacity(self.files.len());
         for dir_index in 0..self.spec.dirs.len() {
@@ -431,6 +486,10 @@ impl Tailer {
         if FileKey::of(&meta) != key {
             return; // Replaced between listing and opening: the next rescan sees the new one.
         }
+        self.track(file, path, name, key, meta.len());
+    }
+
+    fn track(&mut self, file: File, path: &Path, name: &str, key: FileKey, size: u64) {
         let source_id = self.new_source_id(key);
         let mut tracked = TrackedFile {
             key,
@@ -446,8 +505,8 @@ impl Tailer {
             last_growth: Instant::now(),
             incomplete_since: None,
         };
-        refresh_head(&mut tracked, meta.len());
-        info!(source = name, path = %path.display(), bytes = meta.len(), "Tailing new file from its start.");
+        refresh_head(&mut tracked, size);
+        info!(source = name, path = %path.display(), bytes = size, "Tailing new file from its start.");
         self.files.push(tracked);
         self.changed = true;
     }

@@ -23,9 +23,9 @@ fn every_line_arrives_once_enriched_through_rename_rotation_and_copytruncate() {
     access.write(100);
     access.reopen();
     access.write(400);
-    // A second rotation once the collector has seen the new file (two rotations in a row
-    // before it catches up are issue #3's torture scenario).
-    pod.wait_delivered(1000 + 300 + 200, DELIVERY_TIMEOUT);
+    // A second rotation 50 ms later, well inside the collector's 1 s rescan: the new file is
+    // found by its create event. (Rotations microseconds apart are issue #3's torture case.)
+    std::thread::sleep(Duration::from_millis(50));
     access.rotate_rename(".2");
     access.reopen();
     access.write(100);
@@ -330,7 +330,7 @@ fn a_pod_shutdown_in_sidecar_order_delivers_every_line_before_the_last_exit() {
     let mut pod = Pod::new();
     let stages = pod.start_all();
     let mut w = Writer::open(pod.path("logs/access.log"), "access");
-    for _ in 0..20 {
+    for _ in 0..10 {
         w.write(1000);
     }
     for stage in stages {
@@ -343,6 +343,6 @@ fn a_pod_shutdown_in_sidecar_order_delivers_every_line_before_the_last_exit() {
         );
     }
     let records = pod.delivered();
-    let problems = exactly_once(&records, &[("access", 20_000)]);
+    let problems = exactly_once(&records, &[("access", 10_000)]);
     assert!(problems.is_empty(), "{problems}");
 }

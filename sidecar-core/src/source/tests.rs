@@ -299,3 +299,24 @@ fn patterns_with_wildcard_directories_are_refused_with_the_pattern_named() {
         .to_string();
     assert!(err.starts_with("watch pattern \"/logs/[.log\""), "{err}");
 }
+
+#[test]
+fn a_file_opened_on_its_create_event_is_read_even_if_rotated_away_before_the_rescan() {
+    let mut h = Harness::new();
+    h.append("app.log", b"first\n");
+    assert_eq!(lines(&h.collect()), ["first"]);
+    // Two rotations in a row between rescans: the middle file never sits under a watched name
+    // when the directory is listed; only its create event saw it.
+    fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+    h.append("app.log", b"middle\n");
+    let opener = h.tailer.early_opener();
+    opener(
+        &notify::Event::new(notify::EventKind::Create(notify::event::CreateKind::File))
+            .add_path(h.path("app.log")),
+    );
+    fs::rename(h.path("app.log"), h.path("app.log.2")).unwrap();
+    h.append("app.log", b"last\n");
+    let mut got: Vec<String> = lines(&h.collect()).into_iter().map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(got, ["last", "middle"]);
+}
