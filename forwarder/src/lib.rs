@@ -274,16 +274,17 @@ impl Stage<'_> {
     }
 }
 
-/// Decodes each NDJSON line; a line that is not a JSON object is delivered raw and counted.
+/// Decodes each NDJSON line's routing fields; a line that is not a JSON object is delivered
+/// raw and counted.
 fn decode_batch<'a>(buf: &'a [u8], metrics: &Metrics) -> Vec<OutRecord<'a>> {
     buf.split(|&b| b == b'\n')
         .filter(|line| !line.is_empty())
         .map(|raw| {
-            let fields = serde_json::from_slice::<Map<String, Value>>(raw).unwrap_or_else(|_| {
+            let record = OutRecord::decode(raw);
+            if !record.is_decoded() {
                 metrics.undecodable.inc();
-                Map::new()
-            });
-            OutRecord { raw, fields }
+            }
+            record
         })
         .collect()
 }

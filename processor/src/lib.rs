@@ -300,9 +300,10 @@ fn process_batch(
     let processed_at = timestamp_now();
     for line in batch.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let record = enrich(rules, line, &processed_at);
-        stats.count(&record, metrics);
+        stats.count(&record);
         journal.push(&record);
     }
+    stats.export(metrics);
 }
 
 /// Turns one collected journal line into a processed record. A line that does not decode is
@@ -353,6 +354,8 @@ pub struct ProcessingStats {
     records: u64,
     processing_errors: u64,
     sources: HashMap<String, SourceStats>,
+    #[serde(skip)]
+    unexported: HashMap<String, SourceStats>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -364,7 +367,7 @@ struct SourceStats {
 }
 
 impl ProcessingStats {
-    fn count(&mut self, record: &Map<String, Value>, metrics: &Metrics) {
+    fn count(&mut self, record: &Map<String, Value>) {
         let text = |key| record.get(key).and_then(Value::as_str).unwrap_or("unknown");
         let (source, level, category) = (
             text(field::SOURCE_FILE),
@@ -382,18 +385,34 @@ impl ProcessingStats {
         stats.processing_errors += u64::from(failed);
         bump(&mut stats.levels, level);
         bump(&mut stats.categories, category);
-        metrics
-            .records
-            .get_or_create(&vec![
-                ("source".into(), source.into()),
-                ("level".into(), level.into()),
-            ])
-            .inc();
-        if failed {
-            metrics
-                .errors
-                .get_or_create(&vec![("source".into(), source.into())])
-                .inc();
+        let unexported = match self.unexported.get_mut(source) {
+            Some(u) => u,
+            None => self.unexported.entry(source.to_owned()).or_default(),
+        };
+        unexported.records += 1;
+        unexported.processing_errors += u64::from(failed);
+        bump(&mut unexported.levels, level);
+    }
+
+    /// Adds what was counted since the last call to the metrics: once per batch, because a
+    /// metric lookup per record would cost more than the record's enrichment.
+    fn export(&mut self, metrics: &Metrics) {
+        for (source, counts) in self.unexported.drain() {
+            for (level, n) in counts.levels {
+                metrics
+                    .records
+                    .get_or_create(&vec![
+                        ("source".into(), source.clone()),
+                        ("level".into(), level),
+                    ])
+                    .inc_by(n);
+            }
+            if counts.processing_errors > 0 {
+                metrics
+                    .errors
+                    .get_or_create(&vec![("source".into(), source)])
+                    .inc_by(counts.processing_errors);
+            }
         }
     }
 

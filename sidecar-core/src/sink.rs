@@ -14,24 +14,76 @@ pub mod report;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::config::{ByteSize, ConfigError};
 
-/// One processed record: its exact journal bytes and its decoded fields.
+/// One processed record: its exact journal bytes and the few fields sinks route and count by.
 #[derive(Debug)]
 pub struct OutRecord<'a> {
     /// The NDJSON line as the processor committed it (without the newline).
     pub raw: &'a [u8],
-    /// The decoded fields (empty when the line did not decode; `raw` is then still shipped).
-    pub fields: Map<String, Value>,
+    meta: RecordMeta<'a>,
+    decoded: bool,
 }
 
-impl OutRecord<'_> {
-    /// A string field, or `None`.
-    pub fn text(&self, key: &str) -> Option<&str> {
-        self.fields.get(key).and_then(Value::as_str)
+/// The fields every sink needs, decoded without copying (the rest of the record is skipped).
+#[derive(Debug, Default, Deserialize)]
+struct RecordMeta<'a> {
+    #[serde(borrow, default)]
+    source_file: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    log_level: Option<Cow<'a, str>>,
+    #[serde(default)]
+    processing_error: Option<IgnoredAny>,
+}
+
+impl<'a> OutRecord<'a> {
+    /// Decodes the routing fields of `raw`. A line that is not a JSON object is still a record
+    /// (shipped raw), with `is_decoded` false.
+    pub fn decode(raw: &'a [u8]) -> Self {
+        match serde_json::from_slice::<RecordMeta<'a>>(raw) {
+            Ok(meta) => Self {
+                raw,
+                meta,
+                decoded: true,
+            },
+            Err(_) => Self {
+                raw,
+                meta: RecordMeta::default(),
+                decoded: false,
+            },
+        }
+    }
+
+    /// Whether the line decoded as a JSON object.
+    pub fn is_decoded(&self) -> bool {
+        self.decoded
+    }
+
+    /// The source file name, or `unknown`.
+    pub fn source_file(&self) -> &str {
+        self.meta.source_file.as_deref().unwrap_or("unknown")
+    }
+
+    /// The level the rules gave, if any.
+    pub fn log_level(&self) -> Option<&str> {
+        self.meta.log_level.as_deref()
+    }
+
+    /// Whether the record carries a `processing_error` or did not decode.
+    pub fn failed(&self) -> bool {
+        !self.decoded || self.meta.processing_error.is_some()
+    }
+
+    /// Every field, decoded on demand (empty when the line is not a JSON object). For sinks
+    /// that look inside a few records only; sinks that ship records whole use `raw`.
+    pub fn fields(&self) -> Map<String, Value> {
+        serde_json::from_slice(self.raw).unwrap_or_default()
     }
 }
 

@@ -19,7 +19,6 @@ use tracing::{info, warn};
 
 use super::{OutRecord, Sink, SinkError};
 use crate::checkpoint::sync_dir;
-use crate::record::field;
 
 const ALL_RECORDS: &str = "all";
 
@@ -142,7 +141,7 @@ impl FileSink {
 
     fn stream_of<'r>(&self, record: &'r OutRecord<'_>) -> &'r str {
         if self.options.per_source {
-            record.text(field::SOURCE_FILE).unwrap_or("unknown")
+            record.source_file()
         } else {
             ALL_RECORDS
         }
@@ -341,10 +340,7 @@ mod tests {
     fn batch(lines: &[String]) -> Vec<OutRecord<'_>> {
         lines
             .iter()
-            .map(|l| OutRecord {
-                raw: l.as_bytes(),
-                fields: serde_json::from_str(l).unwrap(),
-            })
+            .map(|l| OutRecord::decode(l.as_bytes()))
             .collect()
     }
 

@@ -178,10 +178,9 @@ impl Sink for ReportSink {
 
     fn send(&mut self, batch: &[OutRecord<'_>]) -> Result<(), SinkError> {
         for record in batch {
-            let source = record.text(field::SOURCE_FILE).unwrap_or("unknown");
-            let level = record.text(field::LOG_LEVEL).unwrap_or("INFO");
-            let failed =
-                record.fields.contains_key(field::PROCESSING_ERROR) || record.fields.is_empty();
+            let source = record.source_file();
+            let level = record.log_level().unwrap_or("INFO");
+            let failed = record.failed();
             for counts in [&mut self.interval, &mut self.state.totals] {
                 match counts.get_mut(source) {
                     Some(c) => c.add(level, failed),
@@ -219,24 +218,22 @@ impl Sink for ReportSink {
 
 /// One compact human line for a record: time, level, source, and its message or key fields.
 pub fn summarize(record: &OutRecord<'_>) -> String {
-    let time = record
-        .text(field::TIMESTAMP)
-        .or_else(|| record.text(field::COLLECTED_AT))
+    let f = record.fields();
+    let text = |key: &str| f.get(key).and_then(Value::as_str);
+    let time = text(field::TIMESTAMP)
+        .or_else(|| text(field::COLLECTED_AT))
         .unwrap_or("-");
-    let level = record.text(field::LOG_LEVEL).unwrap_or("-");
-    let source = record.text(field::SOURCE_FILE).unwrap_or("-");
-    let f = &record.fields;
-    let text = if let Some(message) = record.text(field::MESSAGE) {
+    let level = text(field::LOG_LEVEL).unwrap_or("-");
+    let source = text(field::SOURCE_FILE).unwrap_or("-");
+    let summary = if let Some(message) = text(field::MESSAGE) {
         message.to_owned()
-    } else if let (Some(method), Some(path)) = (record.text("method"), record.text("path")) {
-        match f.get("status_code") {
-            Some(status) => match f.get("processing_time_ms") {
-                Some(ms) => format!("{method} {path} -> {status} {ms}ms"),
-                None => format!("{method} {path} -> {status}"),
-            },
-            None => format!("{method} {path}"),
+    } else if let (Some(method), Some(path)) = (text("method"), text("path")) {
+        match (f.get("status_code"), f.get("processing_time_ms")) {
+            (Some(status), Some(ms)) => format!("{method} {path} -> {status} {ms}ms"),
+            (Some(status), None) => format!("{method} {path} -> {status}"),
+            _ => format!("{method} {path}"),
         }
-    } else if let Some(event) = record.text("event").or_else(|| record.text("type")) {
+    } else if let Some(event) = text("event").or_else(|| text("type")) {
         let details: Vec<String> = [
             "job_type",
             "operation",
@@ -263,7 +260,7 @@ pub fn summarize(record: &OutRecord<'_>) -> String {
     format!(
         "{time} {level:<7} {:<24} {}",
         truncate(source, 24),
-        truncate(text.trim_end(), 160)
+        truncate(summary.trim_end(), 160)
     )
 }
 
@@ -279,10 +276,7 @@ mod tests {
     use super::*;
 
     fn record(json: &str) -> OutRecord<'_> {
-        OutRecord {
-            raw: json.as_bytes(),
-            fields: serde_json::from_str(json).unwrap(),
-        }
+        OutRecord::decode(json.as_bytes())
     }
 
     #[test]
