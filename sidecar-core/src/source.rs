@@ -872,10 +872,16 @@ fn emit_partial(
             break;
         }
         let last = f.offset + n as u64 >= size;
-        let line = trim_cr(&buf[..n]);
+        let nuls = leading_nuls(&buf[..n]);
+        if nuls == n {
+            f.offset += n as u64; // Preallocated or hole bytes with no line in them.
+            emitted.bytes += n as u64;
+            continue;
+        }
+        let line = trim_cr(&buf[nuls..n]);
         let id = RecordId {
             source_id: f.source_id,
-            offset: f.offset,
+            offset: f.offset + nuls as u64,
         };
         let flags = LineFlags {
             partial: last,
@@ -924,7 +930,16 @@ fn split_lines(
         records += 1;
     };
     for newline in memchr::memchr_iter(b'\n', data) {
-        let mut line_start = start;
+        let mut line_start = start + leading_nuls(&data[start..newline]);
+        if line_start > start {
+            // A writer without O_APPEND that kept its offset after a truncation leaves a hole
+            // of NUL bytes before its next line: padding, not content.
+            metrics.count_event(&f.source, "nul_padding_skipped");
+            if line_start == newline {
+                start = newline + 1;
+                continue;
+            }
+        }
         while newline - line_start > max_line_bytes {
             metrics.count_event(&f.source, "split_line");
             emit_piece(
@@ -958,6 +973,10 @@ fn split_lines(
         start += max_line_bytes;
     }
     (start as u64, records)
+}
+
+fn leading_nuls(bytes: &[u8]) -> usize {
+    bytes.iter().take_while(|&&b| b == 0).count()
 }
 
 fn trim_cr(line: &[u8]) -> &[u8] {

@@ -320,3 +320,20 @@ fn a_file_opened_on_its_create_event_is_read_even_if_rotated_away_before_the_res
     got.sort();
     assert_eq!(got, ["last", "middle"]);
 }
+
+#[test]
+fn a_nul_hole_left_by_a_writer_without_o_append_yields_no_nul_records() {
+    let mut h = Harness::new();
+    h.append("a.log", b"aaaa\nbbbb\n");
+    assert_eq!(lines(&h.collect()), ["aaaa", "bbbb"]);
+    // copytruncate, then a writer that kept its offset (10) writes its next line there.
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(h.path("a.log"))
+        .unwrap();
+    f.set_len(0).unwrap();
+    f.write_all_at(b"cccc\n", 10).unwrap();
+    let got = h.collect();
+    assert_eq!(lines(&got), ["cccc"]);
+    assert_eq!(got[0].offset, 10);
+}
