@@ -23,7 +23,7 @@ use anyhow::{bail, Context as _};
 use clap::{ArgAction, Parser};
 
 use crate::generate::{Generated, FILES};
-use crate::process::{Proc, Usage};
+use crate::process::{cpu_of, machine_busy_s, Proc, Usage};
 
 /// How often completion is polled: fine enough for runs of seconds, cheap enough (a tiny file
 /// read) not to steal CPU from the stages on a 2-core machine.
@@ -68,6 +68,9 @@ struct Cli {
     /// Give up on a stage after this many seconds.
     #[arg(long, default_value_t = 1800)]
     timeout_secs: u64,
+    /// Print the pipeline run's progress and each process's CPU share once a second.
+    #[arg(long)]
+    progress: bool,
     /// Keep the temporary directory (its path is printed).
     #[arg(long)]
     keep: bool,
@@ -81,6 +84,7 @@ struct Setup {
     rules: PathBuf,
     fsync: bool,
     timeout: Duration,
+    progress: bool,
 }
 
 /// The directories of one run: a journal per stage and the file sink's output.
@@ -113,6 +117,38 @@ struct Row {
     /// Bytes the stage read: the log files, or the journal it consumes.
     in_bytes: u64,
     usage: Usage,
+    /// Cores' worth of CPU that other processes on the machine used meanwhile.
+    others_cores: f64,
+}
+
+/// Measures how busy the rest of the machine is while a stage runs: all CPU time spent on
+/// the machine, minus ours (the stages' and this process's). The runs are only comparable
+/// when this is near zero; on a shared machine it says how much the wall times are inflated.
+struct LoadMeter {
+    started: Instant,
+    busy_s: Option<f64>,
+    self_s: Option<f64>,
+}
+
+impl LoadMeter {
+    fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            busy_s: machine_busy_s(),
+            self_s: cpu_of("self"),
+        }
+    }
+
+    /// Cores' worth of CPU others used since `start`, given our children's `children_cpu_s`.
+    fn others_cores(&self, children_cpu_s: f64) -> f64 {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        match (self.busy_s, machine_busy_s(), self.self_s, cpu_of("self")) {
+            (Some(b0), Some(b1), Some(s0), Some(s1)) => {
+                ((b1 - b0) - (s1 - s0) - children_cpu_s).max(0.0) / elapsed
+            }
+            _ => f64::NAN,
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -173,8 +209,24 @@ fn main() -> anyhow::Result<()> {
         let idle_logs = tmp.path().join("idle-logs");
         fs::create_dir_all(&idle_logs)?;
         let idle = RunDirs::create(tmp.path().join("idle"), &idle_logs)?;
+        let duration = Duration::from_secs(cli.idle_secs);
         println!();
-        run_idle(&setup, &idle, Duration::from_secs(cli.idle_secs))?;
+        run_idle(
+            &setup,
+            &idle,
+            duration,
+            "fresh (empty log directory, no journals yet)",
+        )?;
+        // Restarted on the drained pipeline: they resume at their commits with nothing to do.
+        // This is a quiet pod's steady state, and it costs more than the fresh case when a
+        // stage's own reads of watched files wake it.
+        println!();
+        run_idle(
+            &setup,
+            &pipeline,
+            duration,
+            "after the pipeline run (journals and log files present, no new lines)",
+        )?;
     }
 
     if cli.keep {
@@ -214,6 +266,7 @@ fn find_binaries(cli: &Cli) -> anyhow::Result<Setup> {
         rules,
         fsync: cli.fsync,
         timeout: Duration::from_secs(cli.timeout_secs),
+        progress: cli.progress,
     })
 }
 
@@ -278,19 +331,21 @@ fn forwarder_args(dirs: &RunDirs) -> anyhow::Result<Vec<String>> {
 fn run_collector(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow::Result<Row> {
     let n = generated.total_lines();
     let args = collector_args(setup, dirs, Some("100GiB"));
-    let (wall, usage) = measure_one(setup, "collector", &setup.collector, &args, dirs, || {
-        check_count(
-            observe::commit(&dirs.collected).map(|c| c.records),
-            n,
-            "collected",
-        )
-    })?;
+    let (wall, usage, others_cores) =
+        measure_one(setup, "collector", &setup.collector, &args, dirs, || {
+            check_count(
+                observe::commit(&dirs.collected).map(|c| c.records),
+                n,
+                "collected",
+            )
+        })?;
     Ok(Row {
         stage: "collector".into(),
         records: n,
         wall_s: wall,
         in_bytes: generated.bytes,
         usage,
+        others_cores,
     })
 }
 
@@ -298,20 +353,23 @@ fn run_collector(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow
 fn run_processor(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow::Result<Row> {
     let n = generated.total_lines();
     let in_bytes = observe::journal_bytes(&dirs.collected)?;
+    print_size("collected journal", in_bytes, n);
     let args = processor_args(setup, dirs, Some("100GiB"));
-    let (wall, usage) = measure_one(setup, "processor", &setup.processor, &args, dirs, || {
-        check_count(
-            observe::commit(&dirs.processed).map(|c| c.records),
-            n,
-            "processed",
-        )
-    })?;
+    let (wall, usage, others_cores) =
+        measure_one(setup, "processor", &setup.processor, &args, dirs, || {
+            check_count(
+                observe::commit(&dirs.processed).map(|c| c.records),
+                n,
+                "processed",
+            )
+        })?;
     Ok(Row {
         stage: "processor".into(),
         records: n,
         wall_s: wall,
         in_bytes,
         usage,
+        others_cores,
     })
 }
 
@@ -319,16 +377,19 @@ fn run_processor(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow
 fn run_forwarder(setup: &Setup, dirs: &RunDirs) -> anyhow::Result<Row> {
     let commit = observe::commit(&dirs.processed).context("the processed journal has no commit")?;
     let in_bytes = observe::journal_bytes(&dirs.processed)?;
+    print_size("processed journal", in_bytes, commit.records);
     let args = forwarder_args(dirs)?;
-    let (wall, usage) = measure_one(setup, "forwarder", &setup.forwarder, &args, dirs, || {
-        Ok(observe::cursor(&dirs.processed, "forwarder") == Some(commit.end))
-    })?;
+    let (wall, usage, others_cores) =
+        measure_one(setup, "forwarder", &setup.forwarder, &args, dirs, || {
+            Ok(observe::cursor(&dirs.processed, "forwarder") == Some(commit.end))
+        })?;
     Ok(Row {
         stage: "forwarder".into(),
         records: commit.records,
         wall_s: wall,
         in_bytes,
         usage,
+        others_cores,
     })
 }
 
@@ -338,6 +399,7 @@ fn run_forwarder(setup: &Setup, dirs: &RunDirs) -> anyhow::Result<Row> {
 fn run_pipeline(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow::Result<Vec<Row>> {
     let n = generated.total_lines();
     let forwarder_args = forwarder_args(dirs)?;
+    let load = LoadMeter::start();
     let started = Instant::now();
     let mut procs = vec![
         Proc::spawn(
@@ -359,7 +421,11 @@ fn run_pipeline(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow:
             &dirs.root.join("forwarder.log"),
         )?,
     ];
+    let mut progress = setup.progress.then(|| Progress::new(&procs));
     let done = || -> anyhow::Result<bool> {
+        if let Some(progress) = &mut progress {
+            progress.tick(started, dirs);
+        }
         let Some(commit) = observe::commit(&dirs.processed) else {
             return Ok(false);
         };
@@ -382,12 +448,14 @@ fn run_pipeline(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow:
         peak_rss_kib: sum.peak_rss_kib + u.peak_rss_kib,
         ru_maxrss_kib: sum.ru_maxrss_kib + u.ru_maxrss_kib,
     });
+    let others_cores = load.others_cores(total.cpu_s());
     let mut rows = vec![Row {
         stage: "pipeline".into(),
         records: n,
         wall_s: wall,
         in_bytes: generated.bytes,
         usage: total,
+        others_cores,
     }];
     for (name, usage) in ["collector", "processor", "forwarder"]
         .into_iter()
@@ -399,32 +467,33 @@ fn run_pipeline(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow:
             wall_s: wall,
             in_bytes: generated.bytes,
             usage,
+            others_cores,
         });
     }
     Ok(rows)
 }
 
 /// Runs the three stages with no input for `duration` and prints what they cost.
-fn run_idle(setup: &Setup, dirs: &RunDirs, duration: Duration) -> anyhow::Result<()> {
+fn run_idle(setup: &Setup, dirs: &RunDirs, duration: Duration, label: &str) -> anyhow::Result<()> {
     let forwarder_args = forwarder_args(dirs)?;
     let mut procs = vec![
         Proc::spawn(
             "collector",
             &setup.collector,
             &collector_args(setup, dirs, None),
-            &dirs.root.join("collector.log"),
+            &dirs.root.join("idle-collector.log"),
         )?,
         Proc::spawn(
             "processor",
             &setup.processor,
             &processor_args(setup, dirs, None),
-            &dirs.root.join("processor.log"),
+            &dirs.root.join("idle-processor.log"),
         )?,
         Proc::spawn(
             "forwarder",
             &setup.forwarder,
             &forwarder_args,
-            &dirs.root.join("forwarder.log"),
+            &dirs.root.join("idle-forwarder.log"),
         )?,
     ];
     let warmup = IDLE_WARMUP.min(duration / 2);
@@ -440,7 +509,11 @@ fn run_idle(setup: &Setup, dirs: &RunDirs, duration: Duration) -> anyhow::Result
     let rss_at_end: Vec<Option<u64>> = procs.iter().map(Proc::current_rss_kib).collect();
     let names: Vec<String> = procs.iter().map(|p| p.name.clone()).collect();
     let usages = stop(procs)?;
-    println!("idle: the three stages for {:.0} s with an empty log directory (steady state: after the first {:.0} s)", duration.as_secs_f64(), warmup.as_secs_f64());
+    println!(
+        "idle, {label}: the three stages for {:.0} s (steady state: after the first {:.0} s)",
+        duration.as_secs_f64(),
+        warmup.as_secs_f64()
+    );
     println!(
         "{:<11} {:>8} {:>8} {:>8} {:>17} {:>12} {:>13}",
         "stage", "cpu_s", "user_s", "sys_s", "steady_millicores", "rss_MiB", "peak_rss_MiB"
@@ -466,6 +539,77 @@ fn run_idle(setup: &Setup, dirs: &RunDirs, duration: Duration) -> anyhow::Result
     Ok(())
 }
 
+/// The `--progress` timeline: once a second, how far each journal is and how much CPU each
+/// process and the rest of the machine used in that second.
+struct Progress {
+    pids: Vec<(String, String)>,
+    last: Instant,
+    last_cpu: Vec<f64>,
+    last_busy: f64,
+}
+
+impl Progress {
+    fn new(procs: &[Proc]) -> Self {
+        let pids: Vec<(String, String)> = procs
+            .iter()
+            .map(|p| (p.name.clone(), p.pid().to_string()))
+            .collect();
+        let last_cpu = pids
+            .iter()
+            .map(|(_, pid)| cpu_of(pid).unwrap_or(0.0))
+            .collect();
+        Self {
+            pids,
+            last: Instant::now(),
+            last_cpu,
+            last_busy: machine_busy_s().unwrap_or(0.0),
+        }
+    }
+
+    fn tick(&mut self, started: Instant, dirs: &RunDirs) {
+        let elapsed = self.last.elapsed().as_secs_f64();
+        if elapsed < 1.0 {
+            return;
+        }
+        let busy = machine_busy_s().unwrap_or(0.0);
+        let mut line = format!("t={:6.1}s", started.elapsed().as_secs_f64());
+        let collected = observe::commit(&dirs.collected);
+        let processed = observe::commit(&dirs.processed);
+        let forwarded = observe::cursor(&dirs.processed, "forwarder");
+        let _ = write!(
+            line,
+            " collected={:>9} processed={:>9} processed_end={:?} forwarded={:?} |",
+            collected.map_or(0, |c| c.records),
+            processed.map_or(0, |c| c.records),
+            processed.map(|c| c.end),
+            forwarded,
+        );
+        let mut ours = 0.0;
+        for ((name, pid), last) in self.pids.iter().zip(self.last_cpu.iter_mut()) {
+            let now = cpu_of(pid).unwrap_or(*last);
+            let _ = write!(line, " {name} {:3.0}%", (now - *last) / elapsed * 100.0);
+            ours += now - *last;
+            *last = now;
+        }
+        let _ = write!(
+            line,
+            " others {:3.0}%",
+            ((busy - self.last_busy - ours) / elapsed * 100.0).max(0.0)
+        );
+        self.last_busy = busy;
+        self.last = Instant::now();
+        println!("{line}");
+    }
+}
+
+fn print_size(what: &str, bytes: u64, records: u64) {
+    println!(
+        "{what}: {:.1} MB, {} B/record",
+        bytes as f64 / 1e6,
+        bytes / records.max(1)
+    );
+}
+
 /// Spawns one stage, waits until `done`, stops it, and returns its wall seconds and usage.
 fn measure_one(
     setup: &Setup,
@@ -474,7 +618,8 @@ fn measure_one(
     args: &[String],
     dirs: &RunDirs,
     done: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<(f64, Usage)> {
+) -> anyhow::Result<(f64, Usage, f64)> {
+    let load = LoadMeter::start();
     let started = Instant::now();
     let mut procs = vec![Proc::spawn(
         name,
@@ -490,13 +635,14 @@ fn measure_one(
     )?;
     let wall = started.elapsed().as_secs_f64();
     let usage = stop(procs)?.pop().expect("one process was started");
+    let others = load.others_cores(usage.cpu_s());
     println!(
         "{name}: {wall:.2} s wall, {:.2} s CPU ({:.2} user, {:.2} sys)",
         usage.cpu_s(),
         usage.user_s,
         usage.sys_s
     );
-    Ok((wall, usage))
+    Ok((wall, usage, others))
 }
 
 /// Polls `done` every [`POLL`], sampling the children's memory every [`SAMPLE`] and failing if
@@ -575,7 +721,7 @@ fn check_output(label: &str, out: &Path, generated: &Generated) -> anyhow::Resul
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<12} {:>9} {:>8} {:>10} {:>7} {:>7} {:>13} {:>9} {:>13} {:>7} {:>7}",
+        "{:<12} {:>9} {:>8} {:>10} {:>7} {:>7} {:>13} {:>9} {:>13} {:>7} {:>7} {:>12}",
         "stage",
         "records",
         "wall_s",
@@ -586,13 +732,14 @@ fn print_table(rows: &[Row]) {
         "MB/cpu_s",
         "peak_rss_MiB",
         "user_s",
-        "sys_s"
+        "sys_s",
+        "others_cores"
     );
     for row in rows {
         let cpu = row.usage.cpu_s();
         let mb = row.in_bytes as f64 / 1e6;
         println!(
-            "{:<12} {:>9} {:>8.2} {:>10.0} {:>7.1} {:>7.2} {:>13.0} {:>9.1} {:>13.1} {:>7.2} {:>7.2}",
+            "{:<12} {:>9} {:>8.2} {:>10.0} {:>7.1} {:>7.2} {:>13.0} {:>9.1} {:>13.1} {:>7.2} {:>7.2} {:>12.2}",
             row.stage,
             row.records,
             row.wall_s,
@@ -604,6 +751,7 @@ fn print_table(rows: &[Row]) {
             row.usage.peak_rss_kib as f64 / 1024.0,
             row.usage.user_s,
             row.usage.sys_s,
+            row.others_cores,
         );
     }
     println!("MB = 10^6 bytes of the stage's input: the log files (collector, pipeline), the collected journal");
@@ -611,6 +759,10 @@ fn print_table(rows: &[Row]) {
     println!(
         "three processes; the indented rows are each process's share over the same wall time."
     );
+    println!(
+        "others_cores: CPU used meanwhile by other processes on this machine, in cores; wall times"
+    );
+    println!("are only clean when it is near 0 (cpu_s is the stage's own and barely affected).");
 }
 
 fn print_machine(setup: &Setup, tmp: &Path) {

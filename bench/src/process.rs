@@ -71,6 +71,11 @@ impl Proc {
         })
     }
 
+    /// The child's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
     /// Reads the child's `VmHWM` and keeps the highest value seen.
     pub fn sample(&mut self) {
         if let Some(status) = read_status(self.pid) {
@@ -87,14 +92,7 @@ impl Proc {
 
     /// The child's CPU seconds so far (user + system, from `/proc/<pid>/stat`).
     pub fn cpu_so_far_s(&self) -> Option<f64> {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // Fields after the command name, which is in parentheses and may contain spaces.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split(' ').collect();
-        // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(ticks as f64 / clock_ticks_per_second() as f64)
+        cpu_of(&self.pid.to_string())
     }
 
     /// Fails, with the tail of its log, if the child has already exited.
@@ -182,6 +180,39 @@ impl Drop for Proc {
             let _ = wait4(self.pid, false);
         }
     }
+}
+
+/// CPU seconds (user + system) of `/proc/<pid>` so far; `pid` may be `self`.
+pub fn cpu_of(pid: &str) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of proc(5); `rest` starts at field 3.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / clock_ticks_per_second() as f64)
+}
+
+/// CPU seconds the whole machine spent busy (all cores, everything but idle and iowait) since
+/// boot, from the first line of `/proc/stat`.
+pub fn machine_busy_s() -> Option<f64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 = fields
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    Some(busy as f64 / clock_ticks_per_second() as f64)
 }
 
 fn read_status(pid: libc::pid_t) -> Option<String> {

@@ -121,6 +121,11 @@ impl DirWatcher {
         let wakeup = wakeup.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(event) = &event {
+                if is_read_only_access(event) {
+                    // Our own opens and reads of the directory and its files: waking on them
+                    // would make an idle loop wake itself forever.
+                    return;
+                }
                 on_event(event);
             }
             // Errors here include inotify queue overflow; waking makes the loop rescan.
@@ -151,6 +156,12 @@ impl DirWatcher {
             None => false,
         }
     }
+}
+
+/// Whether `event` only says that something was opened, read or closed without writing.
+fn is_read_only_access(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write))
 }
 
 /// Runs a blocking stage loop on its own thread until it ends or `shutdown` resolves; then
@@ -241,6 +252,28 @@ mod tests {
         let t = Instant::now();
         assert!(!w.wait(Duration::from_secs(5)));
         assert!(t.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_watcher_does_not_wake_on_its_own_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("commit.json"), b"{}").unwrap();
+        let w = Wakeup::new();
+        let _watcher = DirWatcher::start([dir.path()], &w);
+        std::thread::sleep(Duration::from_millis(50));
+        w.wait(Duration::ZERO);
+        let _ = std::fs::read(dir.path().join("commit.json")).unwrap();
+        let _ = std::fs::read_dir(dir.path()).unwrap().count();
+        let t = Instant::now();
+        w.wait(Duration::from_millis(300));
+        assert!(t.elapsed() >= Duration::from_millis(300), "woken by a read");
+        std::fs::write(dir.path().join("commit.json"), b"{\"n\":1}").unwrap();
+        let t = Instant::now();
+        w.wait(Duration::from_secs(5));
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "a write wakes the loop"
+        );
     }
 
     #[tokio::test]
