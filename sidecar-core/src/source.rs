@@ -298,6 +298,8 @@ struct TrackedFile {
     head_len: u64,
     head_hash: u64,
     tail: Option<(u64, u64)>,
+    /// The mtime seen at the last read, to notice writes that did not change the size.
+    modified: Option<SystemTime>,
     detached_since: Option<Instant>,
     last_growth: Instant,
     incomplete_since: Option<Instant>,
@@ -501,6 +503,7 @@ impl Tailer {
             head_len: 0,
             head_hash: xxh3_64(b""),
             tail: None,
+            modified: None,
             detached_since: None,
             last_growth: Instant::now(),
             incomplete_since: None,
@@ -539,6 +542,7 @@ impl Tailer {
                         head_len: file.head_len,
                         head_hash: file.head_hash,
                         tail: Some((file.offset, file.tail_hash)),
+                        modified: None,
                         // Found elsewhere: rotated while we were down. The rescan re-attaches
                         // it if its new path is still watched.
                         detached_since: if at_path { None } else { Some(Instant::now()) },
@@ -762,10 +766,15 @@ fn read_file(
         return outcome;
     };
     let size = meta.len();
-    if size == f.offset && f.incomplete_since.is_none() {
+    let modified = meta.modified().ok();
+    let written = modified != f.modified;
+    f.modified = modified;
+    if size == f.offset && !written && f.incomplete_since.is_none() {
         return outcome;
     }
-    if size < f.offset || (size != f.offset && !head_unchanged(f, size)) {
+    // A write that left the size where it was can still be a truncate-and-rewrite to the
+    // same length: any write re-checks the first bytes.
+    if size < f.offset || (written && !head_unchanged(f, size)) {
         warn!(source = %f.source, path = %f.path.display(), offset = f.offset, size, "File was truncated or replaced in place (copytruncate?); reading it again from the start.");
         metrics.count_event(&f.source, "truncated");
         f.offset = 0;

@@ -322,6 +322,33 @@ impl Pod {
         records
     }
 
+    /// How many records were delivered: lines in the sink's files, counted without decoding.
+    pub fn delivered_count(&self) -> usize {
+        let names: Vec<String> = fs::read_dir(self.path("out"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
+        let mut count = 0;
+        for name in &names {
+            let path = self.path("out").join(name);
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let mut bytes = Vec::new();
+            let read = if name.ends_with(".ndjson.gz") {
+                flate2::read::GzDecoder::new(file).read_to_end(&mut bytes)
+            } else if name.ends_with(".ndjson") && !names.contains(&format!("{name}.gz")) {
+                BufReader::new(file).read_to_end(&mut bytes)
+            } else {
+                continue;
+            };
+            if read.is_ok() {
+                count += bytes.iter().filter(|&&b| b == b'\n').count();
+            }
+        }
+        count
+    }
+
     /// Waits until at least `n` records were delivered; returns them.
     pub fn wait_delivered(&self, n: usize, timeout: Duration) -> Vec<Value> {
         let mut last = Vec::new();
@@ -416,43 +443,68 @@ impl Writer {
     }
 }
 
-/// Checks that every (file, seq) in `expected` arrived exactly once; returns a description of
-/// what is lost and duplicated (empty when all is well).
-pub fn exactly_once(records: &[Value], expected: &[(&str, u64)]) -> String {
+/// What arrived of what was written: per (file, seq), how many times.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Lines written.
+    pub written: u64,
+    /// Records delivered that carry a (file, seq).
+    pub delivered: u64,
+    /// (file, seq) written but never delivered.
+    pub lost: Vec<(String, u64)>,
+    /// (file, seq) delivered more than once.
+    pub duplicated: Vec<(String, u64)>,
+}
+
+/// Counts what of `expected` (file name, lines written as seq 0..n) arrived in `records`.
+pub fn tally(records: &[Value], expected: &[(&str, u64)]) -> Tally {
     let mut seen: HashMap<(String, u64), u32> = HashMap::new();
     for r in records {
         if let (Some(file), Some(seq)) = (r["file"].as_str(), r["seq"].as_u64()) {
             *seen.entry((file.to_owned(), seq)).or_default() += 1;
         }
     }
-    let mut problems = Vec::new();
+    let mut t = Tally {
+        delivered: seen.values().map(|n| u64::from(*n)).sum(),
+        ..Tally::default()
+    };
     for &(file, count) in expected {
-        let lost: Vec<u64> = (0..count)
-            .filter(|s| !seen.contains_key(&(file.to_owned(), *s)))
-            .collect();
-        let dup: Vec<u64> = (0..count)
-            .filter(|s| seen.get(&(file.to_owned(), *s)).is_some_and(|n| *n > 1))
-            .collect();
-        if !lost.is_empty() {
-            problems.push(format!(
-                "{file}: {} lost (first {:?})",
-                lost.len(),
-                &lost[..lost.len().min(10)]
-            ));
-        }
-        if !dup.is_empty() {
-            problems.push(format!(
-                "{file}: {} duplicated (first {:?})",
-                dup.len(),
-                &dup[..dup.len().min(10)]
-            ));
+        t.written += count;
+        for seq in 0..count {
+            match seen.get(&(file.to_owned(), seq)) {
+                None => t.lost.push((file.to_owned(), seq)),
+                Some(n) if *n > 1 => t.duplicated.push((file.to_owned(), seq)),
+                Some(_) => {}
+            }
         }
     }
-    let total: u64 = expected.iter().map(|(_, n)| n).sum();
-    if records.len() as u64 != total && problems.is_empty() {
+    t
+}
+
+/// Checks that every (file, seq) in `expected` arrived exactly once; returns a description of
+/// what is lost and duplicated (empty when all is well).
+pub fn exactly_once(records: &[Value], expected: &[(&str, u64)]) -> String {
+    let t = tally(records, expected);
+    let mut problems = Vec::new();
+    if !t.lost.is_empty() {
         problems.push(format!(
-            "{} records delivered for {total} lines written",
-            records.len()
+            "{} lost (first {:?})",
+            t.lost.len(),
+            &t.lost[..t.lost.len().min(10)]
+        ));
+    }
+    if !t.duplicated.is_empty() {
+        problems.push(format!(
+            "{} duplicated (first {:?})",
+            t.duplicated.len(),
+            &t.duplicated[..t.duplicated.len().min(10)]
+        ));
+    }
+    if records.len() as u64 != t.written && problems.is_empty() {
+        problems.push(format!(
+            "{} records delivered for {} lines written",
+            records.len(),
+            t.written
         ));
     }
     problems.join("; ")

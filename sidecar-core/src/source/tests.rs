@@ -337,3 +337,13 @@ fn a_nul_hole_left_by_a_writer_without_o_append_yields_no_nul_records() {
     assert_eq!(lines(&got), ["cccc"]);
     assert_eq!(got[0].offset, 10);
 }
+
+#[test]
+fn copytruncate_rewritten_to_the_same_length_is_noticed() {
+    let mut h = Harness::new();
+    h.append("a.log", b"line 0001\nline 0002\n");
+    h.collect();
+    std::thread::sleep(Duration::from_millis(20)); // a later mtime, even on coarse clocks
+    fs::write(h.path("a.log"), b"line 0003\nline 0004\n").unwrap();
+    assert_eq!(lines(&h.collect()), ["line 0003", "line 0004"]);
+}
