@@ -226,6 +226,10 @@ pub struct SavedFile {
 pub struct TailPosition {
     /// Every file being read, including rotated ones not yet finished.
     pub files: Vec<SavedFile>,
+    /// When this position was taken (ms since the epoch): files rotated away after it, that
+    /// the collector never saw, are recognised by being modified later.
+    #[serde(default)]
+    pub saved_at_ms: u64,
 }
 
 /// Metrics of the tailer, labelled by source file name.
@@ -528,6 +532,8 @@ impl Tailer {
     }
 
     fn restore(&mut self, saved: TailPosition) {
+        let saved_at = UNIX_EPOCH + Duration::from_millis(saved.saved_at_ms);
+        let sources: HashSet<String> = saved.files.iter().map(|f| f.source.clone()).collect();
         for file in saved.files {
             match find_saved_file(&file) {
                 Ok(Some((tracked_file, path, meta))) => {
@@ -560,6 +566,61 @@ impl Tailer {
                 Err(e) => {
                     warn!(source = %file.source, path = %file.path.display(), error = %e, "Cannot check a saved file; treating it as gone.");
                     self.changed = true;
+                }
+            }
+        }
+        if saved.saved_at_ms > 0 {
+            self.adopt_rotated_while_down(&sources, saved_at);
+        }
+    }
+
+    /// Finds files rotated away while the collector was down that it never saw: named like a
+    /// watched file plus a suffix (`access.log.1`, `access.log-2026…`), not matched by the
+    /// watch globs, unknown, and modified after the last commit. They are read from the start,
+    /// then closed.
+    fn adopt_rotated_while_down(&mut self, sources: &HashSet<String>, saved_at: SystemTime) {
+        for dir_index in 0..self.spec.dirs.len() {
+            let dir = self.spec.dirs[dir_index].dir.clone();
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if self.spec.dirs[dir_index].names.is_match(name)
+                    || self.spec.is_excluded(&path, name)
+                {
+                    continue;
+                }
+                let Some(source) = sources.iter().find(|s| {
+                    name.len() > s.len() + 1
+                        && name.starts_with(s.as_str())
+                        && matches!(name.as_bytes()[s.len()], b'.' | b'-')
+                }) else {
+                    continue;
+                };
+                let Ok(meta) = fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                let key = FileKey::of(&meta);
+                let after_commit = meta.modified().is_ok_and(|m| m > saved_at);
+                if !meta.file_type().is_file()
+                    || !after_commit
+                    || self.files.iter().any(|f| f.key == key)
+                {
+                    continue;
+                }
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
+                warn!(source = %source, path = %path.display(), "Found a file rotated away while the collector was down; reading it from its start.");
+                self.metrics.count_event(source, "rotated_while_down");
+                let source = source.clone();
+                self.track(file, &path, &source, key, meta.len());
+                if let Some(tracked) = self.files.last_mut() {
+                    tracked.detached_since = Some(Instant::now());
                 }
             }
         }
@@ -662,7 +723,12 @@ impl Tailer {
                 tail_hash: tail_hash(f),
             })
             .collect();
-        TailPosition { files }
+        TailPosition {
+            files,
+            saved_at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        }
     }
 }
 

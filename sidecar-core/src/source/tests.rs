@@ -347,3 +347,21 @@ fn copytruncate_rewritten_to_the_same_length_is_noticed() {
     fs::write(h.path("a.log"), b"line 0003\nline 0004\n").unwrap();
     assert_eq!(lines(&h.collect()), ["line 0003", "line 0004"]);
 }
+
+#[test]
+fn a_file_created_and_rotated_away_while_down_is_still_read() {
+    let mut h = Harness::new();
+    h.append("app.log", b"1\n");
+    h.collect();
+    let position = h.tailer.position();
+    std::thread::sleep(Duration::from_millis(20));
+    // While the collector is down: two rotations; the middle file was never seen.
+    fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+    h.append("app.log", b"2\n");
+    fs::rename(h.path("app.log"), h.path("app.log.2")).unwrap();
+    h.append("app.log", b"3\n");
+    h.tailer = Harness::tailer_for(h.dir.path(), &h.options, Some(position));
+    let mut got: Vec<String> = lines(&h.collect()).into_iter().map(str::to_owned).collect();
+    got.sort();
+    assert_eq!(got, ["2", "3"]);
+}
