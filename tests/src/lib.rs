@@ -37,6 +37,18 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Whether the tests run as root (CI does): only root can start a stage as another user.
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -180,6 +192,8 @@ pub struct Pod {
     pub dir: tempfile::TempDir,
     /// Extra flags per stage.
     pub extra_args: HashMap<StageKind, Vec<String>>,
+    /// Run a stage as this uid and gid instead of the test's own (needs root).
+    pub run_as: HashMap<StageKind, u32>,
     starts: u32,
 }
 
@@ -209,6 +223,7 @@ impl Pod {
         Self {
             dir,
             extra_args: HashMap::new(),
+            run_as: HashMap::new(),
             starts: 0,
         }
     }
@@ -251,7 +266,12 @@ impl Pod {
         self.starts += 1;
         let log = d.join(format!("{}.{}.log", kind.binary(), self.starts));
         let out = File::create(&log).unwrap();
-        let child = Command::new(bin(kind.binary()))
+        let mut command = Command::new(bin(kind.binary()));
+        if let Some(&id) = self.run_as.get(&kind) {
+            use std::os::unix::process::CommandExt as _;
+            command.uid(id).gid(id);
+        }
+        let child = command
             .args(&args)
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::null())

@@ -551,6 +551,55 @@ fn partial_line_restart(_opts: &Opts) -> Row {
     row.check(&pod, &[("partial", 2)])
 }
 
+/// Scenario 13: permission denied on a source file, later granted: warned, then read. The
+/// collector runs as another user (nobody), since root ignores file permissions.
+fn permission_denied(_opts: &Opts) -> Row {
+    let mut row = Row::new("13 permission denied, later granted");
+    if !e2e_tests::is_root() {
+        row.note = "not exercised: needs root to start the collector as another user".into();
+        return row;
+    }
+    let mut pod = Pod::new();
+    use std::os::unix::fs::PermissionsExt as _;
+    for (dir, mode) in [("", 0o755), ("logs", 0o755), ("collected", 0o777)] {
+        fs::set_permissions(pod.path(dir), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    pod.run_as.insert(StageKind::Collector, 65534);
+    let mut locked = Writer::open(pod.path("logs/locked.log"), "locked");
+    locked.write(100);
+    fs::set_permissions(
+        pod.path("logs/locked.log"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let stages = pod.start_all();
+    let mut open = Writer::open(pod.path("logs/open.log"), "open");
+    open.write(100);
+    wait_for(&pod, 100);
+    std::thread::sleep(Duration::from_secs(1));
+    let early = pod
+        .delivered()
+        .iter()
+        .filter(|r| r["file"] == "locked")
+        .count();
+    let warned = fs::read_to_string(&stages[0].log)
+        .unwrap_or_default()
+        .contains("Cannot open log file");
+    fs::set_permissions(
+        pod.path("logs/locked.log"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    row = row.check(&pod, &[("locked", 100), ("open", 100)]);
+    if early > 0 {
+        return row.fail("read a file the collector had no permission for");
+    }
+    if !warned {
+        return row.fail("no warning about the unreadable file");
+    }
+    row
+}
+
 /// Scenario 14: Symlinks out of the directory, a directory symlink and a FIFO: nothing outside is read,
 /// nothing hangs.
 fn symlinks_and_fifos(_opts: &Opts) -> Row {
@@ -672,7 +721,7 @@ fn main() {
     let long =
         std::env::var_os("TORTURE_LONG").is_some() || std::env::args().any(|a| a == "--long");
     let opts = Opts { long };
-    let scenarios: [(&str, Scenario); 12] = [
+    let scenarios: [(&str, Scenario); 13] = [
         ("kill9", kill9_under_load),
         ("sigterm", sigterm_under_load),
         ("rotation", rotation_storm),
@@ -683,6 +732,7 @@ fn main() {
         ("churn", churn),
         ("stalled", downstream_stalled),
         ("partial", partial_line_restart),
+        ("permission", permission_denied),
         ("symlinks", symlinks_and_fifos),
         ("badinput", bad_input),
     ];
