@@ -109,6 +109,81 @@ pub fn store_json<T: Serialize>(
     write_atomic(path, &bytes, durability)
 }
 
+/// Where a checkpoint's previous version is kept: `commit.json` → `commit.json.prev`.
+pub fn previous_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".prev");
+    path.with_file_name(name)
+}
+
+/// As [`store_json`], keeping the replaced version as `<name>.prev` (a hard link made before
+/// the rename), so that a current file found corrupt later can fall back to the one before it.
+///
+/// # Errors
+/// As [`write_atomic`].
+pub fn store_json_keeping_previous<T: Serialize>(
+    path: &Path,
+    value: &T,
+    durability: Durability,
+) -> Result<(), CheckpointError> {
+    let previous = previous_path(path);
+    let wrap = |source| CheckpointError::Write {
+        path: previous.clone(),
+        source,
+    };
+    match fs::remove_file(&previous) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(wrap(e)),
+        _ => {}
+    }
+    match fs::hard_link(path, &previous) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(wrap(e)),
+        _ => {}
+    }
+    // The directory fsync in store_json makes the link durable together with the rename.
+    store_json(path, value, durability)
+}
+
+/// A checkpoint as loaded: the current version, or the previous one when the current is corrupt.
+#[derive(Debug)]
+pub enum Loaded<T> {
+    /// The current file.
+    Current(T),
+    /// The current file was corrupt; this is the version before it.
+    Previous {
+        /// The previous version.
+        value: T,
+        /// What was wrong with the current file.
+        error: CheckpointError,
+    },
+}
+
+impl<T> Loaded<T> {
+    /// The value, wherever it came from.
+    pub fn into_value(self) -> T {
+        match self {
+            Loaded::Current(v) | Loaded::Previous { value: v, .. } => v,
+        }
+    }
+}
+
+/// Loads a checkpoint written by [`store_json_keeping_previous`], falling back to its previous
+/// version when the current one is corrupt (empty, garbage, NUL-filled).
+///
+/// # Errors
+/// The current file's error when it is unreadable, or corrupt with no usable previous version.
+pub fn load_json_or_previous<T: DeserializeOwned>(
+    path: &Path,
+) -> Result<Option<Loaded<T>>, CheckpointError> {
+    match load_json(path) {
+        Ok(value) => Ok(value.map(Loaded::Current)),
+        Err(error @ CheckpointError::Corrupt { .. }) => match load_json(&previous_path(path)) {
+            Ok(Some(value)) => Ok(Some(Loaded::Previous { value, error })),
+            _ => Err(error),
+        },
+        Err(error) => Err(error),
+    }
+}
+
 /// Reads a JSON checkpoint; `Ok(None)` when the file does not exist.
 ///
 /// # Errors
@@ -206,6 +281,31 @@ mod tests {
             assert!(matches!(err, CheckpointError::Corrupt { .. }));
             assert!(err.to_string().contains("commit.json is corrupt"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_falls_back_to_the_previous_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commit.json");
+        for offset in [1, 2] {
+            store_json_keeping_previous(&path, &State { version: 1, offset }, Durability::Fsync)
+                .unwrap();
+        }
+        for garbage in [&b""[..], b"\0\0\0\0", b"garbage"] {
+            fs::write(&path, garbage).unwrap();
+            match load_json_or_previous::<State>(&path).unwrap().unwrap() {
+                Loaded::Previous { value, error } => {
+                    assert_eq!(value.offset, 1);
+                    assert!(error.to_string().contains("commit.json is corrupt"));
+                }
+                Loaded::Current(_) => panic!("a corrupt file was accepted"),
+            }
+        }
+        fs::remove_file(previous_path(&path)).unwrap();
+        assert!(
+            load_json_or_previous::<State>(&path).is_err(),
+            "no fallback left: an error"
+        );
     }
 
     #[test]

@@ -22,9 +22,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::checkpoint::{self, CheckpointError, Durability};
+use crate::checkpoint::{self, CheckpointError, Durability, Loaded};
 
 /// The commit file's name inside a journal directory.
 pub const COMMIT_FILE: &str = "commit.json";
@@ -149,7 +149,13 @@ impl<S: DeserializeOwned> Cursor<S> {
     /// When the cursor exists but cannot be read or decoded, or has another version.
     pub fn load(dir: &Path, reader: &str) -> Result<Option<Self>, CheckpointError> {
         let path = Self::path(dir, reader);
-        let cursor: Option<Self> = checkpoint::load_json(&path)?;
+        let cursor = match checkpoint::load_json_or_previous::<Self>(&path)? {
+            Some(Loaded::Previous { value, error }) => {
+                error!(error = %error, "A reader checkpoint is corrupt; using the one before it. Its last batch is delivered again.");
+                Some(value)
+            }
+            other => other.map(Loaded::into_value),
+        };
         if let Some(c) = &cursor {
             checkpoint::check_version(&path, c.version, FORMAT_VERSION)?;
         }
@@ -170,7 +176,7 @@ impl<S: Serialize> Cursor<S> {
     ) -> Result<(), JournalError> {
         let readers = dir.join(READERS_DIR);
         fs::create_dir_all(&readers).map_err(io_err(&readers))?;
-        checkpoint::store_json(&Self::path(dir, reader), self, durability)?;
+        checkpoint::store_json_keeping_previous(&Self::path(dir, reader), self, durability)?;
         Ok(())
     }
 }
@@ -276,14 +282,26 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     pub fn open(dir: &Path, options: JournalOptions) -> Result<(Self, Option<I>), JournalError> {
         fs::create_dir_all(dir.join(READERS_DIR)).map_err(io_err(dir))?;
         let commit_path = dir.join(COMMIT_FILE);
-        let commit: Option<Commit<I>> = checkpoint::load_json(&commit_path)?;
+        let (commit, fell_back) = match checkpoint::load_json_or_previous::<Commit<I>>(
+            &commit_path,
+        )? {
+            None => (None, false),
+            Some(Loaded::Current(c)) => (Some(c), false),
+            Some(Loaded::Previous { value, error }) => {
+                error!(error = %error, "The journal's commit file is corrupt; using the commit before it. Its batch is produced again.");
+                (Some(value), true)
+            }
+        };
         if let Some(c) = &commit {
             checkpoint::check_version(&commit_path, c.version, FORMAT_VERSION)?;
         }
-        let (end, records, input) = match commit {
+        let (mut end, records, input) = match commit {
             Some(c) => (c.end, c.records, Some(c.input)),
             None => (Position::default(), 0, None),
         };
+        if fell_back {
+            end = keep_what_readers_consumed(dir, end, &options.readers)?;
+        }
         remove_uncommitted_segments(dir, end.segment)?;
         let segment = open_segment_at(dir, end)?;
         let writer = Self {
@@ -372,7 +390,7 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             committed_at: crate::record::timestamp_now(),
             input,
         };
-        checkpoint::store_json(
+        checkpoint::store_json_keeping_previous(
             &self.dir.join(COMMIT_FILE),
             &commit,
             self.options.durability,
@@ -535,7 +553,9 @@ impl JournalReader {
     /// When the commit file exists but cannot be read or decoded.
     pub fn committed_end(&self) -> Result<Option<Position>, JournalError> {
         let path = self.dir.join(COMMIT_FILE);
-        let commit: Option<Commit<IgnoredAny>> = checkpoint::load_json(&path)?;
+        // A corrupt commit falls back to the one before it: an earlier end, so never too far.
+        let commit =
+            checkpoint::load_json_or_previous::<Commit<IgnoredAny>>(&path)?.map(Loaded::into_value);
         if let Some(c) = &commit {
             checkpoint::check_version(&path, c.version, FORMAT_VERSION)?;
         }
@@ -651,6 +671,38 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     }
     segments.sort_unstable();
     Ok(segments)
+}
+
+/// After falling back to the previous commit: if a reader already consumed past its end, the
+/// lost commit had covered more. Cutting back would pull records from under the reader, so keep
+/// every complete record on disk instead; the batch produced again then repeats some records,
+/// but none is lost.
+fn keep_what_readers_consumed(
+    dir: &Path,
+    end: Position,
+    readers: &[String],
+) -> Result<Position, JournalError> {
+    let furthest = readers
+        .iter()
+        .filter_map(|r| Cursor::<IgnoredAny>::load(dir, r).ok().flatten())
+        .map(|c| c.position)
+        .max();
+    if furthest.is_none_or(|f| f <= end) {
+        return Ok(end);
+    }
+    let Some(&last) = list_segments(dir).map_err(io_err(dir))?.last() else {
+        return Ok(end);
+    };
+    let path = segment_path(dir, last);
+    let bytes = fs::read(&path).map_err(io_err(&path))?;
+    let complete = memchr::memrchr(b'\n', &bytes).map_or(0, |i| i as u64 + 1);
+    let kept = Position {
+        segment: last,
+        offset: complete,
+    }
+    .max(end);
+    warn!(reader_at = ?furthest, previous_commit = ?end, keeping = ?kept, "A reader consumed past the previous commit; keeping the journal's complete records. Records of the last batch may repeat.");
+    Ok(kept)
 }
 
 fn remove_uncommitted_segments(dir: &Path, committed_segment: u64) -> Result<(), JournalError> {
@@ -851,6 +903,41 @@ mod tests {
         w.housekeeping_at = None;
         assert!(!w.is_backpressured());
         assert_eq!(w.unconsumed_bytes(), 0);
+    }
+
+    #[test]
+    fn a_corrupt_commit_falls_back_to_the_previous_one_without_losing_consumed_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = JournalOptions {
+            readers: vec!["next".into()],
+            ..opts(1 << 20)
+        };
+        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), options.clone()).unwrap();
+        for n in 1..=3 {
+            w.push(&json!({ "n": n }));
+            w.commit(&n).unwrap();
+        }
+        let ends = w.end();
+        drop(w);
+        fs::write(dir.path().join(COMMIT_FILE), b"\0\0\0").unwrap();
+        // No reader went past the previous commit: cut back to it and redo the last batch.
+        let (w, input) = JournalWriter::<u32>::open(dir.path(), options.clone()).unwrap();
+        assert_eq!(input, Some(2));
+        assert_eq!(read_all(dir.path(), Position::default()).0.len(), 2);
+        drop(w);
+        // A reader that consumed the lost commit's batch keeps it: nothing pulled from under it.
+        fs::write(
+            segment_path(dir.path(), 0),
+            b"{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n",
+        )
+        .unwrap();
+        Cursor::new(ends, ())
+            .store(dir.path(), "next", Durability::PageCache)
+            .unwrap();
+        fs::write(dir.path().join(COMMIT_FILE), b"garbage").unwrap();
+        let (w, input) = JournalWriter::<u32>::open(dir.path(), options).unwrap();
+        assert_eq!(input, Some(2), "the commit before the corrupt one");
+        assert_eq!(w.end(), ends);
     }
 
     #[test]
