@@ -140,11 +140,7 @@ impl Cli {
             },
             journal_dir: self.journal_dir,
             journal: JournalOptions {
-                durability: if self.fsync {
-                    Durability::Fsync
-                } else {
-                    Durability::PageCache
-                },
+                durability: Durability::from_fsync_flag(self.fsync),
                 max_unconsumed_bytes: self.max_unconsumed.0,
                 retention_max_bytes: self.retention_bytes.0,
                 retention_max_age: self.retention_age.0,

@@ -63,6 +63,17 @@ pub enum Durability {
     PageCache,
 }
 
+impl Durability {
+    /// The durability an `--fsync` flag asks for.
+    pub fn from_fsync_flag(fsync: bool) -> Self {
+        if fsync {
+            Durability::Fsync
+        } else {
+            Durability::PageCache
+        }
+    }
+}
+
 /// Replaces `path` with `bytes` atomically.
 ///
 /// # Errors
