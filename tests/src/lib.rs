@@ -266,11 +266,20 @@ impl Pod {
         self.starts += 1;
         let log = d.join(format!("{}.{}.log", kind.binary(), self.starts));
         let out = File::create(&log).unwrap();
-        let mut command = Command::new(bin(kind.binary()));
-        if let Some(&id) = self.run_as.get(&kind) {
-            use std::os::unix::process::CommandExt as _;
-            command.uid(id).gid(id);
-        }
+        let mut command = match self.run_as.get(&kind) {
+            Some(&id) => {
+                use std::os::unix::process::CommandExt as _;
+                // The build tree may sit in a directory only its owner can enter: run a copy.
+                let copy = d.join(kind.binary());
+                if !copy.exists() {
+                    fs::copy(bin(kind.binary()), &copy).unwrap();
+                }
+                let mut command = Command::new(copy);
+                command.uid(id).gid(id);
+                command
+            }
+            None => Command::new(bin(kind.binary())),
+        };
         let child = command
             .args(&args)
             .env("RUST_BACKTRACE", "0")
