@@ -300,11 +300,11 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             None => (Position::default(), 0, None),
         };
         if fell_back {
-            end = keep_what_readers_consumed(dir, end, &options.readers)?;
+            end = keep_complete_records(dir, end)?;
         }
         remove_uncommitted_segments(dir, end.segment)?;
         let segment = open_segment_at(dir, end)?;
-        let writer = Self {
+        let mut writer = Self {
             metrics: JournalMetrics::default(),
             dir: dir.to_owned(),
             options,
@@ -318,6 +318,10 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             unconsumed_bytes: 0,
             _input: PhantomData,
         };
+        if let (true, Some(input)) = (fell_back, &input) {
+            // Replace the corrupt file at once, so readers see the records that were kept.
+            writer.commit(input)?;
+        }
         Ok((writer, input))
     }
 
@@ -673,23 +677,11 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(segments)
 }
 
-/// After falling back to the previous commit: if a reader already consumed past its end, the
-/// lost commit had covered more. Cutting back would pull records from under the reader, so keep
-/// every complete record on disk instead; the batch produced again then repeats some records,
-/// but none is lost.
-fn keep_what_readers_consumed(
-    dir: &Path,
-    end: Position,
-    readers: &[String],
-) -> Result<Position, JournalError> {
-    let furthest = readers
-        .iter()
-        .filter_map(|r| Cursor::<IgnoredAny>::load(dir, r).ok().flatten())
-        .map(|c| c.position)
-        .max();
-    if furthest.is_none_or(|f| f <= end) {
-        return Ok(end);
-    }
+/// After falling back to the previous commit: the lost commit covered more than it, and a
+/// reader may already have read (or be reading) records past its end. Cutting back would pull
+/// them from under the reader, so every complete record on disk is kept as committed; the input
+/// resumed from the previous commit then repeats some records, but none is lost.
+fn keep_complete_records(dir: &Path, end: Position) -> Result<Position, JournalError> {
     let Some(&last) = list_segments(dir).map_err(io_err(dir))?.last() else {
         return Ok(end);
     };
@@ -701,7 +693,7 @@ fn keep_what_readers_consumed(
         offset: complete,
     }
     .max(end);
-    warn!(reader_at = ?furthest, previous_commit = ?end, keeping = ?kept, "A reader consumed past the previous commit; keeping the journal's complete records. Records of the last batch may repeat.");
+    warn!(previous_commit = ?end, keeping = ?kept, "Keeping every complete record in the journal; records of the last batch may repeat.");
     Ok(kept)
 }
 
@@ -906,38 +898,31 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_commit_falls_back_to_the_previous_one_without_losing_consumed_records() {
+    fn a_corrupt_commit_falls_back_to_the_previous_one_keeping_every_complete_record() {
         let dir = tempfile::tempdir().unwrap();
-        let options = JournalOptions {
-            readers: vec!["next".into()],
-            ..opts(1 << 20)
-        };
-        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), options.clone()).unwrap();
+        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
         for n in 1..=3 {
             w.push(&json!({ "n": n }));
             w.commit(&n).unwrap();
         }
         let ends = w.end();
         drop(w);
-        fs::write(dir.path().join(COMMIT_FILE), b"\0\0\0").unwrap();
-        // No reader went past the previous commit: cut back to it and redo the last batch.
-        let (w, input) = JournalWriter::<u32>::open(dir.path(), options.clone()).unwrap();
-        assert_eq!(input, Some(2));
-        assert_eq!(read_all(dir.path(), Position::default()).0.len(), 2);
-        drop(w);
-        // A reader that consumed the lost commit's batch keeps it: nothing pulled from under it.
-        fs::write(
-            segment_path(dir.path(), 0),
-            b"{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n",
-        )
-        .unwrap();
-        Cursor::new(ends, ())
-            .store(dir.path(), "next", Durability::PageCache)
+        // A torn record past the last commit, and the commit file itself damaged.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(segment_path(dir.path(), 0))
             .unwrap();
-        fs::write(dir.path().join(COMMIT_FILE), b"garbage").unwrap();
-        let (w, input) = JournalWriter::<u32>::open(dir.path(), options).unwrap();
-        assert_eq!(input, Some(2), "the commit before the corrupt one");
+        f.write_all(b"{\"n\":4,\"to").unwrap();
+        fs::write(dir.path().join(COMMIT_FILE), b"\0\0\0").unwrap();
+        let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        assert_eq!(
+            input,
+            Some(2),
+            "the input of the commit before the corrupt one"
+        );
+        // A reader may have read record 3 already: it stays, and only the torn bytes go.
         assert_eq!(w.end(), ends);
+        assert_eq!(read_all(dir.path(), Position::default()).0.len(), 3);
     }
 
     #[test]
