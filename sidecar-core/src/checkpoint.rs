@@ -127,8 +127,9 @@ pub fn previous_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// As [`store_json`], keeping the replaced version as `<name>.prev` (a hard link made before
-/// the rename), so that a current file found corrupt later can fall back to the one before it.
+/// As [`store_json`], keeping the replaced version as `<name>.prev`, so that a current file
+/// found corrupt later can fall back to the one before it. The very first version is kept as its
+/// own previous one (a copy), so there is always a fallback once anything was stored.
 ///
 /// # Errors
 /// As [`write_atomic`].
@@ -138,20 +139,30 @@ pub fn store_json_keeping_previous<T: Serialize>(
     durability: Durability,
 ) -> Result<(), CheckpointError> {
     let previous = previous_path(path);
-    let wrap = |source| CheckpointError::Write {
-        path: previous.clone(),
-        source,
-    };
-    match fs::remove_file(&previous) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(wrap(e)),
-        _ => {}
-    }
-    match fs::hard_link(path, &previous) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(wrap(e)),
-        _ => {}
+    if path.exists() {
+        link_replacing(path, &previous)?;
+    } else {
+        // A copy, not a link: a link would share the first file's bytes and its damage.
+        store_json(&previous, value, durability)?;
     }
     // The directory fsync in store_json makes the link durable together with the rename.
     store_json(path, value, durability)
+}
+
+/// Makes `link` another name of `target`, replacing `link` atomically: a crash leaves either
+/// the old or the new `link`, never none.
+fn link_replacing(target: &Path, link: &Path) -> Result<(), CheckpointError> {
+    let staging = temp_path(link);
+    let wrap = |source| CheckpointError::Write {
+        path: link.to_owned(),
+        source,
+    };
+    match fs::remove_file(&staging) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(wrap(e)),
+        _ => {}
+    }
+    fs::hard_link(target, &staging).map_err(wrap)?;
+    fs::rename(&staging, link).map_err(wrap)
 }
 
 /// A checkpoint as loaded: the current version, or the previous one when the current is corrupt.
@@ -317,6 +328,30 @@ mod tests {
             load_json_or_previous::<State>(&path).is_err(),
             "no fallback left: an error"
         );
+    }
+
+    #[test]
+    fn the_first_version_is_its_own_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commit.json");
+        store_json_keeping_previous(
+            &path,
+            &State {
+                version: 1,
+                offset: 7,
+            },
+            Durability::Fsync,
+        )
+        .unwrap();
+        fs::write(&path, b"").unwrap();
+        let loaded = load_json_or_previous::<State>(&path).unwrap().unwrap();
+        assert!(matches!(
+            loaded,
+            Loaded::Previous {
+                value: State { offset: 7, .. },
+                ..
+            }
+        ));
     }
 
     #[test]

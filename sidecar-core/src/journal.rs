@@ -282,15 +282,20 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     pub fn open(dir: &Path, options: JournalOptions) -> Result<(Self, Option<I>), JournalError> {
         fs::create_dir_all(dir.join(READERS_DIR)).map_err(io_err(dir))?;
         let commit_path = dir.join(COMMIT_FILE);
-        let (commit, fell_back) = match checkpoint::load_json_or_previous::<Commit<I>>(
-            &commit_path,
-        )? {
-            None => (None, false),
-            Some(Loaded::Current(c)) => (Some(c), false),
-            Some(Loaded::Previous { value, error }) => {
-                error!(error = %error, "The journal's commit file is corrupt; using the commit before it. Its batch is produced again.");
+        let (commit, fell_back) = match checkpoint::load_json_or_previous::<Commit<I>>(&commit_path)
+        {
+            Ok(None) => (None, false),
+            Ok(Some(Loaded::Current(c))) => (Some(c), false),
+            Ok(Some(Loaded::Previous { value, error })) => {
+                error!(error = %error, "The journal's commit file is corrupt; using the commit before it.");
                 (Some(value), true)
             }
+            Err(error @ CheckpointError::Corrupt { .. }) => {
+                // Refusing to start would crash-loop the pod; repeating records loses nothing.
+                error!(error = %error, "The journal's commit file and its previous version are both unusable; keeping every complete record and reading the input again from its start, so its records repeat.");
+                (None, true)
+            }
+            Err(error) => return Err(error.into()),
         };
         if let Some(c) = &commit {
             checkpoint::check_version(&commit_path, c.version, FORMAT_VERSION)?;
@@ -926,12 +931,19 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_commit_file_is_an_error_naming_it() {
+    fn a_corrupt_commit_without_a_previous_keeps_the_records_and_restarts_the_input() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(COMMIT_FILE), b"").unwrap();
-        let err = JournalWriter::<u32>::open(dir.path(), opts(100))
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("commit.json is corrupt"), "{err}");
+        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        w.push(&1u32);
+        w.push(&2u32);
+        w.commit(&2).unwrap();
+        let ends = w.end();
+        drop(w);
+        for name in [COMMIT_FILE, "commit.json.prev"] {
+            fs::write(dir.path().join(name), b"").unwrap();
+        }
+        let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        assert_eq!(input, None, "the input starts again");
+        assert_eq!(w.end(), ends, "no record is dropped");
     }
 }
