@@ -217,7 +217,7 @@ fn collect(
         health.beat();
         tailer.rescan();
         backpressured = journal.is_backpressured();
-        let more = !backpressured && read_and_commit(config, &mut journal, &mut tailer)?;
+        let more = !backpressured && read_and_commit(config, &mut journal, &mut tailer, wakeup)?;
         if stats_at.elapsed() >= Duration::from_secs(5) {
             write_stats(config, &journal, &mut tailer, backpressured);
             stats_at = Instant::now();
@@ -237,7 +237,7 @@ fn collect(
     // In the pod the apps stop before the sidecars, so what the files hold now is final: read
     // it to the end once and commit it before exiting, within the grace period.
     tailer.rescan();
-    while read_and_commit(config, &mut journal, &mut tailer)? {
+    while read_and_commit(config, &mut journal, &mut tailer, wakeup)? {
         health.beat();
     }
     write_stats(config, &journal, &mut tailer, backpressured);
@@ -250,6 +250,7 @@ fn read_and_commit(
     config: &CollectorConfig,
     journal: &mut JournalWriter<TailPosition>,
     tailer: &mut Tailer,
+    wakeup: &Wakeup,
 ) -> anyhow::Result<bool> {
     let collected_at = timestamp_now();
     let more = tailer
@@ -258,10 +259,12 @@ fn read_and_commit(
         })
         .more;
     let changed = tailer.take_changed();
-    if journal.pending_records() > 0 || changed {
-        journal
-            .commit(&tailer.position())
-            .context("committing to the collected journal")?;
+    if (journal.pending_records() > 0 || changed)
+        && !journal
+            .commit_when_space(&tailer.position(), wakeup)
+            .context("committing to the collected journal")?
+    {
+        anyhow::bail!("stopped while the collected journal's volume was full: the last commit stands and the rest is read again on restart");
     }
     Ok(more)
 }

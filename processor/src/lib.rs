@@ -201,6 +201,7 @@ fn process(
         journal,
         reader,
         metrics,
+        wakeup,
         stats: ProcessingStats::default(),
         buf: Vec::new(),
         warned_behind: false,
@@ -238,6 +239,7 @@ struct Stage<'a> {
     journal: JournalWriter<ProcessorInput>,
     reader: JournalReader,
     metrics: &'a Metrics,
+    wakeup: &'a Wakeup,
     stats: ProcessingStats,
     buf: Vec<u8>,
     warned_behind: bool,
@@ -269,9 +271,13 @@ impl Stage<'_> {
                 self.metrics,
             );
             let position = self.reader.position();
-            self.journal
-                .commit(&ProcessorInput { position })
-                .context("committing to the processed journal")?;
+            if !self
+                .journal
+                .commit_when_space(&ProcessorInput { position }, self.wakeup)
+                .context("committing to the processed journal")?
+            {
+                anyhow::bail!("stopped while the processed journal's volume was full: the last commit stands and the rest is processed again on restart");
+            }
             publish_cursor(&self.config.input_dir, position);
         }
         Ok(self.reader.position() < end)

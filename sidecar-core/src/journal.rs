@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::checkpoint::{self, CheckpointError, Durability, Loaded};
+use crate::signal::Wakeup;
 
 /// The commit file's name inside a journal directory.
 pub const COMMIT_FILE: &str = "commit.json";
@@ -77,6 +78,22 @@ pub enum JournalError {
         /// The journal directory.
         dir: PathBuf,
     },
+}
+
+impl JournalError {
+    /// Whether the error is a full disk or an exhausted quota: the writer stays usable and the
+    /// same commit can be tried again once space returns.
+    pub fn is_out_of_space(&self) -> bool {
+        let source = match self {
+            JournalError::Io { source, .. }
+            | JournalError::Checkpoint(CheckpointError::Write { source, .. }) => source,
+            _ => return false,
+        };
+        matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
@@ -223,6 +240,7 @@ pub struct JournalMetrics {
     bytes: Counter,
     unconsumed_bytes: Gauge,
     backpressured: Gauge,
+    out_of_space: Gauge,
 }
 
 impl JournalMetrics {
@@ -252,6 +270,11 @@ impl JournalMetrics {
             format!("{prefix}_journal_backpressured"),
             "1 while the writer pauses because readers lag past the cap",
             self.backpressured.clone(),
+        );
+        registry.register(
+            format!("{prefix}_journal_out_of_space"),
+            "1 while commits wait for space on the journal's volume",
+            self.out_of_space.clone(),
         );
     }
 }
@@ -360,8 +383,10 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     /// Appends the pending batch, makes it durable, then commits it with `input`.
     ///
     /// # Errors
-    /// Any I/O failure. The on-disk commit then still names the previous end and input, and
-    /// the writer refuses further use: reopen it (restart) to recover from disk.
+    /// Any I/O failure. The on-disk commit then still names the previous end and input. When
+    /// the disk is full ([`JournalError::is_out_of_space`]) the uncommitted bytes are cut off
+    /// again and the batch stays pending, so the same commit can be retried; after any other
+    /// failure the writer refuses further use: reopen it (restart) to recover from disk.
     pub fn commit(&mut self, input: &I) -> Result<(), JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned {
@@ -369,10 +394,44 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             });
         }
         let result = self.try_commit(input);
-        if result.is_err() {
-            self.poisoned = true;
+        if let Err(error) = &result {
+            self.poisoned = !(error.is_out_of_space() && self.cut_back_to_committed_end());
         }
         result
+    }
+
+    /// As [`JournalWriter::commit`], but a full disk is waited out: the commit is retried with
+    /// backoff until it succeeds. Returns false when `wakeup` stops the stage first (the last
+    /// commit then stands and the batch is redone on restart).
+    ///
+    /// # Errors
+    /// Any failure other than a full disk.
+    pub fn commit_when_space(&mut self, input: &I, wakeup: &Wakeup) -> Result<bool, JournalError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.commit(input) {
+                Ok(()) => {
+                    self.metrics.out_of_space.set(0);
+                    return Ok(true);
+                }
+                Err(error) if error.is_out_of_space() => {
+                    if self.metrics.out_of_space.set(1) == 0 {
+                        error!(error = %error, dir = %self.dir.display(), "The journal's volume is full; holding the batch and retrying the commit until space returns. Nothing is committed (or lost) meanwhile.");
+                    }
+                    if wakeup.sleep(backoff) {
+                        return Ok(false);
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// After a failed commit, cuts the current segment back to the committed end so the
+    /// pending batch can be written again. Returns whether that worked.
+    fn cut_back_to_committed_end(&mut self) -> bool {
+        self.segment.set_len(self.end.offset).is_ok()
     }
 
     fn try_commit(&mut self, input: &I) -> Result<(), JournalError> {

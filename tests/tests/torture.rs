@@ -585,6 +585,96 @@ fn downstream_stalled(opts: &Opts) -> Row {
     row
 }
 
+/// A tmpfs mounted for the length of a scenario (unmounted on drop, also after a panic).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> std::io::Result<Self> {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()?;
+        if status.success() {
+            Ok(Self(at.to_owned()))
+        } else {
+            Err(std::io::Error::other(format!("mount exited with {status}")))
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["--lazy"])
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the volume holding `dir` with a ballast file until the disk says it is full.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("ballast");
+    let mut file = fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while file
+        .write_all(&chunk)
+        .and_then(|()| file.sync_data())
+        .is_ok()
+    {}
+    path
+}
+
+/// Scenario 11: the collected journal's volume (a small tmpfs the harness mounts) fills up under
+/// load: the collector holds its batch and retries the commit, the commit files stay whole,
+/// and once space returns everything arrives exactly once.
+fn disk_full(_opts: &Opts) -> Row {
+    let mut row = Row::new("11 disk full on the collected volume");
+    if !e2e_tests::is_root() {
+        row.note = "not exercised: needs root to mount a tmpfs".into();
+        return row;
+    }
+    let pod = Pod::new();
+    let mount = match Tmpfs::mount(&pod.path("collected"), "8m") {
+        Ok(m) => m,
+        Err(e) => {
+            row.note = format!("not exercised: cannot mount a tmpfs ({e})");
+            return row;
+        }
+    };
+    let mut pod = pod;
+    let stages = pod.start_all();
+    let mut w = Writer::open(pod.path("logs/full.log"), "full");
+    w.write(1_000);
+    wait_for(&pod, 1_000);
+    let ballast = fill(&pod.path("collected"));
+    let load = Load::start(&pod.path("logs"), &["access", "job"], 5_000, None);
+    let waiting = wait_until(Duration::from_secs(20), || {
+        e2e_tests::http_get(stages[0].port, "/metrics")
+            .is_ok_and(|(_, body)| body.contains("collector_journal_out_of_space 1"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let (mut counts, _) = load.finish();
+    let commits_whole = ["collected/commit.json", "collected/commit.json.prev"]
+        .iter()
+        .all(|f| {
+            serde_json::from_slice::<serde_json::Value>(&fs::read(pod.path(f)).unwrap_or_default())
+                .is_ok()
+        });
+    fs::remove_file(ballast).unwrap();
+    counts.push(("full".into(), w.next));
+    let row = row.check(&pod, &expected(&counts));
+    drop(stages);
+    drop(mount);
+    if !waiting {
+        return row.fail("the collector never reported out_of_space 1 in /metrics");
+    }
+    if !commits_whole {
+        return row.fail("a commit file was not valid JSON while the disk was full");
+    }
+    row
+}
+
 /// Scenario 12: Partial last line across a restart: arrives once, whole.
 fn partial_line_restart(_opts: &Opts) -> Row {
     let row = Row::new("12 partial line across restart");
@@ -770,7 +860,7 @@ fn main() {
     let long =
         std::env::var_os("TORTURE_LONG").is_some() || std::env::args().any(|a| a == "--long");
     let opts = Opts { long };
-    let scenarios: [(&str, Scenario); 14] = [
+    let scenarios: [(&str, Scenario); 15] = [
         ("kill9", kill9_under_load),
         ("sigterm", sigterm_under_load),
         ("corrupt", corrupt_checkpoints),
@@ -781,6 +871,7 @@ fn main() {
         ("deleted", deleted_before_read),
         ("churn", churn),
         ("stalled", downstream_stalled),
+        ("diskfull", disk_full),
         ("partial", partial_line_restart),
         ("permission", permission_denied),
         ("symlinks", symlinks_and_fifos),
