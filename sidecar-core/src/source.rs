@@ -9,7 +9,7 @@
 //! so a line is complete, partial (after an idle timeout) or split (over the length limit) —
 //! and each of those exactly once. An incomplete last line is left for the next read.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -230,7 +230,14 @@ pub struct TailPosition {
     /// the collector never saw, are recognised by being modified later.
     #[serde(default)]
     pub saved_at_ms: u64,
+    /// Rotated files read to their end and closed, the most recent [`FINISHED_REMEMBERED`]:
+    /// after a restart they are not mistaken for files rotated while the collector was down.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finished: Vec<SavedFile>,
 }
+
+/// How many finished rotated files a position remembers.
+pub const FINISHED_REMEMBERED: usize = 64;
 
 /// Metrics of the tailer, labelled by source file name.
 #[derive(Debug, Clone, Default)]
@@ -330,7 +337,7 @@ pub struct Tailer {
     early_rx: mpsc::Receiver<EarlyOpen>,
     options: TailOptions,
     files: Vec<TrackedFile>,
-    to_restore: Option<TailPosition>,
+    finished: VecDeque<SavedFile>,
     unreadable: HashSet<PathBuf>,
     buf: Vec<u8>,
     next_file: usize,
@@ -348,20 +355,25 @@ impl Tailer {
         metrics: SourceMetrics,
     ) -> Self {
         let (early_tx, early_rx) = mpsc::channel();
-        Self {
+        let mut tailer = Self {
             spec,
             early_tx,
             early_rx,
             options,
             files: Vec::new(),
-            to_restore: position,
+            finished: VecDeque::new(),
             unreadable: HashSet::new(),
             buf: Vec::new(),
             next_file: 0,
             changed: false,
             generation: 0,
             metrics,
+        };
+        // Restored at once, so that position() is the saved one until files are read again.
+        if let Some(saved) = position {
+            tailer.restore(saved);
         }
+        tailer
     }
 
     /// The directories to watch for changes.
@@ -407,12 +419,8 @@ impl Tailer {
         std::mem::take(&mut self.changed)
     }
 
-    /// Lists the watched directories: picks up new files, notices rotated and deleted ones,
-    /// and on the first call re-finds the files of the saved position.
+    /// Lists the watched directories: picks up new files, notices rotated and deleted ones.
     pub fn rescan(&mut self) {
-        if let Some(saved) = self.to_restore.take() {
-            self.restore(saved);
-        }
         while let Ok((path, name, file)) = self.early_rx.try_recv() {
             if let Ok(meta) = file.metadata() {
                 let key = FileKey::of(&meta);
@@ -533,28 +541,16 @@ impl Tailer {
 
     fn restore(&mut self, saved: TailPosition) {
         let saved_at = UNIX_EPOCH + Duration::from_millis(saved.saved_at_ms);
-        let sources: HashSet<String> = saved.files.iter().map(|f| f.source.clone()).collect();
+        let sources: HashSet<String> = (saved.files.iter().chain(&saved.finished))
+            .map(|f| f.source.clone())
+            .collect();
         for file in saved.files {
             match find_saved_file(&file) {
-                Ok(Some((tracked_file, path, meta))) => {
-                    let at_path = path == file.path;
-                    let tracked = TrackedFile {
-                        key: FileKey::of(&meta),
-                        file: tracked_file,
-                        path,
-                        source: file.source.clone(),
-                        source_id: file.source_id,
-                        offset: file.offset,
-                        head_len: file.head_len,
-                        head_hash: file.head_hash,
-                        tail: Some((file.offset, file.tail_hash)),
-                        modified: None,
-                        // Found elsewhere: rotated while we were down. The rescan re-attaches
-                        // it if its new path is still watched.
-                        detached_since: if at_path { None } else { Some(Instant::now()) },
-                        last_growth: Instant::now(),
-                        incomplete_since: None,
-                    };
+                Ok(Some((opened, path, meta))) => {
+                    // Found elsewhere: rotated while we were down. The rescan re-attaches it if
+                    // its new path is still watched.
+                    let detached = path != file.path;
+                    let tracked = resumed(&file, opened, path, &meta, detached);
                     info!(source = %file.source, path = %tracked.path.display(), offset = file.offset, "Resuming file at its committed offset.");
                     self.files.push(tracked);
                 }
@@ -569,9 +565,29 @@ impl Tailer {
                 }
             }
         }
+        for file in saved.finished {
+            // A rotated file read to its end and closed: still finished unless it grew since.
+            if let Ok(Some((opened, path, meta))) = find_saved_file(&file) {
+                if meta.len() > file.offset {
+                    info!(source = %file.source, path = %path.display(), offset = file.offset, "A finished rotated file grew; reading its new lines.");
+                    self.files.push(resumed(&file, opened, path, &meta, true));
+                } else {
+                    self.finished.push_back(file);
+                }
+            }
+        }
         if saved.saved_at_ms > 0 {
             self.adopt_rotated_while_down(&sources, saved_at);
         }
+    }
+
+    /// Remembers a closed rotated file, so that a restart does not take it for one rotated
+    /// while the collector was down and read it again.
+    fn remember_finished(&mut self, file: SavedFile) {
+        if self.finished.len() == FINISHED_REMEMBERED {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(file);
     }
 
     /// Finds files rotated away while the collector was down that it never saw: named like a
@@ -606,10 +622,12 @@ impl Tailer {
                 };
                 let key = FileKey::of(&meta);
                 let after_commit = meta.modified().is_ok_and(|m| m > saved_at);
-                if !meta.file_type().is_file()
-                    || !after_commit
-                    || self.files.iter().any(|f| f.key == key)
-                {
+                let known = self.files.iter().any(|f| f.key == key)
+                    || self
+                        .finished
+                        .iter()
+                        .any(|f| f.dev == key.dev && f.ino == key.ino);
+                if !meta.file_type().is_file() || !after_commit || known {
                     continue;
                 }
                 let Ok(file) = File::open(&path) else {
@@ -697,7 +715,9 @@ impl Tailer {
                     outcome.bytes += emitted.bytes;
                 }
                 info!(source = %tracked.source, path = %tracked.path.display(), offset = tracked.offset, "Finished a rotated or deleted file; closing it.");
-                self.files.swap_remove(index);
+                let mut closed = self.files.swap_remove(index);
+                let saved = saved_file(&mut closed);
+                self.remember_finished(saved);
                 self.changed = true;
                 continue;
             }
@@ -708,27 +728,28 @@ impl Tailer {
 
     /// The position to commit: every open file with its offset and fingerprints.
     pub fn position(&mut self) -> TailPosition {
-        let files = self
-            .files
-            .iter_mut()
-            .map(|f| SavedFile {
-                source: f.source.clone(),
-                path: f.path.clone(),
-                dev: f.key.dev,
-                ino: f.key.ino,
-                source_id: f.source_id,
-                offset: f.offset,
-                head_len: f.head_len,
-                head_hash: f.head_hash,
-                tail_hash: tail_hash(f),
-            })
-            .collect();
         TailPosition {
-            files,
+            files: self.files.iter_mut().map(saved_file).collect(),
             saved_at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            finished: self.finished.iter().cloned().collect(),
         }
+    }
+}
+
+/// What the position keeps of a tracked file.
+fn saved_file(f: &mut TrackedFile) -> SavedFile {
+    SavedFile {
+        source: f.source.clone(),
+        path: f.path.clone(),
+        dev: f.key.dev,
+        ino: f.key.ino,
+        source_id: f.source_id,
+        offset: f.offset,
+        head_len: f.head_len,
+        head_hash: f.head_hash,
+        tail_hash: tail_hash(f),
     }
 }
 
@@ -748,6 +769,31 @@ fn hash_range(file: &File, from: u64, to: u64) -> io::Result<u64> {
     let mut bytes = vec![0u8; (to - from) as usize];
     file.read_exact_at(&mut bytes, from)?;
     Ok(xxh3_64(&bytes))
+}
+
+/// A tracked file resumed at a saved offset, keeping its source id.
+fn resumed(
+    saved: &SavedFile,
+    file: File,
+    path: PathBuf,
+    meta: &fs::Metadata,
+    detached: bool,
+) -> TrackedFile {
+    TrackedFile {
+        key: FileKey::of(meta),
+        file,
+        path,
+        source: saved.source.clone(),
+        source_id: saved.source_id,
+        offset: saved.offset,
+        head_len: saved.head_len,
+        head_hash: saved.head_hash,
+        tail: Some((saved.offset, saved.tail_hash)),
+        modified: None,
+        detached_since: detached.then(Instant::now),
+        last_growth: Instant::now(),
+        incomplete_since: None,
+    }
 }
 
 /// Finds a saved file again: at its path, or anywhere in its directory (rotated while the
