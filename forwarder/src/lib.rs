@@ -144,7 +144,7 @@ pub async fn run(
         metrics.undecodable.clone(),
     );
     let cursor =
-        Cursor::<ForwarderState>::load(&config.input_dir, READER_NAME).with_context(|| {
+        Cursor::<ForwarderState>::load_own(&config.input_dir, READER_NAME).with_context(|| {
             format!(
                 "reading the forwarder checkpoint in {}",
                 config.input_dir.display()

@@ -83,6 +83,13 @@ pub fn write_atomic(
     bytes: &[u8],
     durability: Durability,
 ) -> Result<(), CheckpointError> {
+    replace_file(path, bytes, durability)?;
+    sync_dir_of(path, durability)
+}
+
+/// Writes `bytes` to a temp file (synced when asked) and renames it over `path`; the
+/// directory entry is not synced.
+fn replace_file(path: &Path, bytes: &[u8], durability: Durability) -> Result<(), CheckpointError> {
     let wrap = |source| CheckpointError::Write {
         path: path.to_owned(),
         source,
@@ -99,11 +106,26 @@ pub fn write_atomic(
         file.sync_data().map_err(wrap)?;
     }
     drop(file);
-    fs::rename(&tmp, path).map_err(wrap)?;
+    fs::rename(&tmp, path).map_err(wrap)
+}
+
+/// Makes renames in `path`'s directory durable, when asked.
+fn sync_dir_of(path: &Path, durability: Durability) -> Result<(), CheckpointError> {
     if durability == Durability::Fsync {
-        sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(wrap)?;
+        sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(|source| {
+            CheckpointError::Write {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
     }
     Ok(())
+}
+
+fn json_line<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(value).expect("checkpoint types serialise infallibly");
+    bytes.push(b'\n');
+    bytes
 }
 
 /// Serialises `value` as JSON and replaces `path` with it atomically.
@@ -115,66 +137,67 @@ pub fn store_json<T: Serialize>(
     value: &T,
     durability: Durability,
 ) -> Result<(), CheckpointError> {
-    let mut bytes = serde_json::to_vec(value).expect("checkpoint types serialise infallibly");
-    bytes.push(b'\n');
-    write_atomic(path, &bytes, durability)
+    write_atomic(path, &json_line(value), durability)
 }
 
-/// Where a checkpoint's previous version is kept: `commit.json` → `commit.json.prev`.
-pub fn previous_path(path: &Path) -> PathBuf {
+/// Where a checkpoint's backup copy is kept: `commit.json` → `commit.json.backup`.
+pub fn backup_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".prev");
+    name.push(".backup");
     path.with_file_name(name)
 }
 
-/// As [`store_json`], keeping the replaced version as `<name>.prev`, so that a current file
-/// found corrupt later can fall back to the one before it. The very first version is kept as its
-/// own previous one (a copy), so there is always a fallback once anything was stored.
+/// As [`store_json`], with a twin copy in `<name>.backup` written just before it, so that a
+/// file found corrupt later (a bad sector, a stray write) can be replaced by its twin and nothing
+/// is redone. The twin is a copy, not a hard link (which would share the damage), and is left
+/// to the page cache. Written first, it is the same version as the file or — after a crash
+/// between the two renames — one ahead of it, describing a commit whose data was already made
+/// durable; the owner brings it back in line at start with [`align_backup`]. It is never
+/// behind, so falling back to it never loses what a reader was given.
 ///
 /// # Errors
-/// As [`write_atomic`].
-pub fn store_json_keeping_previous<T: Serialize>(
+/// As [`write_atomic`], for either file; the file then still holds its previous version.
+pub fn store_json_with_backup<T: Serialize>(
     path: &Path,
     value: &T,
     durability: Durability,
 ) -> Result<(), CheckpointError> {
-    let previous = previous_path(path);
-    if path.exists() {
-        link_replacing(path, &previous)?;
-    } else {
-        // A copy, not a link: a link would share the first file's bytes and its damage.
-        store_json(&previous, value, durability)?;
-    }
-    // The directory fsync in store_json makes the link durable together with the rename.
-    store_json(path, value, durability)
+    let bytes = json_line(value);
+    replace_file(&backup_path(path), &bytes, Durability::PageCache)?;
+    replace_file(path, &bytes, durability)?;
+    // One directory sync covers both renames.
+    sync_dir_of(path, durability)
 }
 
-/// Makes `link` another name of `target`, replacing `link` atomically: a crash leaves either
-/// the old or the new `link`, never none.
-fn link_replacing(target: &Path, link: &Path) -> Result<(), CheckpointError> {
-    let staging = temp_path(link);
-    let wrap = |source| CheckpointError::Write {
-        path: link.to_owned(),
-        source,
+/// Makes the backup twin of a sound checkpoint file hold the same bytes again. Called by the
+/// file's owner (the one process that writes it) at start, before it acts on the file, so that
+/// a twin left one version ahead by a crash cannot later stand in for the file.
+///
+/// # Errors
+/// When the backup cannot be written.
+pub fn align_backup(path: &Path) -> Result<(), CheckpointError> {
+    let Ok(current) = fs::read(path) else {
+        return Ok(());
     };
-    match fs::remove_file(&staging) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(wrap(e)),
-        _ => {}
+    let backup = backup_path(path);
+    if serde_json::from_slice::<serde::de::IgnoredAny>(&current).is_err()
+        || fs::read(&backup).is_ok_and(|b| b == current)
+    {
+        return Ok(());
     }
-    fs::hard_link(target, &staging).map_err(wrap)?;
-    fs::rename(&staging, link).map_err(wrap)
+    replace_file(&backup, &current, Durability::PageCache)
 }
 
-/// A checkpoint as loaded: the current version, or the previous one when the current is corrupt.
+/// A checkpoint as loaded: the file, or its backup copy when the file is corrupt.
 #[derive(Debug)]
 pub enum Loaded<T> {
-    /// The current file.
+    /// The file.
     Current(T),
-    /// The current file was corrupt; this is the version before it.
-    Previous {
-        /// The previous version.
+    /// The file was corrupt; this is its backup twin (the same version, or one ahead).
+    Backup {
+        /// The backup's content.
         value: T,
-        /// What was wrong with the current file.
+        /// What was wrong with the file.
         error: CheckpointError,
     },
 }
@@ -183,23 +206,23 @@ impl<T> Loaded<T> {
     /// The value, wherever it came from.
     pub fn into_value(self) -> T {
         match self {
-            Loaded::Current(v) | Loaded::Previous { value: v, .. } => v,
+            Loaded::Current(v) | Loaded::Backup { value: v, .. } => v,
         }
     }
 }
 
-/// Loads a checkpoint written by [`store_json_keeping_previous`], falling back to its previous
-/// version when the current one is corrupt (empty, garbage, NUL-filled).
+/// Loads a checkpoint written by [`store_json_with_backup`], falling back to the backup copy
+/// when the file is corrupt (empty, garbage, NUL-filled).
 ///
 /// # Errors
-/// The current file's error when it is unreadable, or corrupt with no usable previous version.
-pub fn load_json_or_previous<T: DeserializeOwned>(
+/// The file's error when it is unreadable, or corrupt with no usable backup.
+pub fn load_json_or_backup<T: DeserializeOwned>(
     path: &Path,
 ) -> Result<Option<Loaded<T>>, CheckpointError> {
     match load_json(path) {
         Ok(value) => Ok(value.map(Loaded::Current)),
-        Err(error @ CheckpointError::Corrupt { .. }) => match load_json(&previous_path(path)) {
-            Ok(Some(value)) => Ok(Some(Loaded::Previous { value, error })),
+        Err(error @ CheckpointError::Corrupt { .. }) => match load_json(&backup_path(path)) {
+            Ok(Some(value)) => Ok(Some(Loaded::Backup { value, error })),
             _ => Err(error),
         },
         Err(error) => Err(error),
@@ -306,52 +329,61 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_checkpoint_falls_back_to_the_previous_version() {
+    fn a_corrupt_checkpoint_is_replaced_by_its_backup_of_the_same_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("commit.json");
         for offset in [1, 2] {
-            store_json_keeping_previous(&path, &State { version: 1, offset }, Durability::Fsync)
+            store_json_with_backup(&path, &State { version: 1, offset }, Durability::Fsync)
                 .unwrap();
         }
         for garbage in [&b""[..], b"\0\0\0\0", b"garbage"] {
             fs::write(&path, garbage).unwrap();
-            match load_json_or_previous::<State>(&path).unwrap().unwrap() {
-                Loaded::Previous { value, error } => {
-                    assert_eq!(value.offset, 1);
+            match load_json_or_backup::<State>(&path).unwrap().unwrap() {
+                Loaded::Backup { value, error } => {
+                    assert_eq!(value.offset, 2, "the latest version, nothing to redo");
                     assert!(error.to_string().contains("commit.json is corrupt"));
                 }
                 Loaded::Current(_) => panic!("a corrupt file was accepted"),
             }
         }
-        fs::remove_file(previous_path(&path)).unwrap();
+        fs::remove_file(backup_path(&path)).unwrap();
         assert!(
-            load_json_or_previous::<State>(&path).is_err(),
+            load_json_or_backup::<State>(&path).is_err(),
             "no fallback left: an error"
         );
     }
 
     #[test]
-    fn the_first_version_is_its_own_fallback() {
+    fn a_backup_left_ahead_by_a_crash_is_aligned_by_the_owner() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("commit.json");
-        store_json_keeping_previous(
+        store_json_with_backup(
             &path,
             &State {
                 version: 1,
-                offset: 7,
+                offset: 1,
             },
             Durability::Fsync,
         )
         .unwrap();
-        fs::write(&path, b"").unwrap();
-        let loaded = load_json_or_previous::<State>(&path).unwrap().unwrap();
-        assert!(matches!(
-            loaded,
-            Loaded::Previous {
-                value: State { offset: 7, .. },
-                ..
-            }
-        ));
+        // A crash between the two renames of the next store: the twin is one ahead.
+        store_json(
+            &backup_path(&path),
+            &State {
+                version: 1,
+                offset: 2,
+            },
+            Durability::Fsync,
+        )
+        .unwrap();
+        align_backup(&path).unwrap();
+        fs::write(&path, b"garbage").unwrap();
+        let loaded = load_json_or_backup::<State>(&path).unwrap().unwrap();
+        assert_eq!(
+            loaded.into_value().offset,
+            1,
+            "the twin matches the file again"
+        );
     }
 
     #[test]

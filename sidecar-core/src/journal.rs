@@ -166,9 +166,9 @@ impl<S: DeserializeOwned> Cursor<S> {
     /// When the cursor exists but cannot be read or decoded, or has another version.
     pub fn load(dir: &Path, reader: &str) -> Result<Option<Self>, CheckpointError> {
         let path = Self::path(dir, reader);
-        let cursor = match checkpoint::load_json_or_previous::<Self>(&path)? {
-            Some(Loaded::Previous { value, error }) => {
-                error!(error = %error, "A reader checkpoint is corrupt; using the one before it. Its last batch is delivered again.");
+        let cursor = match checkpoint::load_json_or_backup::<Self>(&path)? {
+            Some(Loaded::Backup { value, error }) => {
+                error!(error = %error, "A reader checkpoint is corrupt; using its backup copy.");
                 Some(value)
             }
             other => other.map(Loaded::into_value),
@@ -177,6 +177,18 @@ impl<S: DeserializeOwned> Cursor<S> {
             checkpoint::check_version(&path, c.version, FORMAT_VERSION)?;
         }
         Ok(cursor)
+    }
+}
+
+impl<S: DeserializeOwned> Cursor<S> {
+    /// As [`Cursor::load`], for the reader that owns the cursor, at its start: also brings
+    /// the cursor's backup twin in line with it.
+    ///
+    /// # Errors
+    /// As [`Cursor::load`], or when the backup cannot be written.
+    pub fn load_own(dir: &Path, reader: &str) -> Result<Option<Self>, CheckpointError> {
+        checkpoint::align_backup(&Self::path(dir, reader))?;
+        Self::load(dir, reader)
     }
 }
 
@@ -193,7 +205,7 @@ impl<S: Serialize> Cursor<S> {
     ) -> Result<(), JournalError> {
         let readers = dir.join(READERS_DIR);
         fs::create_dir_all(&readers).map_err(io_err(&readers))?;
-        checkpoint::store_json_keeping_previous(&Self::path(dir, reader), self, durability)?;
+        checkpoint::store_json_with_backup(&Self::path(dir, reader), self, durability)?;
         Ok(())
     }
 }
@@ -305,18 +317,18 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     pub fn open(dir: &Path, options: JournalOptions) -> Result<(Self, Option<I>), JournalError> {
         fs::create_dir_all(dir.join(READERS_DIR)).map_err(io_err(dir))?;
         let commit_path = dir.join(COMMIT_FILE);
-        let (commit, fell_back) = match checkpoint::load_json_or_previous::<Commit<I>>(&commit_path)
-        {
-            Ok(None) => (None, false),
-            Ok(Some(Loaded::Current(c))) => (Some(c), false),
-            Ok(Some(Loaded::Previous { value, error })) => {
-                error!(error = %error, "The journal's commit file is corrupt; using the commit before it.");
-                (Some(value), true)
+        checkpoint::align_backup(&commit_path)?;
+        let (commit, recovery) = match checkpoint::load_json_or_backup::<Commit<I>>(&commit_path) {
+            Ok(None) => (None, Recovery::None),
+            Ok(Some(Loaded::Current(c))) => (Some(c), Recovery::None),
+            Ok(Some(Loaded::Backup { value, error })) => {
+                error!(error = %error, "The journal's commit file is corrupt; using its backup copy.");
+                (Some(value), Recovery::FromBackup)
             }
             Err(error @ CheckpointError::Corrupt { .. }) => {
                 // Refusing to start would crash-loop the pod; repeating records loses nothing.
-                error!(error = %error, "The journal's commit file and its previous version are both unusable; keeping every complete record and reading the input again from its start, so its records repeat.");
-                (None, true)
+                error!(error = %error, "The journal's commit file and its backup are both unusable; keeping every complete record and reading the input again from its start, so its records repeat.");
+                (None, Recovery::FromNothing)
             }
             Err(error) => return Err(error.into()),
         };
@@ -327,8 +339,10 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             Some(c) => (c.end, c.records, Some(c.input)),
             None => (Position::default(), 0, None),
         };
-        if fell_back {
-            end = keep_complete_records(dir, end)?;
+        match recovery {
+            Recovery::None => {}
+            Recovery::FromBackup => end = keep_consumed_records(dir, end, &options.readers),
+            Recovery::FromNothing => end = keep_complete_records(dir, end)?,
         }
         remove_uncommitted_segments(dir, end.segment)?;
         let segment = open_segment_at(dir, end)?;
@@ -346,7 +360,7 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             unconsumed_bytes: 0,
             _input: PhantomData,
         };
-        if let (true, Some(input)) = (fell_back, &input) {
+        if let (Recovery::FromBackup | Recovery::FromNothing, Some(input)) = (recovery, &input) {
             // Replace the corrupt file at once, so readers see the records that were kept.
             writer.commit(input)?;
         }
@@ -458,7 +472,7 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             committed_at: crate::record::timestamp_now(),
             input,
         };
-        checkpoint::store_json_keeping_previous(
+        checkpoint::store_json_with_backup(
             &self.dir.join(COMMIT_FILE),
             &commit,
             self.options.durability,
@@ -623,7 +637,7 @@ impl JournalReader {
         let path = self.dir.join(COMMIT_FILE);
         // A corrupt commit falls back to the one before it: an earlier end, so never too far.
         let commit =
-            checkpoint::load_json_or_previous::<Commit<IgnoredAny>>(&path)?.map(Loaded::into_value);
+            checkpoint::load_json_or_backup::<Commit<IgnoredAny>>(&path)?.map(Loaded::into_value);
         if let Some(c) = &commit {
             checkpoint::check_version(&path, c.version, FORMAT_VERSION)?;
         }
@@ -741,10 +755,41 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(segments)
 }
 
-/// After falling back to the previous commit: the lost commit covered more than it, and a
-/// reader may already have read (or be reading) records past its end. Cutting back would pull
-/// them from under the reader, so every complete record on disk is kept as committed; the input
-/// resumed from the previous commit then repeats some records, but none is lost.
+/// How a writer's open found its commit.
+#[derive(Debug, Clone, Copy)]
+enum Recovery {
+    /// The commit file was fine (or absent: a new journal).
+    None,
+    /// The commit file was corrupt; its backup copy stands in.
+    FromBackup,
+    /// Both were corrupt.
+    FromNothing,
+}
+
+/// After falling back to the backup commit. The backup is the same version as the lost file
+/// or one ahead of it, so records past its end were never committed and no reader has seen them:
+/// they are cut and produced again. As a defence against a backup found behind all the same (a
+/// power loss before its page cache reached the disk, then damage to the file), records a
+/// reader's cursor has passed are kept rather than pulled from under it.
+fn keep_consumed_records(dir: &Path, end: Position, readers: &[String]) -> Position {
+    let consumed = readers
+        .iter()
+        .filter_map(|reader| Cursor::<IgnoredAny>::load(dir, reader).ok().flatten())
+        .map(|cursor| cursor.position)
+        .max()
+        .unwrap_or_default();
+    if consumed > end {
+        warn!(backup_commit = ?end, consumed = ?consumed, "The backup commit is behind what a reader consumed: keeping those records, so the last batch's records repeat.");
+        consumed
+    } else {
+        end
+    }
+}
+
+/// After losing both the commit file and its backup: a reader may already have read (or be
+/// reading) any committed record. Cutting back would pull them from under the reader, so every
+/// complete record on disk is kept as committed; the input then starts again, and repeats
+/// records, but none is lost.
 fn keep_complete_records(dir: &Path, end: Position) -> Result<Position, JournalError> {
     let Some(&last) = list_segments(dir).map_err(io_err(dir))?.last() else {
         return Ok(end);
@@ -757,7 +802,7 @@ fn keep_complete_records(dir: &Path, end: Position) -> Result<Position, JournalE
         offset: complete,
     }
     .max(end);
-    warn!(previous_commit = ?end, keeping = ?kept, "Keeping every complete record in the journal; records of the last batch may repeat.");
+    warn!(keeping = ?kept, "Keeping every complete record in the journal.");
     Ok(kept)
 }
 
@@ -961,36 +1006,62 @@ mod tests {
         assert_eq!(w.unconsumed_bytes(), 0);
     }
 
-    #[test]
-    fn a_corrupt_commit_falls_back_to_the_previous_one_keeping_every_complete_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+    /// Three committed records, an uncommitted fourth and a torn fifth; returns the committed
+    /// end and commit 2's bytes.
+    fn three_commits_and_a_torn_record(dir: &Path) -> (Position, Vec<u8>) {
+        let (mut w, _) = JournalWriter::<u32>::open(dir, opts(1 << 20)).unwrap();
+        let mut second = Vec::new();
         for n in 1..=3 {
             w.push(&json!({ "n": n }));
             w.commit(&n).unwrap();
+            if n == 2 {
+                second = fs::read(dir.join(COMMIT_FILE)).unwrap();
+            }
         }
         let ends = w.end();
         drop(w);
-        // A torn record past the last commit, and the commit file itself damaged.
         let mut f = OpenOptions::new()
             .append(true)
-            .open(segment_path(dir.path(), 0))
+            .open(segment_path(dir, 0))
             .unwrap();
-        f.write_all(b"{\"n\":4,\"to").unwrap();
+        f.write_all(b"{\"n\":4}\n{\"n\":5,\"to").unwrap();
+        (ends, second)
+    }
+
+    #[test]
+    fn a_corrupt_commit_is_replaced_by_its_backup_and_nothing_is_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ends, _) = three_commits_and_a_torn_record(dir.path());
         fs::write(dir.path().join(COMMIT_FILE), b"\0\0\0").unwrap();
         let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
-        assert_eq!(
-            input,
-            Some(2),
-            "the input of the commit before the corrupt one"
-        );
-        // A reader may have read record 3 already: it stays, and only the torn bytes go.
+        assert_eq!(input, Some(3), "the input of the last commit");
+        assert_eq!(w.end(), ends, "the uncommitted records are cut");
+        assert_eq!(read_all(dir.path(), Position::default()).0.len(), 3);
+    }
+
+    #[test]
+    fn a_backup_one_version_behind_keeps_what_readers_consumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ends, second) = three_commits_and_a_torn_record(dir.path());
+        // As after a crash between writing the commit file and its backup.
+        fs::write(dir.path().join("commit.json.backup"), second).unwrap();
+        fs::write(dir.path().join(COMMIT_FILE), b"garbage").unwrap();
+        Cursor::new(ends, ())
+            .store(dir.path(), "next", Durability::PageCache)
+            .unwrap();
+        let options = JournalOptions {
+            readers: vec!["next".into()],
+            ..opts(1 << 20)
+        };
+        let (w, input) = JournalWriter::<u32>::open(dir.path(), options).unwrap();
+        assert_eq!(input, Some(2), "the input of the backup's commit");
+        // The reader read record 3 already: it stays; the uncommitted and torn ones go.
         assert_eq!(w.end(), ends);
         assert_eq!(read_all(dir.path(), Position::default()).0.len(), 3);
     }
 
     #[test]
-    fn a_corrupt_commit_without_a_previous_keeps_the_records_and_restarts_the_input() {
+    fn a_corrupt_commit_without_a_backup_keeps_the_records_and_restarts_the_input() {
         let dir = tempfile::tempdir().unwrap();
         let (mut w, _) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
         w.push(&1u32);
@@ -998,7 +1069,7 @@ mod tests {
         w.commit(&2).unwrap();
         let ends = w.end();
         drop(w);
-        for name in [COMMIT_FILE, "commit.json.prev"] {
+        for name in [COMMIT_FILE, "commit.json.backup"] {
             fs::write(dir.path().join(name), b"").unwrap();
         }
         let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();

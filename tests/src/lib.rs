@@ -206,7 +206,12 @@ impl Default for Pod {
 impl Pod {
     /// A fresh layout with the default rules and a forwarder config writing to `out/`.
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
+        // E2E_KEEP_PODS=1 keeps every pod directory (logs, journals, stage logs) to look at.
+        if std::env::var_os("E2E_KEEP_PODS").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping pod directory {}", dir.path().display());
+        }
         for sub in ["logs", "collected", "processed", "out"] {
             fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
@@ -331,9 +336,16 @@ impl Pod {
         paths.sort();
         let mut records = Vec::new();
         for path in paths {
-            let file = match File::open(&path) {
-                Ok(f) => f,
-                Err(_) => continue, // compressed and removed between listing and opening
+            let (path, file) = match File::open(&path) {
+                Ok(f) => (path, f),
+                // Compressed and removed between listing and opening: read the gzipped copy.
+                Err(_) => {
+                    let gz = path.with_extension("ndjson.gz");
+                    match File::open(&gz) {
+                        Ok(f) => (gz, f),
+                        Err(_) => continue,
+                    }
+                }
             };
             let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
                 Box::new(flate2::read::GzDecoder::new(file))

@@ -234,8 +234,8 @@ fn sigterm_under_load(opts: &Opts) -> Row {
 
 /// Scenario 3: torn or corrupt checkpoint files (0 bytes, garbage, NUL-filled, a leftover temp
 /// file), each stage killed and its file damaged before the restart: the stage starts, says what
-/// it found, and nothing is lost. (Falling back to the previous commit may repeat the records of
-/// one batch; they are counted, not failed.)
+/// it found, and nothing is lost or repeated: the backup twin is the same version (or one ahead).
+/// Only when a stage says its backup was behind what a reader consumed may a batch repeat.
 fn corrupt_checkpoints(_opts: &Opts) -> Row {
     let mut row = Row::new("3 corrupt commit files: 0 B, garbage, NUL, tmp");
     let mut pod = Pod::new();
@@ -248,6 +248,7 @@ fn corrupt_checkpoints(_opts: &Opts) -> Row {
         (0, "collected/commit.json.tmp", b"leftover"),
     ];
     let mut unannounced = Vec::new();
+    let mut behind = 0;
     for (index, file, bytes) in damage {
         std::thread::sleep(Duration::from_millis(700));
         let stage = stages[index].take().unwrap();
@@ -260,6 +261,9 @@ fn corrupt_checkpoints(_opts: &Opts) -> Row {
         if !file.ends_with(".tmp") && !log.contains("corrupt") {
             unannounced.push(file);
         }
+        if log.contains("is behind what a reader consumed") {
+            behind += 1;
+        }
         stages[index] = Some(restarted);
         row.kills += 1;
     }
@@ -271,9 +275,17 @@ fn corrupt_checkpoints(_opts: &Opts) -> Row {
     row.delivered = t.delivered;
     row.lost = t.lost.len() as u64;
     row.duplicated = t.duplicated.len() as u64;
-    row.note = format!("{} repeated from a redone batch", row.duplicated);
+    row.note = format!("backups behind a reader: {behind}");
     if row.lost > 0 {
         return row.fail(format!("lost {:?}…", &t.lost[..t.lost.len().min(5)]));
+    }
+    if row.duplicated > 0 && behind == 0 {
+        let why = format!(
+            "{} repeated though every backup was current: {:?}…",
+            row.duplicated,
+            &t.duplicated[..t.duplicated.len().min(5)]
+        );
+        return row.fail(why);
     }
     if !unannounced.is_empty() {
         return row.fail(format!("no log line about the damaged {unannounced:?}"));
@@ -655,7 +667,7 @@ fn disk_full(_opts: &Opts) -> Row {
     });
     std::thread::sleep(Duration::from_secs(2));
     let (mut counts, _) = load.finish();
-    let commits_whole = ["collected/commit.json", "collected/commit.json.prev"]
+    let commits_whole = ["collected/commit.json", "collected/commit.json.backup"]
         .iter()
         .all(|f| {
             serde_json::from_slice::<serde_json::Value>(&fs::read(pod.path(f)).unwrap_or_default())
