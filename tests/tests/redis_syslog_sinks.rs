@@ -127,16 +127,26 @@ struct Redis {
     dir: PathBuf,
     server: Option<Server>,
     starts: u32,
+    /// Further redis-server options (TLS, ACL users).
+    extra_args: Vec<String>,
+    /// `user:password@` for the test's own connections, when the default user is off.
+    userinfo: String,
 }
 
 impl Redis {
     fn start(dir: PathBuf) -> Self {
+        Self::start_with(dir, Vec::new(), "")
+    }
+
+    fn start_with(dir: PathBuf, extra_args: Vec<String>, userinfo: &str) -> Self {
         fs::create_dir_all(&dir).unwrap();
         let mut redis = Self {
             port: free_port(),
             dir,
             server: None,
             starts: 0,
+            extra_args,
+            userinfo: userinfo.to_owned(),
         };
         redis.restart();
         redis
@@ -165,6 +175,7 @@ impl Redis {
             "--protected-mode",
             "no",
         ]);
+        command.args(&self.extra_args);
         let log = self.dir.join(format!("redis.{}.log", self.starts));
         let mut server = Server::spawn("redis-server", &mut command, log);
         let up = wait_until(Duration::from_secs(20), || {
@@ -188,10 +199,13 @@ impl Redis {
     }
 
     fn connection_once(&self) -> Option<redis::Connection> {
-        redis::Client::open(self.url())
-            .ok()?
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .ok()
+        redis::Client::open(format!(
+            "redis://{}127.0.0.1:{}/0",
+            self.userinfo, self.port
+        ))
+        .ok()?
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .ok()
     }
 
     fn connection(&self) -> redis::Connection {
@@ -742,4 +756,151 @@ fn bad_redis_and_syslog_configs_stop_the_forwarder_with_the_field_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("local9"), "{stderr}");
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl(1) in `dir`:
+/// (ca.pem, server.pem, server.key).
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let openssl = ensure_installed("openssl", "openssl");
+    fs::create_dir_all(dir).unwrap();
+    fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=log-sidecars test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    ]
+    .concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn rediss_with_a_ca_file_and_an_acl_user_whose_password_is_never_logged() {
+    let mut pod = Pod::new();
+    let (ca, cert, key) = make_certificates(&pod.path("tls"));
+    let tls_port = free_port();
+    let password = "s3cret-Pa55word";
+    // Only the ACL user `forwarder` may do anything: the default user is off.
+    let args: Vec<String> = [
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &cert.display().to_string(),
+        "--tls-key-file",
+        &key.display().to_string(),
+        "--tls-ca-cert-file",
+        &ca.display().to_string(),
+        "--tls-auth-clients",
+        "no",
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "forwarder",
+        "on",
+        &format!(">{password}"),
+        "~*",
+        "&*",
+        "+@all",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let redis = Redis::start_with(pod.path("redis"), args, &format!("forwarder:{password}@"));
+    fs::write(pod.path("redis-password"), format!("{password}\n")).unwrap();
+    write_forwarder_config(
+        &pod,
+        &format!(
+            "  - type: redis\n    url: rediss://127.0.0.1:{tls_port}/0\n    stream: secure\n    username: forwarder\n    password_file: {}\n    ca_file: {}\n",
+            pod.path("redis-password").display(),
+            ca.display()
+        ),
+    );
+    let mut access = Writer::open(pod.path("logs/access.log"), "access");
+    access.write(200);
+    let stages = pod.start_all();
+    assert!(
+        wait_until(DELIVERY_TIMEOUT, || redis.stream_len("secure") >= 200),
+        "only {} of 200 arrived over TLS; forwarder log:\n{}",
+        redis.stream_len("secure"),
+        fs::read_to_string(&stages[2].log).unwrap_or_default()
+    );
+    let records: Vec<Value> = redis
+        .stream("secure")
+        .into_iter()
+        .map(|(_, _, r)| r)
+        .collect();
+    let problems = exactly_once(&records, &[("access", 200)]);
+    assert!(problems.is_empty(), "{problems}");
+    let log = fs::read_to_string(&stages[2].log).unwrap();
+    assert!(
+        log.contains(&format!("rediss://127.0.0.1:{tls_port}/0")),
+        "{log}"
+    );
+    assert!(!log.contains(password), "the password was logged:\n{log}");
 }
