@@ -332,19 +332,76 @@ fn is_syslog_timestamp(t: &str) -> bool {
             .is_none_or(|(_, frac)| frac.bytes().take_while(u8::is_ascii_digit).count() <= 6)
 }
 
-/// The fields a message is made of, borrowed from the record; the rest is skipped.
+/// The fields a message is made of, borrowed from the record; the rest is skipped. A field
+/// that is not a string (an app's JSON `message` may be an object) counts as absent, so it
+/// cannot make the record lose its id.
 #[derive(Debug, Default, Deserialize)]
 struct MessageFields<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
     id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
     collected_at: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
     log_category: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
     message: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
     line: Option<Cow<'a, str>>,
+}
+
+/// A string (borrowed when it has no escapes), or `None` for any other JSON value.
+fn string_or_absent<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct StringOrAbsent;
+    impl<'de> serde::de::Visitor<'de> for StringOrAbsent {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    deserializer.deserialize_any(StringOrAbsent)
 }
 
 /// Formats records as RFC 5424 messages.
@@ -781,6 +838,12 @@ mod tests {
         assert_eq!(
             text,
             "<13>1 - h my_app - a_b [log@32473 id=\"a\\\"b\\\\c\\]d\" source=\"my app.log\" level=\"nonsense\"] raw line"
+        );
+        let raw = r#"{"id":"x-2","source_file":"app.log","message":{"k":[1,2]},"log_category":7,"line":"the line"}"#;
+        let (text, _) = format(&s, raw);
+        assert_eq!(
+            text,
+            "<13>1 - h app - - [log@32473 id=\"x-2\" source=\"app.log\"] the line"
         );
         let (text, _) = format(&s, "not json at all");
         assert_eq!(text, "<13>1 - h - - - - not json at all");
