@@ -904,3 +904,45 @@ fn rediss_with_a_ca_file_and_an_acl_user_whose_password_is_never_logged() {
     );
     assert!(!log.contains(password), "the password was logged:\n{log}");
 }
+
+/// Stands in for a hung redis: a listener that accepts connections and never answers.
+#[test]
+fn a_redis_that_never_answers_does_not_hold_shutdown_past_the_grace_period() {
+    let mut pod = Pod::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                held.lock().unwrap().push(stream);
+            }
+        });
+    }
+    write_forwarder_config(
+        &pod,
+        &format!("  - type: redis\n    url: redis://127.0.0.1:{port}/0\n    stream: s\n    response_timeout: 3s\n"),
+    );
+    let mut access = Writer::open(pod.path("logs/access.log"), "access");
+    access.write(50);
+    let mut stages = pod.start_all();
+    assert!(
+        wait_until(Duration::from_secs(30), || !held.lock().unwrap().is_empty()),
+        "the sink never connected"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let forwarder = stages.pop().unwrap();
+    let log = forwarder.log.clone();
+    let (status, took) = forwarder.terminate(Duration::from_secs(8));
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(8), "shutdown took {took:?}");
+    let log = fs::read_to_string(log).unwrap();
+    assert!(log.contains("Redis did not take the batch"), "{log}");
+    // Nothing was acknowledged, so nothing was committed: a restart sends the records again.
+    let state = sink_state(&pod, "redis");
+    assert!(
+        state.as_ref().is_none_or(|s| s["records"] == 0),
+        "records counted as delivered: {state:?}"
+    );
+}

@@ -1,11 +1,14 @@
 //! The redis sink: every record `PUBLISH`ed to a channel (live subscribers) and/or appended
 //! with `XADD` to a stream trimmed to an approximate length.
 //!
-//! A whole batch is encoded into one buffer of pipelined commands and sent in one round trip;
-//! `send` returns once redis answered every command. Delivery is **at least once**: when a
-//! batch fails part way (connection lost, timeout, redis restarted), the forwarder offers the
-//! same batch again and the commands redis had already executed run twice. Every stream entry
-//! and every published message carries the record's `id`, so consumers drop what they saw.
+//! A whole batch travels as one `EVAL` of a small Lua script that does the `XADD`s and
+//! `PUBLISH`es in record order: one round trip and one answer per batch, so one
+//! `response_timeout` bounds it, and redis applies the batch whole once it has received it.
+//! `send` returns once redis answered with the batch's record count. Delivery is **at least
+//! once**: when the answer is lost (connection cut, timeout, redis restarted after running the
+//! script), the forwarder offers the same batch again and its records are added twice. Every
+//! stream entry and every published message carries the record's `id`, so consumers drop what
+//! they saw.
 //!
 //! Easy to get wrong: secrets. The password comes from a file or an environment variable and
 //! the URL's userinfo is stripped before the URL appears in any log line or error.
@@ -56,7 +59,8 @@ pub struct RedisSpec {
     /// system's roots).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
-    /// Connecting, TLS and AUTH included, may take this long (default 5 s).
+    /// Connecting may take this long, and so may each handshake step (AUTH, SELECT) after it
+    /// (default 3 s: with both steps still below the forwarder's 8 s grace period).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
     /// Writing a batch and reading every answer may each take this long (default 5 s).
@@ -73,7 +77,7 @@ fn default_stream_max_len() -> u64 {
     1_000_000
 }
 fn default_connect_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(5))
+    HumanDuration(Duration::from_secs(3))
 }
 /// Below the forwarder's default 8 s grace period, so a hung redis cannot hold shutdown.
 fn default_response_timeout() -> HumanDuration {
@@ -223,7 +227,10 @@ impl RedisSink {
             .as_str()
             .into_connection_info()
             .map_err(|e| failure(format!("url: {e}")))?;
-        let mut settings = info.redis_settings().clone();
+        // redis-rs applies the connect timeout to each handshake command in turn; without the
+        // CLIENT SETINFO pair only AUTH and SELECT remain, so a silent server costs at most
+        // twice the timeout.
+        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
         if let Some(user) = &spec.username {
             settings = settings.set_username(user);
         }
@@ -285,34 +292,23 @@ impl RedisSink {
             .expect("a connection was stored just above"))
     }
 
-    /// Sends the encoded batch and checks every answer.
-    fn round_trip(&mut self, commands: usize) -> Result<(), RedisFailure> {
+    /// Sends the encoded batch and checks the answer: how many records the script took.
+    fn round_trip(&mut self, records: usize) -> Result<(), RedisFailure> {
         let buf = std::mem::take(&mut self.buf);
-        let result = self
-            .connection()
-            .and_then(|c| c.req_packed_commands(&buf, 0, commands));
+        let result = self.connection().and_then(|c| c.req_packed_command(&buf));
         self.buf = buf;
-        let answers = match result {
-            Ok(answers) => answers,
-            Err(e) => {
-                // The stream may be mid-answer: only a fresh connection is in a known state.
+        match result {
+            Ok(RedisValue::Int(n)) if usize::try_from(n) == Ok(records) => Ok(()),
+            Ok(RedisValue::ServerError(e)) => Err(RedisFailure::Server(e.to_string())),
+            Ok(other) => {
                 self.connection = None;
-                return Err(RedisFailure::Connection(e));
+                Err(RedisFailure::Answer(format!("{other:?}")))
             }
-        };
-        if answers.len() != commands {
-            self.connection = None;
-            return Err(RedisFailure::Answers {
-                expected: commands,
-                got: answers.len(),
-            });
-        }
-        match answers.into_iter().find_map(|a| match a {
-            RedisValue::ServerError(e) => Some(e),
-            _ => None,
-        }) {
-            Some(e) => Err(RedisFailure::Server(e.to_string())),
-            None => Ok(()),
+            Err(e) => {
+                // The answer may still come: only a fresh connection is in a known state.
+                self.connection = None;
+                Err(RedisFailure::Connection(e))
+            }
         }
     }
 }
@@ -322,10 +318,10 @@ impl RedisSink {
 enum RedisFailure {
     #[error("redis connection failed")]
     Connection(#[source] redis::RedisError),
-    #[error("redis refused a command: {0}")]
+    #[error("redis refused the batch: {0}")]
     Server(String),
-    #[error("redis answered {got} of {expected} commands")]
-    Answers { expected: usize, got: usize },
+    #[error("redis answered the batch with {0} instead of its record count")]
+    Answer(String),
 }
 
 /// `e` and its causes, `: `-separated.
@@ -358,8 +354,8 @@ impl Sink for RedisSink {
             return Ok(());
         }
         self.buf.clear();
-        let commands = encode_batch(&mut self.buf, &self.spec, batch);
-        match self.round_trip(commands) {
+        encode_batch(&mut self.buf, &self.spec, batch);
+        match self.round_trip(batch.len()) {
             Ok(()) => {
                 if std::mem::replace(&mut self.failing, false) {
                     info!(sink = %self.spec.name, url = %self.target, "Redis accepts batches again.");
@@ -410,50 +406,53 @@ fn record_id(raw: &[u8]) -> Cow<'_, str> {
         .unwrap_or_default()
 }
 
-/// Appends the RESP commands for `batch` to `buf` (no allocation per record once `buf` has
-/// grown); returns how many commands.
-fn encode_batch(buf: &mut Vec<u8>, spec: &RedisSpec, batch: &[OutRecord<'_>]) -> usize {
-    let mut commands = 0;
-    for record in batch {
-        if let Some(stream) = &spec.stream {
-            let id = record_id(record.raw);
-            let id = id.as_bytes();
-            if spec.stream_max_len > 0 {
-                let len = itoa_buf(spec.stream_max_len);
-                let len = len.as_str();
-                let args: [&[u8]; 10] = [
-                    b"XADD",
-                    stream.as_bytes(),
-                    b"MAXLEN",
-                    b"~",
-                    len.as_bytes(),
-                    b"*",
-                    b"id",
-                    id,
-                    b"record",
-                    record.raw,
-                ];
-                write_command(buf, &args);
-            } else {
-                let args: [&[u8]; 7] = [
-                    b"XADD",
-                    stream.as_bytes(),
-                    b"*",
-                    b"id",
-                    id,
-                    b"record",
-                    record.raw,
-                ];
-                write_command(buf, &args);
-            }
-            commands += 1;
-        }
-        if let Some(channel) = &spec.channel {
-            write_command(buf, &[b"PUBLISH", channel.as_bytes(), record.raw]);
-            commands += 1;
-        }
+/// The batch as one server-side step: a Lua script over the records. One command means one
+/// answer, so one `response_timeout` bounds the whole batch (pipelined commands are read one
+/// answer at a time, each with its own timeout, so a silent server would hold a batch of N
+/// records for N timeouts). Redis runs a script whole once it has all of it.
+/// KEYS: the stream, if any. ARGV: MAXLEN (`0`: no trim), the channel (empty: none), then an
+/// id and a record per record.
+const BATCH_SCRIPT: &str = "local maxlen, channel = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 2 do
+  if KEYS[1] then
+    if maxlen == '0' then
+      redis.call('XADD', KEYS[1], '*', 'id', ARGV[i], 'record', ARGV[i + 1])
+    else
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'id', ARGV[i], 'record', ARGV[i + 1])
+    end
+  end
+  if channel ~= '' then
+    redis.call('PUBLISH', channel, ARGV[i + 1])
+  end
+end
+return (#ARGV - 2) / 2
+";
+
+/// Appends to `buf` the one `EVAL` command that delivers `batch` (no allocation per record
+/// once `buf` has grown).
+fn encode_batch(buf: &mut Vec<u8>, spec: &RedisSpec, batch: &[OutRecord<'_>]) {
+    let keys = usize::from(spec.stream.is_some());
+    // EVAL, the script, numkeys, the keys, MAXLEN, the channel, then two per record.
+    let args = 3 + keys + 2 + 2 * batch.len();
+    // Writing to a Vec cannot fail.
+    let _ = write!(buf, "*{args}\r\n");
+    write_bulk(buf, b"EVAL");
+    write_bulk(buf, BATCH_SCRIPT.as_bytes());
+    write_bulk(buf, itoa_buf(keys as u64).as_str().as_bytes());
+    if let Some(stream) = &spec.stream {
+        write_bulk(buf, stream.as_bytes());
     }
-    commands
+    write_bulk(buf, itoa_buf(spec.stream_max_len).as_str().as_bytes());
+    write_bulk(buf, spec.channel.as_deref().unwrap_or("").as_bytes());
+    for record in batch {
+        // Only the stream stores the id apart; a published message carries it in the JSON.
+        let id = match spec.stream {
+            Some(_) => record_id(record.raw),
+            None => Cow::Borrowed(""),
+        };
+        write_bulk(buf, id.as_bytes());
+        write_bulk(buf, record.raw);
+    }
 }
 
 /// A small stack buffer holding a number's decimal digits.
@@ -483,15 +482,11 @@ fn itoa_buf(mut n: u64) -> Digits {
     }
 }
 
-/// One command as a RESP array of bulk strings: `*N\r\n` then `$len\r\narg\r\n` per argument.
-fn write_command(buf: &mut Vec<u8>, args: &[&[u8]]) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(buf, "*{}\r\n", args.len());
-    for arg in args {
-        let _ = write!(buf, "${}\r\n", arg.len());
-        buf.extend_from_slice(arg);
-        buf.extend_from_slice(b"\r\n");
-    }
+/// One RESP bulk string: `$len\r\n` the bytes `\r\n`.
+fn write_bulk(buf: &mut Vec<u8>, arg: &[u8]) {
+    let _ = write!(buf, "${}\r\n", arg.len());
+    buf.extend_from_slice(arg);
+    buf.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -516,33 +511,43 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_batch_is_one_buffer_of_pipelined_commands() {
-        let raw = br#"{"id":"00ab-7","message":"hi"}"#;
-        let records = [OutRecord::decode(raw)];
-        let mut buf = Vec::new();
-        let s = spec("url: redis://h\nchannel: live\nstream: logs\nstream_max_len: 500\n");
-        assert_eq!(encode_batch(&mut buf, &s, &records), 2);
-        let expected = format!(
-            "*10\r\n$4\r\nXADD\r\n$4\r\nlogs\r\n$6\r\nMAXLEN\r\n$1\r\n~\r\n$3\r\n500\r\n$1\r\n*\r\n$2\r\nid\r\n$6\r\n00ab-7\r\n$6\r\nrecord\r\n${}\r\n{}\r\n*3\r\n$7\r\nPUBLISH\r\n$4\r\nlive\r\n${}\r\n{}\r\n",
-            raw.len(),
-            std::str::from_utf8(raw).unwrap(),
-            raw.len(),
-            std::str::from_utf8(raw).unwrap()
-        );
-        assert_eq!(String::from_utf8(buf).unwrap(), expected);
+    /// The RESP bulk strings of one command, parsed back.
+    fn parse_command(buf: &[u8]) -> Vec<String> {
+        let text = std::str::from_utf8(buf).unwrap();
+        let (count, mut rest) = text[1..].split_once("\r\n").unwrap();
+        let mut args = Vec::new();
+        for _ in 0..count.parse::<usize>().unwrap() {
+            let (len, after) = rest[1..].split_once("\r\n").unwrap();
+            let len: usize = len.parse().unwrap();
+            args.push(after[..len].to_owned());
+            assert_eq!(&after[len..len + 2], "\r\n");
+            rest = &after[len + 2..];
+        }
+        assert!(rest.is_empty(), "trailing bytes: {rest:?}");
+        args
     }
 
     #[test]
-    fn an_untrimmed_stream_and_a_line_without_id() {
-        let records = [OutRecord::decode(b"not json")];
+    fn a_batch_is_one_eval_command() {
+        let raw = r#"{"id":"00ab-7","message":"hi"}"#;
+        let records = [
+            OutRecord::decode(raw.as_bytes()),
+            OutRecord::decode(b"not json"),
+        ];
         let mut buf = Vec::new();
-        let s = spec("url: redis://h\nstream: logs\nstream_max_len: 0\n");
-        assert_eq!(encode_batch(&mut buf, &s, &records), 1);
+        let s = spec("url: redis://h\nchannel: live\nstream: logs\nstream_max_len: 500\n");
+        encode_batch(&mut buf, &s, &records);
+        let args = parse_command(&buf);
+        assert_eq!(args[0], "EVAL");
+        assert_eq!(args[1], BATCH_SCRIPT);
         assert_eq!(
-            String::from_utf8(buf).unwrap(),
-            "*7\r\n$4\r\nXADD\r\n$4\r\nlogs\r\n$1\r\n*\r\n$2\r\nid\r\n$0\r\n\r\n$6\r\nrecord\r\n$8\r\nnot json\r\n"
+            &args[2..],
+            ["1", "logs", "500", "live", "00ab-7", raw, "", "not json"]
         );
+        buf.clear();
+        let s = spec("url: redis://h\nchannel: live\n");
+        encode_batch(&mut buf, &s, &records[..1]);
+        assert_eq!(&parse_command(&buf)[2..], ["0", "1000000", "live", "", raw]);
         assert_eq!(itoa_buf(0).as_str(), "0");
         assert_eq!(itoa_buf(u64::MAX).as_str(), u64::MAX.to_string());
     }
@@ -623,6 +628,35 @@ mod tests {
                 .password(),
             Some("hunter2")
         );
+    }
+
+    #[test]
+    fn a_redis_that_never_answers_fails_the_batch_within_the_timeouts() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let s = spec(&format!(
+            "url: redis://127.0.0.1:{port}\nstream: s\nconnect_timeout: 300ms\nresponse_timeout: 300ms\n"
+        ));
+        let mut sink = RedisSink::open(s, None).unwrap();
+        let started = std::time::Instant::now();
+        let raw = br#"{"id":"a-1"}"#;
+        let batch: Vec<OutRecord<'_>> = (0..50).map(|_| OutRecord::decode(raw)).collect();
+        let err = sink.send(&batch);
+        let err = err.unwrap_err();
+        let chain = error_chain(std::error::Error::source(&err).unwrap());
+        assert!(
+            chain.contains("timed out") || chain.contains("temporarily"),
+            "{chain}"
+        );
+        // No handshake step is sent for db 0 without a password, and the batch is one command:
+        // one timeout, not one per record.
+        assert!(
+            started.elapsed() < Duration::from_millis(550),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(held);
     }
 
     #[test]
