@@ -355,7 +355,16 @@ impl Sink for RedisSink {
         }
         self.buf.clear();
         encode_batch(&mut self.buf, &self.spec, batch);
-        match self.round_trip(batch.len()) {
+        let reused = self.connection.is_some();
+        let mut result = self.round_trip(batch.len());
+        if reused
+            && matches!(&result, Err(RedisFailure::Connection(e)) if e.is_connection_dropped() && !e.is_timeout())
+        {
+            // Redis closed an idle connection (its `timeout`, a restart, a proxy): the batch
+            // never ran, so send it on a new one now instead of after a backoff and a warning.
+            result = self.round_trip(batch.len());
+        }
+        match result {
             Ok(()) => {
                 if std::mem::replace(&mut self.failing, false) {
                     info!(sink = %self.spec.name, url = %self.target, "Redis accepts batches again.");
@@ -657,6 +666,54 @@ mod tests {
             started.elapsed()
         );
         drop(held);
+    }
+
+    /// Stands in for redis: answers each EVAL with the record count it names, then closes
+    /// the connection after the first batch, as redis does with an idle client (`timeout`).
+    #[test]
+    fn a_connection_closed_while_idle_is_replaced_without_a_failure() {
+        use std::io::{BufRead as _, BufReader};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let args: usize = line.trim()[1..].parse().unwrap();
+                let mut last = String::new();
+                for _ in 0..args {
+                    let mut len = String::new();
+                    reader.read_line(&mut len).unwrap();
+                    let len: usize = len.trim()[1..].parse().unwrap();
+                    let mut arg = vec![0; len + 2];
+                    std::io::Read::read_exact(&mut reader, &mut arg).unwrap();
+                    last = String::from_utf8_lossy(&arg[..len]).into_owned();
+                }
+                assert_eq!(last, r#"{"id":"a-1"}"#);
+                (&stream)
+                    .write_all(format!(":{}\r\n", (args - 6) / 2).as_bytes())
+                    .unwrap();
+            }
+        });
+        let s = spec(&format!("url: redis://127.0.0.1:{port}\nstream: s\n"));
+        let mut sink = RedisSink::open(s, None).unwrap();
+        let raw = br#"{"id":"a-1"}"#;
+        sink.send(&[OutRecord::decode(raw)]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        sink.send(&[OutRecord::decode(raw), OutRecord::decode(raw)])
+            .unwrap();
+        server.join().unwrap();
+        let state = sink.state();
+        assert_eq!(
+            (
+                state["records"].as_u64(),
+                state["failures"].as_u64(),
+                state["connects"].as_u64()
+            ),
+            (Some(3), Some(0), Some(2))
+        );
     }
 
     #[test]
