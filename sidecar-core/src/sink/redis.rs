@@ -16,8 +16,13 @@
 use std::borrow::Cow;
 use std::io::{self, Write as _};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 use redis::{ConnectionLike as _, IntoConnectionInfo as _, Value as RedisValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -195,6 +200,79 @@ struct RedisCounters {
     connects: u64,
 }
 
+type Labels = Vec<(String, String)>;
+
+/// The redis sinks' metrics, one family each, labelled `sink`.
+struct Families {
+    records: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    batches: Family<Labels, Counter>,
+    failures: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram>,
+}
+
+static METRICS: LazyLock<Families> = LazyLock::new(|| Families {
+    records: Family::default(),
+    bytes: Family::default(),
+    batches: Family::default(),
+    failures: Family::default(),
+    // 100 µs to ~3 s per batch: loopback to a distant, busy server.
+    duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 15))),
+});
+
+/// Registers the redis sinks' metrics in the forwarder's `registry` (once per registry).
+pub fn register_metrics(registry: &mut Registry) {
+    let m = &*METRICS;
+    registry.register(
+        "forwarder_redis_sent_records",
+        "Records a redis sink delivered",
+        m.records.clone(),
+    );
+    registry.register(
+        "forwarder_redis_sent_bytes",
+        "Record bytes a redis sink delivered",
+        m.bytes.clone(),
+    );
+    registry.register(
+        "forwarder_redis_batches",
+        "Batches a redis sink delivered",
+        m.batches.clone(),
+    );
+    registry.register(
+        "forwarder_redis_failures",
+        "Failed attempts of a redis sink (each batch is retried)",
+        m.failures.clone(),
+    );
+    registry.register(
+        "forwarder_redis_batch_duration_seconds",
+        "Time a redis sink took to deliver a batch",
+        m.duration.clone(),
+    );
+}
+
+/// The metric handles of one sink.
+struct SinkMetrics {
+    records: Counter,
+    bytes: Counter,
+    batches: Counter,
+    failures: Counter,
+    duration: Histogram,
+}
+
+impl SinkMetrics {
+    fn for_sink(name: &str) -> Self {
+        let label = vec![("sink".to_owned(), name.to_owned())];
+        let m = &*METRICS;
+        Self {
+            records: m.records.get_or_create(&label).clone(),
+            bytes: m.bytes.get_or_create(&label).clone(),
+            batches: m.batches.get_or_create(&label).clone(),
+            failures: m.failures.get_or_create(&label).clone(),
+            duration: m.duration.get_or_create(&label).clone(),
+        }
+    }
+}
+
 /// Publishes and appends records to redis.
 pub struct RedisSink {
     spec: RedisSpec,
@@ -207,6 +285,7 @@ pub struct RedisSink {
     counters: RedisCounters,
     /// The previous attempt failed: say so when the next one succeeds.
     failing: bool,
+    metrics: SinkMetrics,
 }
 
 impl RedisSink {
@@ -264,13 +343,14 @@ impl RedisSink {
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
         Ok(Self {
-            spec,
             target,
             client,
             connection: None,
             buf: Vec::with_capacity(64 << 10),
             counters,
             failing: false,
+            metrics: SinkMetrics::for_sink(&spec.name),
+            spec,
         })
     }
 
@@ -355,6 +435,7 @@ impl Sink for RedisSink {
         }
         self.buf.clear();
         encode_batch(&mut self.buf, &self.spec, batch);
+        let started = Instant::now();
         let reused = self.connection.is_some();
         let mut result = self.round_trip(batch.len());
         if reused
@@ -369,9 +450,16 @@ impl Sink for RedisSink {
                 if std::mem::replace(&mut self.failing, false) {
                     info!(sink = %self.spec.name, url = %self.target, "Redis accepts batches again.");
                 }
+                let bytes = batch.iter().map(|r| r.raw.len() as u64).sum::<u64>();
                 self.counters.records += batch.len() as u64;
-                self.counters.bytes += batch.iter().map(|r| r.raw.len() as u64).sum::<u64>();
+                self.counters.bytes += bytes;
                 self.counters.batches += 1;
+                self.metrics.records.inc_by(batch.len() as u64);
+                self.metrics.bytes.inc_by(bytes);
+                self.metrics.batches.inc();
+                self.metrics
+                    .duration
+                    .observe(started.elapsed().as_secs_f64());
                 Ok(())
             }
             Err(e) => {
@@ -380,6 +468,7 @@ impl Sink for RedisSink {
                     warn!(sink = %self.spec.name, url = %self.target, error = %error_chain(&e), "Redis did not take the batch; reconnecting and retrying it (records redis already took are sent again).");
                 }
                 self.counters.failures += 1;
+                self.metrics.failures.inc();
                 Err(SinkError::Io {
                     sink: self.spec.name.clone(),
                     path: PathBuf::from(&self.target),
@@ -724,7 +813,7 @@ mod tests {
             .unwrap()
             .port();
         let s = spec(&format!(
-            "url: redis://u:topsecret@127.0.0.1:{port}\nstream: s\nconnect_timeout: 1s\n"
+            "url: redis://u:topsecret@127.0.0.1:{port}\nstream: s\nconnect_timeout: 1s\nname: down\n"
         ));
         let mut sink = RedisSink::open(s, None).unwrap();
         let raw = br#"{"id":"a-1"}"#;
@@ -737,5 +826,13 @@ mod tests {
         assert!(!text.contains("topsecret"), "{text}");
         assert_eq!(sink.state()["failures"], 1);
         assert_eq!(sink.state()["records"], 0);
+        let mut registry = Registry::default();
+        register_metrics(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("forwarder_redis_failures_total{sink=\"down\"} 1"),
+            "{text}"
+        );
     }
 }

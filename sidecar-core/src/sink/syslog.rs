@@ -17,8 +17,13 @@ use std::borrow::Cow;
 use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _, UdpSocket};
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
@@ -565,6 +570,88 @@ struct SyslogCounters {
     connects: u64,
 }
 
+type Labels = Vec<(String, String)>;
+
+/// The syslog sinks' metrics, one family each, labelled `sink`.
+struct Families {
+    records: Family<Labels, Counter>,
+    bytes: Family<Labels, Counter>,
+    batches: Family<Labels, Counter>,
+    failures: Family<Labels, Counter>,
+    truncated: Family<Labels, Counter>,
+    duration: Family<Labels, Histogram>,
+}
+
+static METRICS: LazyLock<Families> = LazyLock::new(|| Families {
+    records: Family::default(),
+    bytes: Family::default(),
+    batches: Family::default(),
+    failures: Family::default(),
+    truncated: Family::default(),
+    // 100 µs to ~3 s per batch: loopback to a distant, busy server.
+    duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 15))),
+});
+
+/// Registers the syslog sinks' metrics in the forwarder's `registry` (once per registry).
+pub fn register_metrics(registry: &mut Registry) {
+    let m = &*METRICS;
+    registry.register(
+        "forwarder_syslog_sent_records",
+        "Records a syslog sink delivered",
+        m.records.clone(),
+    );
+    registry.register(
+        "forwarder_syslog_sent_bytes",
+        "Bytes a syslog sink wrote, framing included",
+        m.bytes.clone(),
+    );
+    registry.register(
+        "forwarder_syslog_batches",
+        "Batches a syslog sink delivered",
+        m.batches.clone(),
+    );
+    registry.register(
+        "forwarder_syslog_failures",
+        "Failed attempts of a syslog sink (each batch is retried)",
+        m.failures.clone(),
+    );
+    registry.register(
+        "forwarder_syslog_truncated_messages",
+        "Messages a syslog sink cut to max_message_bytes",
+        m.truncated.clone(),
+    );
+    registry.register(
+        "forwarder_syslog_batch_duration_seconds",
+        "Time a syslog sink took to deliver a batch",
+        m.duration.clone(),
+    );
+}
+
+/// The metric handles of one sink.
+struct SinkMetrics {
+    records: Counter,
+    bytes: Counter,
+    batches: Counter,
+    failures: Counter,
+    truncated: Counter,
+    duration: Histogram,
+}
+
+impl SinkMetrics {
+    fn for_sink(name: &str) -> Self {
+        let label = vec![("sink".to_owned(), name.to_owned())];
+        let m = &*METRICS;
+        Self {
+            records: m.records.get_or_create(&label).clone(),
+            bytes: m.bytes.get_or_create(&label).clone(),
+            batches: m.batches.get_or_create(&label).clone(),
+            failures: m.failures.get_or_create(&label).clone(),
+            truncated: m.truncated.get_or_create(&label).clone(),
+            duration: m.duration.get_or_create(&label).clone(),
+        }
+    }
+}
+
 enum Connection {
     Tcp(TcpStream),
     Udp(UdpSocket),
@@ -585,6 +672,7 @@ pub struct SyslogSink {
     counters: SyslogCounters,
     failing: bool,
     last_truncation_warning: Option<Instant>,
+    metrics: SinkMetrics,
 }
 
 impl SyslogSink {
@@ -599,6 +687,7 @@ impl SyslogSink {
             .unwrap_or_default();
         Ok(Self {
             formatter: Formatter::new(&spec),
+            metrics: SinkMetrics::for_sink(&spec.name),
             spec,
             connection: None,
             buf: Vec::with_capacity(64 << 10),
@@ -749,6 +838,7 @@ impl Sink for SyslogSink {
         if batch.is_empty() {
             return Ok(());
         }
+        let started = Instant::now();
         let truncated = self.encode(batch);
         match self.write_batch() {
             Ok(()) => {
@@ -758,7 +848,14 @@ impl Sink for SyslogSink {
                 self.counters.records += batch.len() as u64;
                 self.counters.bytes += self.buf.len() as u64;
                 self.counters.batches += 1;
+                self.metrics.records.inc_by(batch.len() as u64);
+                self.metrics.bytes.inc_by(self.buf.len() as u64);
+                self.metrics.batches.inc();
+                self.metrics
+                    .duration
+                    .observe(started.elapsed().as_secs_f64());
                 if truncated > 0 {
+                    self.metrics.truncated.inc_by(truncated);
                     self.counters.truncated += truncated;
                     self.warn_truncation();
                 }
@@ -769,6 +866,7 @@ impl Sink for SyslogSink {
                     warn!(sink = %self.spec.name, address = %self.spec.address, error = %source, "The syslog server did not take the batch; reconnecting and sending it again.");
                 }
                 self.counters.failures += 1;
+                self.metrics.failures.inc();
                 Err(SinkError::Io {
                     sink: self.spec.name.clone(),
                     path: PathBuf::from(format!(
@@ -953,8 +1051,13 @@ mod tests {
     fn a_closed_tcp_connection_is_noticed_before_the_next_batch() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let mut sink =
-            SyslogSink::open(spec(&format!("address: {address}\nhostname: h\n")), None).unwrap();
+        let mut sink = SyslogSink::open(
+            spec(&format!(
+                "address: {address}\nhostname: h\nname: reconnecting\n"
+            )),
+            None,
+        )
+        .unwrap();
         let record = [OutRecord::decode(RECORD.as_bytes())];
         sink.send(&record).unwrap();
         let (server, _) = listener.accept().unwrap();
@@ -963,6 +1066,18 @@ mod tests {
         sink.send(&record).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         assert_eq!(sink.state()["connects"], 2);
+        let mut registry = Registry::default();
+        register_metrics(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("forwarder_syslog_sent_records_total{sink=\"reconnecting\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("forwarder_syslog_batch_duration_seconds_count{sink=\"reconnecting\"} 2"),
+            "{text}"
+        );
         drop(sink);
         let mut text = String::new();
         server.read_to_string(&mut text).unwrap();
