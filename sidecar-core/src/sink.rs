@@ -9,7 +9,9 @@
 //! must make the retry of the same batch (and a restart from the last commit) idempotent.
 
 pub mod file;
+pub mod redis;
 pub mod report;
+pub mod syslog;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -160,6 +162,10 @@ pub enum SinkSpec {
         #[serde(default = "default_true")]
         compress_closed: bool,
     },
+    /// `PUBLISH` to a channel and/or `XADD` to a stream (see [`redis::RedisSpec`]).
+    Redis(redis::RedisSpec),
+    /// RFC 5424 messages over TCP or UDP (see [`syslog::SyslogSpec`]).
+    Syslog(syslog::SyslogSpec),
 }
 
 fn default_file_name() -> String {
@@ -199,23 +205,31 @@ impl ForwarderFile {
         }
         let mut names = vec![report::REPORT_SINK_NAME];
         for (i, sink) in self.sinks.iter().enumerate() {
-            let SinkSpec::File {
-                name,
-                max_file_bytes,
-                ..
-            } = sink;
+            let checked = match sink {
+                SinkSpec::File {
+                    name,
+                    max_file_bytes,
+                    ..
+                } => {
+                    if max_file_bytes.0 < 1024 {
+                        return Err(invalid(
+                            format!("sinks[{i}].max_file_bytes"),
+                            "must be at least 1KiB",
+                        ));
+                    }
+                    Ok(name)
+                }
+                SinkSpec::Redis(spec) => spec.validate().map(|()| &spec.name),
+                SinkSpec::Syslog(spec) => spec.validate().map(|()| &spec.name),
+            };
+            let name = checked
+                .map_err(|(field, message)| invalid(format!("sinks[{i}].{field}"), &message))?;
             if names.contains(&name.as_str()) {
                 return Err(invalid(
                     format!("sinks[{i}].name"),
                     &format!(
                         "{name:?} is used twice (names must be unique; \"report\" is the report's)"
                     ),
-                ));
-            }
-            if max_file_bytes.0 < 1024 {
-                return Err(invalid(
-                    format!("sinks[{i}].max_file_bytes"),
-                    "must be at least 1KiB",
                 ));
             }
             names.push(name);
@@ -264,6 +278,14 @@ pub fn build(
                     compress_closed: *compress_closed,
                 },
                 saved.get(name),
+            )?)),
+            SinkSpec::Redis(spec) => sinks.push(Box::new(redis::RedisSink::open(
+                spec.clone(),
+                saved.get(&spec.name),
+            )?)),
+            SinkSpec::Syslog(spec) => sinks.push(Box::new(syslog::SyslogSink::open(
+                spec.clone(),
+                saved.get(&spec.name),
             )?)),
         }
     }
