@@ -8,7 +8,12 @@
 //! Easy to get wrong: retries. A failed `send` may have delivered part of the batch; the sink
 //! must make the retry of the same batch (and a restart from the last commit) idempotent.
 
+pub mod dead_letter;
+pub mod elasticsearch;
 pub mod file;
+pub mod http;
+pub mod loki;
+pub mod network;
 pub mod report;
 
 use std::path::{Path, PathBuf};
@@ -101,6 +106,38 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    /// A sink could not start (client, certificates, credentials).
+    #[error("sink {sink}: cannot start")]
+    Setup {
+        /// The sink's name.
+        sink: String,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A server did not take (all of) the batch for now; the rest is sent again later.
+    #[error("sink {sink}: {owed} records not delivered to {url} yet: {reason}")]
+    Unavailable {
+        /// The sink's name.
+        sink: String,
+        /// The endpoint, without credentials.
+        url: String,
+        /// Records of the batch still owed.
+        owed: usize,
+        /// Why (a status and the server's words, a timeout, a connection error).
+        reason: String,
+    },
+    /// Refused records could not be written to the dead-letter journal; retried.
+    #[error("sink {sink}: cannot write the dead-letter journal in {}", .dir.display())]
+    DeadLetter {
+        /// The sink's name.
+        sink: String,
+        /// The journal's directory.
+        dir: PathBuf,
+        /// The journal error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// A destination for processed records.
@@ -125,6 +162,19 @@ pub trait Sink: Send {
 
     /// Called once at shutdown, after the final commit.
     fn close(&mut self) {}
+
+    /// After a failed `send`: how long to wait before offering the batch again, when the sink
+    /// knows better than the forwarder's own backoff (a server's `Retry-After`, its own
+    /// backoff with jitter). Default: no opinion.
+    fn retry_delay(&self) -> Option<Duration> {
+        None
+    }
+
+    /// A token that ends the sink's requests in flight at once, fired when the shutdown
+    /// grace period is nearly spent. Default: none (the sink never blocks for long).
+    fn cancel_handle(&self) -> Option<network::Cancel> {
+        None
+    }
 }
 
 /// The forwarder's config file (`forwarder.yaml`, mounted from a ConfigMap).
@@ -137,6 +187,25 @@ pub struct ForwarderFile {
     /// Further sinks.
     #[serde(default)]
     pub sinks: Vec<SinkSpec>,
+    /// Whether sinks advance together (default) or each at its own pace.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Where records a server refused for good are kept.
+    #[serde(default)]
+    pub dead_letter: dead_letter::DeadLetterSpec,
+}
+
+/// How the positions of several sinks relate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// One position for all sinks: a batch is committed once every sink took it, so a sink
+    /// that is down holds the others back (they never run ahead of it).
+    #[default]
+    AllOrNothing,
+    /// One position per sink: a sink that is down falls behind while the others go on; it
+    /// catches up from the journal when it is back (the journal keeps what it still needs).
+    Decoupled,
 }
 
 /// One sink in the config file, chosen by `type`.
@@ -160,6 +229,45 @@ pub enum SinkSpec {
         #[serde(default = "default_true")]
         compress_closed: bool,
     },
+    /// NDJSON or JSON-array batches POSTed to a URL.
+    Http(http::HttpSpec),
+    /// Grafana Loki's push API.
+    Loki(loki::LokiSpec),
+    /// Elasticsearch or OpenSearch `_bulk`.
+    Elasticsearch(elasticsearch::ElasticsearchSpec),
+}
+
+impl SinkSpec {
+    /// The sink's unique name.
+    pub fn name(&self) -> &str {
+        match self {
+            SinkSpec::File { name, .. } => name,
+            SinkSpec::Http(s) => &s.name,
+            SinkSpec::Loki(s) => &s.name,
+            SinkSpec::Elasticsearch(s) => &s.name,
+        }
+    }
+
+    /// Checks what the types cannot; the error is `(field under the sink, message)`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        match self {
+            SinkSpec::File { max_file_bytes, .. } => {
+                if max_file_bytes.0 < 1024 {
+                    return Err(("max_file_bytes".into(), "must be at least 1KiB".into()));
+                }
+                Ok(())
+            }
+            SinkSpec::Http(s) => s.endpoint().validate(""),
+            SinkSpec::Loki(s) => {
+                s.endpoint().validate("")?;
+                s.validate_labels()
+            }
+            SinkSpec::Elasticsearch(s) => {
+                s.endpoint().validate("")?;
+                s.validate_index().map_err(|m| ("index".into(), m))
+            }
+        }
+    }
 }
 
 fn default_file_name() -> String {
@@ -199,12 +307,8 @@ impl ForwarderFile {
         }
         let mut names = vec![report::REPORT_SINK_NAME];
         for (i, sink) in self.sinks.iter().enumerate() {
-            let SinkSpec::File {
-                name,
-                max_file_bytes,
-                ..
-            } = sink;
-            if names.contains(&name.as_str()) {
+            let name = sink.name();
+            if names.contains(&name) {
                 return Err(invalid(
                     format!("sinks[{i}].name"),
                     &format!(
@@ -212,11 +316,9 @@ impl ForwarderFile {
                     ),
                 ));
             }
-            if max_file_bytes.0 < 1024 {
-                return Err(invalid(
-                    format!("sinks[{i}].max_file_bytes"),
-                    "must be at least 1KiB",
-                ));
+            if let Err((field, message)) = sink.validate() {
+                let field = field.trim_start_matches('.');
+                return Err(invalid(format!("sinks[{i}].{field}"), &message));
             }
             names.push(name);
         }
@@ -228,6 +330,8 @@ impl ForwarderFile {
         Self {
             report: report::ReportSpec::default(),
             sinks: Vec::new(),
+            delivery: Delivery::default(),
+            dead_letter: dead_letter::DeadLetterSpec::default(),
         }
     }
 }
@@ -265,6 +369,9 @@ pub fn build(
                 },
                 saved.get(name),
             )?)),
+            SinkSpec::Http(s) => sinks.push(s.build(&file.dead_letter)?),
+            SinkSpec::Loki(s) => sinks.push(s.build(&file.dead_letter)?),
+            SinkSpec::Elasticsearch(s) => sinks.push(s.build(&file.dead_letter)?),
         }
     }
     Ok(sinks)
