@@ -415,6 +415,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "forwarder.yaml: report.interval: must be at least 1s");
+        let err = parse("sinks:\n  - {type: http, url: 'ftp://x'}\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "forwarder.yaml: sinks[0].url: scheme \"ftp\" is not http or https"
+        );
+        let err =
+            parse("sinks:\n  - {type: elasticsearch, url: 'http://es:9200', index: 'Logs-%Y'}\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.starts_with("forwarder.yaml: sinks[0].index: must be lowercase"),
+            "{err}"
+        );
+        let err = parse("sinks:\n  - {type: loki, url: 'http://loki:3100', label_fields: [id]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("forwarder.yaml: sinks[0].label_fields: "),
+            "{err}"
+        );
+        let err = parse("sinks:\n  - type: http\n    url: http://x\n    auth: {bearer: {token_file: /a, token_env: B}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("forwarder.yaml: sinks[0].auth.bearer: set exactly one"),
+            "{err}"
+        );
+        let err = parse("sinks:\n  - {type: http, url: 'http://x', batch: {max_records: 0}}\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "forwarder.yaml: sinks[0].batch.max_records: must be at least 1"
+        );
+        let err = parse("sinks:\n  - {type: http, url: 'http://x', gzipp: true}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gzipp"), "{err}");
+        let err =
+            parse("sinks:\n  - {type: http, url: 'http://x'}\n  - {type: http, url: 'http://y'}\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("sinks[1].name: \"http\" is used twice"),
+            "{err}"
+        );
+        let ok = parse(
+            "delivery: decoupled\ndead_letter: {directory: /dl, max_bytes: 1MiB}\nsinks:\n  - type: elasticsearch\n    url: https://es:9200\n    gzip: true\n    auth: {basic: {username: elastic, password_env: ES_PASSWORD}}\n    tls: {ca_file: /ca.pem}\n    batch: {max_records: 500, max_bytes: 5MiB}\n    retry: {initial_backoff: 100ms, max_backoff: 10s}\n    timeouts: {connect: 2s, request: 20s}\n  - type: loki\n    url: http://loki:3100\n    tenant_id: team-a\n    static_labels: {namespace: shop}\n    structured_fields: metadata\n  - type: http\n    url: http://vector:8080/logs\n    format: json_array\n    headers: {X-Source: sidecar}\n",
+        )
+        .unwrap();
+        assert_eq!(ok.delivery, Delivery::Decoupled);
+        assert_eq!(ok.sinks.len(), 3);
+        assert_eq!(ok.sinks[0].name(), "elasticsearch");
         let ok = parse("report:\n  interval: 5s\nsinks:\n  - type: file\n    directory: /out\n    max_file_bytes: 1MiB\n").unwrap();
         assert_eq!(ok.report.interval.0, Duration::from_secs(5));
     }
