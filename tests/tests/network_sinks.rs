@@ -858,3 +858,41 @@ fn decoupled_sinks_keep_going_while_one_is_down_and_it_catches_up() {
     assert!(problems.is_empty(), "{problems}");
     assert!(exactly_once(&pod.delivered(), &[("access", 400)]).is_empty());
 }
+
+#[test]
+fn switching_back_to_all_or_nothing_catches_the_lagging_sink_up_without_repeats() {
+    let mut pod = Pod::new();
+    let down = Arc::new(AtomicBool::new(true));
+    let is_down = down.clone();
+    let server = FakeServer::start(move |_| {
+        Some(Response::status(if is_down.load(Ordering::Relaxed) {
+            503
+        } else {
+            200
+        }))
+    });
+    let sink = format!(
+        "  - type: http\n    url: {}\n    retry: {{initial_backoff: 50ms, max_backoff: 200ms}}\n",
+        server.url()
+    );
+    configure(&pod, "delivery: decoupled\n", &sink, true);
+    let mut app = Writer::open(pod.path("logs/access.log"), "access");
+    app.write(200);
+    let mut stages = pod.start_all();
+    pod.wait_delivered(200, TIMEOUT);
+    stages.pop().unwrap().terminate(Duration::from_secs(15));
+    // The http sink is 200 records behind the file sink; one position for both from now on.
+    configure(&pod, "delivery: all_or_nothing\n", &sink, true);
+    down.store(false, Ordering::Relaxed);
+    app.write(100);
+    stages.push(pod.start(StageKind::Forwarder));
+    let records = pod.wait_delivered(300, TIMEOUT);
+    let problems = exactly_once(&records, &[("access", 300)]);
+    assert!(problems.is_empty(), "file sink: {problems}");
+    server.wait_for("300 records", || received(&server).len() >= 300);
+    std::thread::sleep(Duration::from_millis(300));
+    let problems = exactly_once(&received(&server), &[("access", 300)]);
+    assert!(problems.is_empty(), "http sink: {problems}");
+    let log = std::fs::read_to_string(&stages[2].log).unwrap();
+    assert!(log.contains("catching it up alone first"), "{log}");
+}

@@ -1246,6 +1246,61 @@ mod tests {
         assert!(err.starts_with("sink t: tls.ca_file: "), "{err}");
     }
 
+    struct Lines(Url);
+
+    impl Protocol for Lines {
+        fn content_type(&self) -> &'static str {
+            "text/plain"
+        }
+        fn url(&self) -> &Url {
+            &self.0
+        }
+        fn encode(&mut self, records: &[&OutRecord<'_>], body: &mut Vec<u8>) {
+            for r in records {
+                body.extend_from_slice(r.raw);
+            }
+        }
+    }
+
+    #[test]
+    fn batches_are_cut_into_requests_by_records_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut parts: (
+            BTreeMap<String, String>,
+            TlsSpec,
+            TimeoutSpec,
+            RetrySpec,
+            BatchSpec,
+        ) = Default::default();
+        parts.4 = BatchSpec {
+            max_records: 3,
+            max_bytes: ByteSize(2048),
+        };
+        let spec = spec_with("http://127.0.0.1:1/", None, &parts);
+        let dead = DeadLetterSpec {
+            directory: Some(dir.path().to_owned()),
+            ..DeadLetterSpec::default()
+        };
+        let sink = NetworkSink::new(
+            &spec,
+            Lines(Url::parse("http://127.0.0.1:1/").unwrap()),
+            &dead,
+        )
+        .unwrap();
+        let small = vec![b'a'; 100];
+        let big = vec![b'b'; 1500];
+        let raws: Vec<&[u8]> = vec![&small, &small, &small, &small, &big, &small, &big, &big];
+        let batch: Vec<OutRecord<'_>> = raws.iter().map(|r| OutRecord::decode(r)).collect();
+        let requests: Vec<Vec<usize>> = sink.requests(&batch, (0..8).collect()).into();
+        // 3 records at most; 2048 bytes at most, except a record alone.
+        assert_eq!(
+            requests,
+            vec![vec![0, 1, 2], vec![3, 4, 5], vec![6], vec![7]]
+        );
+        let requests: Vec<Vec<usize>> = sink.requests(&batch, vec![1, 5]).into();
+        assert_eq!(requests, vec![vec![1, 5]], "only what is owed");
+    }
+
     #[test]
     fn gzip_round_trips() {
         let body = b"{\"a\":1}\n".repeat(1000);
