@@ -74,6 +74,15 @@ pub enum AuthSpec {
         #[serde(default)]
         token_env: Option<String>,
     },
+    /// `Authorization: ApiKey <key>` (Elasticsearch API keys, the encoded form).
+    ApiKey {
+        /// File holding the key (trailing newline ignored).
+        #[serde(default)]
+        key_file: Option<PathBuf>,
+        /// Environment variable holding the key.
+        #[serde(default)]
+        key_env: Option<String>,
+    },
 }
 
 /// `batch:` of a network sink: how a journal batch is cut into requests.
@@ -259,6 +268,14 @@ impl EndpointSpec<'_> {
                 return bad(
                     "auth.bearer",
                     "set exactly one of token_file and token_env".into(),
+                )
+            }
+            Some(AuthSpec::ApiKey { key_file, key_env })
+                if key_file.is_some() == key_env.is_some() =>
+            {
+                return bad(
+                    "auth.api_key",
+                    "set exactly one of key_file and key_env".into(),
                 )
             }
             _ => {}
@@ -812,6 +829,15 @@ fn auth_header(
                 "auth.bearer.token_env",
             )?;
             format!("Bearer {token}")
+        }
+        AuthSpec::ApiKey { key_file, key_env } => {
+            let key = secret(
+                key_file,
+                key_env,
+                "auth.api_key.key_file",
+                "auth.api_key.key_env",
+            )?;
+            format!("ApiKey {key}")
         }
     };
     // The message must not echo the value: it holds the secret.
