@@ -378,6 +378,8 @@ struct Lane<'a, 's> {
     wakeup: &'s Wakeup,
     buf: Vec<u8>,
     warned_behind: bool,
+    /// The longest linger of the forwarder and of the lane's sinks.
+    linger: Duration,
 }
 
 impl<'a, 's> Lane<'a, 's> {
@@ -387,9 +389,14 @@ impl<'a, 's> Lane<'a, 's> {
         position: Position,
         wakeup: &'s Wakeup,
     ) -> Self {
+        let linger = sinks
+            .iter()
+            .map(|s| s.linger())
+            .fold(shared.config.linger, Duration::max);
         Self {
             reader: JournalReader::new(&shared.config.input_dir, position),
             shared,
+            linger,
             sinks,
             wakeup,
             buf: Vec::new(),
@@ -412,7 +419,7 @@ impl<'a, 's> Lane<'a, 's> {
             if more {
                 continue;
             }
-            if self.wakeup.wait(config.poll_interval) || self.wakeup.sleep(config.linger) {
+            if self.wakeup.wait(config.poll_interval) || self.wakeup.sleep(self.linger) {
                 break;
             }
         }

@@ -170,6 +170,12 @@ pub trait Sink: Send {
         None
     }
 
+    /// How long to let records gather after a wake-up before reading a batch for this sink
+    /// (its lane waits for the longest of its sinks'). Default: none beyond the forwarder's.
+    fn linger(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// A token that ends the sink's requests in flight at once, fired when the shutdown
     /// grace period is nearly spent. Default: none (the sink never blocks for long).
     fn cancel_handle(&self) -> Option<network::Cancel> {

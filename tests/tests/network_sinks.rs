@@ -896,3 +896,30 @@ fn switching_back_to_all_or_nothing_catches_the_lagging_sink_up_without_repeats(
     let log = std::fs::read_to_string(&stages[2].log).unwrap();
     assert!(log.contains("catching it up alone first"), "{log}");
 }
+
+#[test]
+fn a_trickle_of_lines_is_gathered_into_few_requests_by_the_linger() {
+    let mut pod = Pod::new();
+    let server = FakeServer::start(|_| Some(Response::status(200)));
+    configure(
+        &pod,
+        "",
+        &format!(
+            "  - type: http\n    url: {}\n    batch: {{linger: 500ms}}\n",
+            server.url()
+        ),
+        false,
+    );
+    let mut app = Writer::open(pod.path("logs/access.log"), "access");
+    let _stages = pod.start_all();
+    // 40 lines, one every 25 ms: without a linger, about one request per line.
+    for _ in 0..40 {
+        app.write(1);
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    server.wait_for("40 records", || received(&server).len() >= 40);
+    let problems = exactly_once(&received(&server), &[("access", 40)]);
+    assert!(problems.is_empty(), "{problems}");
+    let requests = server.requests().len();
+    assert!(requests <= 8, "{requests} requests for 40 lines over 1 s");
+}

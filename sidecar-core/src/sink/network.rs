@@ -97,6 +97,11 @@ pub struct BatchSpec {
     /// is 4 MiB.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: ByteSize,
+    /// After new records arrive, wait this long for more before sending (default 200 ms), so
+    /// a trickle of lines becomes a few requests a second rather than one per line. A backlog
+    /// is sent without waiting.
+    #[serde(default = "default_linger")]
+    pub linger: HumanDuration,
 }
 
 impl Default for BatchSpec {
@@ -104,8 +109,13 @@ impl Default for BatchSpec {
         Self {
             max_records: default_max_records(),
             max_bytes: default_max_bytes(),
+            linger: default_linger(),
         }
     }
+}
+
+fn default_linger() -> HumanDuration {
+    HumanDuration(Duration::from_millis(200))
 }
 
 fn default_max_records() -> usize {
@@ -229,6 +239,9 @@ impl EndpointSpec<'_> {
         }
         if self.batch.max_bytes.0 < 1024 {
             return bad("batch.max_bytes", "must be at least 1KiB".into());
+        }
+        if self.batch.linger.0 > Duration::from_secs(60) {
+            return bad("batch.linger", "must be at most 60s".into());
         }
         if self.retry.initial_backoff.0.is_zero()
             || self.retry.max_backoff.0 < self.retry.initial_backoff.0
@@ -1128,6 +1141,10 @@ impl<P: Protocol> Sink for NetworkSink<P> {
         self.delay
     }
 
+    fn linger(&self) -> Duration {
+        self.batch.linger.0
+    }
+
     fn cancel_handle(&self) -> Option<Cancel> {
         Some(self.endpoint.cancel_handle())
     }
@@ -1301,6 +1318,7 @@ mod tests {
         parts.4 = BatchSpec {
             max_records: 3,
             max_bytes: ByteSize(2048),
+            ..BatchSpec::default()
         };
         let spec = spec_with("http://127.0.0.1:1/", None, &parts);
         let dead = DeadLetterSpec {
