@@ -5,10 +5,14 @@
 //! must be few and low-cardinality (namespace, pod, container, source_file, log_level); the
 //! rest of the record travels in the line or as structured metadata, never as labels.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::Write as _;
 
 use reqwest::Url;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::dead_letter::DeadLetterSpec;
@@ -146,6 +150,14 @@ impl LokiSpec {
                 ));
             }
         }
+        for (i, name) in self.label_fields.iter().enumerate() {
+            if self.static_labels.contains_key(name) || self.label_fields[..i].contains(name) {
+                return Err((
+                    "label_fields".into(),
+                    format!("{name:?} is named twice (label_fields and static_labels together)"),
+                ));
+            }
+        }
         if self.static_labels.is_empty() && self.label_fields.is_empty() {
             return Err((
                 "label_fields".into(),
@@ -277,6 +289,167 @@ impl PushProtocol {
     }
 }
 
+/// A string borrowed from the record's bytes when it has no escapes (serde's own `Cow`
+/// always copies).
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+/// A scalar JSON value as label text: strings unquoted, numbers and booleans as written.
+fn scalar_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    match text.as_bytes().first()? {
+        b'"' => serde_json::from_str::<Text<'_>>(text).ok().map(|t| t.0),
+        b'{' | b'[' | b'n' => None,
+        _ => Some(Cow::Borrowed(text)),
+    }
+}
+
+/// The values of the label fields, in `label_fields` order (`None`: absent or not a scalar).
+type LabelValues<'a> = Vec<Option<Cow<'a, str>>>;
+
+/// The label fields (in `label_fields` order) and `collected_at` of one record, read without
+/// decoding the rest of it.
+struct Picked<'a> {
+    labels: LabelValues<'a>,
+    collected_at: Option<Cow<'a, str>>,
+}
+
+/// Reads a record's object keeping only the named fields.
+struct Picker<'p> {
+    names: &'p [String],
+}
+
+impl<'de> DeserializeSeed<'de> for Picker<'_> {
+    type Value = Picked<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Picked<'de>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Picker<'_> {
+    type Value = Picked<'de>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Picked<'de>, A::Error> {
+        let mut picked = Picked {
+            labels: vec![None; self.names.len()],
+            collected_at: None,
+        };
+        while let Some(key) = map.next_key::<Text<'de>>()? {
+            let key = key.0;
+            let wanted = self.names.iter().position(|n| *n == key);
+            if wanted.is_none() && key != field::COLLECTED_AT {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let raw: &'de RawValue = map.next_value()?;
+            let text = scalar_text(raw);
+            match wanted {
+                Some(i) => picked.labels[i] = text,
+                None => picked.collected_at = text,
+            }
+        }
+        Ok(picked)
+    }
+}
+
+fn now_ns() -> i64 {
+    chrono::Utc::now()
+        .timestamp_nanos_opt()
+        .expect("now fits in i64 nanoseconds until 2262")
+}
+
+impl PushProtocol {
+    /// The whole-record-as-line body, written straight from the journal bytes: per record only
+    /// the label fields and `collected_at` are read, and the line is the record escaped once.
+    fn encode_lines(&self, records: &[&OutRecord<'_>], body: &mut Vec<u8>) {
+        let mut streams: BTreeMap<LabelValues<'_>, Vec<(i64, usize)>> = BTreeMap::new();
+        for (i, record) in records.iter().enumerate() {
+            let mut de = serde_json::Deserializer::from_slice(record.raw);
+            let picked = Picker {
+                names: &self.label_fields,
+            }
+            .deserialize(&mut de)
+            .unwrap_or_else(|_| Picked {
+                labels: vec![None; self.label_fields.len()],
+                collected_at: None,
+            });
+            let ns = picked
+                .collected_at
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or_else(now_ns);
+            streams.entry(picked.labels).or_default().push((ns, i));
+        }
+        let write = |body: &mut Vec<u8>, text: &str| {
+            serde_json::to_writer(&mut *body, text).expect("writing to a Vec cannot fail");
+        };
+        body.extend_from_slice(b"{\"streams\":[");
+        for (n, (labels, mut entries)) in streams.into_iter().enumerate() {
+            if n > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(b"{\"stream\":{");
+            let present = labels
+                .iter()
+                .zip(&self.label_fields)
+                .filter_map(|(value, name)| Some((name.as_str(), value.as_deref()?)));
+            let mut any = false;
+            for (k, (name, value)) in self
+                .static_labels
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .chain(present)
+                .enumerate()
+            {
+                if k > 0 {
+                    body.push(b',');
+                }
+                write(body, name);
+                body.push(b':');
+                write(body, value);
+                any = true;
+            }
+            if !any {
+                // Loki refuses a stream without labels.
+                body.extend_from_slice(b"\"source_file\":\"unknown\"");
+            }
+            body.extend_from_slice(b"},\"values\":[");
+            // Loki wants each stream in time order; stable, so equal stamps keep journal order.
+            entries.sort_by_key(|e| e.0);
+            for (k, (ns, i)) in entries.into_iter().enumerate() {
+                if k > 0 {
+                    body.push(b',');
+                }
+                write!(body, "[\"{ns}\",").expect("writing to a Vec cannot fail");
+                write(body, &String::from_utf8_lossy(records[i].raw));
+                body.push(b']');
+            }
+            body.extend_from_slice(b"]}");
+        }
+        body.extend_from_slice(b"]}");
+    }
+}
+
 impl Protocol for PushProtocol {
     fn content_type(&self) -> &'static str {
         "application/json"
@@ -287,6 +460,9 @@ impl Protocol for PushProtocol {
     }
 
     fn encode(&mut self, records: &[&OutRecord<'_>], body: &mut Vec<u8>) {
+        if self.structured_fields == StructuredFields::Line {
+            return self.encode_lines(records, body);
+        }
         let streams: Vec<Value> = self
             .streams(records)
             .into_iter()
@@ -373,6 +549,40 @@ mod tests {
         let entry = &body["streams"][0]["values"][0];
         assert_eq!(entry[1], "hello");
         assert_eq!(entry[2], serde_json::json!({"id":"1","status_code":"200"}));
+    }
+
+    #[test]
+    fn escaped_and_odd_fields_are_labelled_like_the_full_decode() {
+        let raws: [&[u8]; 4] = [
+            br#"{"source_file":"a\"b.log","log_level":3,"collected_at":"2026-11-22T10:00:00Z"}"#,
+            br#"{"source_file":{"x":1},"log_level":true}"#,
+            br#"{"log_level":null,"source_file":"c.log","collected_at":"soon"}"#,
+            b"not json",
+        ];
+        let body = push(&mut protocol(StructuredFields::Line), &raws);
+        let mut labels: Vec<Value> = body["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["stream"].clone())
+            .collect();
+        labels.sort_by_key(|l| l.to_string());
+        let mut expected = vec![
+            serde_json::json!({"namespace":"shop"}),
+            serde_json::json!({"namespace":"shop","log_level":"true"}),
+            serde_json::json!({"namespace":"shop","source_file":"a\"b.log","log_level":"3"}),
+            serde_json::json!({"namespace":"shop","source_file":"c.log"}),
+        ];
+        expected.sort_by_key(|l| l.to_string());
+        assert_eq!(labels, expected);
+        let lines: Vec<&str> = body["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["values"].as_array().unwrap())
+            .map(|e| e[1].as_str().unwrap())
+            .collect();
+        assert!(lines.contains(&"not json"));
     }
 
     #[test]
