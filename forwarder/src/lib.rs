@@ -1,13 +1,22 @@
 //! The forwarder: reads the processed journal and delivers every record to its sinks — the
-//! periodic report on stdout and any configured files — then commits its position.
+//! periodic report on stdout, files, HTTP, Loki, Elasticsearch — then commits its position.
 //!
-//! Easy to get wrong: the commit. The position advances only after every sink took the batch,
-//! and it is committed together with each sink's state in one atomic file (the forwarder's
-//! cursor in the processed journal), so a restart neither skips nor repeats a record.
+//! Easy to get wrong: the commit. A sink's position advances only after it took the batch, and
+//! every sink's position and state are committed together in one atomic file (the forwarder's
+//! cursor in the processed journal), so a restart neither skips nor repeats a record for the
+//! file sink, and network sinks resend at most the batches they were working on.
+//!
+//! Delivery is organised in lanes: a lane reads the journal and offers each batch to its
+//! sinks until all took it. `all_or_nothing` runs one lane with every sink; `decoupled` runs
+//! one lane (thread) per sink, so a sink that is down only holds back itself. The cursor
+//! published for the journal's retention is the slowest sink's position, so no segment a sink
+//! still needs is deleted.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,7 +30,7 @@ use sidecar_core::checkpoint::Durability;
 use sidecar_core::config::HumanDuration;
 use sidecar_core::journal::{Cursor, JournalReader, Position};
 use sidecar_core::signal::{self, DirWatcher, Wakeup};
-use sidecar_core::sink::{self, ForwarderFile, OutRecord, Sink};
+use sidecar_core::sink::{self, Delivery, ForwarderFile, OutRecord, Sink};
 use sidecar_core::telemetry::{self, Health};
 use tracing::{info, warn};
 
@@ -84,13 +93,17 @@ impl Cli {
     /// # Errors
     /// A message naming the file and field, or the flag, and what is wrong.
     pub fn into_config(self) -> anyhow::Result<ForwarderConfig> {
-        let file = match &self.config {
+        let mut file = match &self.config {
             Some(path) => ForwarderFile::load(path)?,
             None if std::path::Path::new(DEFAULT_CONFIG).exists() => {
                 ForwarderFile::load(std::path::Path::new(DEFAULT_CONFIG))?
             }
             None => ForwarderFile::report_only(),
         };
+        if file.dead_letter.directory.is_none() {
+            // The forwarder's own corner of the processed volume: it survives restarts.
+            file.dead_letter.directory = Some(self.input_dir.join("dead-letter"));
+        }
         Ok(ForwarderConfig {
             file,
             input_dir: self.input_dir,
@@ -103,11 +116,16 @@ impl Cli {
     }
 }
 
-/// The forwarder's committed state beside its position: each sink's state by name.
+/// The forwarder's committed state beside its position: each sink's state and position.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ForwarderState {
     /// Sink name → the state it committed.
     pub sinks: Map<String, Value>,
+    /// Sink name → how far it has delivered. The cursor's own position is the smallest of
+    /// these; a sink missing here (new, or a checkpoint from before positions were kept per
+    /// sink) starts at the cursor's position.
+    #[serde(default)]
+    pub positions: BTreeMap<String, Position>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -143,6 +161,9 @@ pub async fn run(
         "Journal lines that were not JSON (delivered raw)",
         metrics.undecodable.clone(),
     );
+    sink::network::register_metrics(&mut registry);
+    sink::redis::register_metrics(&mut registry);
+    sink::syslog::register_metrics(&mut registry);
     let cursor =
         Cursor::<ForwarderState>::load_own(&config.input_dir, READER_NAME).with_context(|| {
             format!(
@@ -158,63 +179,187 @@ pub async fn run(
     let health = Health::new(Duration::from_secs(60));
     let bound = telemetry::serve(config.listen, registry, health.clone()).await?;
     let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
-    info!(listen = %bound, input = %config.input_dir.display(), sinks = ?names, segment = position.segment, offset = position.offset, "Forwarder started.");
+    info!(listen = %bound, input = %config.input_dir.display(), sinks = ?names, delivery = ?config.file.delivery, segment = position.segment, offset = position.offset, "Forwarder started.");
+    let shutdown = cancel_requests_late(shutdown, &sinks, config.grace);
+    let checkpoint = Checkpoint::new(&sinks, position, state);
     let wakeup = Wakeup::new();
     let loop_wakeup = wakeup.clone();
     signal::run_stage("forwarder", wakeup, config.grace, shutdown, move || {
-        let reader = JournalReader::new(&config.input_dir, position);
-        forward(&config, reader, sinks, &metrics, &loop_wakeup, &health)
+        let shared = Shared {
+            config: &config,
+            metrics: &metrics,
+            health: &health,
+            checkpoint: Mutex::new(checkpoint),
+        };
+        match config.file.delivery {
+            Delivery::AllOrNothing => forward_together(&shared, sinks, &loop_wakeup),
+            Delivery::Decoupled => forward_decoupled(&shared, sinks, &loop_wakeup),
+        }
     })
     .await
 }
 
-fn forward(
-    config: &ForwarderConfig,
-    reader: JournalReader,
-    sinks: Vec<Box<dyn Sink>>,
-    metrics: &Metrics,
-    wakeup: &Wakeup,
-    health: &Health,
-) -> anyhow::Result<()> {
-    let mut watcher = DirWatcher::start([config.input_dir.as_path()], wakeup);
-    let mut watching = config.input_dir.is_dir();
-    let mut stage = Stage {
-        config,
-        reader,
-        sinks,
-        metrics,
-        wakeup,
-        buf: Vec::new(),
-        warned_behind: false,
-    };
-    while !wakeup.is_stopping() {
-        health.beat();
-        if !watching && config.input_dir.is_dir() {
-            watching = watcher.add(&config.input_dir);
+/// Resolves with `shutdown`; a quarter of the grace period before it ends, requests still in
+/// flight are abandoned, so a server that accepts and never answers cannot hold the exit past
+/// the grace period (its batch stays uncommitted and is sent again after the restart).
+fn cancel_requests_late(
+    shutdown: impl Future<Output = ()>,
+    sinks: &[Box<dyn Sink>],
+    grace: Duration,
+) -> impl Future<Output = ()> {
+    let cancels: Vec<_> = sinks.iter().filter_map(|s| s.cancel_handle()).collect();
+    async move {
+        shutdown.await;
+        if !cancels.is_empty() {
+            tokio::spawn(async move {
+                tokio::time::sleep(grace.mul_f64(0.75)).await;
+                for cancel in cancels {
+                    cancel.cancel();
+                }
+            });
         }
-        let more = stage.forward_available()? == Progress::More;
-        stage.tick();
-        if more {
+    }
+}
+
+/// What every lane shares.
+struct Shared<'a> {
+    config: &'a ForwarderConfig,
+    metrics: &'a Metrics,
+    health: &'a Health,
+    checkpoint: Mutex<Checkpoint>,
+}
+
+/// The one checkpoint file's content, updated by each lane under the lock.
+struct Checkpoint {
+    state: ForwarderState,
+}
+
+impl Checkpoint {
+    fn new(sinks: &[Box<dyn Sink>], position: Position, saved: ForwarderState) -> Self {
+        let positions = sinks
+            .iter()
+            .map(|s| {
+                let name = s.name().to_owned();
+                let at = saved.positions.get(&name).copied().unwrap_or(position);
+                (name, at)
+            })
+            .collect();
+        // Only configured sinks: a removed sink must not hold the journal back forever.
+        let states = saved
+            .sinks
+            .into_iter()
+            .filter(|(name, _)| sinks.iter().any(|s| s.name() == name))
+            .collect();
+        Self {
+            state: ForwarderState {
+                sinks: states,
+                positions,
+            },
+        }
+    }
+
+    fn position_of(&self, sink: &str) -> Position {
+        self.state.positions.get(sink).copied().unwrap_or_default()
+    }
+
+    /// The slowest sink's position: what the journal may not delete before.
+    fn slowest(&self, fallback: Position) -> Position {
+        self.state
+            .positions
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(fallback)
+    }
+}
+
+/// `all_or_nothing`: one lane with every sink. Sinks behind the others (after a switch from
+/// `decoupled`) first catch up alone, so each sees every record exactly once.
+fn forward_together(
+    shared: &Shared<'_>,
+    sinks: Vec<Box<dyn Sink>>,
+    wakeup: &Wakeup,
+) -> anyhow::Result<()> {
+    let positions: Vec<Position> = {
+        let checkpoint = shared
+            .checkpoint
+            .lock()
+            .expect("checkpoint lock is never poisoned");
+        sinks
+            .iter()
+            .map(|s| checkpoint.position_of(s.name()))
+            .collect()
+    };
+    let front = positions.iter().copied().max().unwrap_or_default();
+    let mut together = Vec::new();
+    for (sink, position) in sinks.into_iter().zip(positions) {
+        if position == front {
+            together.push(sink);
             continue;
         }
-        if wakeup.wait(config.poll_interval) || wakeup.sleep(config.linger) {
-            break;
+        info!(sink = sink.name(), from = ?position, to = ?front, "Sink is behind the others; catching it up alone first.");
+        let mut lane = Lane::new(shared, vec![sink], position, wakeup);
+        if !lane.catch_up(front)? {
+            return Ok(()); // Stopped while catching up: its commit stands.
         }
+        together.extend(lane.sinks);
     }
-    // The processor stops before us (native sidecar order), so what it committed is final:
-    // deliver it before exiting, within the grace period.
-    loop {
-        health.beat();
-        match stage.forward_available()? {
-            Progress::More => continue,
-            Progress::Done => break,
-            Progress::Interrupted => return Ok(()), // A sink is down: the last commit stands.
+    Lane::new(shared, together, front, wakeup).run()
+}
+
+/// `decoupled`: one lane (thread) per sink, each with its own wake-ups; this thread waits for
+/// the stop and passes it on.
+fn forward_decoupled(
+    shared: &Shared<'_>,
+    sinks: Vec<Box<dyn Sink>>,
+    wakeup: &Wakeup,
+) -> anyhow::Result<()> {
+    let lanes: Vec<(Box<dyn Sink>, Wakeup, Position)> = {
+        let checkpoint = shared
+            .checkpoint
+            .lock()
+            .expect("checkpoint lock is never poisoned");
+        sinks
+            .into_iter()
+            .map(|s| {
+                let at = checkpoint.position_of(s.name());
+                (s, Wakeup::new(), at)
+            })
+            .collect()
+    };
+    let lane_wakeups: Vec<Wakeup> = lanes.iter().map(|(_, w, _)| w.clone()).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = lanes
+            .into_iter()
+            .map(|(sink, lane_wakeup, at)| {
+                let name = format!("lane-{}", sink.name());
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn_scoped(scope, move || {
+                        Lane::new(shared, vec![sink], at, &lane_wakeup).run()
+                    })
+                    .expect("spawning a lane thread succeeds")
+            })
+            .collect();
+        while !wakeup.wait(shared.config.poll_interval) {
+            if handles.iter().any(|h| h.is_finished()) {
+                break; // A lane failed: stop the others and report it.
+            }
         }
-    }
-    for sink in &mut stage.sinks {
-        sink.close();
-    }
-    Ok(())
+        for lane_wakeup in &lane_wakeups {
+            lane_wakeup.stop();
+        }
+        let mut result = Ok(());
+        for handle in handles {
+            let joined = handle
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a delivery lane panicked")));
+            if result.is_ok() {
+                result = joined;
+            }
+        }
+        result
+    })
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -227,20 +372,97 @@ enum Progress {
     Interrupted,
 }
 
-struct Stage<'a> {
-    config: &'a ForwarderConfig,
+/// A reader of the processed journal and the sinks it delivers to together.
+struct Lane<'a, 's> {
+    shared: &'s Shared<'a>,
     reader: JournalReader,
     sinks: Vec<Box<dyn Sink>>,
-    metrics: &'a Metrics,
-    wakeup: &'a Wakeup,
+    wakeup: &'s Wakeup,
     buf: Vec<u8>,
     warned_behind: bool,
+    /// The longest linger of the forwarder and of the lane's sinks.
+    linger: Duration,
 }
 
-impl Stage<'_> {
-    /// Delivers and commits one batch of what the processor committed.
-    fn forward_available(&mut self) -> anyhow::Result<Progress> {
-        let Some(end) = self.reader.committed_end()? else {
+impl<'a, 's> Lane<'a, 's> {
+    fn new(
+        shared: &'s Shared<'a>,
+        sinks: Vec<Box<dyn Sink>>,
+        position: Position,
+        wakeup: &'s Wakeup,
+    ) -> Self {
+        let linger = sinks
+            .iter()
+            .map(|s| s.linger())
+            .fold(shared.config.linger, Duration::max);
+        Self {
+            reader: JournalReader::new(&shared.config.input_dir, position),
+            shared,
+            linger,
+            sinks,
+            wakeup,
+            buf: Vec::new(),
+            warned_behind: false,
+        }
+    }
+
+    /// Delivers until stopped, then drains what the processor committed and closes the sinks.
+    fn run(mut self) -> anyhow::Result<()> {
+        let config = self.shared.config;
+        let mut watcher = DirWatcher::start([config.input_dir.as_path()], self.wakeup);
+        let mut watching = config.input_dir.is_dir();
+        while !self.wakeup.is_stopping() {
+            self.shared.health.beat();
+            if !watching && config.input_dir.is_dir() {
+                watching = watcher.add(&config.input_dir);
+            }
+            let more = self.forward_available(None)? == Progress::More;
+            self.tick();
+            if more {
+                continue;
+            }
+            if self.wakeup.wait(config.poll_interval) || self.wakeup.sleep(self.linger) {
+                break;
+            }
+        }
+        // The processor stops before us (native sidecar order), so what it committed is final:
+        // deliver it before exiting, within the grace period.
+        loop {
+            self.shared.health.beat();
+            match self.forward_available(None)? {
+                Progress::More => continue,
+                Progress::Done => break,
+                Progress::Interrupted => return Ok(()), // A sink is down: the last commit stands.
+            }
+        }
+        for sink in &mut self.sinks {
+            sink.close();
+        }
+        Ok(())
+    }
+
+    /// Delivers up to `front` (a position other sinks reached). Returns false when stopped
+    /// first.
+    fn catch_up(&mut self, front: Position) -> anyhow::Result<bool> {
+        while self.reader.position() < front {
+            self.shared.health.beat();
+            match self.forward_available(Some(front))? {
+                Progress::Interrupted => return Ok(false),
+                Progress::Done if self.reader.position() < front => {
+                    anyhow::bail!(
+                        "the processed journal ends at {:?}, before {front:?} that other sinks already reached",
+                        self.reader.position()
+                    )
+                }
+                _ => self.tick(),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Delivers and commits one batch of what the processor committed (up to `limit`).
+    fn forward_available(&mut self, limit: Option<Position>) -> anyhow::Result<Progress> {
+        let Some(mut end) = self.reader.committed_end()? else {
             return Ok(Progress::Done);
         };
         if end < self.reader.position() {
@@ -249,16 +471,22 @@ impl Stage<'_> {
             }
             return Ok(Progress::Done);
         }
-        if self
-            .reader
-            .read_batch(end, self.config.batch_max_bytes, &mut self.buf)?
-            > 0
-        {
-            let batch = decode_batch(&self.buf, self.metrics);
-            if !deliver(&mut self.sinks, &batch, self.metrics, self.wakeup) {
+        if let Some(limit) = limit {
+            end = end.min(limit);
+        }
+        let max_bytes = self.shared.config.batch_max_bytes;
+        if self.reader.read_batch(end, max_bytes, &mut self.buf)? > 0 {
+            let batch = decode_batch(&self.buf, self.shared.metrics);
+            if !deliver(
+                &mut self.sinks,
+                &batch,
+                self.shared.metrics,
+                self.wakeup,
+                self.shared.health,
+            ) {
                 return Ok(Progress::Interrupted);
             }
-            commit(self.config, &mut self.sinks, self.reader.position())?;
+            self.commit()?;
         }
         Ok(if self.reader.position() < end {
             Progress::More
@@ -271,6 +499,36 @@ impl Stage<'_> {
         for sink in &mut self.sinks {
             sink.tick();
         }
+    }
+
+    /// Records this lane's sinks' position and state in the checkpoint and stores it whole.
+    /// The lock is held across the store so that stores never overtake each other.
+    fn commit(&mut self) -> anyhow::Result<()> {
+        let position = self.reader.position();
+        {
+            let mut checkpoint = self
+                .shared
+                .checkpoint
+                .lock()
+                .expect("checkpoint lock is never poisoned");
+            for sink in &self.sinks {
+                let name = sink.name().to_owned();
+                checkpoint.state.positions.insert(name.clone(), position);
+                checkpoint.state.sinks.insert(name, sink.state());
+            }
+            let slowest = checkpoint.slowest(position);
+            Cursor::new(slowest, &checkpoint.state)
+                .store(
+                    &self.shared.config.input_dir,
+                    READER_NAME,
+                    Durability::Fsync,
+                )
+                .context("committing the forwarder checkpoint")?;
+        }
+        for sink in &mut self.sinks {
+            sink.committed();
+        }
+        Ok(())
     }
 }
 
@@ -289,17 +547,20 @@ fn decode_batch<'a>(buf: &'a [u8], metrics: &Metrics) -> Vec<OutRecord<'a>> {
         .collect()
 }
 
-/// Offers the batch to every sink until each has taken it, backing off between attempts.
-/// Returns false when asked to stop before every sink took it.
+/// Offers the batch to every sink until each has taken it, waiting between rounds as long as
+/// the failed sinks ask (their backoff or the server's `Retry-After`), else with our own
+/// backoff. Returns false when asked to stop before every sink took it.
 fn deliver(
     sinks: &mut [Box<dyn Sink>],
     batch: &[OutRecord<'_>],
     metrics: &Metrics,
     wakeup: &Wakeup,
+    health: &Health,
 ) -> bool {
     let mut delivered = vec![false; sinks.len()];
     let mut backoff = Duration::from_millis(200);
     loop {
+        let mut wait: Option<Duration> = None;
         for (sink, done) in sinks.iter_mut().zip(delivered.iter_mut()) {
             if *done {
                 continue;
@@ -315,41 +576,45 @@ fn deliver(
                 }
                 Err(e) => {
                     metrics.failures.get_or_create(&label).inc();
+                    let delay = sink.retry_delay().unwrap_or(backoff);
+                    wait = Some(wait.map_or(delay, |w| w.min(delay)));
                     warn!(
                         sink = sink.name(),
                         error = format!("{e:#}"),
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "Delivery failed; retrying the same batch."
+                        retry_in_ms = delay.as_millis() as u64,
+                        "Delivery failed; retrying."
                     );
                 }
             }
         }
-        if delivered.iter().all(|d| *d) {
+        let Some(wait) = wait else {
             return true;
+        };
+        // Sinks that took the batch keep ticking (the report keeps printing) meanwhile.
+        for (sink, done) in sinks.iter_mut().zip(&delivered) {
+            if *done {
+                sink.tick();
+            }
         }
-        if wakeup.sleep(backoff) {
+        if sleep_alive(wakeup, health, wait) {
             return false;
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 
-fn commit(
-    config: &ForwarderConfig,
-    sinks: &mut [Box<dyn Sink>],
-    position: Position,
-) -> anyhow::Result<()> {
-    let state = ForwarderState {
-        sinks: sinks
-            .iter()
-            .map(|s| (s.name().to_owned(), s.state()))
-            .collect(),
-    };
-    Cursor::new(position, state)
-        .store(&config.input_dir, READER_NAME, Durability::Fsync)
-        .context("committing the forwarder checkpoint")?;
-    for sink in sinks {
-        sink.committed();
+/// Sleeps `duration` unless stopped (returns true then), beating health every few seconds:
+/// waiting out a long `Retry-After` is the loop working, not hanging.
+fn sleep_alive(wakeup: &Wakeup, health: &Health, duration: Duration) -> bool {
+    let until = std::time::Instant::now() + duration;
+    loop {
+        health.beat();
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        if wakeup.sleep(left.min(Duration::from_secs(5))) {
+            return true;
+        }
     }
-    Ok(())
 }

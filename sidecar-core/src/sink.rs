@@ -8,7 +8,12 @@
 //! Easy to get wrong: retries. A failed `send` may have delivered part of the batch; the sink
 //! must make the retry of the same batch (and a restart from the last commit) idempotent.
 
+pub mod dead_letter;
+pub mod elasticsearch;
 pub mod file;
+pub mod http;
+pub mod loki;
+pub mod network;
 pub mod redis;
 pub mod report;
 pub mod syslog;
@@ -103,6 +108,38 @@ pub enum SinkError {
         #[source]
         source: std::io::Error,
     },
+    /// A sink could not start (client, certificates, credentials).
+    #[error("sink {sink}: cannot start")]
+    Setup {
+        /// The sink's name.
+        sink: String,
+        /// What failed.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A server did not take (all of) the batch for now; the rest is sent again later.
+    #[error("sink {sink}: {owed} records not delivered to {url} yet: {reason}")]
+    Unavailable {
+        /// The sink's name.
+        sink: String,
+        /// The endpoint, without credentials.
+        url: String,
+        /// Records of the batch still owed.
+        owed: usize,
+        /// Why (a status and the server's words, a timeout, a connection error).
+        reason: String,
+    },
+    /// Refused records could not be written to the dead-letter journal; retried.
+    #[error("sink {sink}: cannot write the dead-letter journal in {}", .dir.display())]
+    DeadLetter {
+        /// The sink's name.
+        sink: String,
+        /// The journal's directory.
+        dir: PathBuf,
+        /// The journal error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// A destination for processed records.
@@ -127,6 +164,25 @@ pub trait Sink: Send {
 
     /// Called once at shutdown, after the final commit.
     fn close(&mut self) {}
+
+    /// After a failed `send`: how long to wait before offering the batch again, when the sink
+    /// knows better than the forwarder's own backoff (a server's `Retry-After`, its own
+    /// backoff with jitter). Default: no opinion.
+    fn retry_delay(&self) -> Option<Duration> {
+        None
+    }
+
+    /// How long to let records gather after a wake-up before reading a batch for this sink
+    /// (its lane waits for the longest of its sinks'). Default: none beyond the forwarder's.
+    fn linger(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// A token that ends the sink's requests in flight at once, fired when the shutdown
+    /// grace period is nearly spent. Default: none (the sink never blocks for long).
+    fn cancel_handle(&self) -> Option<network::Cancel> {
+        None
+    }
 }
 
 /// The forwarder's config file (`forwarder.yaml`, mounted from a ConfigMap).
@@ -139,6 +195,25 @@ pub struct ForwarderFile {
     /// Further sinks.
     #[serde(default)]
     pub sinks: Vec<SinkSpec>,
+    /// Whether sinks advance together (default) or each at its own pace.
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Where records a server refused for good are kept.
+    #[serde(default)]
+    pub dead_letter: dead_letter::DeadLetterSpec,
+}
+
+/// How the positions of several sinks relate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// One position for all sinks: a batch is committed once every sink took it, so a sink
+    /// that is down holds the others back (they never run ahead of it).
+    #[default]
+    AllOrNothing,
+    /// One position per sink: a sink that is down falls behind while the others go on; it
+    /// catches up from the journal when it is back (the journal keeps what it still needs).
+    Decoupled,
 }
 
 /// One sink in the config file, chosen by `type`.
@@ -166,6 +241,49 @@ pub enum SinkSpec {
     Redis(redis::RedisSpec),
     /// RFC 5424 messages over TCP or UDP (see [`syslog::SyslogSpec`]).
     Syslog(syslog::SyslogSpec),
+    /// NDJSON or JSON-array batches POSTed to a URL.
+    Http(http::HttpSpec),
+    /// Grafana Loki's push API.
+    Loki(loki::LokiSpec),
+    /// Elasticsearch or OpenSearch `_bulk`.
+    Elasticsearch(elasticsearch::ElasticsearchSpec),
+}
+
+impl SinkSpec {
+    /// The sink's unique name.
+    pub fn name(&self) -> &str {
+        match self {
+            SinkSpec::File { name, .. } => name,
+            SinkSpec::Http(s) => &s.name,
+            SinkSpec::Loki(s) => &s.name,
+            SinkSpec::Elasticsearch(s) => &s.name,
+            SinkSpec::Redis(s) => &s.name,
+            SinkSpec::Syslog(s) => &s.name,
+        }
+    }
+
+    /// Checks what the types cannot; the error is `(field under the sink, message)`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        match self {
+            SinkSpec::File { max_file_bytes, .. } => {
+                if max_file_bytes.0 < 1024 {
+                    return Err(("max_file_bytes".into(), "must be at least 1KiB".into()));
+                }
+                Ok(())
+            }
+            SinkSpec::Http(s) => s.endpoint().validate(""),
+            SinkSpec::Loki(s) => {
+                s.endpoint().validate("")?;
+                s.validate_labels()
+            }
+            SinkSpec::Elasticsearch(s) => {
+                s.endpoint().validate("")?;
+                s.validate_index().map_err(|m| ("index".into(), m))
+            }
+            SinkSpec::Redis(s) => s.validate().map_err(|(f, m)| (f.to_owned(), m)),
+            SinkSpec::Syslog(s) => s.validate().map_err(|(f, m)| (f.to_owned(), m)),
+        }
+    }
 }
 
 fn default_file_name() -> String {
@@ -205,32 +323,18 @@ impl ForwarderFile {
         }
         let mut names = vec![report::REPORT_SINK_NAME];
         for (i, sink) in self.sinks.iter().enumerate() {
-            let checked = match sink {
-                SinkSpec::File {
-                    name,
-                    max_file_bytes,
-                    ..
-                } => {
-                    if max_file_bytes.0 < 1024 {
-                        return Err(invalid(
-                            format!("sinks[{i}].max_file_bytes"),
-                            "must be at least 1KiB",
-                        ));
-                    }
-                    Ok(name)
-                }
-                SinkSpec::Redis(spec) => spec.validate().map(|()| &spec.name),
-                SinkSpec::Syslog(spec) => spec.validate().map(|()| &spec.name),
-            };
-            let name = checked
-                .map_err(|(field, message)| invalid(format!("sinks[{i}].{field}"), &message))?;
-            if names.contains(&name.as_str()) {
+            let name = sink.name();
+            if names.contains(&name) {
                 return Err(invalid(
                     format!("sinks[{i}].name"),
                     &format!(
                         "{name:?} is used twice (names must be unique; \"report\" is the report's)"
                     ),
                 ));
+            }
+            if let Err((field, message)) = sink.validate() {
+                let field = field.trim_start_matches('.');
+                return Err(invalid(format!("sinks[{i}].{field}"), &message));
             }
             names.push(name);
         }
@@ -242,6 +346,8 @@ impl ForwarderFile {
         Self {
             report: report::ReportSpec::default(),
             sinks: Vec::new(),
+            delivery: Delivery::default(),
+            dead_letter: dead_letter::DeadLetterSpec::default(),
         }
     }
 }
@@ -287,6 +393,9 @@ pub fn build(
                 spec.clone(),
                 saved.get(&spec.name),
             )?)),
+            SinkSpec::Http(s) => sinks.push(s.build(&file.dead_letter)?),
+            SinkSpec::Loki(s) => sinks.push(s.build(&file.dead_letter)?),
+            SinkSpec::Elasticsearch(s) => sinks.push(s.build(&file.dead_letter)?),
         }
     }
     Ok(sinks)
@@ -330,6 +439,61 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "forwarder.yaml: report.interval: must be at least 1s");
+        let err = parse("sinks:\n  - {type: http, url: 'ftp://x'}\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "forwarder.yaml: sinks[0].url: scheme \"ftp\" is not http or https"
+        );
+        let err =
+            parse("sinks:\n  - {type: elasticsearch, url: 'http://es:9200', index: 'Logs-%Y'}\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.starts_with("forwarder.yaml: sinks[0].index: must be lowercase"),
+            "{err}"
+        );
+        let err = parse("sinks:\n  - {type: loki, url: 'http://loki:3100', label_fields: [id]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("forwarder.yaml: sinks[0].label_fields: "),
+            "{err}"
+        );
+        let err = parse("sinks:\n  - type: http\n    url: http://x\n    auth: {bearer: {token_file: /a, token_env: B}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("forwarder.yaml: sinks[0].auth.bearer: set exactly one"),
+            "{err}"
+        );
+        let err = parse("sinks:\n  - {type: http, url: 'http://x', batch: {max_records: 0}}\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "forwarder.yaml: sinks[0].batch.max_records: must be at least 1"
+        );
+        let err = parse("sinks:\n  - {type: http, url: 'http://x', gzipp: true}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gzipp"), "{err}");
+        let err =
+            parse("sinks:\n  - {type: http, url: 'http://x'}\n  - {type: http, url: 'http://y'}\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("sinks[1].name: \"http\" is used twice"),
+            "{err}"
+        );
+        let ok = parse(
+            "delivery: decoupled\ndead_letter: {directory: /dl, max_bytes: 1MiB}\nsinks:\n  - type: elasticsearch\n    url: https://es:9200\n    gzip: true\n    auth: {basic: {username: elastic, password_env: ES_PASSWORD}}\n    tls: {ca_file: /ca.pem}\n    batch: {max_records: 500, max_bytes: 5MiB}\n    retry: {initial_backoff: 100ms, max_backoff: 10s}\n    timeouts: {connect: 2s, request: 20s}\n  - type: loki\n    url: http://loki:3100\n    tenant_id: team-a\n    static_labels: {namespace: shop}\n    structured_fields: metadata\n  - type: http\n    url: http://vector:8080/logs\n    format: json_array\n    headers: {X-Source: sidecar}\n",
+        )
+        .unwrap();
+        assert_eq!(ok.delivery, Delivery::Decoupled);
+        assert_eq!(ok.sinks.len(), 3);
+        assert_eq!(ok.sinks[0].name(), "elasticsearch");
         let ok = parse("report:\n  interval: 5s\nsinks:\n  - type: file\n    directory: /out\n    max_file_bytes: 1MiB\n").unwrap();
         assert_eq!(ok.report.interval.0, Duration::from_secs(5));
     }

@@ -152,6 +152,18 @@ impl ReportSink {
             }
             out.push('\n');
         }
+        let dead: Vec<String> = super::dead_letter::totals()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(sink, n)| format!("{sink} {n}"))
+            .collect();
+        if !dead.is_empty() {
+            let _ = writeln!(
+                out,
+                "dead-lettered (refused by the server, kept in the dead-letter journal): {}",
+                dead.join(", ")
+            );
+        }
         if !self.latest.is_empty() {
             let _ = writeln!(out, "latest records:");
             for line in &self.latest {
