@@ -1,12 +1,13 @@
 //! The syslog sink: every record as one RFC 5424 message, over TCP with octet-counting framing
-//! (RFC 6587 §3.4.1) or over UDP (RFC 5426, one message per datagram).
+//! (RFC 6587 §3.4.1), the same inside TLS (RFC 5425), or over UDP (RFC 5426, one message per
+//! datagram).
 //!
 //! A message is `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`: PRI from the
 //! configured facility and a severity mapped from `log_level`, TIMESTAMP the record's
 //! `collected_at`, structured data with the record's id, source file and level, and MSG the
 //! record's message or its whole JSON.
 //!
-//! Easy to get wrong: what "delivered" means. Syslog has no acknowledgement. Over TCP a batch
+//! Easy to get wrong: what "delivered" means. Syslog has no acknowledgement. Over TCP or TLS a batch
 //! is written with one write and counts as delivered once the kernel took it; a connection the
 //! server closed is noticed before the next batch and the batch is sent again on a new one, but
 //! bytes in flight when a server dies can be lost (RELP or the other sinks acknowledge; this
