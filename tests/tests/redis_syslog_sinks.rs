@@ -22,17 +22,23 @@ use serde_json::Value;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Installs a Debian package when its binary is missing: CI and a fresh machine have neither
-/// server. One install at a time, as apt holds a lock.
+/// server.
 fn ensure_installed(binary: &str, package: &str) -> PathBuf {
-    static APT: Mutex<()> = Mutex::new(());
     let find = || {
         ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"]
             .iter()
             .map(|dir| Path::new(dir).join(binary))
             .find(|p| p.exists())
     };
+    ensure_package(package, find)
+}
+
+/// Installs `package` unless `present` finds what the test needs, then returns that. One
+/// install at a time, as apt holds a lock.
+fn ensure_package(package: &str, present: impl Fn() -> Option<PathBuf>) -> PathBuf {
+    static APT: Mutex<()> = Mutex::new(());
     let _apt = APT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = find() {
+    if let Some(path) = present() {
         return path;
     }
     let install = || {
@@ -50,10 +56,21 @@ fn ensure_installed(binary: &str, package: &str) -> PathBuf {
             .is_ok_and(|s| s.success());
         assert!(
             updated && install(),
-            "{binary} is missing and `apt-get install -y {package}` failed (the tests need root and the Debian archive)"
+            "`apt-get install -y {package}` failed (the tests need root and the Debian archive)"
         );
     }
-    find().unwrap_or_else(|| panic!("{package} was installed but {binary} is not there"))
+    present().unwrap_or_else(|| panic!("{package} was installed but is not found"))
+}
+
+/// rsyslog's GnuTLS network stream driver (package rsyslog-gnutls), wherever the
+/// architecture's library directory is.
+fn rsyslog_tls_driver() -> Option<PathBuf> {
+    fs::read_dir("/usr/lib")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("rsyslog/lmnsd_gtls.so"))
+        .chain([PathBuf::from("/usr/lib/rsyslog/lmnsd_gtls.so")])
+        .find(|p| p.exists())
 }
 
 /// A UDP port on loopback that was free a moment ago.
@@ -471,17 +488,27 @@ struct Rsyslog {
     udp_port: u16,
     server: Option<Server>,
     starts: u32,
+    /// (CA, certificate, key): the TCP input speaks TLS (RFC 5425) and there is no UDP input.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
 }
 
 impl Rsyslog {
     fn start(dir: PathBuf) -> Self {
+        Self::start_with(dir, None)
+    }
+
+    fn start_with(dir: PathBuf, tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Self {
         fs::create_dir_all(&dir).unwrap();
+        if tls.is_some() {
+            ensure_package("rsyslog-gnutls", rsyslog_tls_driver);
+        }
         let mut rsyslog = Self {
             tcp_port: free_port(),
             udp_port: free_udp_port(),
             dir,
             server: None,
             starts: 0,
+            tls,
         };
         rsyslog.restart();
         rsyslog
@@ -494,22 +521,38 @@ impl Rsyslog {
     fn restart(&mut self) {
         let binary = ensure_installed("rsyslogd", "rsyslog");
         let d = &self.dir;
-        let config = format!(
-            r#"global(workDirectory="{dir}" maxMessageSize="16k")
+        let template = r#"template(name="fields" type="string" string="%pri%|%syslogfacility%|%syslogseverity%|%hostname%|%app-name%|%procid%|%msgid%|%structured-data%|%msg%\n")
+ruleset(name="received") {
+  action(type="omfile" file="OUT" template="fields")
+}
+"#
+        .replace("OUT", &self.out().display().to_string());
+        let config = match &self.tls {
+            None => format!(
+                r#"global(workDirectory="{dir}" maxMessageSize="16k")
 module(load="imtcp")
 module(load="imudp")
-template(name="fields" type="string" string="%pri%|%syslogfacility%|%syslogseverity%|%hostname%|%app-name%|%procid%|%msgid%|%structured-data%|%msg%\n")
-ruleset(name="received") {{
-  action(type="omfile" file="{out}" template="fields")
-}}
+{template}
 input(type="imtcp" port="{tcp}" address="127.0.0.1" ruleset="received")
 input(type="imudp" port="{udp}" address="127.0.0.1" ruleset="received" rcvbufSize="8m")
 "#,
-            dir = d.display(),
-            out = self.out().display(),
-            tcp = self.tcp_port,
-            udp = self.udp_port,
-        );
+                dir = d.display(),
+                tcp = self.tcp_port,
+                udp = self.udp_port,
+            ),
+            Some((ca, cert, key)) => format!(
+                r#"global(workDirectory="{dir}" maxMessageSize="16k" DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{ca}" DefaultNetstreamDriverCertFile="{cert}" DefaultNetstreamDriverKeyFile="{key}")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+{template}
+input(type="imtcp" port="{tcp}" address="127.0.0.1" ruleset="received")
+"#,
+                dir = d.display(),
+                ca = ca.display(),
+                cert = cert.display(),
+                key = key.display(),
+                tcp = self.tcp_port,
+            ),
+        };
         fs::write(d.join("rsyslog.conf"), config).unwrap();
         self.starts += 1;
         let pid = d.join("rsyslogd.pid");
@@ -934,4 +977,37 @@ fn a_redis_that_never_answers_does_not_hold_shutdown_past_the_grace_period() {
         state.as_ref().is_none_or(|s| s["records"] == 0),
         "records counted as delivered: {state:?}"
     );
+}
+
+#[test]
+fn syslog_over_tls_reaches_rsyslog_verified_by_a_ca_file() {
+    let mut pod = Pod::new();
+    let (ca, cert, key) = make_certificates(&pod.path("tls"));
+    let rsyslog = Rsyslog::start_with(pod.path("rsyslog"), Some((ca.clone(), cert, key)));
+    write_forwarder_config(
+        &pod,
+        &format!(
+            "  - type: syslog\n    name: tls\n    address: 127.0.0.1:{}\n    transport: tls\n    ca_file: {}\n    facility: local5\n    hostname: test-pod\n",
+            rsyslog.tcp_port,
+            ca.display()
+        ),
+    );
+    write_text_lines(&pod.path("logs/shop.log"), 0, 120);
+    let stages = pod.start_all();
+    assert!(
+        wait_until(DELIVERY_TIMEOUT, || rsyslog.received().len() >= 120),
+        "{} of 120 arrived over TLS; forwarder log:\n{}",
+        rsyslog.received().len(),
+        fs::read_to_string(&stages[2].log).unwrap_or_default()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut seqs = Vec::new();
+    for l in rsyslog.received() {
+        let seq: u64 = l[8].rsplit_once("seq=").unwrap().1.parse().unwrap();
+        assert_eq!(l[0], (21 * 8 + severity_of(seq)).to_string(), "{l:?}");
+        assert_eq!((&*l[3], &*l[4]), ("test-pod", "shop"), "{l:?}");
+        seqs.push(seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..120).collect::<Vec<_>>());
 }

@@ -1,12 +1,13 @@
 //! The syslog sink: every record as one RFC 5424 message, over TCP with octet-counting framing
-//! (RFC 6587 §3.4.1) or over UDP (RFC 5426, one message per datagram).
+//! (RFC 6587 §3.4.1), the same inside TLS (RFC 5425), or over UDP (RFC 5426, one message per
+//! datagram).
 //!
 //! A message is `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID [SD] MSG`: PRI from the
 //! configured facility and a severity mapped from `log_level`, TIMESTAMP the record's
 //! `collected_at`, structured data with the record's id, source file and level, and MSG the
 //! record's message or its whole JSON.
 //!
-//! Easy to get wrong: what "delivered" means. Syslog has no acknowledgement. Over TCP a batch
+//! Easy to get wrong: what "delivered" means. Syslog has no acknowledgement. Over TCP or TLS a batch
 //! is written with one write and counts as delivered once the kernel took it; a connection the
 //! server closed is noticed before the next batch and the batch is sent again on a new one, but
 //! bytes in flight when a server dies can be lost (RELP or the other sinks acknowledge; this
@@ -17,13 +18,15 @@ use std::borrow::Cow;
 use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _, UdpSocket};
 use std::path::PathBuf;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
@@ -40,9 +43,16 @@ pub struct SyslogSpec {
     pub name: String,
     /// The server, `host:port` (resolved again on every reconnect).
     pub address: String,
-    /// `tcp` (default; octet-counted frames) or `udp`.
+    /// `tcp` (default; octet-counted frames), `tls` (the same over TLS, RFC 5425) or `udp`.
     #[serde(default)]
     pub transport: Transport,
+    /// `tls` only: PEM file of the CA that signed the server's certificate (default the
+    /// system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `tls` only: the name the server's certificate must carry (default the address' host).
+    #[serde(default)]
+    pub server_name: Option<String>,
     /// The facility in PRI (default `user`).
     #[serde(default)]
     pub facility: Facility,
@@ -89,6 +99,8 @@ pub enum Transport {
     /// TCP, octet-counting framing (RFC 6587).
     #[default]
     Tcp,
+    /// TCP with TLS, octet-counting framing (RFC 5425).
+    Tls,
     /// UDP, one message per datagram (RFC 5426).
     Udp,
 }
@@ -232,6 +244,16 @@ impl SyslogSpec {
             }
         }
         check_sd_name(&self.sd_id).map_err(|m| ("sd_id", m))?;
+        if self.transport != Transport::Tls {
+            if self.ca_file.is_some() {
+                return Err(("ca_file", "needs transport: tls".into()));
+            }
+            if self.server_name.is_some() {
+                return Err(("server_name", "needs transport: tls".into()));
+            }
+        } else {
+            self.tls_config()?;
+        }
         let max = self.max_message_bytes();
         if max < MIN_MESSAGE_BYTES {
             return Err((
@@ -260,8 +282,65 @@ impl SyslogSpec {
         match (self.max_message_bytes, self.transport) {
             (Some(size), _) => size.0,
             (None, Transport::Udp) => 2048,
-            (None, Transport::Tcp) => 8192,
+            (None, Transport::Tcp | Transport::Tls) => 8192,
         }
+    }
+}
+
+impl SyslogSpec {
+    /// The TLS client settings and the name to verify; errors name the field.
+    fn tls_config(
+        &self,
+    ) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), (&'static str, String)> {
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| ("ca_file", format!("cannot read {}: {e}", path.display())))?;
+                if certs.is_empty() {
+                    return Err((
+                        "ca_file",
+                        format!("{} holds no PEM certificate", path.display()),
+                    ));
+                }
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|e| ("ca_file", format!("{}: {e}", path.display())))?;
+                }
+            }
+            None => {
+                // Unreadable system certificates are skipped: the handshake then says which
+                // server could not be verified.
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        let host = match &self.server_name {
+            Some(name) => name.as_str(),
+            None => split_host_port(&self.address).map_or("", |(host, _)| host),
+        };
+        let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+            (
+                if self.server_name.is_some() {
+                    "server_name"
+                } else {
+                    "address"
+                },
+                format!("{host:?} cannot be checked against a certificate: {e}"),
+            )
+        })?;
+        // An explicit provider: no process-wide default has to be installed.
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ("transport", e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok((Arc::new(config), name))
     }
 }
 
@@ -654,6 +733,7 @@ impl SinkMetrics {
 
 enum Connection {
     Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
     Udp(UdpSocket),
 }
 
@@ -673,6 +753,8 @@ pub struct SyslogSink {
     failing: bool,
     last_truncation_warning: Option<Instant>,
     metrics: SinkMetrics,
+    /// `tls`: the client settings and the server's name.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
 }
 
 impl SyslogSink {
@@ -680,8 +762,24 @@ impl SyslogSink {
     /// not keep the forwarder from starting. `saved` restores the counters.
     ///
     /// # Errors
-    /// None today; the signature matches the other sinks'.
+    /// When the TLS settings cannot be made (an unreadable `ca_file`).
     pub fn open(spec: SyslogSpec, saved: Option<&Value>) -> Result<Self, SinkError> {
+        let tls = match spec.transport {
+            Transport::Tls => {
+                Some(
+                    spec.tls_config()
+                        .map_err(|(field, message)| SinkError::Io {
+                            sink: spec.name.clone(),
+                            path: spec.ca_file.clone().unwrap_or_default(),
+                            source: io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                format!("{field}: {message}"),
+                            ),
+                        })?,
+                )
+            }
+            _ => None,
+        };
         let counters = saved
             .and_then(|v| serde_json::from_value(v.clone()).ok())
             .unwrap_or_default();
@@ -695,6 +793,7 @@ impl SyslogSink {
             counters,
             failing: false,
             last_truncation_warning: None,
+            tls,
         })
     }
 
@@ -710,7 +809,7 @@ impl SyslogSink {
                     truncated += u64::from(self.formatter.format(&mut self.buf, record));
                     self.ends.push(self.buf.len());
                 }
-                Transport::Tcp => {
+                Transport::Tcp | Transport::Tls => {
                     // The length prefix comes first, so format aside, then frame.
                     message.clear();
                     truncated += u64::from(self.formatter.format(&mut message, record));
@@ -724,14 +823,17 @@ impl SyslogSink {
 
     /// The connection, made when there is none or (TCP) the server closed it.
     fn connection(&mut self) -> io::Result<&mut Connection> {
-        if let Some(Connection::Tcp(stream)) = &self.connection {
-            if !is_open(stream) {
-                info!(sink = %self.spec.name, address = %self.spec.address, "The syslog server closed the connection; reconnecting.");
-                self.connection = None;
-            }
+        let open = match &mut self.connection {
+            Some(Connection::Tcp(stream)) => is_open(stream),
+            Some(Connection::Tls(stream)) => is_tls_open(stream),
+            _ => true,
+        };
+        if !open {
+            info!(sink = %self.spec.name, address = %self.spec.address, "The syslog server closed the connection; reconnecting.");
+            self.connection = None;
         }
         if self.connection.is_none() {
-            let connection = connect(&self.spec)?;
+            let connection = connect(&self.spec, self.tls.as_ref())?;
             self.counters.connects += 1;
             info!(sink = %self.spec.name, address = %self.spec.address, transport = ?self.spec.transport, "Connected to the syslog server.");
             self.connection = Some(connection);
@@ -747,6 +849,7 @@ impl SyslogSink {
         let ends = std::mem::take(&mut self.ends);
         let result = self.connection().and_then(|c| match c {
             Connection::Tcp(stream) => stream.write_all(&buf),
+            Connection::Tls(stream) => stream.write_all(&buf).and_then(|()| stream.flush()),
             Connection::Udp(socket) => {
                 let mut start = 0;
                 for &end in &ends {
@@ -794,7 +897,35 @@ fn is_open(stream: &TcpStream) -> bool {
     stream.set_nonblocking(false).is_ok() && open
 }
 
-fn connect(spec: &SyslogSpec) -> io::Result<Connection> {
+/// [`is_open`] through TLS: records the server sent are processed (a close_notify or an end
+/// of file means closed) without blocking.
+fn is_tls_open(stream: &mut rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> bool {
+    if stream.sock.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let open = loop {
+        match stream.conn.read_tls(&mut stream.sock) {
+            Ok(0) => break false,
+            Ok(_) => {
+                if stream.conn.process_new_packets().is_err() {
+                    break false;
+                }
+                let mut sink = [0u8; 512];
+                // Ok(0) is the server's close_notify; data a syslog server sent is ignored.
+                if let Ok(0) = stream.conn.reader().read(&mut sink) {
+                    break false;
+                }
+            }
+            Err(e) => break e.kind() == io::ErrorKind::WouldBlock,
+        }
+    };
+    stream.sock.set_nonblocking(false).is_ok() && open
+}
+
+fn connect(
+    spec: &SyslogSpec,
+    tls: Option<&(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+) -> io::Result<Connection> {
     let addresses: Vec<SocketAddr> = spec.address.to_socket_addrs()?.collect();
     let mut last = io::Error::new(
         io::ErrorKind::NotFound,
@@ -807,6 +938,11 @@ fn connect(spec: &SyslogSpec) -> io::Result<Connection> {
                     s.set_write_timeout(Some(spec.write_timeout.0))?;
                     s.set_nodelay(true)?;
                     Ok(Connection::Tcp(s))
+                }),
+            Transport::Tls => TcpStream::connect_timeout(&address, spec.connect_timeout.0)
+                .and_then(|s| {
+                    let (config, name) = tls.expect("a tls sink has its TLS settings");
+                    handshake(s, config.clone(), name.clone(), spec)
                 }),
             Transport::Udp => {
                 let local: SocketAddr = if address.is_ipv4() {
@@ -827,6 +963,26 @@ fn connect(spec: &SyslogSpec) -> io::Result<Connection> {
         }
     }
     Err(last)
+}
+
+/// The TLS handshake, bounded by the connect timeout.
+fn handshake(
+    socket: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+    name: ServerName<'static>,
+    spec: &SyslogSpec,
+) -> io::Result<Connection> {
+    socket.set_nodelay(true)?;
+    socket.set_read_timeout(Some(spec.connect_timeout.0))?;
+    socket.set_write_timeout(Some(spec.connect_timeout.0))?;
+    let client = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let mut stream = rustls::StreamOwned::new(client, socket);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    stream.sock.set_read_timeout(None)?;
+    stream.sock.set_write_timeout(Some(spec.write_timeout.0))?;
+    Ok(Connection::Tls(Box::new(stream)))
 }
 
 impl Sink for SyslogSink {
@@ -873,6 +1029,7 @@ impl Sink for SyslogSink {
                         "syslog {}://{}",
                         match self.spec.transport {
                             Transport::Tcp => "tcp",
+                            Transport::Tls => "tls",
                             Transport::Udp => "udp",
                         },
                         self.spec.address
@@ -888,9 +1045,17 @@ impl Sink for SyslogSink {
     }
 
     fn close(&mut self) {
-        if let Some(Connection::Tcp(stream)) = self.connection.take() {
-            // Flushes what the kernel holds and tells the server we are done.
-            let _ = stream.shutdown(std::net::Shutdown::Write);
+        // Tells the server we are done, after what the kernel still holds.
+        match self.connection.take() {
+            Some(Connection::Tcp(stream)) => {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+            Some(Connection::Tls(mut stream)) => {
+                stream.conn.send_close_notify();
+                let _ = stream.flush();
+                let _ = stream.sock.shutdown(std::net::Shutdown::Write);
+            }
+            _ => {}
         }
     }
 }
