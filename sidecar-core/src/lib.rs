@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod journal;
+pub mod query;
 pub mod record;
 pub mod rules;
 pub mod signal;
