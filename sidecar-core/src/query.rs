@@ -13,6 +13,7 @@
 //! tail stop early and a `since` seek skip whole segments.
 
 pub mod index;
+pub mod request;
 pub mod scan;
 
 use std::borrow::Cow;
@@ -201,6 +202,7 @@ impl Filter {
             .map_err(|e| {
                 let detail = e.to_string();
                 let last = detail.lines().last().unwrap_or("invalid").trim();
+                let last = last.strip_prefix("error: ").unwrap_or(last);
                 ParamError::new(parameter, format!("invalid regex {pattern:?}: {last}"))
             })
     }

@@ -1,0 +1,314 @@
+//! A logs request as the API and the CLI take it: parameters by name (`source`, `tail`,
+//! `since`, …), checked once into a [`LogsRequest`], then run against a journal directory.
+//!
+//! Easy to get wrong: the two front ends must agree. The CLI turns its flags into the same
+//! named parameters the HTTP API reads, so both accept and refuse exactly the same things, with
+//! the same messages.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use super::scan::{self, lines, seek_since, Follower};
+use super::{parse_count, parse_time, Filter, Level, Output, ParamError, RecordView};
+use crate::journal::{JournalError, Position};
+
+/// Every parameter `GET /logs` knows.
+pub const PARAMETERS: [&str; 11] = [
+    "source",
+    "tail",
+    "since",
+    "until",
+    "follow",
+    "grep",
+    "level",
+    "category",
+    "fields",
+    "timestamps",
+    "format",
+];
+
+/// A checked logs request.
+#[derive(Debug, Clone, Default)]
+pub struct LogsRequest {
+    /// Which records.
+    pub filter: Filter,
+    /// How they are written.
+    pub output: Output,
+    /// Only the last N matching records (then the follow, if any).
+    pub tail: Option<usize>,
+    /// Keep streaming records as they are committed.
+    pub follow: bool,
+}
+
+impl LogsRequest {
+    /// Checks named parameters (repeated `source`s add up; `source=a,b` also works).
+    ///
+    /// # Errors
+    /// The first parameter that is unknown or whose value is not acceptable.
+    pub fn from_params(params: &[(String, String)], now: SystemTime) -> Result<Self, ParamError> {
+        let mut request = Self::default();
+        for (name, value) in params {
+            match name.as_str() {
+                "source" => request.filter.sources.extend(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned),
+                ),
+                "tail" => request.tail = Some(parse_count(name, value)?),
+                "since" => {
+                    request.filter.since = Some(super::journal_time(parse_time(name, value, now)?))
+                }
+                "until" => {
+                    request.filter.until = Some(super::journal_time(parse_time(name, value, now)?))
+                }
+                "follow" => request.follow = parse_bool(name, value)?,
+                "timestamps" => request.output.timestamps = parse_bool(name, value)?,
+                "grep" => request.filter.grep = Some(Filter::compile_grep(name, value)?),
+                "level" => request.filter.min_level = Some(Level::from_param(name, value)?),
+                "category" => request.filter.category = Some(value.clone()),
+                "fields" => request.output.fields = Output::parse_fields(name, value)?,
+                "format" => {
+                    request.output.text = match value.as_str() {
+                        "text" => true,
+                        "json" | "ndjson" => false,
+                        other => {
+                            return Err(ParamError::new(
+                                name,
+                                format!("unknown format {other:?} (use json or text)"),
+                            ))
+                        }
+                    }
+                }
+                other => {
+                    return Err(ParamError::new(
+                        other,
+                        format!("unknown parameter (known: {})", PARAMETERS.join(", ")),
+                    ))
+                }
+            }
+        }
+        if let (Some(since), Some(until)) = (&request.filter.since, &request.filter.until) {
+            if until < since {
+                return Err(ParamError::new(
+                    "until",
+                    format!("{until} is before since ({since})"),
+                ));
+            }
+        }
+        Ok(request)
+    }
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool, ParamError> {
+    match value {
+        "" | "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        other => Err(ParamError::new(
+            name,
+            format!("must be true or false, got {other:?}"),
+        )),
+    }
+}
+
+/// How a finished (non-follow part of a) query ended.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueryEnd {
+    /// The committed end when the query ran: a follow continues from here.
+    pub end: Position,
+    /// Records written.
+    pub records: u64,
+    /// Whether records were left out because the output reached its size limit.
+    pub truncated: bool,
+    /// Bytes read from segment files.
+    pub bytes_read: u64,
+}
+
+/// Knobs of running a query.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// Read step when reading backwards (see [`scan::DEFAULT_CHUNK_BYTES`]).
+    pub chunk_bytes: usize,
+    /// The formatted output stops before this many bytes (the newest records are kept for a
+    /// tail, the oldest for a window).
+    pub max_output_bytes: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        Self {
+            chunk_bytes: scan::DEFAULT_CHUNK_BYTES,
+            max_output_bytes: usize::MAX,
+        }
+    }
+}
+
+/// Runs the non-follow part of `request` on the journal at `dir`, appending formatted records
+/// to `out`.
+///
+/// # Errors
+/// When the journal cannot be read.
+pub fn run(
+    dir: &Path,
+    request: &LogsRequest,
+    limits: QueryLimits,
+    out: &mut Vec<u8>,
+) -> Result<QueryEnd, JournalError> {
+    if let Some(n) = request.tail {
+        let tail = scan::tail(dir, &request.filter, n, limits.chunk_bytes)?;
+        let mut formatted: Vec<Vec<u8>> = Vec::new();
+        let mut total = 0;
+        let mut truncated = false;
+        // Newest first, so a size limit keeps the end of the tail.
+        for line in tail.lines.iter().rev() {
+            let mut one = Vec::new();
+            request.output.write(line, &mut one);
+            if total + one.len() > limits.max_output_bytes {
+                truncated = true;
+                break;
+            }
+            total += one.len();
+            formatted.push(one);
+        }
+        for one in formatted.iter().rev() {
+            out.extend_from_slice(one);
+        }
+        return Ok(QueryEnd {
+            end: tail.end,
+            records: formatted.len() as u64,
+            truncated,
+            bytes_read: tail.bytes_read,
+        });
+    }
+    let Some(end) = scan::committed_end(dir)? else {
+        return Ok(QueryEnd::default());
+    };
+    let mut follower = Follower::new(dir, seek_since(dir, request.filter.since.as_deref())?);
+    let mut result = QueryEnd {
+        end,
+        ..QueryEnd::default()
+    };
+    let mut one = Vec::new();
+    loop {
+        let batch = follower.read_to(end, 1 << 20)?;
+        if batch.is_empty() {
+            return Ok(result);
+        }
+        result.bytes_read += batch.len() as u64;
+        for line in lines(batch) {
+            let view = RecordView::decode(line);
+            if is_past_until(&request.filter, &view) {
+                return Ok(result);
+            }
+            if !request.filter.matches_view(&view, line) {
+                continue;
+            }
+            one.clear();
+            request.output.write(line, &mut one);
+            if out.len() + one.len() > limits.max_output_bytes {
+                result.truncated = true;
+                return Ok(result);
+            }
+            out.extend_from_slice(&one);
+            result.records += 1;
+        }
+    }
+}
+
+/// Whether a record lies after the filter's `until`: the journal is in collection order, so
+/// nothing after it can match either.
+pub fn is_past_until(filter: &Filter, view: &RecordView<'_>) -> bool {
+    match (&filter.until, &view.collected_at) {
+        (Some(until), Some(at)) => at.as_ref() > until.as_str(),
+        _ => false,
+    }
+}
+
+/// One step of a follow: formats what was committed since the last step into `out`. Returns
+/// false once the follow is over (a record past `until` was reached).
+///
+/// # Errors
+/// When the journal cannot be read.
+pub fn follow_step(
+    follower: &mut Follower,
+    request: &LogsRequest,
+    max_bytes: usize,
+    out: &mut Vec<u8>,
+) -> Result<bool, JournalError> {
+    let batch = follower.read_committed(max_bytes)?;
+    for line in lines(batch) {
+        let view = RecordView::decode(line);
+        if is_past_until(&request.filter, &view) {
+            return Ok(false);
+        }
+        if request.filter.matches_view(&view, line) {
+            request.output.write(line, out);
+        }
+    }
+    Ok(true)
+}
+
+/// Where a follow starts after the non-follow part: the committed end it saw (tail), or the
+/// seek position for a window (the whole window is then streamed by the follow itself).
+///
+/// # Errors
+/// When the journal directory cannot be listed.
+pub fn follow_start(
+    dir: &Path,
+    request: &LogsRequest,
+    tail_end: Option<Position>,
+) -> Result<Position, JournalError> {
+    match tail_end {
+        Some(end) => Ok(end),
+        None => seek_since(dir, request.filter.since.as_deref()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn parameters_are_checked_by_name() {
+        let now = SystemTime::now();
+        let r = LogsRequest::from_params(
+            &params(&[
+                ("source", "a.log,b.log"),
+                ("source", "c.log"),
+                ("tail", "20"),
+                ("follow", "true"),
+                ("level", "warning"),
+                ("format", "text"),
+                ("timestamps", ""),
+            ]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(r.filter.sources, ["a.log", "b.log", "c.log"]);
+        assert_eq!(r.tail, Some(20));
+        assert!(r.follow && r.output.text && r.output.timestamps);
+        for (name, value) in [
+            ("tail", "-3"),
+            ("since", "soon"),
+            ("grep", "("),
+            ("level", "loud"),
+            ("follow", "maybe"),
+            ("format", "xml"),
+            ("colour", "red"),
+        ] {
+            let e = LogsRequest::from_params(&params(&[(name, value)]), now).unwrap_err();
+            assert_eq!(e.parameter, name, "{e}");
+        }
+        let e = LogsRequest::from_params(&params(&[("since", "1h"), ("until", "2h")]), now)
+            .unwrap_err();
+        assert_eq!(e.parameter, "until");
+    }
+}
