@@ -273,7 +273,7 @@ async fn remote_async(
 fn remote_message(message: &str) -> String {
     match message.split_once(": ") {
         Some(("source", rest)) => rest
-            .replacen("(known: ", "; known sources: ", 1)
+            .replacen(" (known: ", "; known sources: ", 1)
             .replace(')', ""),
         Some(("format", rest)) => format!("--output: {rest}"),
         Some((p, rest)) if request::PARAMETERS.contains(&p) => format!("--{p}: {rest}"),
