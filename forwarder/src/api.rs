@@ -38,8 +38,6 @@ use tracing::{info, warn};
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
 /// Bytes a follower reads per step: one step's output is at most about this much.
 const FOLLOW_STEP_BYTES: usize = 1 << 20;
-/// How often the source index catches up in the background.
-const INDEX_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Flags of the query API (part of the forwarder's flags).
 #[derive(Debug, Clone, Args)]
@@ -171,7 +169,6 @@ pub async fn serve(
         registry: Arc::new(registry),
         commits,
     };
-    tokio::spawn(keep_index_current(state.clone()));
     let app = Router::new()
         .route("/logs", get(logs))
         .route("/logs/{source}", get(source_logs))
@@ -190,21 +187,13 @@ pub async fn serve(
     Ok(bound)
 }
 
-async fn keep_index_current(state: ApiState) {
-    loop {
-        if let Err(e) = update_index(&state).await {
-            warn!(error = format!("{e:#}"), "Cannot update the source index.");
-        }
-        tokio::time::sleep(INDEX_INTERVAL).await;
-    }
-}
-
-/// Catches the index up with the journal (bounded per call, so a request never waits long).
+/// Catches the index up with the journal. Only requests do this, so the index costs nothing
+/// while nobody asks (the first request reads the retained journal once).
 async fn update_index(state: &ApiState) -> anyhow::Result<()> {
     let index = state.index.clone();
     tokio::task::spawn_blocking(move || {
         let mut index = index.lock().expect("the index lock is never poisoned");
-        index.update(64 << 20)
+        index.update(usize::MAX)
     })
     .await??;
     Ok(())

@@ -16,10 +16,11 @@ use sidecar_core::query::index::SourceIndex;
 use sidecar_core::query::request::{self, LogsRequest, QueryLimits};
 use sidecar_core::query::scan::Follower;
 use sidecar_core::query::{Level, ParamError};
+use sidecar_core::signal::{DirWatcher, Wakeup};
 
-/// How often a local follow re-reads the commit file: fast enough to feel live, cheap enough
-/// to leave running (one small file read per step).
-const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// How often a local follow re-reads the commit file when no file event woke it (the watch
+/// is the fast path; this backs up a lost event).
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
 /// Flags of `forwarder logs`.
 #[derive(Debug, Clone, Args)]
@@ -180,16 +181,25 @@ fn local(args: &LogsArgs, request: &LogsRequest, out: &mut Printer) -> Result<()
     let start = request::follow_start(dir, request, request.tail.map(|_| end.end))
         .map_err(|e| CliError::Failed(format!("{e:#}")))?;
     let mut follower = Follower::new(dir, start);
+    // A commit replaces commit.json: the watch wakes us within milliseconds.
+    let wakeup = Wakeup::new();
+    let _watcher = DirWatcher::start([dir.as_path()], &wakeup);
+    let mut skipped = 0;
     loop {
         buf.clear();
+        let before = follower.position();
         let going = request::follow_step(&mut follower, request, 1 << 20, &mut buf)
             .map_err(|e| CliError::Failed(format!("{e:#}")))?;
         out.print(&buf)?;
+        if follower.skipped_segments() > skipped {
+            skipped = follower.skipped_segments();
+            eprintln!("forwarder logs: journal segments were deleted by retention before they were read; some records were skipped");
+        }
         if !going {
             return Ok(());
         }
-        if buf.is_empty() {
-            std::thread::sleep(FOLLOW_POLL);
+        if follower.position() == before {
+            wakeup.wait(FOLLOW_POLL);
         }
     }
 }
