@@ -321,6 +321,32 @@ fn logs_api_and_cli_filter_format_and_refuse_bad_parameters() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("--input-dir"), "{}", stderr(&out));
 
+    // forwarder top: one frame, from the journal or from the API.
+    for source in [vec!["--input-dir", dir], vec!["--server", server.as_str()]] {
+        let out = Command::new(bin("forwarder"))
+            .arg("top")
+            .arg("--once")
+            .args(&source)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let frame = String::from_utf8_lossy(&out.stdout).into_owned();
+        let row: Vec<&str> = frame
+            .lines()
+            .find(|l| l.starts_with("access.log "))
+            .unwrap_or_else(|| panic!("{frame}"))
+            .split_whitespace()
+            .collect();
+        // SOURCE RATE/s RECORDS ERROR WARNING INFO DEBUG CATEGORY LAST
+        assert_eq!(
+            row[2..8],
+            ["400", "133", "133", "134", "0", "access"],
+            "{frame}"
+        );
+        assert!(frame.contains("forwarder: lag 0 bytes"), "{frame}");
+        assert!(frame.contains("sink archive"), "{frame}");
+    }
+
     // Ctrl+C ends a follow with 130.
     let log = pod.path("cli-follow.out");
     let mut follow = Command::new(bin("forwarder"))
