@@ -225,8 +225,20 @@ pub fn is_past_until(filter: &Filter, view: &RecordView<'_>) -> bool {
     }
 }
 
+/// Records reach the processed journal a moment after their `collected_at`; a follow with an
+/// `until` waits this long past it for stragglers before it ends.
+const UNTIL_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a follow bounded by `until` can end: the bound (plus [`UNTIL_GRACE`]) is past.
+fn until_has_passed(filter: &Filter, now: SystemTime) -> bool {
+    filter
+        .until
+        .as_ref()
+        .is_some_and(|until| super::journal_time(now - UNTIL_GRACE) > *until)
+}
+
 /// One step of a follow: formats what was committed since the last step into `out`. Returns
-/// false once the follow is over (a record past `until` was reached).
+/// false once the follow is over (a record past `until` was reached, or `until` has passed).
 ///
 /// # Errors
 /// When the journal cannot be read.
@@ -237,6 +249,9 @@ pub fn follow_step(
     out: &mut Vec<u8>,
 ) -> Result<bool, JournalError> {
     let batch = follower.read_committed(max_bytes)?;
+    if batch.is_empty() {
+        return Ok(!until_has_passed(&request.filter, SystemTime::now()));
+    }
     for line in lines(batch) {
         let view = RecordView::decode(line);
         if is_past_until(&request.filter, &view) {
@@ -310,5 +325,18 @@ mod tests {
         let e = LogsRequest::from_params(&params(&[("since", "1h"), ("until", "2h")]), now)
             .unwrap_err();
         assert_eq!(e.parameter, "until");
+    }
+
+    #[test]
+    fn a_follow_with_an_until_in_the_past_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let past = LogsRequest::from_params(&params(&[("until", "1m")]), now).unwrap();
+        let open =
+            LogsRequest::from_params(&params(&[("until", "2099-01-01T00:00:00Z")]), now).unwrap();
+        let mut follower = Follower::new(dir.path(), Position::default());
+        let mut out = Vec::new();
+        assert!(!follow_step(&mut follower, &past, 1024, &mut out).unwrap());
+        assert!(follow_step(&mut follower, &open, 1024, &mut out).unwrap());
     }
 }
