@@ -499,15 +499,31 @@ async fn source_logs_response(state: &ApiState, source: String, raw: &str) -> Re
         Err(e) => return internal(e),
     };
     state.metrics.bytes_read.inc_by(tail.bytes_read);
-    let records: Vec<Value> = tail
+    // Newest first against the size limit, so a cut keeps the latest records.
+    let mut size = 0;
+    let kept = tail
         .lines
+        .iter()
+        .rev()
+        .take_while(|l| {
+            size += l.len() + 1;
+            size <= state.limits.max_output_bytes
+        })
+        .count();
+    let records: Vec<Value> = tail.lines[tail.lines.len() - kept..]
         .iter()
         .map(|l| {
             serde_json::from_slice(l)
                 .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(l).into_owned()))
         })
         .collect();
-    axum::Json(records).into_response()
+    let mut response = axum::Json(records).into_response();
+    if kept < tail.lines.len() {
+        response
+            .headers_mut()
+            .insert("x-logs-truncated", HeaderValue::from_static("true"));
+    }
+    response
 }
 
 async fn sources(State(state): State<ApiState>) -> Response {

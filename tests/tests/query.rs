@@ -210,6 +210,12 @@ fn logs_api_and_cli_filter_format_and_refuse_bad_parameters() {
     // The last N of one source as a JSON array.
     let last = get(api, "/logs/access.log?limit=3").json();
     assert_eq!(seqs(last.as_array().unwrap()), [397, 398, 399]);
+    let capped = get(api, "/logs/access.log?limit=100000");
+    assert_eq!(capped.header("x-logs-truncated"), Some("true"));
+    assert_eq!(
+        capped.json().as_array().unwrap().last().unwrap()["seq"],
+        399
+    );
 
     // /sources and /stats.
     let sources = get(api, "/sources").json();
@@ -347,41 +353,46 @@ fn logs_api_and_cli_filter_format_and_refuse_bad_parameters() {
         assert!(frame.contains("sink archive"), "{frame}");
     }
 
-    // Ctrl+C ends a follow with 130.
-    let log = pod.path("cli-follow.out");
-    let mut follow = Command::new(bin("forwarder"))
-        .args(["logs", "--input-dir", dir, "-f", "-n", "1", "app.log"])
-        .stdout(fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(wait_until(Duration::from_secs(10), || {
-        fs::read_to_string(&log).unwrap().lines().count() == 1
-    }));
-    write_app_lines(&pod, 50..52);
-    assert!(
-        wait_until(DELIVERY_TIMEOUT, || {
-            fs::read_to_string(&log).unwrap().lines().count() == 3
-        }),
-        "{}",
-        fs::read_to_string(&log).unwrap()
-    );
-    assert!(fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .starts_with("app.log WARNING user 51 not found"));
-    Command::new("kill")
-        .args(["-INT", &follow.id().to_string()])
-        .status()
-        .unwrap();
-    let mut status = None;
-    assert!(wait_until(Duration::from_secs(5), || {
-        status = follow.try_wait().unwrap();
-        status.is_some()
-    }));
-    assert_eq!(status.unwrap().code(), Some(130));
+    // A follow, local or through the API, prints new records; Ctrl+C ends it with 130.
+    for (round, source) in [vec!["--input-dir", dir], vec!["--server", server.as_str()]]
+        .into_iter()
+        .enumerate()
+    {
+        let log = pod.path(&format!("cli-follow-{round}.out"));
+        let mut follow = Command::new(bin("forwarder"))
+            .arg("logs")
+            .args(&source)
+            .args(["-f", "-n", "1", "app.log"])
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = || fs::read_to_string(&log).unwrap().lines().count();
+        assert!(wait_until(Duration::from_secs(10), || lines() == 1));
+        let first = 50 + 2 * round as u64;
+        write_app_lines(&pod, first..first + 2);
+        assert!(
+            wait_until(DELIVERY_TIMEOUT, || lines() == 3),
+            "{source:?}: {}",
+            fs::read_to_string(&log).unwrap()
+        );
+        let last = fs::read_to_string(&log).unwrap();
+        let expected = format!("app.log WARNING user {} not found", first + 1);
+        assert!(
+            last.lines().last().unwrap().starts_with(&expected),
+            "{last}"
+        );
+        Command::new("kill")
+            .args(["-INT", &follow.id().to_string()])
+            .status()
+            .unwrap();
+        let mut status = None;
+        assert!(wait_until(Duration::from_secs(5), || {
+            status = follow.try_wait().unwrap();
+            status.is_some()
+        }));
+        assert_eq!(status.unwrap().code(), Some(130), "{source:?}");
+    }
 }
 
 /// A processed journal written in-test with the stages' own journal writer.
