@@ -580,3 +580,53 @@ fn a_follow_survives_segment_rotation_and_deletion_and_followers_are_limited() {
     drop(again);
     drop(second);
 }
+
+#[test]
+fn a_stalled_follower_neither_slows_the_pipeline_nor_holds_back_retention() {
+    let mut pod = Pod::new();
+    fs::write(pod.path("forwarder.yaml"), "report:\n  interval: 1h\n").unwrap();
+    let dir = pod.path("processed");
+    let mut w = journal(&dir, 256 << 10);
+    push(&mut w, 0);
+    w.commit(&0).unwrap();
+    let forwarder = pod.start(StageKind::Forwarder);
+    let api = forwarder.api_port;
+    // A client that asks for everything, following, and then never reads.
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", api)).unwrap();
+    stalled
+        .write_all(b"GET /logs?follow=true HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || metric(
+        api,
+        "forwarder_query_followers"
+    ) == 1.0));
+    // ~20 MiB: far more than the socket buffers between it and the server hold.
+    const RECORDS: u64 = 100_000;
+    for n in 1..=RECORDS {
+        push(&mut w, n);
+        if n % 5000 == 0 {
+            w.commit(&n).unwrap();
+            w.housekeeping();
+        }
+    }
+    let end = w.end();
+    // The forwarder read all of it, and retention deleted what it consumed, although the
+    // follower is stuck near the start.
+    let forwarded = || {
+        Cursor::<Value>::load(&dir, "forwarder")
+            .unwrap()
+            .is_some_and(|c| c.position == end)
+    };
+    assert!(wait_until(Duration::from_secs(60), forwarded));
+    assert!(wait_until(Duration::from_secs(10), || {
+        w.housekeeping();
+        let segments = list_segments(&dir).unwrap();
+        segments.len() <= 2 && segments[0] > 10
+    }));
+    // Other queries are answered meanwhile.
+    let r = get(api, "/logs?tail=1");
+    let lines: Vec<String> = r.body.lines().map(str::to_owned).collect();
+    assert_eq!(numbers(&lines), [RECORDS]);
+    assert_eq!(metric(api, "forwarder_query_followers"), 1.0);
+    drop(stalled);
+}
