@@ -36,6 +36,9 @@ use tracing::{info, warn};
 /// How often a follower re-checks the commit when no file event woke it: the fallback for a
 /// lost inotify event, and the bound on how long a disconnected follower lingers.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// Non-follow answers built at once: each holds up to `--api-max-response` in memory, and the
+/// forwarder's container is small (128 MiB in the manifests). Further queries wait their turn.
+const MAX_CONCURRENT_QUERIES: usize = 4;
 /// Bytes a follower reads per step: one step's output is at most about this much.
 const FOLLOW_STEP_BYTES: usize = 1 << 20;
 
@@ -48,8 +51,9 @@ pub struct ApiFlags {
     /// At most this many `follow=true` streams at once; more get 429.
     #[arg(long, env = "FORWARDER_API_MAX_FOLLOWERS", default_value_t = 8)]
     pub api_max_followers: usize,
-    /// Answers to non-follow queries stop at this size (marked X-Logs-Truncated).
-    #[arg(long, env = "FORWARDER_API_MAX_RESPONSE", default_value = "16MiB")]
+    /// Answers to non-follow queries stop at this size (marked X-Logs-Truncated). At most
+    /// four are built at once, so the API's memory stays within four times this.
+    #[arg(long, env = "FORWARDER_API_MAX_RESPONSE", default_value = "4MiB")]
     pub api_max_response: ByteSize,
     /// Read step when reading the journal backwards for `tail`.
     #[arg(
@@ -128,6 +132,7 @@ struct ApiState {
     index: Arc<Mutex<SourceIndex>>,
     followers: Arc<Semaphore>,
     max_followers: usize,
+    queries: Arc<Semaphore>,
     limits: QueryLimits,
     metrics: ApiMetrics,
     registry: Arc<Registry>,
@@ -161,6 +166,7 @@ pub async fn serve(
         index: Arc::new(Mutex::new(SourceIndex::open(dir)?)),
         followers: Arc::new(Semaphore::new(flags.api_max_followers)),
         max_followers: flags.api_max_followers,
+        queries: Arc::new(Semaphore::new(MAX_CONCURRENT_QUERIES)),
         limits: QueryLimits {
             chunk_bytes: flags.api_chunk.0.max(1) as usize,
             max_output_bytes: flags.api_max_response.0 as usize,
@@ -297,6 +303,9 @@ async fn logs_response(state: &ApiState, raw: &str) -> Response {
         "application/x-ndjson"
     };
     if !request.follow {
+        let Ok(_turn) = state.queries.acquire().await else {
+            return internal("the query limiter is closed");
+        };
         let dir = state.dir.clone();
         let limits = state.limits;
         let req = request.clone();
@@ -385,18 +394,7 @@ async fn follow_stream(
     let (first, start) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let mut out = Vec::new();
         let tail_end = match req.tail {
-            Some(_) => Some(
-                request::run(
-                    &dir,
-                    &req,
-                    QueryLimits {
-                        max_output_bytes: usize::MAX,
-                        ..limits
-                    },
-                    &mut out,
-                )?
-                .end,
-            ),
+            Some(_) => Some(request::run(&dir, &req, limits, &mut out)?.end),
             None => None,
         };
         Ok((out, request::follow_start(&dir, &req, tail_end)?))
@@ -486,13 +484,25 @@ async fn source_logs_response(state: &ApiState, source: String, raw: &str) -> Re
     if let Err(response) = check_sources(state, std::slice::from_ref(&source)).await {
         return response;
     }
+    let Ok(_turn) = state.queries.acquire().await else {
+        return internal("the query limiter is closed");
+    };
     let dir = state.dir.clone();
-    let chunk = state.limits.chunk_bytes;
+    let limits = state.limits;
     let filter = sidecar_core::query::Filter {
         sources: vec![source],
         ..Default::default()
     };
-    let ran = tokio::task::spawn_blocking(move || scan::tail(&dir, &filter, limit, chunk)).await;
+    let ran = tokio::task::spawn_blocking(move || {
+        scan::tail(
+            &dir,
+            &filter,
+            limit,
+            limits.chunk_bytes,
+            limits.max_output_bytes,
+        )
+    })
+    .await;
     let tail = match ran {
         Ok(Ok(t)) => t,
         Ok(Err(e)) => return internal(e),
@@ -518,7 +528,7 @@ async fn source_logs_response(state: &ApiState, source: String, raw: &str) -> Re
         })
         .collect();
     let mut response = axum::Json(records).into_response();
-    if kept < tail.lines.len() {
+    if kept < tail.lines.len() || tail.cut {
         response
             .headers_mut()
             .insert("x-logs-truncated", HeaderValue::from_static("true"));

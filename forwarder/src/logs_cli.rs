@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use sidecar_core::query::index::SourceIndex;
-use sidecar_core::query::request::{self, LogsRequest, QueryLimits};
+use sidecar_core::query::request::{self, LogsRequest, QueryLimits, QueryOutput};
 use sidecar_core::query::scan::Follower;
 use sidecar_core::query::{Level, ParamError};
 use sidecar_core::signal::{DirWatcher, Wakeup};
@@ -21,6 +21,9 @@ use sidecar_core::signal::{DirWatcher, Wakeup};
 /// How often a local follow re-reads the commit file when no file event woke it (the watch
 /// is the fast path; this backs up a lost event).
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// The most a tail holds in memory (see `local`).
+const TAIL_MAX_BYTES: usize = 32 << 20;
 
 /// Flags of `forwarder logs`.
 #[derive(Debug, Clone, Args)]
@@ -171,10 +174,34 @@ fn local(args: &LogsArgs, request: &LogsRequest, out: &mut Printer) -> Result<()
         )));
     }
     check_sources(dir, &request.filter.sources)?;
+    // A tail is gathered newest first, so it is held in memory: bound it, since this runs
+    // inside the forwarder's container and shares its memory limit. A window streams.
+    let limits = QueryLimits {
+        max_output_bytes: if request.tail.is_some() {
+            TAIL_MAX_BYTES
+        } else {
+            usize::MAX
+        },
+        ..QueryLimits::default()
+    };
+    let mut streamed = Streamed {
+        printer: out,
+        buf: Vec::new(),
+        error: None,
+    };
+    let end = request::run(dir, request, limits, &mut streamed);
+    streamed.flush();
+    if let Some(e) = streamed.error {
+        return Err(e);
+    }
+    let end = end.map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    if end.truncated {
+        eprintln!(
+            "forwarder logs: only the newest {} MiB of the tail are shown; narrow it with --since, a source, --level or --grep",
+            TAIL_MAX_BYTES >> 20
+        );
+    }
     let mut buf = Vec::new();
-    let end = request::run(dir, request, QueryLimits::default(), &mut buf)
-        .map_err(|e| CliError::Failed(format!("{e:#}")))?;
-    out.print(&buf)?;
     if !request.follow {
         return Ok(());
     }
@@ -201,6 +228,34 @@ fn local(args: &LogsArgs, request: &LogsRequest, out: &mut Printer) -> Result<()
         if follower.position() == before {
             wakeup.wait(FOLLOW_POLL);
         }
+    }
+}
+
+/// Formatted records on their way to stdout in 64 KiB pieces.
+struct Streamed<'a> {
+    printer: &'a mut Printer,
+    buf: Vec<u8>,
+    error: Option<CliError>,
+}
+
+impl Streamed<'_> {
+    fn flush(&mut self) {
+        if self.error.is_none() {
+            if let Err(e) = self.printer.print(&self.buf) {
+                self.error = Some(e);
+            }
+        }
+        self.buf.clear();
+    }
+}
+
+impl QueryOutput for Streamed<'_> {
+    fn record(&mut self, formatted: &[u8]) -> bool {
+        self.buf.extend_from_slice(formatted);
+        if self.buf.len() >= 64 << 10 {
+            self.flush();
+        }
+        self.error.is_none()
     }
 }
 

@@ -144,8 +144,23 @@ impl Default for QueryLimits {
     }
 }
 
-/// Runs the non-follow part of `request` on the journal at `dir`, appending formatted records
-/// to `out`.
+/// Where a query's formatted records go.
+pub trait QueryOutput {
+    /// Takes one formatted record (newline-ended). Returns false to stop the query (the
+    /// reader is gone).
+    fn record(&mut self, formatted: &[u8]) -> bool;
+}
+
+impl QueryOutput for Vec<u8> {
+    fn record(&mut self, formatted: &[u8]) -> bool {
+        self.extend_from_slice(formatted);
+        true
+    }
+}
+
+/// Runs the non-follow part of `request` on the journal at `dir`, handing formatted records
+/// to `out` in journal order. Memory stays bounded by `limits.max_output_bytes` for a tail
+/// (whose records are found newest first) and by one record otherwise.
 ///
 /// # Errors
 /// When the journal cannot be read.
@@ -153,33 +168,10 @@ pub fn run(
     dir: &Path,
     request: &LogsRequest,
     limits: QueryLimits,
-    out: &mut Vec<u8>,
+    out: &mut dyn QueryOutput,
 ) -> Result<QueryEnd, JournalError> {
     if let Some(n) = request.tail {
-        let tail = scan::tail(dir, &request.filter, n, limits.chunk_bytes)?;
-        let mut formatted: Vec<Vec<u8>> = Vec::new();
-        let mut total = 0;
-        let mut truncated = false;
-        // Newest first, so a size limit keeps the end of the tail.
-        for line in tail.lines.iter().rev() {
-            let mut one = Vec::new();
-            request.output.write(line, &mut one);
-            if total + one.len() > limits.max_output_bytes {
-                truncated = true;
-                break;
-            }
-            total += one.len();
-            formatted.push(one);
-        }
-        for one in formatted.iter().rev() {
-            out.extend_from_slice(one);
-        }
-        return Ok(QueryEnd {
-            end: tail.end,
-            records: formatted.len() as u64,
-            truncated,
-            bytes_read: tail.bytes_read,
-        });
+        return run_tail(dir, request, n, limits, out);
     }
     let Some(end) = scan::committed_end(dir)? else {
         return Ok(QueryEnd::default());
@@ -190,6 +182,7 @@ pub fn run(
         ..QueryEnd::default()
     };
     let mut one = Vec::new();
+    let mut written = 0;
     loop {
         let batch = follower.read_to(end, 1 << 20)?;
         if batch.is_empty() {
@@ -206,14 +199,51 @@ pub fn run(
             }
             one.clear();
             request.output.write(line, &mut one);
-            if out.len() + one.len() > limits.max_output_bytes {
+            if written + one.len() > limits.max_output_bytes {
                 result.truncated = true;
                 return Ok(result);
             }
-            out.extend_from_slice(&one);
+            written += one.len();
             result.records += 1;
+            if !out.record(&one) {
+                return Ok(result);
+            }
         }
     }
+}
+
+fn run_tail(
+    dir: &Path,
+    request: &LogsRequest,
+    n: usize,
+    limits: QueryLimits,
+    out: &mut dyn QueryOutput,
+) -> Result<QueryEnd, JournalError> {
+    // Formatted while found (newest first), so the size limit counts what is sent and keeps
+    // the end of the tail.
+    let tail = scan::tail_with(
+        dir,
+        &request.filter,
+        n,
+        limits.chunk_bytes,
+        limits.max_output_bytes,
+        &mut |line| {
+            let mut one = Vec::new();
+            request.output.write(line, &mut one);
+            one
+        },
+    )?;
+    for one in &tail.lines {
+        if !out.record(one) {
+            break;
+        }
+    }
+    Ok(QueryEnd {
+        end: tail.end,
+        records: tail.lines.len() as u64,
+        truncated: tail.cut,
+        bytes_read: tail.bytes_read,
+    })
 }
 
 /// Whether a record lies after the filter's `until`: the journal is in collection order, so

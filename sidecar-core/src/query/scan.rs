@@ -31,17 +31,19 @@ pub fn committed_end(dir: &Path) -> Result<Option<Position>, JournalError> {
 /// The last records that pass a filter, oldest first, and where the journal ended.
 #[derive(Debug, Default)]
 pub struct Tail {
-    /// Matching lines (without newline), oldest first.
+    /// Matching lines (without newline; or as transformed by [`tail_with`]), oldest first.
     pub lines: Vec<Vec<u8>>,
     /// The committed end the tail was taken at: a follow continues from here.
     pub end: Position,
     /// Bytes read from segment files.
     pub bytes_read: u64,
+    /// Whether fewer than N lines were kept because they reached the byte limit.
+    pub cut: bool,
 }
 
 /// Reads the journal at `dir` backwards from its committed end in chunks of `chunk_bytes`
-/// until `n` lines pass `filter`, a record older than the filter's `since` is reached, or the
-/// oldest segment is read.
+/// until `n` lines pass `filter`, the kept lines reach `max_bytes`, a record older than the
+/// filter's `since` is reached, or the oldest segment is read.
 ///
 /// # Errors
 /// When the commit file or a segment cannot be read (a deleted segment is not an error).
@@ -50,6 +52,25 @@ pub fn tail(
     filter: &Filter,
     n: usize,
     chunk_bytes: usize,
+    max_bytes: usize,
+) -> Result<Tail, JournalError> {
+    tail_with(dir, filter, n, chunk_bytes, max_bytes, &mut |line| {
+        line.to_vec()
+    })
+}
+
+/// As [`tail`], keeping `transform(line)` (e.g. the formatted record) instead of each line,
+/// and counting its size against `max_bytes`.
+///
+/// # Errors
+/// As [`tail`].
+pub fn tail_with(
+    dir: &Path,
+    filter: &Filter,
+    n: usize,
+    chunk_bytes: usize,
+    max_bytes: usize,
+    transform: &mut dyn FnMut(&[u8]) -> Vec<u8>,
 ) -> Result<Tail, JournalError> {
     let Some(end) = committed_end(dir)? else {
         return Ok(Tail::default());
@@ -66,6 +87,7 @@ pub fn tail(
         source,
     })?;
     let mut found = Vec::new();
+    let mut kept_bytes = 0;
     for &segment in segments.iter().rev().filter(|&&s| s <= end.segment) {
         let mut backwards = match BackwardLines::open(dir, segment, end, chunk_bytes.max(1))? {
             Some(b) => b,
@@ -82,7 +104,15 @@ pub fn tail(
                 }
             }
             if filter.matches_view(&view, &line) {
-                found.push(line);
+                let kept = transform(&line);
+                kept_bytes += kept.len();
+                if kept_bytes > max_bytes {
+                    tail.cut = true;
+                    found.reverse();
+                    tail.lines = found;
+                    return Ok(tail);
+                }
+                found.push(kept);
                 if found.len() == n {
                     found.reverse();
                     tail.lines = found;
@@ -386,7 +416,7 @@ mod tests {
                 "2026-11-22T10:00:00.000Z",
             );
         }
-        let t = tail(dir.path(), &Filter::default(), 10, 4096).unwrap();
+        let t = tail(dir.path(), &Filter::default(), 10, 4096, usize::MAX).unwrap();
         assert_eq!(numbers(&t.lines), (9990..10000).collect::<Vec<_>>());
         assert!(
             t.bytes_read <= 4096,
@@ -401,14 +431,17 @@ mod tests {
             ..Filter::default()
         };
         assert!(
-            tail(dir.path(), &f, 5, 4096).unwrap().lines.is_empty(),
+            tail(dir.path(), &f, 5, 4096, usize::MAX)
+                .unwrap()
+                .lines
+                .is_empty(),
             "odd n are never n%10==0"
         );
         let f = Filter {
             min_level: Some(crate::query::Level::Error),
             ..Filter::default()
         };
-        let t = tail(dir.path(), &f, 300, 1000).unwrap();
+        let t = tail(dir.path(), &f, 300, 1000, usize::MAX).unwrap();
         assert_eq!(
             numbers(&t.lines),
             (7000..10000).step_by(10).collect::<Vec<_>>()
@@ -416,11 +449,24 @@ mod tests {
     }
 
     #[test]
+    fn tail_keeps_at_most_max_bytes_of_the_newest_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 1 << 20);
+        write(&mut w, 0..50, "2026-11-22T10:00:00.000Z");
+        let t = tail(dir.path(), &Filter::default(), 50, 4096, 1000).unwrap();
+        assert!(t.cut);
+        let kept = numbers(&t.lines);
+        assert!(!kept.is_empty() && kept.len() < 50);
+        assert_eq!(kept.last(), Some(&49));
+        assert!(t.lines.iter().map(Vec::len).sum::<usize>() <= 1000);
+    }
+
+    #[test]
     fn tail_with_chunks_smaller_than_a_record_still_returns_whole_records() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = writer(dir.path(), 1 << 20);
         write(&mut w, 0..50, "2026-11-22T10:00:00.000Z");
-        let t = tail(dir.path(), &Filter::default(), 50, 7).unwrap();
+        let t = tail(dir.path(), &Filter::default(), 50, 7, usize::MAX).unwrap();
         assert_eq!(numbers(&t.lines), (0..50).collect::<Vec<_>>());
     }
 
@@ -437,7 +483,7 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(
-            numbers(&tail(dir.path(), &f, 100, 256).unwrap().lines),
+            numbers(&tail(dir.path(), &f, 100, 256, usize::MAX).unwrap().lines),
             (20..40).collect::<Vec<_>>()
         );
         let f = Filter {
