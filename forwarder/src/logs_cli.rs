@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use clap::Args;
 use sidecar_core::query::index::SourceIndex;
 use sidecar_core::query::request::{self, LogsRequest, QueryLimits, QueryOutput};
-use sidecar_core::query::scan::Follower;
+use sidecar_core::query::scan::{self, Follower};
 use sidecar_core::query::{Level, ParamError};
 use sidecar_core::signal::{DirWatcher, Wakeup};
 
@@ -261,14 +261,23 @@ impl QueryOutput for Streamed<'_> {
 
 /// An unknown source is a usage error that lists the known ones.
 fn check_sources(dir: &std::path::Path, sources: &[String]) -> Result<(), CliError> {
-    if sources.is_empty() {
+    let mut missing = Vec::new();
+    for source in sources {
+        // A backward look finds a source that logged lately at once.
+        let found = scan::has_source(dir, source, scan::DEFAULT_CHUNK_BYTES)
+            .map_err(|e| CliError::Failed(format!("{e:#}")))?;
+        if !found {
+            missing.push(source);
+        }
+    }
+    if missing.is_empty() {
         return Ok(());
     }
     let mut index = SourceIndex::open(dir).map_err(|e| CliError::Failed(format!("{e:#}")))?;
     index
         .update(usize::MAX)
         .map_err(|e| CliError::Failed(format!("{e:#}")))?;
-    if let Some(unknown) = sources.iter().find(|s| !index.knows(s)) {
+    if let Some(unknown) = missing.iter().find(|s| !index.knows(s)) {
         let known = index.names();
         return Err(CliError::Usage(format!(
             "unknown source {unknown:?}; known sources: {}",

@@ -126,6 +126,21 @@ pub fn tail_with(
     Ok(tail)
 }
 
+/// Whether the journal holds a record of `source`, looking backwards from its end: instant
+/// for a source that logged lately; only a source that is not there costs a full read.
+///
+/// # Errors
+/// As [`tail`].
+pub fn has_source(dir: &Path, source: &str, chunk_bytes: usize) -> Result<bool, JournalError> {
+    let filter = Filter {
+        sources: vec![source.to_owned()],
+        ..Filter::default()
+    };
+    Ok(!tail(dir, &filter, 1, chunk_bytes, usize::MAX)?
+        .lines
+        .is_empty())
+}
+
 /// Whole lines of one segment, last first, read in chunks from its end.
 struct BackwardLines {
     path: PathBuf,
@@ -417,6 +432,8 @@ mod tests {
             );
         }
         let t = tail(dir.path(), &Filter::default(), 10, 4096, usize::MAX).unwrap();
+        assert!(has_source(dir.path(), "odd.log", 4096).unwrap());
+        assert!(!has_source(dir.path(), "none.log", 4096).unwrap());
         assert_eq!(numbers(&t.lines), (9990..10000).collect::<Vec<_>>());
         assert!(
             t.bytes_read <= 4096,
