@@ -45,6 +45,8 @@ pub const IDS_FILE: &str = "ingest_ids.json";
 const ID_BLOCK: u64 = 1 << 20;
 /// Batches waiting for the collector loop at most; more get 503 so memory stays bounded.
 const INBOX_CAPACITY: usize = 64;
+/// Ingested bytes added to one commit at most, like the tailer's batch limit.
+const TAKE_MAX_BYTES: usize = 4 << 20;
 /// How long a request waits for its commit before answering 503 (the collector may be
 /// paused by backpressure; the client retries).
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -136,7 +138,11 @@ impl Inbox {
         journal: &mut JournalWriter<TailPosition>,
         collected_at: &str,
     ) -> anyhow::Result<()> {
-        while let Ok(batch) = self.rx.try_recv() {
+        // One commit's worth at a time; the rest waits in the channel for the next turn.
+        while journal.pending_bytes() < TAKE_MAX_BYTES {
+            let Ok(batch) = self.rx.try_recv() else {
+                break;
+            };
             let mut ids = Vec::with_capacity(batch.records.len());
             for (service, record) in &batch.records {
                 let id = RecordId {
