@@ -61,7 +61,7 @@ trap stop_all INT TERM
 echo "Pod volumes in $pod; sidecar logs in $pod/*.log"
 # Sidecars start first, downstream first, as the manifests declare them.
 "$bin/forwarder" --config "$pod/config/forwarder.yaml" --input-dir "$pod/processed-logs" \
-  --listen 127.0.0.1:9103 2>"$pod/log-forwarder.log" &
+  --listen 127.0.0.1:9103 --api-listen 127.0.0.1:9104 2>"$pod/log-forwarder.log" &
 sidecars+=($!)
 wait_healthy 9103 log-forwarder
 "$bin/processor" --rules "$pod/config/rules.yaml" --input-dir "$pod/collected-logs" \
@@ -83,6 +83,8 @@ apps+=($!)
   2>"$pod/traffic-generator.log" &
 apps+=($!)
 echo "Demo apps running; web API on http://127.0.0.1:$web_port, metrics on :9101-9103/metrics."
+echo "Query the logs: $bin/forwarder logs --input-dir $pod/processed-logs -f -n 20 access.log"
+echo "  or curl 'http://127.0.0.1:9104/logs?tail=20&format=text'; live view: $bin/forwarder top --input-dir $pod/processed-logs"
 echo "Reports every ${REPORT_INTERVAL:-10s}; Ctrl+C to stop."
 
 if [[ -n "${RUN_FOR:-}" ]]; then

@@ -323,6 +323,8 @@ fn forwarder_args(dirs: &RunDirs) -> anyhow::Result<Vec<String>> {
         dirs.processed.display().to_string(),
         "--listen".into(),
         "127.0.0.1:0".into(),
+        "--api-listen".into(),
+        "127.0.0.1:0".into(),
     ])
 }
 

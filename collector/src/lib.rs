@@ -23,6 +23,8 @@ use sidecar_core::source::{SourceMetrics, SourceSpec, TailOptions, TailPosition,
 use sidecar_core::telemetry::{self, Health};
 use tracing::info;
 
+pub mod ingest;
+
 /// The name the processor publishes its cursor under in the collected journal.
 pub const DOWNSTREAM_READER: &str = "processor";
 const STATS_FILE: &str = "collection_stats.json";
@@ -84,6 +86,16 @@ pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "COLLECTOR_LOG_JSON")]
     pub log_json: bool,
+    /// Serve POST /logs (JSON or NDJSON records) on this address, e.g. 0.0.0.0:9105; off when
+    /// not given.
+    #[arg(long, env = "COLLECTOR_INGEST_LISTEN")]
+    pub ingest_listen: Option<SocketAddr>,
+    /// Larger ingest bodies are refused with 413.
+    #[arg(long, env = "COLLECTOR_INGEST_MAX_BODY", default_value = "1MiB")]
+    pub ingest_max_body: ByteSize,
+    /// When given, ingest requests need `Authorization: Bearer <the file's content>`.
+    #[arg(long, env = "COLLECTOR_INGEST_TOKEN_FILE")]
+    pub ingest_token_file: Option<PathBuf>,
 }
 
 /// Checked runtime settings of the collector.
@@ -108,6 +120,8 @@ pub struct CollectorConfig {
     pub linger: Duration,
     /// The slow periodic rescan that backs up inotify (default 1 s).
     pub rescan_interval: Duration,
+    /// The ingest endpoint, when enabled.
+    pub ingest: Option<ingest::IngestOptions>,
 }
 
 impl Cli {
@@ -130,7 +144,16 @@ impl Cli {
             "--max-line-bytes: must be at least 64 bytes, got {}",
             self.max_line_bytes
         );
+        let ingest = match self.ingest_listen {
+            Some(listen) => Some(ingest::IngestOptions::load(
+                listen,
+                self.ingest_max_body.0,
+                self.ingest_token_file.as_deref(),
+            )?),
+            None => None,
+        };
         Ok(CollectorConfig {
+            ingest,
             spec,
             tail: TailOptions {
                 max_line_bytes: self.max_line_bytes.0 as usize,
@@ -176,10 +199,23 @@ pub async fn run(
                 )
             })?;
     journal.metrics().register("collector", &mut registry);
+    let wakeup = Wakeup::new();
+    let inbox = match &config.ingest {
+        Some(options) => {
+            let metrics = ingest::IngestMetrics::default();
+            metrics.register(&mut registry);
+            let dir = &config.journal_dir;
+            Some(
+                ingest::serve(options.clone(), dir, wakeup.clone(), metrics)
+                    .await?
+                    .0,
+            )
+        }
+        None => None,
+    };
     let health = Health::new(Duration::from_secs(60));
     let bound = telemetry::serve(config.listen, registry, health.clone()).await?;
     info!(listen = %bound, journal = %config.journal_dir.display(), resumed = position.is_some(), "Collector started.");
-    let wakeup = Wakeup::new();
     let tailer = Tailer::new(
         config.spec.clone(),
         config.tail.clone(),
@@ -188,7 +224,7 @@ pub async fn run(
     );
     let loop_wakeup = wakeup.clone();
     signal::run_stage("collector", wakeup, config.grace, shutdown, move || {
-        collect(&config, journal, tailer, &loop_wakeup, &health)
+        collect(&config, journal, tailer, inbox, &loop_wakeup, &health)
     })
     .await
 }
@@ -207,6 +243,7 @@ fn collect(
     config: &CollectorConfig,
     mut journal: JournalWriter<TailPosition>,
     mut tailer: Tailer,
+    mut inbox: Option<ingest::Inbox>,
     wakeup: &Wakeup,
     health: &Health,
 ) -> anyhow::Result<()> {
@@ -217,7 +254,14 @@ fn collect(
         health.beat();
         tailer.rescan();
         backpressured = journal.is_backpressured();
+        if let (Some(inbox), false) = (inbox.as_mut(), backpressured) {
+            inbox.take(&mut journal, &timestamp_now())?;
+        }
         let more = !backpressured && read_and_commit(config, &mut journal, &mut tailer, wakeup)?;
+        if let Some(inbox) = inbox.as_mut() {
+            // read_and_commit committed whatever was pending, ingested records included.
+            inbox.committed();
+        }
         if stats_at.elapsed() >= Duration::from_secs(5) {
             write_stats(config, &journal, &mut tailer, backpressured);
             stats_at = Instant::now();

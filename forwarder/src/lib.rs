@@ -34,6 +34,11 @@ use sidecar_core::sink::{self, Delivery, ForwarderFile, OutRecord, Sink};
 use sidecar_core::telemetry::{self, Health};
 use tracing::{info, warn};
 
+pub mod api;
+pub mod commands;
+pub mod logs_cli;
+pub mod top;
+
 /// The name this stage's cursor (its checkpoint) has in the processed journal.
 pub const READER_NAME: &str = "forwarder";
 const DEFAULT_CONFIG: &str = "/etc/log-forwarder/forwarder.yaml";
@@ -66,6 +71,12 @@ pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "FORWARDER_LOG_JSON")]
     pub log_json: bool,
+    /// The query API.
+    #[command(flatten)]
+    pub api: api::ApiFlags,
+    /// `logs` or `top`; without one, the forwarder stage runs.
+    #[command(subcommand)]
+    pub command: Option<commands::Command>,
 }
 
 /// Checked runtime settings of the forwarder.
@@ -85,6 +96,8 @@ pub struct ForwarderConfig {
     pub linger: Duration,
     /// The periodic check that backs up inotify and drives reports (default 1 s).
     pub poll_interval: Duration,
+    /// The query API's flags; its address is checked by `into_config`.
+    pub api: api::ApiFlags,
 }
 
 impl Cli {
@@ -104,7 +117,9 @@ impl Cli {
             // The forwarder's own corner of the processed volume: it survives restarts.
             file.dead_letter.directory = Some(self.input_dir.join("dead-letter"));
         }
+        self.api.listen()?;
         Ok(ForwarderConfig {
+            api: self.api,
             file,
             input_dir: self.input_dir,
             listen: self.listen,
@@ -177,7 +192,12 @@ pub async fn run(
     };
     let sinks = sink::build(&config.file, &state.sinks).context("starting the sinks")?;
     let health = Health::new(Duration::from_secs(60));
+    let api_metrics = api::ApiMetrics::default();
+    api_metrics.register(&mut registry);
     let bound = telemetry::serve(config.listen, registry, health.clone()).await?;
+    if let Some(listen) = config.api.listen()? {
+        api::serve(listen, &config.api, &config.input_dir, api_metrics).await?;
+    }
     let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
     info!(listen = %bound, input = %config.input_dir.display(), sinks = ?names, delivery = ?config.file.delivery, segment = position.segment, offset = position.offset, "Forwarder started.");
     let shutdown = cancel_requests_late(shutdown, &sinks, config.grace);

@@ -130,6 +130,8 @@ pub struct Stage {
     pub kind: StageKind,
     /// Its /healthz and /metrics port.
     pub port: u16,
+    /// The forwarder's query API port (0 for the other stages).
+    pub api_port: u16,
     child: Child,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
@@ -241,6 +243,11 @@ impl Pod {
     /// Starts a stage and waits until its /healthz answers 200.
     pub fn start(&mut self, kind: StageKind) -> Stage {
         let port = free_port();
+        let api_port = if kind == StageKind::Forwarder {
+            free_port()
+        } else {
+            0
+        };
         let d = self.dir.path();
         let mut args: Vec<String> = match kind {
             StageKind::Collector => vec![
@@ -264,6 +271,8 @@ impl Pod {
                 d.join("forwarder.yaml").display().to_string(),
                 "--input-dir".into(),
                 d.join("processed").display().to_string(),
+                "--api-listen".into(),
+                format!("127.0.0.1:{api_port}"),
             ],
         };
         args.extend(["--listen".into(), format!("127.0.0.1:{port}")]);
@@ -296,6 +305,7 @@ impl Pod {
         let mut stage = Stage {
             kind,
             port,
+            api_port,
             child,
             log,
         };

@@ -1,0 +1,697 @@
+//! The forwarder's read-only query API on its own port: `GET /logs` (NDJSON or text, with a
+//! follow mode), `GET /logs/{source}`, `GET /sources`, `GET /stats`, `/healthz`, `/metrics`.
+//!
+//! Easy to get wrong: a follower must never slow the pipeline. Every request reads the
+//! processed journal's files itself on a blocking thread and publishes no cursor, so retention
+//! and the forwarder's own reading ignore it; a slow client only fills its own socket, which
+//! pauses its own reads. The number of followers and the size of other answers are capped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use clap::Args;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+use sidecar_core::config::ByteSize;
+use sidecar_core::journal::{Cursor, JournalError, Position};
+use sidecar_core::query::index::{IndexSnapshot, SourceIndex};
+use sidecar_core::query::request::{self, LogsRequest, QueryLimits};
+use sidecar_core::query::scan::{self, Follower};
+use sidecar_core::query::ParamError;
+use sidecar_core::signal::{DirWatcher, Wakeup};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tracing::{info, warn};
+
+/// How often a follower re-checks the commit when no file event woke it: the fallback for a
+/// lost inotify event, and the bound on how long a disconnected follower lingers.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+/// Non-follow answers built at once: each holds up to `--api-max-response` in memory, and the
+/// forwarder's container is small (128 MiB in the manifests). Further queries wait their turn.
+const MAX_CONCURRENT_QUERIES: usize = 4;
+/// Bytes a follower reads per step: one step's output is at most about this much.
+const FOLLOW_STEP_BYTES: usize = 1 << 20;
+
+/// Flags of the query API (part of the forwarder's flags).
+#[derive(Debug, Clone, Args)]
+pub struct ApiFlags {
+    /// Address of the read-only query API (GET /logs, /sources, /stats); "off" disables it.
+    #[arg(long, env = "FORWARDER_API_LISTEN", default_value = "0.0.0.0:9104")]
+    pub api_listen: String,
+    /// At most this many `follow=true` streams at once; more get 429.
+    #[arg(long, env = "FORWARDER_API_MAX_FOLLOWERS", default_value_t = 8)]
+    pub api_max_followers: usize,
+    /// Answers to non-follow queries stop at this size (marked X-Logs-Truncated). At most
+    /// four are built at once, so the API's memory stays within four times this.
+    #[arg(long, env = "FORWARDER_API_MAX_RESPONSE", default_value = "4MiB")]
+    pub api_max_response: ByteSize,
+    /// Read step when reading the journal backwards for `tail`.
+    #[arg(
+        long,
+        env = "FORWARDER_API_CHUNK",
+        default_value = "64KiB",
+        hide = true
+    )]
+    pub api_chunk: ByteSize,
+}
+
+impl ApiFlags {
+    /// The listen address, or `None` when the API is off.
+    ///
+    /// # Errors
+    /// When the address is neither "off" nor a socket address.
+    pub fn listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        match self.api_listen.trim() {
+            "off" | "" => Ok(None),
+            text => text.parse().map(Some).map_err(|e| {
+                anyhow::anyhow!(
+                    "--api-listen: {text:?} is not an address like 0.0.0.0:9104 or off: {e}"
+                )
+            }),
+        }
+    }
+}
+
+/// Metrics of the query API.
+#[derive(Debug, Clone, Default)]
+pub struct ApiMetrics {
+    requests: Family<Vec<(String, String)>, Counter>,
+    bytes_read: Counter,
+    followers: Gauge,
+    rejected_followers: Counter,
+}
+
+impl ApiMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "forwarder_query_requests",
+            "Query API requests, per endpoint and status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "forwarder_query_bytes_read",
+            "Journal bytes read to answer queries",
+            self.bytes_read.clone(),
+        );
+        registry.register(
+            "forwarder_query_followers",
+            "Follow streams open now",
+            self.followers.clone(),
+        );
+        registry.register(
+            "forwarder_query_rejected_followers",
+            "Follow requests refused because the maximum was reached",
+            self.rejected_followers.clone(),
+        );
+    }
+
+    fn count(&self, endpoint: &str, status: StatusCode) {
+        self.requests
+            .get_or_create(&vec![
+                ("endpoint".to_owned(), endpoint.to_owned()),
+                ("status".to_owned(), status.as_u16().to_string()),
+            ])
+            .inc();
+    }
+}
+
+#[derive(Clone)]
+struct ApiState {
+    dir: Arc<PathBuf>,
+    index: Arc<Mutex<SourceIndex>>,
+    followers: Arc<Semaphore>,
+    max_followers: usize,
+    queries: Arc<Semaphore>,
+    limits: QueryLimits,
+    metrics: ApiMetrics,
+    registry: Arc<Registry>,
+    commits: watch::Receiver<u64>,
+}
+
+/// Binds `listen` and serves the query API on the journal at `dir` in background tasks.
+/// Returns the bound address.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve(
+    listen: SocketAddr,
+    flags: &ApiFlags,
+    dir: &Path,
+    metrics: ApiMetrics,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} for the query API: {e}"))?;
+    let bound = listener.local_addr()?;
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let (tx, commits) = watch::channel(0u64);
+    // File events in the journal (a commit replaces commit.json) wake the followers at once.
+    let watcher = DirWatcher::start_with([dir], &Wakeup::new(), move |_| {
+        tx.send_modify(|n| *n = n.wrapping_add(1));
+    });
+    let state = ApiState {
+        dir: Arc::new(dir.to_owned()),
+        index: Arc::new(Mutex::new(SourceIndex::open(dir)?)),
+        followers: Arc::new(Semaphore::new(flags.api_max_followers)),
+        max_followers: flags.api_max_followers,
+        queries: Arc::new(Semaphore::new(MAX_CONCURRENT_QUERIES)),
+        limits: QueryLimits {
+            chunk_bytes: flags.api_chunk.0.max(1) as usize,
+            max_output_bytes: flags.api_max_response.0 as usize,
+        },
+        metrics,
+        registry: Arc::new(registry),
+        commits,
+    };
+    let app = Router::new()
+        .route("/logs", get(logs))
+        .route("/logs/{source}", get(source_logs))
+        .route("/sources", get(sources))
+        .route("/stats", get(stats))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_text))
+        .with_state(state);
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "The query API server stopped.");
+        }
+    });
+    info!(listen = %bound, journal = %dir.display(), "Query API started.");
+    Ok(bound)
+}
+
+/// Catches the index up with the journal. Only requests do this, so the index costs nothing
+/// while nobody asks (the first request reads the retained journal once).
+async fn update_index(state: &ApiState) -> anyhow::Result<()> {
+    let index = state.index.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut index = index.lock().expect("the index lock is never poisoned");
+        index.update(usize::MAX)
+    })
+    .await??;
+    Ok(())
+}
+
+/// An error answer: `{"error": …, "parameter": …}`.
+fn error(status: StatusCode, parameter: Option<&str>, message: impl Into<String>) -> Response {
+    let mut body = json!({ "error": message.into(), "status": status.as_u16() });
+    if let Some(p) = parameter {
+        body["parameter"] = Value::from(p);
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+fn param_error(e: &ParamError) -> Response {
+    error(StatusCode::BAD_REQUEST, Some(&e.parameter), e.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, None, e.to_string())
+}
+
+/// Splits a query string into decoded (name, value) pairs.
+pub fn parse_query(raw: &str) -> Vec<(String, String)> {
+    raw.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| (bytes[at] as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(i + 1), hex(i + 2)) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Catches the index up and checks that every named source was seen.
+async fn check_sources(state: &ApiState, sources: &[String]) -> Result<(), Response> {
+    let unseen: Vec<String> = {
+        let index = state
+            .index
+            .lock()
+            .expect("the index lock is never poisoned");
+        sources
+            .iter()
+            .filter(|s| !index.knows(s))
+            .cloned()
+            .collect()
+    };
+    if unseen.is_empty() {
+        return Ok(());
+    }
+    // Most named sources logged lately: a backward look finds them at once, where catching
+    // the index up could mean reading the whole retained journal.
+    let dir = state.dir.clone();
+    let chunk = state.limits.chunk_bytes;
+    let missing = tokio::task::spawn_blocking(move || {
+        let mut missing = Vec::new();
+        for source in unseen {
+            if !scan::has_source(&dir, &source, chunk)? {
+                missing.push(source);
+            }
+        }
+        Ok::<_, JournalError>(missing)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    update_index(state).await.map_err(internal)?;
+    let index = state
+        .index
+        .lock()
+        .expect("the index lock is never poisoned");
+    if let Some(unknown) = missing.iter().find(|s| !index.knows(s)) {
+        let known = index.names();
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            Some("source"),
+            format!(
+                "source: unknown source {unknown:?} (known: {})",
+                if known.is_empty() {
+                    "none yet".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn logs(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Response {
+    let response = logs_response(&state, raw.as_deref().unwrap_or("")).await;
+    state.metrics.count("logs", response.status());
+    response
+}
+
+async fn logs_response(state: &ApiState, raw: &str) -> Response {
+    let request = match LogsRequest::from_params(&parse_query(raw), SystemTime::now()) {
+        Ok(r) => r,
+        Err(e) => return param_error(&e),
+    };
+    if let Err(response) = check_sources(state, &request.filter.sources).await {
+        return response;
+    }
+    let content_type = if request.output.text {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/x-ndjson"
+    };
+    if !request.follow {
+        let Ok(_turn) = state.queries.acquire().await else {
+            return internal("the query limiter is closed");
+        };
+        let dir = state.dir.clone();
+        let limits = state.limits;
+        let req = request.clone();
+        let ran = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            request::run(&dir, &req, limits, &mut out).map(|end| (end, out))
+        })
+        .await;
+        let (end, body) = match ran {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => return internal(e),
+            Err(e) => return internal(e),
+        };
+        state.metrics.bytes_read.inc_by(end.bytes_read);
+        let mut response = (StatusCode::OK, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert("x-logs-records", HeaderValue::from(end.records));
+        headers.insert("x-logs-bytes-read", HeaderValue::from(end.bytes_read));
+        if end.truncated {
+            headers.insert("x-logs-truncated", HeaderValue::from_static("true"));
+        }
+        return response;
+    }
+    let Ok(permit) = state.followers.clone().try_acquire_owned() else {
+        state.metrics.rejected_followers.inc();
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("follow"),
+            format!(
+                "follow: too many followers (at most {} at once); try again later",
+                state.max_followers
+            ),
+        );
+    };
+    let stream = follow_stream(state.clone(), request, permit).await;
+    match stream {
+        Ok(body) => (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// One open follow: its reader, its request and its place among the followers.
+struct FollowState {
+    follower: Option<Follower>,
+    request: Arc<LogsRequest>,
+    commits: watch::Receiver<u64>,
+    first: Option<Vec<u8>>,
+    _permit: FollowerPermit,
+}
+
+/// Holds a follower's slot; the gauge goes down when the client is gone and the body dropped.
+struct FollowerPermit {
+    _permit: OwnedSemaphorePermit,
+    gauge: Gauge,
+}
+
+impl Drop for FollowerPermit {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+async fn follow_stream(
+    state: ApiState,
+    request: LogsRequest,
+    permit: OwnedSemaphorePermit,
+) -> anyhow::Result<Body> {
+    state.metrics.followers.inc();
+    let permit = FollowerPermit {
+        _permit: permit,
+        gauge: state.metrics.followers.clone(),
+    };
+    let dir = state.dir.clone();
+    let limits = state.limits;
+    let req = request.clone();
+    // The tail part first, then the follow from where it ended.
+    let (first, start) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut out = Vec::new();
+        let tail_end = match req.tail {
+            Some(_) => Some(request::run(&dir, &req, limits, &mut out)?.end),
+            None => None,
+        };
+        Ok((out, request::follow_start(&dir, &req, tail_end)?))
+    })
+    .await??;
+    let follow = FollowState {
+        follower: Some(Follower::new(&state.dir, start)),
+        request: Arc::new(request),
+        commits: state.commits.clone(),
+        first: Some(first),
+        _permit: permit,
+    };
+    let stream = futures_util::stream::unfold(follow, next_chunk);
+    Ok(Body::from_stream(stream))
+}
+
+/// The next piece of a follow stream: waits for a commit, reads it, formats what matches.
+async fn next_chunk(
+    mut follow: FollowState,
+) -> Option<(Result<Bytes, std::io::Error>, FollowState)> {
+    if let Some(first) = follow.first.take().filter(|f| !f.is_empty()) {
+        return Some((Ok(Bytes::from(first)), follow));
+    }
+    loop {
+        let mut follower = follow.follower.take()?;
+        let request = follow.request.clone();
+        let stepped = tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let before = follower.position();
+            let going = request::follow_step(&mut follower, &request, FOLLOW_STEP_BYTES, &mut out);
+            let moved = follower.position() != before;
+            (follower, going, out, moved)
+        })
+        .await;
+        let Ok((follower, going, out, moved)) = stepped else {
+            return None;
+        };
+        let going = match going {
+            Ok(g) => g,
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "A follow stream ended on a journal error."
+                );
+                return None;
+            }
+        };
+        follow.follower = going.then_some(follower);
+        if !out.is_empty() {
+            return Some((Ok(Bytes::from(out)), follow));
+        }
+        follow.follower.as_ref()?;
+        if moved {
+            continue; // Read records that did not match: read on without waiting.
+        }
+        let _ = tokio::time::timeout(FOLLOW_POLL, follow.commits.changed()).await;
+    }
+}
+
+async fn source_logs(
+    State(state): State<ApiState>,
+    UrlPath(source): UrlPath<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let response = source_logs_response(&state, source, raw.as_deref().unwrap_or("")).await;
+    state.metrics.count("logs_source", response.status());
+    response
+}
+
+async fn source_logs_response(state: &ApiState, source: String, raw: &str) -> Response {
+    let mut limit = 100;
+    for (name, value) in parse_query(raw) {
+        match name.as_str() {
+            "limit" => match sidecar_core::query::parse_count("limit", &value) {
+                Ok(n) => limit = n,
+                Err(e) => return param_error(&e),
+            },
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    Some(other),
+                    format!("{other}: unknown parameter (known: limit)"),
+                )
+            }
+        }
+    }
+    if let Err(response) = check_sources(state, std::slice::from_ref(&source)).await {
+        return response;
+    }
+    let Ok(_turn) = state.queries.acquire().await else {
+        return internal("the query limiter is closed");
+    };
+    let dir = state.dir.clone();
+    let limits = state.limits;
+    let filter = sidecar_core::query::Filter {
+        sources: vec![source],
+        ..Default::default()
+    };
+    let ran = tokio::task::spawn_blocking(move || {
+        scan::tail(
+            &dir,
+            &filter,
+            limit,
+            limits.chunk_bytes,
+            limits.max_output_bytes,
+        )
+    })
+    .await;
+    let tail = match ran {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return internal(e),
+        Err(e) => return internal(e),
+    };
+    state.metrics.bytes_read.inc_by(tail.bytes_read);
+    // Newest first against the size limit, so a cut keeps the latest records.
+    let mut size = 0;
+    let kept = tail
+        .lines
+        .iter()
+        .rev()
+        .take_while(|l| {
+            size += l.len() + 1;
+            size <= state.limits.max_output_bytes
+        })
+        .count();
+    let records: Vec<Value> = tail.lines[tail.lines.len() - kept..]
+        .iter()
+        .map(|l| {
+            serde_json::from_slice(l)
+                .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(l).into_owned()))
+        })
+        .collect();
+    let mut response = axum::Json(records).into_response();
+    if kept < tail.lines.len() || tail.cut {
+        response
+            .headers_mut()
+            .insert("x-logs-truncated", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+async fn sources(State(state): State<ApiState>) -> Response {
+    if let Err(e) = update_index(&state).await {
+        return internal(e);
+    }
+    let snapshot = state
+        .index
+        .lock()
+        .expect("the index lock is never poisoned")
+        .snapshot(SystemTime::now());
+    let list: Vec<Value> = snapshot
+        .sources
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name, "records": s.records, "bytes": s.bytes, "first_at": s.first_at,
+                "last_at": s.last_at, "category": s.category,
+            })
+        })
+        .collect();
+    state.metrics.count("sources", StatusCode::OK);
+    axum::Json(json!({ "since": snapshot.since, "sources": list })).into_response()
+}
+
+async fn stats(State(state): State<ApiState>) -> Response {
+    if let Err(e) = update_index(&state).await {
+        return internal(e);
+    }
+    let snapshot = state
+        .index
+        .lock()
+        .expect("the index lock is never poisoned")
+        .snapshot(SystemTime::now());
+    let dir = state.dir.clone();
+    let pipeline = tokio::task::spawn_blocking(move || forwarder_progress(&dir))
+        .await
+        .unwrap_or(Value::Null);
+    state.metrics.count("stats", StatusCode::OK);
+    axum::Json(stats_body(snapshot, pipeline)).into_response()
+}
+
+/// The `/stats` document: the index's counts and the forwarder's progress.
+pub fn stats_body(snapshot: IndexSnapshot, progress: Value) -> Value {
+    json!({
+        "since": snapshot.since,
+        "records": snapshot.records,
+        "rate_per_s": snapshot.rate_per_s,
+        "levels": snapshot.levels,
+        "categories": snapshot.categories,
+        "sources": snapshot.sources,
+        "forwarder": progress,
+    })
+}
+
+/// The forwarder's own progress as its cursor says: position, lag behind the committed end,
+/// and each sink's committed state.
+pub fn forwarder_progress(dir: &Path) -> Value {
+    let end = scan::committed_end(dir).ok().flatten().unwrap_or_default();
+    let cursor = match Cursor::<Value>::load(dir, crate::READER_NAME) {
+        Ok(c) => c,
+        Err(e) => return json!({ "error": e.to_string() }),
+    };
+    let (position, updated_at, state) = match cursor {
+        Some(c) => (c.position, c.updated_at, c.state),
+        None => (Position::default(), String::new(), Value::Null),
+    };
+    json!({
+        "committed_end": end,
+        "position": position,
+        "lag_bytes": lag_bytes(dir, position, end),
+        "updated_at": updated_at,
+        "sinks": state.get("sinks").cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// Committed bytes between `from` and `end`.
+pub fn lag_bytes(dir: &Path, from: Position, end: Position) -> u64 {
+    if from >= end {
+        return 0;
+    }
+    if from.segment == end.segment {
+        return end.offset - from.offset;
+    }
+    let mut lag = end.offset;
+    for segment in from.segment..end.segment {
+        let len = std::fs::metadata(sidecar_core::journal::segment_path(dir, segment))
+            .map_or(0, |m| m.len());
+        lag += if segment == from.segment {
+            len.saturating_sub(from.offset)
+        } else {
+            len
+        };
+    }
+    lag
+}
+
+async fn metrics_text(State(state): State<ApiState>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode_repeated_and_escaped_parameters() {
+        assert_eq!(
+            parse_query("source=a.log&source=b.log&grep=GET%20%2Fusers+x&follow&x=%zz%4"),
+            vec![
+                ("source".to_owned(), "a.log".to_owned()),
+                ("source".to_owned(), "b.log".to_owned()),
+                ("grep".to_owned(), "GET /users x".to_owned()),
+                ("follow".to_owned(), String::new()),
+                ("x".to_owned(), "%zz%4".to_owned()),
+            ]
+        );
+    }
+}

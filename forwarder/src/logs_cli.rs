@@ -1,0 +1,447 @@
+//! `forwarder logs [SOURCE…]`: the pod's processed records the way `kubectl logs` and
+//! `docker logs` show them, read from the journal directory or from a forwarder's query API.
+//!
+//! Easy to get wrong: exit codes and messages are the interface. A usage error (bad flag
+//! value, unknown source) is one line on stderr and exit code 2, Ctrl+C is 130, a closed pipe
+//! (`| head`) is a quiet 0; the flags become the same named parameters the HTTP API checks,
+//! so both refuse the same things with the same words.
+
+use std::io::{IsTerminal as _, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+use sidecar_core::query::index::SourceIndex;
+use sidecar_core::query::request::{self, LogsRequest, QueryLimits, QueryOutput};
+use sidecar_core::query::scan::{self, Follower};
+use sidecar_core::query::{Level, ParamError};
+use sidecar_core::signal::{DirWatcher, Wakeup};
+
+/// How often a local follow re-reads the commit file when no file event woke it (the watch
+/// is the fast path; this backs up a lost event).
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+/// The most a tail holds in memory (see `local`).
+const TAIL_MAX_BYTES: usize = 32 << 20;
+
+/// Flags of `forwarder logs`.
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Source file names (e.g. access.log); none: every source.
+    pub sources: Vec<String>,
+    /// Keep printing records as they are committed, until Ctrl+C.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N matching records.
+    #[arg(
+        short = 'n',
+        long = "tail",
+        value_name = "N",
+        allow_hyphen_values = true
+    )]
+    pub tail: Option<String>,
+    /// Records collected since a time: 30s, 5m, 1h, 7d (ago) or RFC 3339.
+    #[arg(long, allow_hyphen_values = true)]
+    pub since: Option<String>,
+    /// Records collected until a time (same forms as --since).
+    #[arg(long, allow_hyphen_values = true)]
+    pub until: Option<String>,
+    /// Start each text line with the record's collected_at time.
+    #[arg(short = 't', long)]
+    pub timestamps: bool,
+    /// Minimum level: DEBUG, INFO, WARNING, ERROR or CRITICAL.
+    #[arg(long)]
+    pub level: Option<String>,
+    /// Only records whose message matches this regex.
+    #[arg(long, allow_hyphen_values = true)]
+    pub grep: Option<String>,
+    /// Only records of this category (log_category).
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Only these fields, comma-separated.
+    #[arg(long)]
+    pub fields: Option<String>,
+    /// Output: text (human lines) or json (NDJSON records).
+    #[arg(short = 'o', long, default_value = "text", value_parser = ["text", "json"])]
+    pub output: String,
+    /// Ask a forwarder's query API (e.g. http://pod-ip:9104) instead of reading the journal.
+    #[arg(long, env = "FORWARDER_LOGS_SERVER")]
+    pub server: Option<String>,
+    /// The processed journal to read (without --server).
+    #[arg(long, env = "FORWARDER_INPUT_DIR", default_value = "/processed-logs")]
+    pub input_dir: PathBuf,
+    /// No colors, even on a terminal (also when NO_COLOR is set).
+    #[arg(long)]
+    pub no_color: bool,
+}
+
+/// Why the command failed: a usage error (exit 2) or a runtime one (exit 1).
+#[derive(Debug)]
+pub enum CliError {
+    /// The user asked for something that cannot be: exit code 2.
+    Usage(String),
+    /// Something went wrong reading: exit code 1.
+    Failed(String),
+}
+
+impl CliError {
+    /// Prints the error as one line and returns the exit code.
+    pub fn report(&self, command: &str) -> ExitCode {
+        match self {
+            Self::Usage(m) => {
+                eprintln!("forwarder {command}: {m}");
+                ExitCode::from(2)
+            }
+            Self::Failed(m) => {
+                eprintln!("forwarder {command}: error: {m}");
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn usage(e: &ParamError) -> CliError {
+    let flag = match e.parameter.as_str() {
+        "source" => "SOURCE".to_owned(),
+        "format" => "--output".to_owned(),
+        other => format!("--{other}"),
+    };
+    CliError::Usage(format!("{flag}: {}", e.message))
+}
+
+impl LogsArgs {
+    /// The flags as the API's named parameters.
+    pub fn params(&self) -> Vec<(String, String)> {
+        let mut params = Vec::new();
+        let mut add = |k: &str, v: &str| params.push((k.to_owned(), v.to_owned()));
+        for source in &self.sources {
+            add("source", source);
+        }
+        if let Some(n) = &self.tail {
+            add("tail", n);
+        }
+        for (name, value) in [
+            ("since", &self.since),
+            ("until", &self.until),
+            ("level", &self.level),
+            ("grep", &self.grep),
+            ("category", &self.category),
+            ("fields", &self.fields),
+        ] {
+            if let Some(v) = value {
+                add(name, v);
+            }
+        }
+        if self.follow {
+            add("follow", "true");
+        }
+        if self.timestamps {
+            add("timestamps", "true");
+        }
+        add("format", &self.output);
+        params
+    }
+
+    fn color(&self) -> bool {
+        !self.no_color
+            && self.output == "text"
+            && std::env::var_os("NO_COLOR").is_none()
+            && std::io::stdout().is_terminal()
+    }
+}
+
+/// Runs `forwarder logs`, blocking, until done (or forever with --follow).
+///
+/// # Errors
+/// A usage error or a failure, see [`CliError`].
+pub fn run(args: &LogsArgs) -> Result<(), CliError> {
+    let params = args.params();
+    let request = LogsRequest::from_params(&params, SystemTime::now()).map_err(|e| usage(&e))?;
+    let mut out = Printer::new(args.color(), args.timestamps);
+    match &args.server {
+        Some(server) => remote(server, &params, &mut out),
+        None => local(args, &request, &mut out),
+    }
+}
+
+fn local(args: &LogsArgs, request: &LogsRequest, out: &mut Printer) -> Result<(), CliError> {
+    let dir = &args.input_dir;
+    if !dir.join(sidecar_core::journal::COMMIT_FILE).exists() {
+        return Err(CliError::Failed(format!(
+            "no processed journal in {} yet (use --input-dir DIR, or --server URL for a remote forwarder)",
+            dir.display()
+        )));
+    }
+    check_sources(dir, &request.filter.sources)?;
+    // A tail is gathered newest first, so it is held in memory: bound it, since this runs
+    // inside the forwarder's container and shares its memory limit. A window streams.
+    let limits = QueryLimits {
+        max_output_bytes: if request.tail.is_some() {
+            TAIL_MAX_BYTES
+        } else {
+            usize::MAX
+        },
+        ..QueryLimits::default()
+    };
+    let mut streamed = Streamed {
+        printer: out,
+        buf: Vec::new(),
+        error: None,
+    };
+    let end = request::run(dir, request, limits, &mut streamed);
+    streamed.flush();
+    if let Some(e) = streamed.error {
+        return Err(e);
+    }
+    let end = end.map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    if end.truncated {
+        eprintln!(
+            "forwarder logs: only the newest {} MiB of the tail are shown; narrow it with --since, a source, --level or --grep",
+            TAIL_MAX_BYTES >> 20
+        );
+    }
+    let mut buf = Vec::new();
+    if !request.follow {
+        return Ok(());
+    }
+    let start = request::follow_start(dir, request, request.tail.map(|_| end.end))
+        .map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    let mut follower = Follower::new(dir, start);
+    // A commit replaces commit.json: the watch wakes us within milliseconds.
+    let wakeup = Wakeup::new();
+    let _watcher = DirWatcher::start([dir.as_path()], &wakeup);
+    let mut skipped = 0;
+    loop {
+        buf.clear();
+        let before = follower.position();
+        let going = request::follow_step(&mut follower, request, 1 << 20, &mut buf)
+            .map_err(|e| CliError::Failed(format!("{e:#}")))?;
+        out.print(&buf)?;
+        if follower.skipped_segments() > skipped {
+            skipped = follower.skipped_segments();
+            eprintln!("forwarder logs: journal segments were deleted by retention before they were read; some records were skipped");
+        }
+        if !going {
+            return Ok(());
+        }
+        if follower.position() == before {
+            wakeup.wait(FOLLOW_POLL);
+        }
+    }
+}
+
+/// Formatted records on their way to stdout in 64 KiB pieces.
+struct Streamed<'a> {
+    printer: &'a mut Printer,
+    buf: Vec<u8>,
+    error: Option<CliError>,
+}
+
+impl Streamed<'_> {
+    fn flush(&mut self) {
+        if self.error.is_none() {
+            if let Err(e) = self.printer.print(&self.buf) {
+                self.error = Some(e);
+            }
+        }
+        self.buf.clear();
+    }
+}
+
+impl QueryOutput for Streamed<'_> {
+    fn record(&mut self, formatted: &[u8]) -> bool {
+        self.buf.extend_from_slice(formatted);
+        if self.buf.len() >= 64 << 10 {
+            self.flush();
+        }
+        self.error.is_none()
+    }
+}
+
+/// An unknown source is a usage error that lists the known ones.
+fn check_sources(dir: &std::path::Path, sources: &[String]) -> Result<(), CliError> {
+    let mut missing = Vec::new();
+    for source in sources {
+        // A backward look finds a source that logged lately at once.
+        let found = scan::has_source(dir, source, scan::DEFAULT_CHUNK_BYTES)
+            .map_err(|e| CliError::Failed(format!("{e:#}")))?;
+        if !found {
+            missing.push(source);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut index = SourceIndex::open(dir).map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    index
+        .update(usize::MAX)
+        .map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    if let Some(unknown) = missing.iter().find(|s| !index.knows(s)) {
+        let known = index.names();
+        return Err(CliError::Usage(format!(
+            "unknown source {unknown:?}; known sources: {}",
+            if known.is_empty() {
+                "none yet".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )));
+    }
+    Ok(())
+}
+
+fn remote(server: &str, params: &[(String, String)], out: &mut Printer) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    runtime.block_on(remote_async(server, params, out))
+}
+
+async fn remote_async(
+    server: &str,
+    params: &[(String, String)],
+    out: &mut Printer,
+) -> Result<(), CliError> {
+    let url = format!("{}/logs", server.trim_end_matches('/'));
+    let mut response = reqwest::Client::new()
+        .get(&url)
+        .query(params)
+        .send()
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot reach {url}: {e}")))?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("{url} answered {status}: {}", body.trim()));
+        return Err(if status.is_client_error() {
+            CliError::Usage(remote_message(&message))
+        } else {
+            CliError::Failed(message)
+        });
+    }
+    if response.headers().contains_key("x-logs-truncated") {
+        eprintln!("forwarder logs: the answer was cut at the server's size limit; narrow it with --tail, --since or a source");
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| CliError::Failed(format!("reading from {url}: {e}")))?
+    {
+        pending.extend_from_slice(&chunk);
+        if let Some(i) = memchr_last_newline(&pending) {
+            let rest = pending.split_off(i + 1);
+            out.print(&pending)?;
+            pending = rest;
+        }
+    }
+    out.print(&pending)
+}
+
+/// The API names parameters; the CLI user typed flags.
+fn remote_message(message: &str) -> String {
+    match message.split_once(": ") {
+        Some(("source", rest)) => rest
+            .replacen(" (known: ", "; known sources: ", 1)
+            .replace(')', ""),
+        Some(("format", rest)) => format!("--output: {rest}"),
+        Some((p, rest)) if request::PARAMETERS.contains(&p) => format!("--{p}: {rest}"),
+        _ => message.to_owned(),
+    }
+}
+
+fn memchr_last_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().rposition(|&b| b == b'\n')
+}
+
+/// Writes formatted records to stdout, colored by level on a terminal.
+struct Printer {
+    color: bool,
+    timestamps: bool,
+    stdout: std::io::Stdout,
+}
+
+impl Printer {
+    fn new(color: bool, timestamps: bool) -> Self {
+        Self {
+            color,
+            timestamps,
+            stdout: std::io::stdout(),
+        }
+    }
+
+    fn print(&mut self, text: &[u8]) -> Result<(), CliError> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let mut lock = self.stdout.lock();
+        let written = if self.color {
+            let mut colored = Vec::with_capacity(text.len() + text.len() / 8);
+            for line in text.split_inclusive(|&b| b == b'\n') {
+                match color_of(line, self.timestamps) {
+                    Some(code) => {
+                        colored.extend_from_slice(code.as_bytes());
+                        colored.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+                        colored.extend_from_slice(b"\x1b[0m\n");
+                    }
+                    None => colored.extend_from_slice(line),
+                }
+            }
+            lock.write_all(&colored)
+        } else {
+            lock.write_all(text)
+        };
+        match written.and_then(|()| lock.flush()) {
+            Ok(()) => Ok(()),
+            // `forwarder logs | head`: the reader is gone, which is not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+            Err(e) => Err(CliError::Failed(format!("writing to stdout: {e}"))),
+        }
+    }
+}
+
+/// The ANSI color of a text line by its level column (`[time ]source LEVEL …`).
+fn color_of(line: &[u8], timestamps: bool) -> Option<&'static str> {
+    let text = std::str::from_utf8(line).ok()?;
+    let level = text
+        .split_whitespace()
+        .nth(if timestamps { 2 } else { 1 })?;
+    Some(match Level::parse(level)? {
+        Level::Trace | Level::Debug => "\x1b[2m",
+        Level::Info => return None,
+        Level::Warning => "\x1b[33m",
+        Level::Error | Level::Critical => "\x1b[31m",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_colored_by_their_level_column() {
+        assert_eq!(color_of(b"a.log ERROR   boom\n", false), Some("\x1b[31m"));
+        assert_eq!(
+            color_of(b"2026-11-22T10:00:00.000Z a.log WARNING x\n", true),
+            Some("\x1b[33m")
+        );
+        assert_eq!(color_of(b"a.log INFO    fine\n", false), None);
+    }
+
+    #[test]
+    fn api_messages_name_the_flag() {
+        assert_eq!(
+            remote_message("since: cannot read \"x\" as a time"),
+            "--since: cannot read \"x\" as a time"
+        );
+        assert_eq!(
+            remote_message("source: unknown source \"x\" (known: a.log, b.log)"),
+            "unknown source \"x\"; known sources: a.log, b.log"
+        );
+    }
+}
