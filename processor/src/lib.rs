@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Args, Parser};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -27,20 +27,36 @@ use sidecar_core::signal::{self, DirWatcher, Wakeup};
 use sidecar_core::telemetry::{self, Health};
 use tracing::{info, warn};
 
+pub mod tools;
+
+pub use tools::Tool;
+
 /// The name this stage publishes its cursor under in the collected journal.
 pub const READER_NAME: &str = "processor";
 /// The name the forwarder publishes its cursor under in the processed journal.
 pub const DOWNSTREAM_READER: &str = "forwarder";
 const STATS_FILE: &str = "processing_stats.json";
 
-/// Command-line flags; each also reads an environment variable.
+/// Command line: the stage's flags, or a tool subcommand (`validate`, `test`, `explain`).
 #[derive(Debug, Parser)]
 #[command(
     name = "processor",
     version,
-    about = "Enriches collected log lines by per-file rules."
+    about = "Enriches collected log lines by per-file rules.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// A tool to run instead of the stage.
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+    /// The stage's flags, when no tool is given.
+    #[command(flatten)]
+    pub stage: StageArgs,
+}
+
+/// The stage's flags; each also reads an environment variable.
+#[derive(Debug, Args)]
+pub struct StageArgs {
     /// The rules file (YAML, or TOML by its .toml extension), mounted from a ConfigMap.
     #[arg(
         long,
@@ -103,13 +119,13 @@ pub struct ProcessorConfig {
     pub poll_interval: Duration,
 }
 
-impl Cli {
+impl StageArgs {
     /// Loads the rules and checks the flags.
     ///
     /// # Errors
     /// A message naming the file, rule and field, or the flag, and what is wrong.
     pub fn into_config(self) -> anyhow::Result<ProcessorConfig> {
-        let rules = RuleSet::load(&self.rules)?;
+        let rules = load_rules(&self.rules)?;
         Ok(ProcessorConfig {
             rules,
             input_dir: self.input_dir,
@@ -129,6 +145,17 @@ impl Cli {
             poll_interval: Duration::from_secs(1),
         })
     }
+}
+
+/// Loads and compiles the rules file.
+///
+/// # Errors
+/// Every error in the file, one per line, each with its line, rule and field.
+pub fn load_rules(path: &Path) -> anyhow::Result<RuleSet> {
+    RuleSet::check_file(path).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(tools::describe).collect();
+        anyhow::anyhow!("{}", lines.join("\n"))
+    })
 }
 
 /// Where the processor stood in the collected journal: its commit's input position.

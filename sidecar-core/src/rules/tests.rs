@@ -646,7 +646,7 @@ rules:
     );
     let matched = rules.rules_for("web-1.log");
     let mut again = record("x");
-    rules.apply_matched(&matched, &mut again);
+    rules.apply_matched(&matched, "access.log", &mut again);
     assert_eq!(Value::Object(again), enrich(&rules, "web-1.log", "x"));
     assert_eq!(
         enrich(&rules, "web-1.txt", "x")["log_category"],
@@ -934,7 +934,7 @@ fn unknown_key_is_reported_with_line_and_column() {
     assert_eq!(
         error.to_string(),
         "rules.yaml:4:5: unknown field `colour`, expected one of name, files, files_regex, \
-         category, steps"
+         category, steps, multiline"
     );
     let error = yaml_error("version: 1\ncommon:\n  - set: {field: a, value: 1, typo: 2}\n");
     assert!(
