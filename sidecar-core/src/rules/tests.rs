@@ -1450,9 +1450,7 @@ fn a_joiner_holds_one_group_per_source_and_times_out() {
 #[test]
 fn check_reports_every_error_with_its_line() {
     let text = "version: 1\nmax_line_bytes: 0\ncategorize:\n  - {category: '', files: ['a[']}\nrules:\n  - name: a\n    files: [a.log]\n    multiline: {preset: python, indented: true}\n    steps:\n      - sample: {one_in: 0}\n      - redact: {fields: [line]}\n      - set: {field: x, value: 1, env: Y}\ntests:\n  - {name: t, source: a.log, line: x}\n";
-    let errors = RuleSet::check_yaml_str(text, "r.yaml")
-        .err()
-        .expect("invalid");
+    let errors = RuleSet::check_yaml_str(text, "r.yaml").expect_err("invalid");
     let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     let expected = [
         "r.yaml:2: max_line_bytes: must be at least 1",
