@@ -430,3 +430,84 @@ fn rules_reload_on_a_configmap_symlink_swap_and_invalid_ones_are_rejected() {
         stage.terminate(Duration::from_secs(15));
     }
 }
+
+/// Pod metadata without API access: the Downward API's environment and its labels and
+/// annotations files (in the kubelet's `key="value"` format, refreshed in place) become a
+/// `kubernetes` object on every record. Dropped records are counted by reason.
+#[test]
+fn downward_api_metadata_is_added_and_drops_are_counted_by_reason() {
+    let mut pod = Pod::new();
+    fs::write(
+        pod.path("rules.yaml"),
+        "version: 1\nrules:\n  - name: app\n    files: [app.log]\n    steps:\n      - filter: {drop: {field: line, matches: '^DEBUG'}, reason: debug_noise}\n",
+    )
+    .unwrap();
+    let podinfo = pod.path("podinfo");
+    fs::create_dir(&podinfo).unwrap();
+    fs::write(
+        podinfo.join("labels"),
+        "app.kubernetes.io/name=\"logging-demo\"\ntier=\"web \\\"edge\\\"\"\n",
+    )
+    .unwrap();
+    fs::write(podinfo.join("annotations"), "team=\"logs\"\n").unwrap();
+    // The stages inherit the test's environment, as the containers get the pod spec's env.
+    std::env::set_var("POD_NAME", "logging-demo-7c9d-x2p4q");
+    std::env::set_var("POD_NAMESPACE", "logging-demo");
+    std::env::set_var("NODE_NAME", "node-1");
+    std::env::set_var("POD_IP", "10.1.2.3");
+    std::env::set_var("POD_SERVICE_ACCOUNT", "log-sidecars");
+    pod.extra_args.insert(
+        StageKind::Processor,
+        vec![
+            "--kubernetes-metadata".into(),
+            "downward".into(),
+            "--podinfo-dir".into(),
+            podinfo.display().to_string(),
+        ],
+    );
+    let stages = pod.start_all();
+    append(
+        &pod,
+        "app.log",
+        "INFO one\nDEBUG two\nDEBUG three\nINFO four\n",
+    );
+    let records = pod.wait_delivered(2, Duration::from_secs(15));
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        records[0]["kubernetes"],
+        serde_json::json!({
+            "pod_name": "logging-demo-7c9d-x2p4q",
+            "namespace": "logging-demo",
+            "node_name": "node-1",
+            "pod_ip": "10.1.2.3",
+            "service_account": "log-sidecars",
+            "labels": {"app.kubernetes.io/name": "logging-demo", "tier": "web \"edge\""},
+            "annotations": {"team": "logs"},
+        })
+    );
+    let (_, metrics) = http_get(stages[1].port, "/metrics").unwrap();
+    assert!(
+        metrics.contains("processor_dropped_total{source=\"app.log\",reason=\"debug_noise\"} 2"),
+        "{metrics}"
+    );
+
+    // The kubelet updates the volume by swapping files; new records carry the new labels.
+    let tmp = podinfo.join("labels.tmp");
+    fs::write(
+        &tmp,
+        "app.kubernetes.io/name=\"logging-demo\"\ntier=\"api\"\n",
+    )
+    .unwrap();
+    fs::rename(&tmp, podinfo.join("labels")).unwrap();
+    let updated = wait_until(Duration::from_secs(15), || {
+        append(&pod, "app.log", "INFO more\n");
+        std::thread::sleep(Duration::from_millis(300));
+        pod.delivered()
+            .last()
+            .is_some_and(|r| r["kubernetes"]["labels"]["tier"] == "api")
+    });
+    assert!(updated);
+    for stage in stages {
+        stage.terminate(Duration::from_secs(15));
+    }
+}
