@@ -434,7 +434,7 @@ impl Stage<'_> {
         let processed_at = timestamp_now();
         let now = Instant::now();
         let boundaries = if read > 0 {
-            segment_boundaries(&self.config.input_dir, start, self.reader.position())?
+            segment_boundaries(&self.config.input_dir, start, self.reader.position(), read)?
         } else {
             Vec::new()
         };
@@ -594,31 +594,47 @@ impl Stage<'_> {
     }
 }
 
-/// Where each segment's bytes start in a batch read from `start` to `end`: (batch offset,
-/// journal position). Sealed segments are read to their end, so their lengths say it.
+/// Where each segment's bytes start in a batch of `len` bytes read from `start` to `end`:
+/// (batch offset, journal position). Worked out backwards from the end: the last segment holds
+/// the batch's last `end.offset` bytes, and whole segments in between (never consumed yet, so
+/// never deleted) their file length. The first segment's own length is not needed: once read
+/// to its end the collector may already have deleted it.
 fn segment_boundaries(
     dir: &Path,
     start: Position,
     end: Position,
+    len: usize,
 ) -> anyhow::Result<Vec<(usize, Position)>> {
     let mut boundaries = vec![(0, start)];
-    let mut at = 0usize;
-    let mut from = start.offset;
-    for segment in start.segment..end.segment {
+    if end.segment == start.segment {
+        return Ok(boundaries);
+    }
+    let inconsistent = || {
+        anyhow::anyhow!(
+            "a batch of {len} bytes from {start:?} to {end:?} does not fit the collected journal's segments"
+        )
+    };
+    let mut at = len
+        .checked_sub(end.offset as usize)
+        .ok_or_else(inconsistent)?;
+    let mut from_end = vec![(
+        at,
+        Position {
+            segment: end.segment,
+            offset: 0,
+        },
+    )];
+    for segment in (start.segment + 1..end.segment).rev() {
         let path = segment_path(dir, segment);
-        let len = std::fs::metadata(&path)
+        let segment_len = std::fs::metadata(&path)
             .with_context(|| format!("reading the length of {}", path.display()))?
             .len();
-        at += len.saturating_sub(from) as usize;
-        from = 0;
-        boundaries.push((
-            at,
-            Position {
-                segment: segment + 1,
-                offset: 0,
-            },
-        ));
+        at = at
+            .checked_sub(segment_len as usize)
+            .ok_or_else(inconsistent)?;
+        from_end.push((at, Position { segment, offset: 0 }));
     }
+    boundaries.extend(from_end.into_iter().rev());
     Ok(boundaries)
 }
 
@@ -828,6 +844,46 @@ fn bump(counts: &mut HashMap<String, u64>, key: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_offsets_map_to_journal_positions_across_segments_whose_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        // Segment 3 (read from offset 90) no longer exists; segment 4 is whole (50 bytes);
+        // the batch ends 20 bytes into segment 5.
+        std::fs::write(segment_path(dir.path(), 4), vec![b'x'; 50]).unwrap();
+        let start = Position {
+            segment: 3,
+            offset: 90,
+        };
+        let end = Position {
+            segment: 5,
+            offset: 20,
+        };
+        let boundaries = segment_boundaries(dir.path(), start, end, 10 + 50 + 20).unwrap();
+        assert_eq!(position_of(&boundaries, 0), start);
+        assert_eq!(
+            position_of(&boundaries, 9),
+            Position {
+                segment: 3,
+                offset: 99
+            }
+        );
+        assert_eq!(
+            position_of(&boundaries, 10),
+            Position {
+                segment: 4,
+                offset: 0
+            }
+        );
+        assert_eq!(
+            position_of(&boundaries, 65),
+            Position {
+                segment: 5,
+                offset: 5
+            }
+        );
+        assert!(segment_boundaries(dir.path(), start, end, 30).is_err());
+    }
 
     fn default_rules() -> RuleSet {
         RuleSet::load(Path::new(concat!(
