@@ -26,7 +26,7 @@ use sidecar_core::journal::{
     segment_path, Cursor, JournalOptions, JournalReader, JournalWriter, Position,
 };
 use sidecar_core::record::{field, timestamp_now, CollectedRecord};
-use sidecar_core::rules::{Joiner, RuleSet, Verdict};
+use sidecar_core::rules::{split_id, Joiner, RuleSet, Verdict};
 use sidecar_core::signal::{self, DirWatcher, Wakeup};
 use sidecar_core::telemetry::{self, Health};
 use tracing::{info, warn};
@@ -223,12 +223,6 @@ impl Replay {
     }
 }
 
-/// A record id's source key and offset: `8f3c2a19d4e5b601-10472` → (`8f3c2a19d4e5b601`, 10472).
-fn split_id(id: &str) -> Option<(&str, u64)> {
-    let (key, offset) = id.rsplit_once('-')?;
-    Some((key, offset.parse().ok()?))
-}
-
 #[derive(Debug, Clone, Default)]
 struct Metrics {
     records: Family<Vec<(String, String)>, Counter>,
@@ -352,7 +346,10 @@ fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Re
     // The collector stops before us (native sidecar order), so what it committed is final:
     // carry it into our journal before exiting, within the grace period. Waiting multiline
     // records are complete now too.
-    while stage.process_available()? {
+    // Up to what it committed when we were told to stop: if it still runs (a restart of this
+    // stage alone), chasing its new commits could outlast the grace period.
+    let stop_at = stage.reader.committed_end()?;
+    while stop_at.is_some_and(|end| stage.reader.position() < end) && stage.process_available()? {
         health.beat();
     }
     stage.finish()?;
@@ -386,9 +383,10 @@ struct Output<'a> {
 }
 
 impl Output<'_> {
-    fn finish(&mut self, source: &str, mut record: Map<String, Value>) {
+    fn finish(&mut self, mut record: Map<String, Value>) {
         self.emitted += 1;
-        match self.rules.apply(source, &mut record) {
+        let matched = self.rules.rules_for_record(&record);
+        match self.rules.apply_matched(&matched, &mut record) {
             Verdict::Keep => {
                 if let Some(pod) = self.pod {
                     record.insert(kubernetes::FIELD.into(), pod.clone());
@@ -397,7 +395,7 @@ impl Output<'_> {
                 self.stats.count(&record);
                 self.journal.push(&record);
             }
-            Verdict::Drop(reason) => self.stats.count_drop(source, reason),
+            Verdict::Drop(reason) => self.stats.count_drop(matched.source(), reason),
         }
     }
 
@@ -472,29 +470,17 @@ impl Stage<'_> {
                 }
             }
             match collected {
-                Ok(collected) => {
-                    let source = collected.source.clone();
-                    let Some((key, offset)) = split_id(&collected.id) else {
-                        output.finish(&source, collected_fields(collected));
-                        continue;
-                    };
-                    let key = key.to_owned();
-                    let record = collected_fields(collected);
-                    joiner.push(
-                        rules,
-                        &key,
-                        &source,
-                        offset,
-                        record,
-                        position,
-                        now,
-                        &mut |source, record| output.finish(source, record),
-                    );
-                }
+                Ok(collected) => joiner.push(
+                    rules,
+                    collected_fields(collected),
+                    position,
+                    now,
+                    &mut |record| output.finish(record),
+                ),
                 Err(e) => output.keep_raw(undecodable(line, &e)),
             }
         }
-        joiner.flush_idle(now, &mut |source, record| output.finish(source, record));
+        joiner.flush_idle(now, &mut |record| output.finish(record));
         let emitted = output.emitted;
         if replay
             .as_ref()
@@ -552,8 +538,7 @@ impl Stage<'_> {
             processed_at: &processed_at,
             emitted: 0,
         };
-        self.joiner
-            .flush_all(&mut |source, record| output.finish(source, record));
+        self.joiner.flush_all(&mut |record| output.finish(record));
         self.stats.export(self.metrics);
         self.commit()
     }

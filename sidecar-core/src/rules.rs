@@ -63,7 +63,7 @@ mod tests;
 mod timestamp;
 
 pub use self::explain::{Explanation, StepTrace};
-pub use self::multiline::{Joiner, PendingStart};
+pub use self::multiline::{split_id, Joiner, PendingStart};
 pub use self::testcase::{Outcome, TestCase, TestFailure, TestReport};
 
 use std::collections::HashMap;
@@ -81,6 +81,10 @@ use self::multiline::Multiline;
 use self::spec::{RulesFileSpec, VersionProbe, SUPPORTED_VERSION};
 use self::step::{Step, StepResult};
 
+/// Field holding the source file's name, which chooses the rules.
+pub const SOURCE_FILE_FIELD: &str = "source_file";
+/// Field holding the record id: `<source key>-<offset>`.
+pub const ID_FIELD: &str = "id";
 /// Field holding the raw line, as the collector read it.
 pub const LINE_FIELD: &str = "line";
 /// Field the engine sets to the category of the last matching rule.
@@ -165,6 +169,8 @@ pub struct MatchedRules(Arc<Matched>);
 /// What [`MatchedRules`] shares.
 #[derive(Debug)]
 struct Matched {
+    /// The source file name the rules were chosen for (rate limits count per source).
+    source: Box<str>,
     /// Indexes into [`RuleSet::rules`], ascending.
     rules: Box<[usize]>,
     /// Index of the last matching rule with a category.
@@ -179,6 +185,11 @@ impl MatchedRules {
     /// Whether no rule matched the file: its records get only the common steps.
     pub fn is_empty(&self) -> bool {
         self.0.rules.is_empty()
+    }
+
+    /// The source file name they were chosen for.
+    pub fn source(&self) -> &str {
+        &self.0.source
     }
 }
 
@@ -344,6 +355,7 @@ impl RuleSet {
             .copied()
             .find(|&index| self.rules[index].multiline.is_some());
         MatchedRules(Arc::new(Matched {
+            source: source_file.into(),
             rules,
             category,
             categorized,
@@ -370,24 +382,32 @@ impl RuleSet {
     /// step may drop the record: the steps after it do not run.
     pub fn apply(&self, source_file: &str, record: &mut Map<String, Value>) -> Verdict<'_> {
         let matched = self.memoised_rules_for(source_file);
-        self.apply_matched(&matched, source_file, record)
+        self.apply_matched(&matched, record)
     }
 
     /// As [`RuleSet::apply`], with the rules already looked up by [`RuleSet::rules_for`].
     pub fn apply_matched(
         &self,
         matched: &MatchedRules,
-        source_file: &str,
         record: &mut Map<String, Value>,
     ) -> Verdict<'_> {
-        self.run(matched, source_file, record, None)
+        self.run(matched, record, None)
+    }
+
+    /// [`RuleSet::rules_for`] the record's `source_file`, remembered per name: no allocation
+    /// once a name was seen.
+    pub fn rules_for_record(&self, record: &Map<String, Value>) -> MatchedRules {
+        let source = match record.get(SOURCE_FILE_FIELD) {
+            Some(Value::String(source)) => source.as_str(),
+            _ => "",
+        };
+        self.memoised_rules_for(source)
     }
 
     /// The steps, with an optional trace of each for `explain`.
     fn run(
         &self,
         matched: &MatchedRules,
-        source_file: &str,
         record: &mut Map<String, Value>,
         mut trace: Option<&mut Vec<StepTrace>>,
     ) -> Verdict<'_> {
@@ -404,6 +424,7 @@ impl RuleSet {
             .iter()
             .filter_map(|&index| self.rules.get(index))
             .flat_map(|rule| &rule.steps);
+        let source_file = matched.source();
         for step in self.common.iter().chain(rule_steps) {
             let result = match trace.as_deref_mut() {
                 None => step.apply(source_file, record, too_long),

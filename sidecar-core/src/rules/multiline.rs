@@ -11,7 +11,15 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::spec::{MultilinePreset, MultilineSpec};
-use super::{RuleSet, LINE_FIELD};
+use super::{RuleSet, ID_FIELD, LINE_FIELD, SOURCE_FILE_FIELD};
+
+/// A record id's source key and offset: `8f3c2a19d4e5b601-10472` → (`8f3c2a19d4e5b601`,
+/// 10472). The key names the file generation, so a rotated file's lines never join the new
+/// file's.
+pub fn split_id(id: &str) -> Option<(&str, u64)> {
+    let (key, offset) = id.rsplit_once('-')?;
+    Some((key, offset.parse().ok()?))
+}
 
 /// Continuation lines of a Python traceback: indented frames and code, the `Traceback` header,
 /// chained-exception notes, blank lines, and the final `SomeError: message`.
@@ -125,8 +133,6 @@ impl Multiline {
 struct Group<M> {
     /// The group's key (the source file generation).
     key: String,
-    /// The source file name, for the rules.
-    source: String,
     /// The first line's record, its `line` growing.
     record: Map<String, Value>,
     /// The first line's offset in its source.
@@ -170,31 +176,35 @@ impl<M> Joiner<M> {
         Self::default()
     }
 
-    /// Takes the next record of `source` (key: the file generation, e.g. the id's source
-    /// part; offset: the line's offset). Records whose rules have no `multiline` pass through
-    /// to `emit` at once; others join the waiting record or start one, emitting the record
-    /// they end. `emit` gets the source name and the record, ready for [`RuleSet::apply`].
-    #[allow(clippy::too_many_arguments)]
+    /// Takes the next record (with `id` and `source_file`, as the processor builds it).
+    /// Records whose rules have no `multiline`, or whose id is not `<key>-<offset>`, pass
+    /// through to `emit` at once; others join their file's waiting record or start one,
+    /// emitting the record they end.
     pub fn push(
         &mut self,
         rules: &RuleSet,
-        key: &str,
-        source: &str,
-        offset: u64,
         record: Map<String, Value>,
         mark: M,
         now: Instant,
-        emit: &mut dyn FnMut(&str, Map<String, Value>),
+        emit: &mut dyn FnMut(Map<String, Value>),
     ) {
-        let open = self.groups.iter().position(|group| group.key == key);
-        let Some(multiline) = rules.multiline_for(source) else {
+        let id = match record.get(ID_FIELD) {
+            Some(Value::String(id)) => split_id(id),
+            _ => None,
+        };
+        let multiline = match record.get(SOURCE_FILE_FIELD) {
+            Some(Value::String(source)) => rules.multiline_for(source),
+            _ => None,
+        };
+        let (Some((key, offset)), Some(multiline)) = (id, multiline) else {
+            let open = id.and_then(|(key, _)| self.groups.iter().position(|g| g.key == key));
             if let Some(index) = open {
-                let group = self.groups.remove(index);
-                emit(&group.source, group.record);
+                emit(self.groups.remove(index).record);
             }
-            emit(source, record);
+            emit(record);
             return;
         };
+        let open = self.groups.iter().position(|group| group.key == key);
         let line = match record.get(LINE_FIELD) {
             Some(Value::String(line)) => line.as_str(),
             _ => "",
@@ -213,13 +223,12 @@ impl<M> Joiner<M> {
                 group.deadline = now + multiline.flush_after;
                 return;
             }
-            let group = self.groups.remove(index);
-            emit(&group.source, group.record);
+            emit(self.groups.remove(index).record);
         }
         let bytes = line.len();
+        let key = key.to_owned();
         self.groups.push(Group {
-            key: key.to_owned(),
-            source: source.to_owned(),
+            key,
             record,
             first_offset: offset,
             mark,
@@ -230,12 +239,11 @@ impl<M> Joiner<M> {
     }
 
     /// Emits every waiting record whose flush timeout passed.
-    pub fn flush_idle(&mut self, now: Instant, emit: &mut dyn FnMut(&str, Map<String, Value>)) {
+    pub fn flush_idle(&mut self, now: Instant, emit: &mut dyn FnMut(Map<String, Value>)) {
         let mut index = 0;
         while index < self.groups.len() {
             if self.groups[index].deadline <= now {
-                let group = self.groups.remove(index);
-                emit(&group.source, group.record);
+                emit(self.groups.remove(index).record);
             } else {
                 index += 1;
             }
@@ -243,9 +251,9 @@ impl<M> Joiner<M> {
     }
 
     /// Emits every waiting record (at shutdown, or at the end of a test case).
-    pub fn flush_all(&mut self, emit: &mut dyn FnMut(&str, Map<String, Value>)) {
+    pub fn flush_all(&mut self, emit: &mut dyn FnMut(Map<String, Value>)) {
         for group in self.groups.drain(..) {
-            emit(&group.source, group.record);
+            emit(group.record);
         }
     }
 

@@ -237,25 +237,16 @@ impl RuleSet {
             record.insert("id".into(), Value::String(format!("test-{offset}")));
             record.insert("source_file".into(), Value::String(source.to_owned()));
             record.insert(LINE_FIELD.into(), Value::String(line.clone()));
-            joiner.push(
-                self,
-                "test",
-                source,
-                offset,
-                record,
-                (),
-                now,
-                &mut |_, r| joined.push(r),
-            );
+            joiner.push(self, record, (), now, &mut |r| joined.push(r));
             offset += line.len() as u64 + 1;
         }
-        joiner.flush_all(&mut |_, r| joined.push(r));
+        joiner.flush_all(&mut |r| joined.push(r));
         let matched = self.memoised_rules_for(source);
         joined
             .into_iter()
             .map(|mut record| {
                 let mut steps = Vec::new();
-                let verdict = self.run(&matched, source, &mut record, trace.then_some(&mut steps));
+                let verdict = self.run(&matched, &mut record, trace.then_some(&mut steps));
                 let outcome = match verdict {
                     Verdict::Keep => Outcome::Kept(record),
                     Verdict::Drop(reason) => Outcome::Dropped(reason.to_owned()),

@@ -646,7 +646,7 @@ rules:
     );
     let matched = rules.rules_for("web-1.log");
     let mut again = record("x");
-    rules.apply_matched(&matched, "access.log", &mut again);
+    rules.apply_matched(&matched, &mut again);
     assert_eq!(Value::Object(again), enrich(&rules, "web-1.log", "x"));
     assert_eq!(
         enrich(&rules, "web-1.txt", "x")["log_category"],
@@ -1420,16 +1420,13 @@ fn a_joiner_holds_one_group_per_source_and_times_out() {
     ] {
         let mut r = record(line);
         r.insert("id".into(), json!(format!("{key}-{offset}")));
-        joiner.push(
-            &rules,
-            key,
-            &format!("{key}.log"),
-            offset,
-            r,
-            mark,
-            t0,
-            &mut |s, r| out.push((s.to_owned(), r["line"].clone())),
-        );
+        r.insert("source_file".into(), json!(format!("{key}.log")));
+        joiner.push(&rules, r, mark, t0, &mut |r| {
+            out.push((
+                r["source_file"].as_str().unwrap().to_owned(),
+                r["line"].clone(),
+            ))
+        });
     }
     assert_eq!(out, vec![("b.log".to_owned(), json!("B1"))]);
     let pending: Vec<(String, u64, u32)> = joiner
@@ -1437,10 +1434,10 @@ fn a_joiner_holds_one_group_per_source_and_times_out() {
         .map(|p| (p.key.to_owned(), p.offset, *p.mark))
         .collect();
     assert_eq!(pending, vec![("a".into(), 0, 1), ("b".into(), 3, 4)]);
-    joiner.flush_idle(t0 + std::time::Duration::from_millis(50), &mut |_, _| {
+    joiner.flush_idle(t0 + std::time::Duration::from_millis(50), &mut |_| {
         panic!("too early")
     });
-    joiner.flush_idle(t0 + std::time::Duration::from_millis(100), &mut |_, r| {
+    joiner.flush_idle(t0 + std::time::Duration::from_millis(100), &mut |r| {
         out.push(("".into(), r["line"].clone()))
     });
     assert!(joiner.is_empty());
