@@ -91,7 +91,7 @@ fn input(records: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The default rules plus 44 rules: 3 more per demo file (regex, derive, set) and 26 for
+/// The default rules plus 45 rules: 3 more per demo file (regex, derive, set) and 27 for
 /// files no demo app writes, so both matching and non-matching rules are in the set.
 fn fifty_rules(default: &str) -> String {
     let mut text = default
@@ -99,6 +99,7 @@ fn fifty_rules(default: &str) -> String {
         .next()
         .unwrap_or(default)
         .to_owned();
+    text.push('\n');
     let mut n = 0;
     for file in FILES {
         for k in 0..3 {
