@@ -173,6 +173,7 @@ fn main() {
         RuleSet::from_yaml_str(text, name).unwrap_or_else(|e| panic!("{name}: {e}"))
     };
     let sets = [
+        ("no rules (baseline)", compile("empty.yaml", "version: 1\n")),
         ("default rules (5 rules)", compile("default.yaml", &default)),
         ("50 rules", compile("fifty.yaml", &fifty_rules(&default))),
         (
@@ -180,7 +181,7 @@ fn main() {
             compile("redact.yaml", &with_redaction(&default)),
         ),
     ];
-    assert_eq!(sets[1].1.rule_names().count(), 50);
+    assert_eq!(sets[2].1.rule_names().count(), 50);
     let input = input(records);
     let bytes: usize = input.iter().map(Vec::len).sum();
     println!(
