@@ -1,10 +1,17 @@
 //! The processor's rules engine: a rules file (YAML or TOML) compiled once into a [`RuleSet`]
 //! that enriches each record in place: parsed fields, `log_category`, `log_level`.
 //!
-//! The one thing easy to get wrong: a record is never dropped and a line is never lost. A step
-//! that fails appends to `processing_error` and the others still run; a JSON step that cannot
-//! decode leaves its source where it was; lines longer than `max_line_bytes` skip every regex
-//! and JSON step and are flagged `line_too_long`.
+//! The one thing easy to get wrong: a record is never dropped by mistake and a line is never
+//! lost. Only `filter`, `sample` and `rate_limit` steps drop, returning [`Verdict::Drop`] with
+//! a reason the caller counts. A step that fails appends to `processing_error` and the others
+//! still run; a JSON step that cannot decode leaves its source where it was; lines longer than
+//! `max_line_bytes` skip every parsing step and are flagged `line_too_long`.
+//!
+//! `docs/rules.md` is the full reference; the outline is below. Beyond it: `categorize:`
+//! (category by file-name globs), `tests:` ([`RuleSet::run_tests`]), a rule's `multiline:`
+//! ([`Joiner`]), and the steps `logfmt`, `timestamp`, `convert`, `keep`, `filter`, `sample`,
+//! `rate_limit` and `redact`. [`RuleSet::check_file`] reports every error with its line;
+//! [`RuleSet::explain`] traces each step.
 //!
 //! # The rules file
 //!
