@@ -831,6 +831,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_commit_without_replay_still_loads_and_replay_redoes_only_waiting_records() {
+        let old: ProcessorInput =
+            serde_json::from_str(r#"{"position":{"segment":2,"offset":40}}"#).unwrap();
+        assert_eq!((old.position.segment, old.replay), (2, None));
+        let replay = Replay {
+            end: Position {
+                segment: 2,
+                offset: 900,
+            },
+            pending: BTreeMap::from([("00ab".to_owned(), 120)]),
+        };
+        assert!(replay.redo(Some("00ab-120")) && replay.redo(Some("00ab-300")));
+        assert!(
+            !replay.redo(Some("00ab-60")),
+            "delivered before the waiting record"
+        );
+        assert!(
+            !replay.redo(Some("00cd-500")),
+            "another file's record was delivered"
+        );
+        assert!(
+            !replay.redo(None),
+            "an undecodable line was delivered as it was"
+        );
+        let text = serde_json::to_string(&ProcessorInput {
+            position: Position {
+                segment: 2,
+                offset: 40,
+            },
+            replay: Some(replay),
+        })
+        .unwrap();
+        assert!(text.contains(r#""pending":{"00ab":120}"#), "{text}");
+    }
+
+    #[test]
     fn batch_offsets_map_to_journal_positions_across_segments_whose_first_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         // Segment 3 (read from offset 90) no longer exists; segment 4 is whole (50 bytes);

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use regex::{Captures, Regex, RegexSet};
+use regex::{Captures, Regex, RegexSet, RegexSetBuilder};
 use serde_json::{Map, Value};
 
 use super::spec::RedactBuiltin;
@@ -96,8 +96,11 @@ impl Redactor {
             group: false,
             luhn: false,
         }));
-        let set = RegexSet::new(patterns.iter().map(|p| p.regex.as_str()))
-            .expect("every pattern of the set already compiled alone");
+        // Each pattern passed the size limit alone; the set gets room for all of them.
+        let set = RegexSetBuilder::new(patterns.iter().map(|p| p.regex.as_str()))
+            .size_limit(super::REGEX_SIZE_LIMIT_BYTES.saturating_mul(patterns.len().max(1)))
+            .build()
+            .expect("every pattern of the set compiled alone within the limit");
         Ok(Redactor {
             fields,
             set,
