@@ -139,6 +139,8 @@ pub struct RuleSet {
     categories: Vec<String>,
     /// The file's test cases, for `processor test`.
     tests: Vec<TestCase>,
+    /// Whether any rule has `multiline`.
+    joins_lines: bool,
     /// Source name → matching rules; see [`MEMO_MAX_SOURCES`].
     memo: Mutex<HashMap<Box<str>, MatchedRules>>,
 }
@@ -373,6 +375,10 @@ impl RuleSet {
     /// How continuation lines of `source_file` are joined: the `multiline` of the first
     /// matching rule that has one.
     pub(crate) fn multiline_for(&self, source_file: &str) -> Option<&Multiline> {
+        // Most rule sets join nothing: spare them the lookup on every record.
+        if !self.joins_lines {
+            return None;
+        }
         let matched = self.memoised_rules_for(source_file);
         let index = matched.0.multiline?;
         self.rules.get(index)?.multiline.as_ref()
@@ -907,6 +913,7 @@ fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, Vec<RulesError>
         }
     }
 
+    let joins_lines = rules.iter().any(|rule| rule.multiline.is_some());
     match (errors.0.is_empty(), globs, category_globs) {
         (true, Some(globs), Some(category_globs)) => Ok(RuleSet {
             origin: origin.to_owned(),
@@ -921,6 +928,7 @@ fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, Vec<RulesError>
             category_of_glob,
             categories,
             tests,
+            joins_lines,
             memo: Mutex::new(HashMap::new()),
         }),
         _ => Err(errors.0),
