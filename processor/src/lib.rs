@@ -5,27 +5,40 @@
 //! is saved in the same atomic commit as the records it produced, never separately; the cursor
 //! it publishes for the collector's retention is a copy written only after that commit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Args, Parser};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sidecar_core::checkpoint::{self, Durability};
 use sidecar_core::config::{ByteSize, HumanDuration};
-use sidecar_core::journal::{Cursor, JournalOptions, JournalReader, JournalWriter, Position};
+use sidecar_core::journal::{
+    segment_path, Cursor, JournalOptions, JournalReader, JournalWriter, Position,
+};
 use sidecar_core::record::{field, timestamp_now, CollectedRecord};
-use sidecar_core::rules::RuleSet;
+use sidecar_core::rules::{split_id, Joiner, RuleSet, Verdict};
 use sidecar_core::signal::{self, DirWatcher, Wakeup};
 use sidecar_core::telemetry::{self, Health};
 use tracing::{info, warn};
+
+pub mod kubernetes;
+pub mod tools;
+pub mod watch;
+
+pub use tools::Tool;
+
+use kubernetes::PodMetadata;
+use watch::FileWatch;
 
 /// The name this stage publishes its cursor under in the collected journal.
 pub const READER_NAME: &str = "processor";
@@ -33,14 +46,26 @@ pub const READER_NAME: &str = "processor";
 pub const DOWNSTREAM_READER: &str = "forwarder";
 const STATS_FILE: &str = "processing_stats.json";
 
-/// Command-line flags; each also reads an environment variable.
+/// Command line: the stage's flags, or a tool subcommand (`validate`, `test`, `explain`).
 #[derive(Debug, Parser)]
 #[command(
     name = "processor",
     version,
-    about = "Enriches collected log lines by per-file rules."
+    about = "Enriches collected log lines by per-file rules.",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    /// A tool to run instead of the stage.
+    #[command(subcommand)]
+    pub tool: Option<Tool>,
+    /// The stage's flags, when no tool is given.
+    #[command(flatten)]
+    pub stage: StageArgs,
+}
+
+/// The stage's flags; each also reads an environment variable.
+#[derive(Debug, Args)]
+pub struct StageArgs {
     /// The rules file (YAML, or TOML by its .toml extension), mounted from a ConfigMap.
     #[arg(
         long,
@@ -78,13 +103,30 @@ pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "PROCESSOR_LOG_JSON")]
     pub log_json: bool,
+    /// Add pod metadata to every record under `kubernetes`: `off`, or `downward` (the
+    /// Downward API: POD_NAME, POD_NAMESPACE, NODE_NAME, POD_IP, POD_SERVICE_ACCOUNT and the
+    /// labels/annotations files in --podinfo-dir).
+    #[arg(long, env = "PROCESSOR_KUBERNETES_METADATA", default_value = "off")]
+    pub kubernetes_metadata: MetadataSource,
+    /// Where the downwardAPI volume with `labels` and `annotations` is mounted.
+    #[arg(long, env = "PROCESSOR_PODINFO_DIR", default_value = "/etc/podinfo")]
+    pub podinfo_dir: PathBuf,
+}
+
+/// Where pod metadata comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetadataSource {
+    /// No `kubernetes` object.
+    Off,
+    /// The Downward API (environment and volume); needs no API access.
+    Downward,
 }
 
 /// Checked runtime settings of the processor.
 #[derive(Debug)]
 pub struct ProcessorConfig {
-    /// The compiled rules.
-    pub rules: RuleSet,
+    /// The compiled rules (shared: a reload swaps them).
+    pub rules: Arc<RuleSet>,
     /// The collected journal.
     pub input_dir: PathBuf,
     /// The processed journal.
@@ -101,17 +143,21 @@ pub struct ProcessorConfig {
     pub linger: Duration,
     /// The periodic check that backs up inotify (default 1 s).
     pub poll_interval: Duration,
+    /// The rules file, watched for changes (hot reload); `None`: the rules never change.
+    pub rules_path: Option<PathBuf>,
+    /// The downwardAPI volume, when records get pod metadata.
+    pub podinfo_dir: Option<PathBuf>,
 }
 
-impl Cli {
+impl StageArgs {
     /// Loads the rules and checks the flags.
     ///
     /// # Errors
     /// A message naming the file, rule and field, or the flag, and what is wrong.
     pub fn into_config(self) -> anyhow::Result<ProcessorConfig> {
-        let rules = RuleSet::load(&self.rules)?;
+        let rules = load_rules(&self.rules)?;
         Ok(ProcessorConfig {
-            rules,
+            rules: Arc::new(rules),
             input_dir: self.input_dir,
             journal_dir: self.journal_dir,
             journal: JournalOptions {
@@ -127,21 +173,63 @@ impl Cli {
             batch_max_bytes: 4 << 20,
             linger: Duration::from_millis(10),
             poll_interval: Duration::from_secs(1),
+            rules_path: Some(self.rules),
+            podinfo_dir: (self.kubernetes_metadata == MetadataSource::Downward)
+                .then_some(self.podinfo_dir),
         })
     }
 }
 
+/// Loads and compiles the rules file.
+///
+/// # Errors
+/// Every error in the file, one per line, each with its line, rule and field.
+pub fn load_rules(path: &Path) -> anyhow::Result<RuleSet> {
+    RuleSet::check_file(path).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(tools::describe).collect();
+        anyhow::anyhow!("{}", lines.join("\n"))
+    })
+}
+
 /// Where the processor stood in the collected journal: its commit's input position.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProcessorInput {
-    /// Everything before this position of the collected journal is in the processed journal.
+    /// Resume reading here. Everything before it is in the processed journal, except what
+    /// `replay` says: it never passes the first line of a multiline record still waiting.
     pub position: Position,
+    /// Set when records were waiting for continuation lines at the commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
+}
+
+/// What to do with the records between `position` and `end` after a restart: they were read
+/// before, and only those of waiting multiline records are processed again; the others are
+/// already in the processed journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replay {
+    /// Where reading stood at the commit.
+    pub end: Position,
+    /// Source key (the record id before its last `-`) → offset of the waiting record's first
+    /// line: records of that key from that offset on are processed again.
+    pub pending: BTreeMap<String, u64>,
+}
+
+impl Replay {
+    /// Whether the record with `id` is processed again.
+    fn redo(&self, id: Option<&str>) -> bool {
+        id.and_then(split_id).is_some_and(|(key, offset)| {
+            self.pending.get(key).is_some_and(|&first| offset >= first)
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 struct Metrics {
     records: Family<Vec<(String, String)>, Counter>,
     errors: Family<Vec<(String, String)>, Counter>,
+    dropped: Family<Vec<(String, String)>, Counter>,
+    reloads: Family<Vec<(String, String)>, Counter>,
+    rules_valid: Gauge,
 }
 
 /// Runs the processor until `shutdown` resolves, then commits and returns.
@@ -164,6 +252,22 @@ pub async fn run(
         "Records kept with a processing_error, per source file",
         metrics.errors.clone(),
     );
+    registry.register(
+        "processor_dropped",
+        "Records dropped by a filter, sample or rate_limit step, per source file and reason",
+        metrics.dropped.clone(),
+    );
+    registry.register(
+        "processor_rules_reloads",
+        "Reloads of the rules file after it changed, by result (applied, rejected)",
+        metrics.reloads.clone(),
+    );
+    registry.register(
+        "processor_rules_valid",
+        "1 while the rules file on disk is the one in force, 0 after it was rejected",
+        metrics.rules_valid.clone(),
+    );
+    metrics.rules_valid.set(1);
     let (journal, input) =
         JournalWriter::<ProcessorInput>::open(&config.journal_dir, config.journal.clone())
             .with_context(|| {
@@ -175,43 +279,49 @@ pub async fn run(
     journal.metrics().register("processor", &mut registry);
     let health = Health::new(Duration::from_secs(60));
     let bound = telemetry::serve(config.listen, registry, health.clone()).await?;
-    let start = input.unwrap_or_default().position;
-    info!(listen = %bound, rules = config.rules.origin(), input = %config.input_dir.display(), segment = start.segment, offset = start.offset, "Processor started.");
+    let input = input.unwrap_or_default();
+    let start = input.position;
+    info!(listen = %bound, rules = config.rules.origin(), input = %config.input_dir.display(), segment = start.segment, offset = start.offset, replay = input.replay.is_some(), "Processor started.");
     let wakeup = Wakeup::new();
     let loop_wakeup = wakeup.clone();
     signal::run_stage("processor", wakeup, config.grace, shutdown, move || {
         let reader = JournalReader::new(&config.input_dir, start);
-        process(&config, journal, reader, &metrics, &loop_wakeup, &health)
+        let stage = Stage {
+            config: &config,
+            rules: Arc::clone(&config.rules),
+            rules_watch: config.rules_path.as_deref().map(FileWatch::new),
+            pod: config.podinfo_dir.as_deref().map(PodMetadata::load),
+            journal,
+            reader,
+            joiner: Joiner::new(),
+            replay: input.replay,
+            metrics: &metrics,
+            wakeup: &loop_wakeup,
+            stats: ProcessingStats::default(),
+            buf: Vec::new(),
+            warned_behind: false,
+        };
+        process(stage, &loop_wakeup, &health)
     })
     .await
 }
 
-fn process(
-    config: &ProcessorConfig,
-    journal: JournalWriter<ProcessorInput>,
-    reader: JournalReader,
-    metrics: &Metrics,
-    wakeup: &Wakeup,
-    health: &Health,
-) -> anyhow::Result<()> {
+fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Result<()> {
+    let config = stage.config;
     let mut watcher = DirWatcher::start([config.input_dir.as_path()], wakeup);
     let mut watching = config.input_dir.is_dir();
-    let mut stage = Stage {
-        config,
-        journal,
-        reader,
-        metrics,
-        wakeup,
-        stats: ProcessingStats::default(),
-        buf: Vec::new(),
-        warned_behind: false,
-    };
     let mut stats_at = Instant::now();
+    let mut checked_at = Instant::now();
     publish_cursor(&config.input_dir, stage.reader.position());
     while !wakeup.is_stopping() {
         health.beat();
         if !watching && config.input_dir.is_dir() {
             watching = watcher.add(&config.input_dir);
+        }
+        if checked_at.elapsed() >= config.poll_interval {
+            // Between batches: a new rule set applies to whole batches only.
+            stage.reload_if_changed();
+            checked_at = Instant::now();
         }
         let more = !stage.journal.is_backpressured() && stage.process_available()?;
         if stats_at.elapsed() >= Duration::from_secs(5) {
@@ -221,23 +331,42 @@ fn process(
         if more {
             continue;
         }
-        if wakeup.wait(config.poll_interval) || wakeup.sleep(config.linger) {
+        // A waiting multiline record must be let go on time even when no input comes.
+        let wait = stage
+            .joiner
+            .next_deadline()
+            .map_or(config.poll_interval, |deadline| {
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(config.poll_interval)
+            });
+        if wakeup.wait(wait) || wakeup.sleep(config.linger) {
             break;
         }
     }
     // The collector stops before us (native sidecar order), so what it committed is final:
-    // carry it into our journal before exiting, within the grace period.
-    while stage.process_available()? {
+    // carry it into our journal before exiting, within the grace period. Waiting multiline
+    // records are complete now too.
+    // Up to what it committed when we were told to stop: if it still runs (a restart of this
+    // stage alone), chasing its new commits could outlast the grace period.
+    let stop_at = stage.reader.committed_end()?;
+    while stop_at.is_some_and(|end| stage.reader.position() < end) && stage.process_available()? {
         health.beat();
     }
+    stage.finish()?;
     stage.stats.write(&config.journal_dir, &stage.journal);
     Ok(())
 }
 
 struct Stage<'a> {
     config: &'a ProcessorConfig,
+    rules: Arc<RuleSet>,
+    rules_watch: Option<FileWatch>,
+    pod: Option<PodMetadata>,
     journal: JournalWriter<ProcessorInput>,
     reader: JournalReader,
+    joiner: Joiner<Position>,
+    replay: Option<Replay>,
     metrics: &'a Metrics,
     wakeup: &'a Wakeup,
     stats: ProcessingStats,
@@ -245,42 +374,272 @@ struct Stage<'a> {
     warned_behind: bool,
 }
 
+/// Where finished records go: the rules, then the journal or the drop count.
+struct Output<'a> {
+    rules: &'a RuleSet,
+    pod: Option<&'a Value>,
+    journal: &'a mut JournalWriter<ProcessorInput>,
+    stats: &'a mut ProcessingStats,
+    processed_at: &'a str,
+    emitted: usize,
+}
+
+impl Output<'_> {
+    fn finish(&mut self, mut record: Map<String, Value>) {
+        self.emitted += 1;
+        let matched = self.rules.rules_for_record(&record);
+        match self.rules.apply_matched(&matched, &mut record) {
+            Verdict::Keep => {
+                if let Some(pod) = self.pod {
+                    record.insert(kubernetes::FIELD.into(), pod.clone());
+                }
+                record.insert(field::PROCESSED_AT.into(), self.processed_at.into());
+                self.stats.count(&record);
+                self.journal.push(&record);
+            }
+            Verdict::Drop(reason) => self.stats.count_drop(matched.source(), reason),
+        }
+    }
+
+    /// A record that skips the rules (an undecodable journal line).
+    fn keep_raw(&mut self, mut record: Map<String, Value>) {
+        self.emitted += 1;
+        record.insert(field::PROCESSED_AT.into(), self.processed_at.into());
+        self.stats.count(&record);
+        self.journal.push(&record);
+    }
+}
+
 impl Stage<'_> {
-    /// Processes and commits one batch of what the collector committed. Returns whether more
-    /// is waiting.
+    /// Processes and commits one batch of what the collector committed, and lets go of
+    /// multiline records that waited long enough. Returns whether more input is waiting.
     fn process_available(&mut self) -> anyhow::Result<bool> {
-        let Some(end) = self.reader.committed_end()? else {
-            return Ok(false);
+        let start = self.reader.position();
+        let mut read = 0;
+        let mut end = None;
+        if let Some(committed) = self.reader.committed_end()? {
+            if committed < start {
+                if !std::mem::replace(&mut self.warned_behind, true) {
+                    warn!(committed = ?committed, ours = ?start, "The collected journal ends before our committed position (was its volume replaced?); waiting for it to pass us.");
+                }
+            } else {
+                end = Some(committed);
+                read = self.reader.read_batch(
+                    committed,
+                    self.config.batch_max_bytes,
+                    &mut self.buf,
+                )?;
+            }
+        }
+        let processed_at = timestamp_now();
+        let now = Instant::now();
+        let boundaries = if read > 0 {
+            segment_boundaries(&self.config.input_dir, start, self.reader.position(), read)?
+        } else {
+            Vec::new()
         };
-        if end < self.reader.position() {
-            if !std::mem::replace(&mut self.warned_behind, true) {
-                warn!(committed = ?end, ours = ?self.reader.position(), "The collected journal ends before our committed position (was its volume replaced?); waiting for it to pass us.");
+        let Stage {
+            rules,
+            pod,
+            journal,
+            joiner,
+            replay,
+            stats,
+            buf,
+            ..
+        } = self;
+        let mut output = Output {
+            rules,
+            pod: pod.as_ref().map(PodMetadata::object),
+            journal,
+            stats,
+            processed_at: &processed_at,
+            emitted: 0,
+        };
+        let mut line_start = 0;
+        for line in buf[..read].split(|&b| b == b'\n') {
+            let at = line_start;
+            line_start += line.len() + 1;
+            if line.is_empty() {
+                continue;
             }
-            return Ok(false);
+            let position = position_of(&boundaries, at);
+            let collected = serde_json::from_slice::<CollectedRecord>(line);
+            if let Some(replaying) = replay.as_ref().filter(|r| position < r.end) {
+                let id = collected.as_ref().ok().map(|c| c.id.as_str());
+                if !replaying.redo(id) {
+                    continue;
+                }
+            }
+            match collected {
+                Ok(collected) => joiner.push(
+                    rules,
+                    collected_fields(collected),
+                    position,
+                    now,
+                    &mut |record| output.finish(record),
+                ),
+                Err(e) => output.keep_raw(undecodable(line, &e)),
+            }
         }
-        if self
-            .reader
-            .read_batch(end, self.config.batch_max_bytes, &mut self.buf)?
-            > 0
+        joiner.flush_idle(now, &mut |record| output.finish(record));
+        let emitted = output.emitted;
+        if replay
+            .as_ref()
+            .is_some_and(|r| self.reader.position() >= r.end)
         {
-            process_batch(
-                &self.config.rules,
-                &self.buf,
-                &mut self.journal,
-                &mut self.stats,
-                self.metrics,
-            );
-            let position = self.reader.position();
-            if !self
-                .journal
-                .commit_when_space(&ProcessorInput { position }, self.wakeup)
-                .context("committing to the processed journal")?
-            {
-                anyhow::bail!("stopped while the processed journal's volume was full: the last commit stands and the rest is processed again on restart");
-            }
-            publish_cursor(&self.config.input_dir, position);
+            *replay = None;
         }
-        Ok(self.reader.position() < end)
+        if replay.is_some() {
+            // Still inside the replayed range: its records are not all seen yet, so no commit
+            // could say which of them are done. Commit once past it.
+            return Ok(true);
+        }
+        if read > 0 || emitted > 0 {
+            self.stats.export(self.metrics);
+            self.commit()?;
+        }
+        Ok(end.is_some_and(|end| self.reader.position() < end))
+    }
+
+    /// Commits what was pushed, with an input position that never passes a waiting record.
+    fn commit(&mut self) -> anyhow::Result<()> {
+        let read_to = self.reader.position();
+        let position = self
+            .joiner
+            .pending()
+            .map(|pending| *pending.mark)
+            .min()
+            .map_or(read_to, |first| first.min(read_to));
+        let replay = (!self.joiner.is_empty()).then(|| Replay {
+            end: read_to,
+            pending: self
+                .joiner
+                .pending()
+                .map(|pending| (pending.key.to_owned(), pending.offset))
+                .collect(),
+        });
+        if !self
+            .journal
+            .commit_when_space(&ProcessorInput { position, replay }, self.wakeup)
+            .context("committing to the processed journal")?
+        {
+            anyhow::bail!("stopped while the processed journal's volume was full: the last commit stands and the rest is processed again on restart");
+        }
+        publish_cursor(&self.config.input_dir, position);
+        Ok(())
+    }
+
+    /// At shutdown: lets go of every waiting record and commits.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if self.joiner.is_empty() {
+            return Ok(());
+        }
+        let processed_at = timestamp_now();
+        let mut output = Output {
+            rules: &self.rules,
+            pod: self.pod.as_ref().map(PodMetadata::object),
+            journal: &mut self.journal,
+            stats: &mut self.stats,
+            processed_at: &processed_at,
+            emitted: 0,
+        };
+        self.joiner.flush_all(&mut |record| output.finish(record));
+        self.stats.export(self.metrics);
+        self.commit()
+    }
+
+    /// Swaps in the rules file if it changed and is valid; keeps the old rules otherwise.
+    fn reload_if_changed(&mut self) {
+        if let Some(pod) = &mut self.pod {
+            if pod.refresh() {
+                info!("Pod labels or annotations changed; new records carry the new ones.");
+            }
+        }
+        let Some(watch) = &mut self.rules_watch else {
+            return;
+        };
+        if !watch.changed() {
+            return;
+        }
+        let result = |name: &str| vec![("result".to_owned(), name.to_owned())];
+        match load_rules(watch.path()) {
+            Ok(rules) => {
+                info!(
+                    rules = rules.origin(),
+                    "The rules file changed; the new rules apply from the next batch on."
+                );
+                self.rules = Arc::new(rules);
+                self.metrics.reloads.get_or_create(&result("applied")).inc();
+                self.metrics.rules_valid.set(1);
+            }
+            Err(e) => {
+                warn!(rules = %watch.path().display(), errors = %e, "The changed rules file is invalid; keeping the rules in force.");
+                self.metrics
+                    .reloads
+                    .get_or_create(&result("rejected"))
+                    .inc();
+                self.metrics.rules_valid.set(0);
+            }
+        }
+    }
+}
+
+/// Where each segment's bytes start in a batch of `len` bytes read from `start` to `end`:
+/// (batch offset, journal position). Worked out backwards from the end: the last segment holds
+/// the batch's last `end.offset` bytes, and whole segments in between (never consumed yet, so
+/// never deleted) their file length. The first segment's own length is not needed: once read
+/// to its end the collector may already have deleted it.
+fn segment_boundaries(
+    dir: &Path,
+    start: Position,
+    end: Position,
+    len: usize,
+) -> anyhow::Result<Vec<(usize, Position)>> {
+    let mut boundaries = vec![(0, start)];
+    if end.segment == start.segment {
+        return Ok(boundaries);
+    }
+    let inconsistent = || {
+        anyhow::anyhow!(
+            "a batch of {len} bytes from {start:?} to {end:?} does not fit the collected journal's segments"
+        )
+    };
+    let mut at = len
+        .checked_sub(end.offset as usize)
+        .ok_or_else(inconsistent)?;
+    let mut from_end = vec![(
+        at,
+        Position {
+            segment: end.segment,
+            offset: 0,
+        },
+    )];
+    for segment in (start.segment + 1..end.segment).rev() {
+        let path = segment_path(dir, segment);
+        let segment_len = std::fs::metadata(&path)
+            .with_context(|| format!("reading the length of {}", path.display()))?
+            .len();
+        at = at
+            .checked_sub(segment_len as usize)
+            .ok_or_else(inconsistent)?;
+        from_end.push((at, Position { segment, offset: 0 }));
+    }
+    boundaries.extend(from_end.into_iter().rev());
+    Ok(boundaries)
+}
+
+/// The journal position of the byte at `at` in the batch.
+fn position_of(boundaries: &[(usize, Position)], at: usize) -> Position {
+    let (base, position) = boundaries
+        .iter()
+        .rev()
+        .find(|(base, _)| *base <= at)
+        .copied()
+        .unwrap_or((0, Position::default()));
+    Position {
+        segment: position.segment,
+        offset: position.offset + (at - base) as u64,
     }
 }
 
@@ -291,62 +650,62 @@ fn publish_cursor(input_dir: &Path, position: Position) {
     }
 }
 
-/// Enriches every collected record in `batch` (NDJSON) into `journal`'s pending batch.
-fn process_batch(
-    rules: &RuleSet,
-    batch: &[u8],
-    journal: &mut JournalWriter<ProcessorInput>,
-    stats: &mut ProcessingStats,
-    metrics: &Metrics,
-) {
-    let processed_at = timestamp_now();
-    for line in batch.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let record = enrich(rules, line, &processed_at);
-        stats.count(&record);
-        journal.push(&record);
+/// The fields a collected line starts with, before any rule.
+fn collected_fields(collected: CollectedRecord) -> Map<String, Value> {
+    let mut record = Map::new();
+    record.insert(field::ID.into(), collected.id.into());
+    record.insert(field::SOURCE_FILE.into(), collected.source.into());
+    record.insert(field::COLLECTED_AT.into(), collected.collected_at.into());
+    record.insert(field::LINE.into(), collected.line.into());
+    for (flag, set) in [
+        ("partial", collected.partial),
+        ("split", collected.split),
+        ("invalid_utf8", collected.invalid_utf8),
+    ] {
+        if set {
+            record.insert(flag.into(), true.into());
+        }
     }
-    stats.export(metrics);
+    if let Some(raw) = collected.line_base64 {
+        record.insert("line_base64".into(), raw.into());
+    }
+    record
 }
 
-/// Turns one collected journal line into a processed record. A line that does not decode is
-/// kept with its text and a `processing_error`, never dropped.
-pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Map<String, Value> {
-    let mut record = Map::new();
-    match serde_json::from_slice::<CollectedRecord>(line) {
+/// Turns one collected journal line into a processed record, without multiline joining. A
+/// line that does not decode is kept with its text and a `processing_error`, never dropped;
+/// `None` when the rules drop the record.
+pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Map<String, Value>> {
+    let mut record = match serde_json::from_slice::<CollectedRecord>(line) {
         Ok(collected) => {
-            record.insert(field::ID.into(), collected.id.into());
-            record.insert(field::SOURCE_FILE.into(), collected.source.clone().into());
-            record.insert(field::COLLECTED_AT.into(), collected.collected_at.into());
-            record.insert(field::LINE.into(), collected.line.into());
-            for (flag, set) in [
-                ("partial", collected.partial),
-                ("split", collected.split),
-                ("invalid_utf8", collected.invalid_utf8),
-            ] {
-                if set {
-                    record.insert(flag.into(), true.into());
-                }
+            let source = collected.source.clone();
+            let mut record = collected_fields(collected);
+            if let Verdict::Drop(_) = rules.apply(&source, &mut record) {
+                return None;
             }
-            if let Some(raw) = collected.line_base64 {
-                record.insert("line_base64".into(), raw.into());
-            }
-            rules.apply(&collected.source, &mut record);
+            record
         }
-        Err(e) => {
-            record.insert(field::SOURCE_FILE.into(), "unknown".into());
-            record.insert(
-                field::LINE.into(),
-                String::from_utf8_lossy(line).into_owned().into(),
-            );
-            record.insert(
-                field::PROCESSING_ERROR.into(),
-                format!("undecodable collected record: {e}").into(),
-            );
-            record.insert(field::LOG_CATEGORY.into(), "unknown".into());
-            record.insert(field::LOG_LEVEL.into(), "INFO".into());
-        }
-    }
+        Err(e) => undecodable(line, &e),
+    };
     record.insert(field::PROCESSED_AT.into(), processed_at.into());
+    Some(record)
+}
+
+/// The record of a journal line that does not decode: it has no source file to choose rules
+/// by, so it skips them.
+fn undecodable(line: &[u8], error: &serde_json::Error) -> Map<String, Value> {
+    let mut record = Map::new();
+    record.insert(field::SOURCE_FILE.into(), "unknown".into());
+    record.insert(
+        field::LINE.into(),
+        String::from_utf8_lossy(line).into_owned().into(),
+    );
+    record.insert(
+        field::PROCESSING_ERROR.into(),
+        format!("undecodable collected record: {error}").into(),
+    );
+    record.insert(field::LOG_CATEGORY.into(), "unknown".into());
+    record.insert(field::LOG_LEVEL.into(), "INFO".into());
     record
 }
 
@@ -355,6 +714,11 @@ pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Map<String, V
 pub struct ProcessingStats {
     records: u64,
     processing_errors: u64,
+    /// Records the rules dropped, by reason.
+    dropped: HashMap<String, u64>,
+    /// Drops not yet in the metrics: source → reason → count.
+    #[serde(skip)]
+    unexported_drops: HashMap<String, HashMap<String, u64>>,
     sources: HashMap<String, SourceStats>,
     #[serde(skip)]
     unexported: HashMap<String, SourceStats>,
@@ -369,6 +733,15 @@ struct SourceStats {
 }
 
 impl ProcessingStats {
+    fn count_drop(&mut self, source: &str, reason: &str) {
+        bump(&mut self.dropped, reason);
+        let by_reason = match self.unexported_drops.get_mut(source) {
+            Some(by_reason) => by_reason,
+            None => self.unexported_drops.entry(source.to_owned()).or_default(),
+        };
+        bump(by_reason, reason);
+    }
+
     fn count(&mut self, record: &Map<String, Value>) {
         let text = |key| record.get(key).and_then(Value::as_str).unwrap_or("unknown");
         let (source, level, category) = (
@@ -399,6 +772,17 @@ impl ProcessingStats {
     /// Adds what was counted since the last call to the metrics: once per batch, because a
     /// metric lookup per record would cost more than the record's enrichment.
     fn export(&mut self, metrics: &Metrics) {
+        for (source, by_reason) in self.unexported_drops.drain() {
+            for (reason, n) in by_reason {
+                metrics
+                    .dropped
+                    .get_or_create(&vec![
+                        ("source".into(), source.clone()),
+                        ("reason".into(), reason),
+                    ])
+                    .inc_by(n);
+            }
+        }
         for (source, counts) in self.unexported.drain() {
             for (level, n) in counts.levels {
                 metrics
@@ -452,6 +836,82 @@ fn bump(counts: &mut HashMap<String, u64>, key: &str) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_commit_without_replay_still_loads_and_replay_redoes_only_waiting_records() {
+        let old: ProcessorInput =
+            serde_json::from_str(r#"{"position":{"segment":2,"offset":40}}"#).unwrap();
+        assert_eq!((old.position.segment, old.replay), (2, None));
+        let replay = Replay {
+            end: Position {
+                segment: 2,
+                offset: 900,
+            },
+            pending: BTreeMap::from([("00ab".to_owned(), 120)]),
+        };
+        assert!(replay.redo(Some("00ab-120")) && replay.redo(Some("00ab-300")));
+        assert!(
+            !replay.redo(Some("00ab-60")),
+            "delivered before the waiting record"
+        );
+        assert!(
+            !replay.redo(Some("00cd-500")),
+            "another file's record was delivered"
+        );
+        assert!(
+            !replay.redo(None),
+            "an undecodable line was delivered as it was"
+        );
+        let text = serde_json::to_string(&ProcessorInput {
+            position: Position {
+                segment: 2,
+                offset: 40,
+            },
+            replay: Some(replay),
+        })
+        .unwrap();
+        assert!(text.contains(r#""pending":{"00ab":120}"#), "{text}");
+    }
+
+    #[test]
+    fn batch_offsets_map_to_journal_positions_across_segments_whose_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        // Segment 3 (read from offset 90) no longer exists; segment 4 is whole (50 bytes);
+        // the batch ends 20 bytes into segment 5.
+        std::fs::write(segment_path(dir.path(), 4), vec![b'x'; 50]).unwrap();
+        let start = Position {
+            segment: 3,
+            offset: 90,
+        };
+        let end = Position {
+            segment: 5,
+            offset: 20,
+        };
+        let boundaries = segment_boundaries(dir.path(), start, end, 10 + 50 + 20).unwrap();
+        assert_eq!(position_of(&boundaries, 0), start);
+        assert_eq!(
+            position_of(&boundaries, 9),
+            Position {
+                segment: 3,
+                offset: 99
+            }
+        );
+        assert_eq!(
+            position_of(&boundaries, 10),
+            Position {
+                segment: 4,
+                offset: 0
+            }
+        );
+        assert_eq!(
+            position_of(&boundaries, 65),
+            Position {
+                segment: 5,
+                offset: 5
+            }
+        );
+        assert!(segment_boundaries(dir.path(), start, end, 30).is_err());
+    }
+
     fn default_rules() -> RuleSet {
         RuleSet::load(Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -463,7 +923,7 @@ mod tests {
     #[test]
     fn a_collected_line_becomes_an_enriched_record_with_its_id() {
         let line = br#"{"id":"00000000000000ab-10","source":"access.log","offset":10,"collected_at":"2026-11-22T10:00:00.000Z","line":"2026-11-22 10:30:45,123 - {\"type\":\"response\",\"method\":\"GET\",\"path\":\"/users?page=2\",\"status_code\":503}"}"#;
-        let record = enrich(&default_rules(), line, "now");
+        let record = enrich(&default_rules(), line, "now").expect("the default rules drop nothing");
         assert_eq!(record["id"], "00000000000000ab-10");
         assert_eq!(record["source_file"], "access.log");
         assert_eq!(record["collected_at"], "2026-11-22T10:00:00.000Z");
@@ -475,7 +935,8 @@ mod tests {
 
     #[test]
     fn an_undecodable_collected_line_is_kept_with_an_error() {
-        let record = enrich(&default_rules(), b"{not json", "now");
+        let record =
+            enrich(&default_rules(), b"{not json", "now").expect("the default rules drop nothing");
         assert_eq!(record["line"], "{not json");
         assert!(record["processing_error"]
             .as_str()
@@ -486,7 +947,7 @@ mod tests {
     #[test]
     fn invalid_utf8_flags_travel_on() {
         let line = br#"{"id":"1-0","source":"x.log","offset":0,"collected_at":"t","line":"a\ufffd","invalid_utf8":true,"line_base64":"Yf8="}"#;
-        let record = enrich(&default_rules(), line, "now");
+        let record = enrich(&default_rules(), line, "now").expect("the default rules drop nothing");
         assert_eq!(record["invalid_utf8"], true);
         assert_eq!(record["line_base64"], "Yf8=");
     }

@@ -1,4 +1,5 @@
-//! The processor binary: reads flags and rules, then runs `processor::run` until SIGTERM.
+//! The processor binary: reads flags and rules, then runs `processor::run` until SIGTERM; or
+//! runs one of the operator tools (`validate`, `test`, `explain`) and exits.
 
 use std::process::ExitCode;
 
@@ -7,9 +8,13 @@ use clap::Parser;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = processor::Cli::parse();
+    if let Some(tool) = cli.tool {
+        return processor::tools::run(tool);
+    }
+    let stage = cli.stage;
     let result = async {
-        sidecar_core::telemetry::init(&cli.log_level, cli.log_json)?;
-        processor::run(cli.into_config()?, sidecar_core::signal::shutdown()).await
+        sidecar_core::telemetry::init(&stage.log_level, stage.log_json)?;
+        processor::run(stage.into_config()?, sidecar_core::signal::shutdown()).await
     };
     sidecar_core::telemetry::exit_code("processor", result.await)
 }

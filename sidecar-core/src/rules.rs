@@ -1,10 +1,17 @@
 //! The processor's rules engine: a rules file (YAML or TOML) compiled once into a [`RuleSet`]
 //! that enriches each record in place: parsed fields, `log_category`, `log_level`.
 //!
-//! The one thing easy to get wrong: a record is never dropped and a line is never lost. A step
-//! that fails appends to `processing_error` and the others still run; a JSON step that cannot
-//! decode leaves its source where it was; lines longer than `max_line_bytes` skip every regex
-//! and JSON step and are flagged `line_too_long`.
+//! The one thing easy to get wrong: a record is never dropped by mistake and a line is never
+//! lost. Only `filter`, `sample` and `rate_limit` steps drop, returning [`Verdict::Drop`] with
+//! a reason the caller counts. A step that fails appends to `processing_error` and the others
+//! still run; a JSON step that cannot decode leaves its source where it was; lines longer than
+//! `max_line_bytes` skip every parsing step and are flagged `line_too_long`.
+//!
+//! `docs/rules.md` is the full reference; the outline is below. Beyond it: `categorize:`
+//! (category by file-name globs), `tests:` ([`RuleSet::run_tests`]), a rule's `multiline:`
+//! ([`Joiner`]), and the steps `logfmt`, `timestamp`, `convert`, `keep`, `filter`, `sample`,
+//! `rate_limit` and `redact`. [`RuleSet::check_file`] reports every error with its line;
+//! [`RuleSet::explain`] traces each step.
 //!
 //! # The rules file
 //!
@@ -51,10 +58,20 @@
 //! [`MatchedRules`] to [`RuleSet::apply_matched`], which takes no lock.
 
 mod condition;
+mod explain;
+mod locate;
+mod multiline;
+mod redact;
 mod spec;
 mod step;
+mod testcase;
 #[cfg(test)]
 mod tests;
+mod timestamp;
+
+pub use self::explain::{Explanation, StepTrace};
+pub use self::multiline::{split_id, Joiner, PendingStart};
+pub use self::testcase::{Outcome, TestCase, TestFailure, TestReport};
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -67,9 +84,14 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
+use self::multiline::Multiline;
 use self::spec::{RulesFileSpec, VersionProbe, SUPPORTED_VERSION};
-use self::step::Step;
+use self::step::{Step, StepResult};
 
+/// Field holding the source file's name, which chooses the rules.
+pub const SOURCE_FILE_FIELD: &str = "source_file";
+/// Field holding the record id: `<source key>-<offset>`.
+pub const ID_FIELD: &str = "id";
 /// Field holding the raw line, as the collector read it.
 pub const LINE_FIELD: &str = "line";
 /// Field the engine sets to the category of the last matching rule.
@@ -109,8 +131,28 @@ pub struct RuleSet {
     globs: GlobSet,
     /// For each glob in `globs`, the index of its rule.
     glob_rules: Vec<usize>,
+    /// `categorize:` globs, one set; entry `i` gives `categories[category_of_glob[i]]`.
+    category_globs: GlobSet,
+    /// For each glob in `category_globs`, the index of its category.
+    category_of_glob: Vec<usize>,
+    /// The `categorize:` categories, first match wins.
+    categories: Vec<String>,
+    /// The file's test cases, for `processor test`.
+    tests: Vec<TestCase>,
+    /// Whether any rule has `multiline`.
+    joins_lines: bool,
     /// Source name → matching rules; see [`MEMO_MAX_SOURCES`].
     memo: Mutex<HashMap<Box<str>, MatchedRules>>,
+}
+
+/// What the rules decided about a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict<'a> {
+    /// It goes on, enriched.
+    Keep,
+    /// It is dropped, for this reason (a `filter:` step's `reason`, `sampled`,
+    /// `rate_limited`): the drop metric's `reason` label.
+    Drop(&'a str),
 }
 
 /// One compiled rule.
@@ -124,6 +166,8 @@ struct Rule {
     category: Option<String>,
     /// Its steps, in order.
     steps: Vec<Step>,
+    /// How its files' continuation lines are joined.
+    multiline: Option<Multiline>,
 }
 
 /// The rules that match one source file, from [`RuleSet::rules_for`]. Cheap to clone. Use it
@@ -134,10 +178,16 @@ pub struct MatchedRules(Arc<Matched>);
 /// What [`MatchedRules`] shares.
 #[derive(Debug)]
 struct Matched {
+    /// The source file name the rules were chosen for (rate limits count per source).
+    source: Box<str>,
     /// Indexes into [`RuleSet::rules`], ascending.
     rules: Box<[usize]>,
     /// Index of the last matching rule with a category.
     category: Option<usize>,
+    /// The `categorize:` category when no matching rule has one.
+    categorized: Option<usize>,
+    /// Index of the first matching rule with `multiline`.
+    multiline: Option<usize>,
 }
 
 impl MatchedRules {
@@ -145,15 +195,29 @@ impl MatchedRules {
     pub fn is_empty(&self) -> bool {
         self.0.rules.is_empty()
     }
+
+    /// The source file name they were chosen for.
+    pub fn source(&self) -> &str {
+        &self.0.source
+    }
 }
 
 impl RuleSet {
     /// Loads a rules file: YAML for `.yaml`/`.yml`, TOML for `.toml`.
     ///
     /// # Errors
-    /// The file cannot be read or has another extension, or its content is rejected as by
-    /// [`RuleSet::from_yaml_str`]. Every error names the file.
+    /// The first of the errors [`RuleSet::check_file`] finds.
     pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
+        RuleSet::check_file(path).map_err(first_error)
+    }
+
+    /// Loads a rules file and reports every error found in it, each with its line where it
+    /// can be found (YAML): what `processor validate` prints.
+    ///
+    /// # Errors
+    /// The file cannot be read or has another extension; it does not parse (one error: the
+    /// parser stops there); or every compile error of [`RuleSet::from_yaml_str`].
+    pub fn check_file(path: &Path) -> Result<RuleSet, Vec<RulesError>> {
         let extension = path
             .extension()
             .and_then(OsStr::to_str)
@@ -162,21 +226,38 @@ impl RuleSet {
             Some("yaml" | "yml") => true,
             Some("toml") => false,
             _ => {
-                return Err(RulesError::UnknownFormat {
+                return Err(vec![RulesError::UnknownFormat {
                     path: path.to_owned(),
-                })
+                }])
             }
         };
-        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
-            path: path.to_owned(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            vec![RulesError::Read {
+                path: path.to_owned(),
+                source,
+            }]
         })?;
         let origin = path.display().to_string();
         if yaml {
-            RuleSet::from_yaml_str(&text, &origin)
+            RuleSet::check_yaml_str(&text, &origin)
         } else {
-            RuleSet::from_toml_str(&text, &origin)
+            RuleSet::compile_toml(&text, &origin)
         }
+    }
+
+    /// As [`RuleSet::check_file`] for YAML text: every error, with lines.
+    ///
+    /// # Errors
+    /// See [`RuleSet::check_file`].
+    pub fn check_yaml_str(text: &str, origin: &str) -> Result<RuleSet, Vec<RulesError>> {
+        RuleSet::compile_yaml(text, origin).map_err(|mut errors| {
+            for error in &mut errors {
+                if let Some(place) = error.place_mut() {
+                    place.line = locate::line_of(text, place);
+                }
+            }
+            errors
+        })
     }
 
     /// Compiles YAML rules; `origin` names them in errors (usually the file's path).
@@ -187,6 +268,10 @@ impl RuleSet {
     /// [`RulesError::Regex`], [`RulesError::Glob`], [`RulesError::MissingName`],
     /// [`RulesError::DuplicateName`], [`RulesError::Invalid`].
     pub fn from_yaml_str(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
+        RuleSet::compile_yaml(text, origin).map_err(first_error)
+    }
+
+    fn compile_yaml(text: &str, origin: &str) -> Result<RuleSet, Vec<RulesError>> {
         let parse_error = |error: serde_saphyr::Error| {
             let error = error.without_snippet();
             let position = error
@@ -207,9 +292,9 @@ impl RuleSet {
                 message,
             }
         };
-        let probe: VersionProbe = serde_saphyr::from_str(text).map_err(parse_error)?;
-        check_version(probe.version, origin)?;
-        let spec: RulesFileSpec = serde_saphyr::from_str(text).map_err(parse_error)?;
+        let probe: VersionProbe = serde_saphyr::from_str(text).map_err(|e| vec![parse_error(e)])?;
+        check_version(probe.version, origin).map_err(|e| vec![e])?;
+        let spec: RulesFileSpec = serde_saphyr::from_str(text).map_err(|e| vec![parse_error(e)])?;
         compile(spec, origin)
     }
 
@@ -218,14 +303,18 @@ impl RuleSet {
     /// # Errors
     /// As [`RuleSet::from_yaml_str`].
     pub fn from_toml_str(text: &str, origin: &str) -> Result<RuleSet, RulesError> {
+        RuleSet::compile_toml(text, origin).map_err(first_error)
+    }
+
+    fn compile_toml(text: &str, origin: &str) -> Result<RuleSet, Vec<RulesError>> {
         let parse_error = |error: toml::de::Error| RulesError::Parse {
             origin: origin.to_owned(),
             position: error.span().map(|span| line_column(text, span.start)),
             message: error.message().trim_end().to_owned(),
         };
-        let probe: VersionProbe = toml::from_str(text).map_err(parse_error)?;
-        check_version(probe.version, origin)?;
-        let spec: RulesFileSpec = toml::from_str(text).map_err(parse_error)?;
+        let probe: VersionProbe = toml::from_str(text).map_err(|e| vec![parse_error(e)])?;
+        check_version(probe.version, origin).map_err(|e| vec![e])?;
+        let spec: RulesFileSpec = toml::from_str(text).map_err(|e| vec![parse_error(e)])?;
         compile(spec, origin)
     }
 
@@ -264,19 +353,77 @@ impl RuleSet {
             .rev()
             .copied()
             .find(|&index| self.rules[index].category.is_some());
-        MatchedRules(Arc::new(Matched { rules, category }))
+        let categorized = self
+            .category_globs
+            .matches(name)
+            .into_iter()
+            .filter_map(|glob| self.category_of_glob.get(glob).copied())
+            .min();
+        let multiline = rules
+            .iter()
+            .copied()
+            .find(|&index| self.rules[index].multiline.is_some());
+        MatchedRules(Arc::new(Matched {
+            source: source_file.into(),
+            rules,
+            category,
+            categorized,
+            multiline,
+        }))
+    }
+
+    /// How continuation lines of `source_file` are joined: the `multiline` of the first
+    /// matching rule that has one.
+    pub(crate) fn multiline_for(&self, source_file: &str) -> Option<&Multiline> {
+        // Most rule sets join nothing: spare them the lookup on every record.
+        if !self.joins_lines {
+            return None;
+        }
+        let matched = self.memoised_rules_for(source_file);
+        let index = matched.0.multiline?;
+        self.rules.get(index)?.multiline.as_ref()
+    }
+
+    /// The file's test cases.
+    pub fn tests(&self) -> &[TestCase] {
+        &self.tests
     }
 
     /// Enriches one record of `source_file` in place: the common steps, then the steps of every
     /// matching rule in file order, then `log_category` and (if still absent) `log_level`.
-    /// Never panics and never drops the record; failures go to `processing_error`.
-    pub fn apply(&self, source_file: &str, record: &mut Map<String, Value>) {
+    /// Never panics; failures go to `processing_error`. A `filter`, `sample` or `rate_limit`
+    /// step may drop the record: the steps after it do not run.
+    pub fn apply(&self, source_file: &str, record: &mut Map<String, Value>) -> Verdict<'_> {
         let matched = self.memoised_rules_for(source_file);
-        self.apply_matched(&matched, record);
+        self.apply_matched(&matched, record)
     }
 
     /// As [`RuleSet::apply`], with the rules already looked up by [`RuleSet::rules_for`].
-    pub fn apply_matched(&self, matched: &MatchedRules, record: &mut Map<String, Value>) {
+    pub fn apply_matched(
+        &self,
+        matched: &MatchedRules,
+        record: &mut Map<String, Value>,
+    ) -> Verdict<'_> {
+        self.run(matched, record, None)
+    }
+
+    /// [`RuleSet::rules_for`] the record's `source_file`, remembered per name: no allocation
+    /// once a name was seen.
+    pub fn rules_for_record(&self, record: &Map<String, Value>) -> MatchedRules {
+        let source = match record.get(SOURCE_FILE_FIELD) {
+            Some(Value::String(source)) => source.as_str(),
+            _ => "",
+        };
+        self.memoised_rules_for(source)
+    }
+
+    /// The steps, with an optional trace of each for `explain`.
+    fn run(
+        &self,
+        matched: &MatchedRules,
+        record: &mut Map<String, Value>,
+        mut trace: Option<&mut Vec<StepTrace>>,
+    ) -> Verdict<'_> {
         let too_long = matches!(
             record.get(LINE_FIELD),
             Some(Value::String(line)) if line.len() > self.max_line_bytes
@@ -290,22 +437,47 @@ impl RuleSet {
             .iter()
             .filter_map(|&index| self.rules.get(index))
             .flat_map(|rule| &rule.steps);
+        let source_file = matched.source();
         for step in self.common.iter().chain(rule_steps) {
-            step.apply(record, too_long);
+            let result = match trace.as_deref_mut() {
+                None => step.apply(source_file, record, too_long),
+                Some(trace) => {
+                    let before = record.clone();
+                    let result = step.apply(source_file, record, too_long);
+                    trace.push(StepTrace::new(step.label(), result, &before, record));
+                    result
+                }
+            };
+            if let StepResult::Drop(reason) = result {
+                return Verdict::Drop(reason);
+            }
         }
-        let category = matched
-            .0
-            .category
-            .and_then(|index| self.rules.get(index))
-            .and_then(|rule| rule.category.as_deref())
-            .unwrap_or(&self.unknown_category);
         record.insert(
             LOG_CATEGORY_FIELD.to_owned(),
-            Value::String(category.to_owned()),
+            Value::String(self.category_of(matched).to_owned()),
         );
         if present(record, LOG_LEVEL_FIELD).is_none() {
             record.insert(LOG_LEVEL_FIELD.to_owned(), self.default_level.clone());
         }
+        Verdict::Keep
+    }
+
+    /// The category a file's records get: the last matching rule's `category`, else the first
+    /// `categorize:` entry whose globs match, else `unknown_category`.
+    fn category_of(&self, matched: &MatchedRules) -> &str {
+        matched
+            .0
+            .category
+            .and_then(|index| self.rules.get(index))
+            .and_then(|rule| rule.category.as_deref())
+            .or_else(|| {
+                matched
+                    .0
+                    .categorized
+                    .and_then(|index| self.categories.get(index))
+                    .map(String::as_str)
+            })
+            .unwrap_or(&self.unknown_category)
     }
 
     /// [`RuleSet::rules_for`], remembered per source name.
@@ -366,8 +538,8 @@ pub enum RulesError {
     /// A regex does not compile (or exceeds [`REGEX_SIZE_LIMIT_BYTES`]).
     #[error("{at}: invalid regex")]
     Regex {
-        /// Where.
-        at: Place,
+        /// Where (boxed: it keeps every `Result` of the compiler small).
+        at: Box<Place>,
         /// Why.
         #[source]
         source: regex::Error,
@@ -375,8 +547,8 @@ pub enum RulesError {
     /// A glob does not compile.
     #[error("{at}: invalid glob")]
     Glob {
-        /// Where.
-        at: Place,
+        /// Where (boxed: it keeps every `Result` of the compiler small).
+        at: Box<Place>,
         /// Why (boxed: it is the largest cause and would make every `Result` bigger).
         #[source]
         source: Box<globset::Error>,
@@ -384,14 +556,14 @@ pub enum RulesError {
     /// A rule has no name (or an empty one).
     #[error("{at}: missing: every rule needs a unique name")]
     MissingName {
-        /// Where.
-        at: Place,
+        /// Where (boxed: it keeps every `Result` of the compiler small).
+        at: Box<Place>,
     },
     /// Two rules have the same name.
     #[error("{at}: \"{name}\" is already the name of rule {first}")]
     DuplicateName {
         /// Where: the second rule.
-        at: Place,
+        at: Box<Place>,
         /// The name.
         name: String,
         /// The number of the rule that has it first, from 1.
@@ -401,11 +573,36 @@ pub enum RulesError {
     /// ranges, a condition that tests nothing, a rule that matches no file.
     #[error("{at}: {reason}")]
     Invalid {
-        /// Where.
-        at: Place,
+        /// Where (boxed: it keeps every `Result` of the compiler small).
+        at: Box<Place>,
         /// What is wrong with it.
         reason: String,
     },
+}
+
+impl RulesError {
+    /// Where in the file it is, for errors found while compiling.
+    fn place_mut(&mut self) -> Option<&mut Place> {
+        match self {
+            RulesError::Regex { at, .. }
+            | RulesError::Glob { at, .. }
+            | RulesError::MissingName { at }
+            | RulesError::DuplicateName { at, .. }
+            | RulesError::Invalid { at, .. } => Some(&mut **at),
+            RulesError::Read { .. }
+            | RulesError::UnknownFormat { .. }
+            | RulesError::Parse { .. }
+            | RulesError::Version { .. } => None,
+        }
+    }
+}
+
+/// The first of a non-empty list of errors.
+fn first_error(errors: Vec<RulesError>) -> RulesError {
+    errors
+        .into_iter()
+        .next()
+        .expect("a failed compile reports at least one error")
 }
 
 /// Where in a rules file something is wrong. Displays as
@@ -420,11 +617,16 @@ pub struct Place {
     pub rule_name: Option<String>,
     /// Path of the field within the rule (or the file): `steps[1].regex.pattern`.
     pub field: String,
+    /// The line (from 1) the field is on, where [`RuleSet::check_file`] found it.
+    pub line: Option<u64>,
 }
 
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
         if let Some(number) = self.rule_number {
             write!(f, ": rule {number}")?;
             if let Some(name) = &self.rule_name {
@@ -483,13 +685,14 @@ struct Scope<'a> {
 
 impl Scope<'_> {
     /// The place of `field` in this scope.
-    fn place(&self, field: impl Into<String>) -> Place {
-        Place {
+    fn place(&self, field: impl Into<String>) -> Box<Place> {
+        Box::new(Place {
             origin: self.origin.to_owned(),
             rule_number: self.rule.map(|(number, _)| number),
             rule_name: self.rule.and_then(|(_, name)| name.map(str::to_owned)),
             field: field.into(),
-        }
+            line: None,
+        })
     }
 
     /// A [`RulesError::Invalid`] for `field` in this scope.
@@ -533,29 +736,58 @@ fn push_error(record: &mut Map<String, Value>, message: String) {
     }
 }
 
-/// Turns the checked-for-shape file into a rule set.
-fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, RulesError> {
-    check_version(Some(spec.version), origin)?;
+/// Collects compile errors, so `validate` can show all of them at once.
+#[derive(Default)]
+struct Errors(Vec<RulesError>);
+
+impl Errors {
+    /// The value, or `None` with its error kept.
+    fn keep<T>(&mut self, result: Result<T, RulesError>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.0.push(error);
+                None
+            }
+        }
+    }
+}
+
+/// Turns the checked-for-shape file into a rule set, or every error found in it.
+fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, Vec<RulesError>> {
+    let mut errors = Errors::default();
+    if let Err(error) = check_version(Some(spec.version), origin) {
+        return Err(vec![error]);
+    }
     let file = Scope { origin, rule: None };
     if spec.max_line_bytes == 0 {
-        return Err(file.invalid("max_line_bytes", "must be at least 1"));
+        errors
+            .0
+            .push(file.invalid("max_line_bytes", "must be at least 1"));
     }
     if spec.default_level.is_empty() {
-        return Err(file.invalid("default_level", "must not be empty"));
+        errors
+            .0
+            .push(file.invalid("default_level", "must not be empty"));
     }
     if spec.unknown_category.is_empty() {
-        return Err(file.invalid("unknown_category", "must not be empty"));
+        errors
+            .0
+            .push(file.invalid("unknown_category", "must not be empty"));
     }
 
-    let common = spec
-        .common
-        .into_iter()
-        .enumerate()
-        .map(|(index, step)| {
-            let label = format!("common[{index}] ({})", step.kind());
-            Step::compile(step, &file, &format!("common[{index}]"), label)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut common = Vec::with_capacity(spec.common.len());
+    for (index, step) in spec.common.into_iter().enumerate() {
+        let label = format!("common[{index}] ({})", step.kind());
+        if let Some(step) = errors.keep(Step::compile(
+            step,
+            &file,
+            &format!("common[{index}]"),
+            label,
+        )) {
+            common.push(step);
+        }
+    }
 
     let mut rules = Vec::with_capacity(spec.rules.len());
     let mut first_by_name: HashMap<String, usize> = HashMap::new();
@@ -570,9 +802,10 @@ fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, RulesError> {
                     origin,
                     rule: Some((number, None)),
                 };
-                return Err(RulesError::MissingName {
+                errors.0.push(RulesError::MissingName {
                     at: at.place("name"),
                 });
+                format!("#{number}")
             }
         };
         let scope = Scope {
@@ -580,7 +813,7 @@ fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, RulesError> {
             rule: Some((number, Some(&name))),
         };
         if let Some(&first) = first_by_name.get(&name) {
-            return Err(RulesError::DuplicateName {
+            errors.0.push(RulesError::DuplicateName {
                 at: scope.place("name"),
                 name: name.clone(),
                 first,
@@ -588,69 +821,133 @@ fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, RulesError> {
         }
 
         if rule.files.is_empty() && rule.files_regex.is_none() {
-            return Err(scope.invalid(
+            errors.0.push(scope.invalid(
                 "files",
                 "matches no file: give `files` globs, `files_regex`, or both",
             ));
         }
         for (glob_index, pattern) in rule.files.iter().enumerate() {
-            let field = format!("files[{glob_index}]");
-            if pattern.contains('/') {
-                return Err(scope.invalid(
-                    field,
-                    format!("{pattern:?}: globs match the file name only; drop the directory"),
-                ));
+            if let Some(glob) =
+                errors.keep(build_glob(pattern, &scope, &format!("files[{glob_index}]")))
+            {
+                globs.add(glob);
+                glob_rules.push(rules.len());
             }
-            let glob = GlobBuilder::new(pattern)
-                .literal_separator(true)
-                .build()
-                .map_err(|source| RulesError::Glob {
-                    at: scope.place(field),
-                    source: Box::new(source),
-                })?;
-            globs.add(glob);
-            glob_rules.push(index);
         }
         let files_regex = rule
             .files_regex
             .as_deref()
-            .map(|pattern| build_regex(pattern, &scope, "files_regex"))
-            .transpose()?;
+            .and_then(|pattern| errors.keep(build_regex(pattern, &scope, "files_regex")));
         if rule.category.as_deref() == Some("") {
-            return Err(scope.invalid("category", "must not be empty; leave it out instead"));
+            errors
+                .0
+                .push(scope.invalid("category", "must not be empty; leave it out instead"));
         }
-        let steps = rule
-            .steps
-            .into_iter()
-            .enumerate()
-            .map(|(step_index, step)| {
-                let label = format!("rule {name:?} steps[{step_index}] ({})", step.kind());
-                Step::compile(step, &scope, &format!("steps[{step_index}]"), label)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut steps = Vec::with_capacity(rule.steps.len());
+        for (step_index, step) in rule.steps.into_iter().enumerate() {
+            let label = format!("rule {name:?} steps[{step_index}] ({})", step.kind());
+            if let Some(step) = errors.keep(Step::compile(
+                step,
+                &scope,
+                &format!("steps[{step_index}]"),
+                label,
+            )) {
+                steps.push(step);
+            }
+        }
+        let multiline = rule.multiline.and_then(|spec| {
+            errors.keep(Multiline::compile(
+                spec,
+                &mut |pattern, field| build_regex(pattern, &scope, field),
+                &mut |field, reason| scope.invalid(field, reason),
+            ))
+        });
 
-        first_by_name.insert(name.clone(), number);
+        first_by_name.entry(name.clone()).or_insert(number);
         rules.push(Rule {
             name,
             files_regex,
             category: rule.category,
             steps,
+            multiline,
         });
     }
-    let globs = globs.build().map_err(|source| RulesError::Glob {
+    let globs = errors.keep(globs.build().map_err(|source| RulesError::Glob {
         at: file.place("rules[].files"),
         source: Box::new(source),
-    })?;
+    }));
 
-    Ok(RuleSet {
-        origin: origin.to_owned(),
-        default_level: Value::String(spec.default_level),
-        unknown_category: spec.unknown_category,
-        max_line_bytes: spec.max_line_bytes,
-        common,
-        rules,
-        globs,
-        glob_rules,
-        memo: Mutex::new(HashMap::new()),
-    })
+    let mut category_globs = GlobSetBuilder::new();
+    let mut category_of_glob = Vec::new();
+    let mut categories = Vec::with_capacity(spec.categorize.len());
+    for (index, entry) in spec.categorize.into_iter().enumerate() {
+        if entry.category.is_empty() {
+            errors
+                .0
+                .push(file.invalid(format!("categorize[{index}].category"), "must not be empty"));
+        }
+        if entry.files.is_empty() {
+            errors.0.push(file.invalid(
+                format!("categorize[{index}].files"),
+                "must list at least one glob",
+            ));
+        }
+        for (glob_index, pattern) in entry.files.iter().enumerate() {
+            let field = format!("categorize[{index}].files[{glob_index}]");
+            if let Some(glob) = errors.keep(build_glob(pattern, &file, &field)) {
+                category_globs.add(glob);
+                category_of_glob.push(index);
+            }
+        }
+        categories.push(entry.category);
+    }
+    let category_globs = errors.keep(category_globs.build().map_err(|source| RulesError::Glob {
+        at: file.place("categorize[].files"),
+        source: Box::new(source),
+    }));
+
+    let mut tests = Vec::with_capacity(spec.tests.len());
+    for (index, test) in spec.tests.into_iter().enumerate() {
+        if let Some(test) = errors.keep(TestCase::compile(test, index, &file)) {
+            tests.push(test);
+        }
+    }
+
+    let joins_lines = rules.iter().any(|rule| rule.multiline.is_some());
+    match (errors.0.is_empty(), globs, category_globs) {
+        (true, Some(globs), Some(category_globs)) => Ok(RuleSet {
+            origin: origin.to_owned(),
+            default_level: Value::String(spec.default_level),
+            unknown_category: spec.unknown_category,
+            max_line_bytes: spec.max_line_bytes,
+            common,
+            rules,
+            globs,
+            glob_rules,
+            category_globs,
+            category_of_glob,
+            categories,
+            tests,
+            joins_lines,
+            memo: Mutex::new(HashMap::new()),
+        }),
+        _ => Err(errors.0),
+    }
+}
+
+/// Compiles a file-name glob; globs with a `/` are rejected, since only the name is matched.
+fn build_glob(pattern: &str, scope: &Scope<'_>, field: &str) -> Result<globset::Glob, RulesError> {
+    if pattern.contains('/') {
+        return Err(scope.invalid(
+            field,
+            format!("{pattern:?}: globs match the file name only; drop the directory"),
+        ));
+    }
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map_err(|source| RulesError::Glob {
+            at: scope.place(field),
+            source: Box::new(source),
+        })
 }

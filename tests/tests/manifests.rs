@@ -45,3 +45,25 @@ fn the_forwarder_configmap_is_a_valid_forwarder_config() {
     assert_eq!(config.sinks.len(), 1);
     assert_eq!(config.report.interval.0, std::time::Duration::from_secs(60));
 }
+
+/// The processor gets its pod metadata from the Downward API (issue #5): the flag, the
+/// environment and the podinfo volume are all in the Deployment, and no token is mounted.
+#[test]
+fn the_processor_gets_downward_api_metadata_without_a_token() {
+    let deployment = repo("manifests/20-deployment.yaml");
+    for needle in [
+        "--kubernetes-metadata=downward",
+        "--podinfo-dir=/etc/podinfo",
+        "name: POD_SERVICE_ACCOUNT",
+        "fieldPath: spec.serviceAccountName",
+        "mountPath: /etc/podinfo",
+        "fieldPath: metadata.labels",
+        "fieldPath: metadata.annotations",
+        "automountServiceAccountToken: false",
+    ] {
+        assert!(
+            deployment.contains(needle),
+            "20-deployment.yaml lacks {needle}"
+        );
+    }
+}

@@ -5,12 +5,69 @@
 //! step that cannot decode leaves its source field where it was, and a payload key that
 //! collides with an existing field does not replace it unless the step says `overwrite`.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
 use regex::Regex;
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use super::condition::Condition;
-use super::spec::{OnMismatch, StepSpec};
+use super::redact::Redactor;
+use super::spec::{FieldType, OnMismatch, StepSpec, TimestampLayout};
+use super::timestamp::{self, Zone};
 use super::{build_regex, present, push_error, RulesError, Scope};
+
+/// Fields a `keep:` step never removes: the record's identity and what went wrong with it.
+const ALWAYS_KEPT: [&str; 4] = ["id", "source_file", "collected_at", "processing_error"];
+
+/// Drop reason of a `sample:` step, as the drop metric's `reason` label.
+pub(super) const SAMPLED: &str = "sampled";
+/// Drop reason of a `rate_limit:` step.
+pub(super) const RATE_LIMITED: &str = "rate_limited";
+/// Drop reason of a `filter:` step without its own `reason`.
+pub(super) const FILTERED: &str = "filtered";
+
+/// What running a step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StepResult<'a> {
+    /// Its `when` did not hold (or the line was too long to parse): nothing done.
+    Skipped,
+    /// It ran.
+    Ran,
+    /// It dropped the record, for this reason.
+    Drop(&'a str),
+}
+
+/// The value a `set:` step writes.
+#[derive(Debug)]
+enum SetValue {
+    /// A fixed value (also an environment variable, read at load).
+    Static(Value),
+    /// An environment variable that was not set at load: the step does nothing.
+    Unset,
+    /// Text with `{{field}}` placeholders filled from the record.
+    Template(Vec<TemplatePart>),
+}
+
+/// A piece of a template.
+#[derive(Debug)]
+enum TemplatePart {
+    /// Text as written (pod variables and `env.` are resolved at load into this).
+    Text(String),
+    /// The text of a record field; empty when absent.
+    Field(String),
+}
+
+/// A token bucket per source file, for `rate_limit:`.
+#[derive(Debug, Default)]
+struct Buckets(Mutex<HashMap<Box<str>, Bucket>>);
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
 
 /// Prefix under which a `json` step without `overwrite` keeps a payload key that the record
 /// already has, so neither value is lost.
@@ -50,7 +107,7 @@ enum Action {
     },
     Set {
         field: String,
-        value: Value,
+        value: SetValue,
         only_if_missing: bool,
     },
     Rename {
@@ -74,6 +131,45 @@ enum Action {
     Uppercase {
         field: String,
     },
+    Logfmt {
+        field: String,
+        into: Option<String>,
+        remove_source: bool,
+        pair_separator: char,
+        value_separator: char,
+        overwrite: bool,
+    },
+    Timestamp {
+        field: String,
+        target: String,
+        layouts: Vec<TimestampLayout>,
+        zone: Zone,
+        keep_original: Option<String>,
+        on_mismatch: OnMismatch,
+    },
+    Convert {
+        fields: Vec<(String, FieldType)>,
+    },
+    Keep {
+        fields: Vec<String>,
+    },
+    Filter {
+        condition: Condition,
+        /// true: `keep:` (drop unless it holds); false: `drop:`.
+        keep: bool,
+        reason: String,
+    },
+    Sample {
+        one_in: u64,
+        /// With a field: the rate per value of it (`one_in` applies to none).
+        by_value: Option<(String, Vec<(String, u64)>)>,
+    },
+    RateLimit {
+        per_second: f64,
+        burst: f64,
+        buckets: Buckets,
+    },
+    Redact(Redactor),
 }
 
 impl Step {
@@ -146,9 +242,25 @@ impl Step {
                 (when_of(s.when)?, action)
             }
             StepSpec::Set(s) => {
+                let value = match (s.value, s.env, s.template) {
+                    (Some(value), None, None) => SetValue::Static(value),
+                    (None, Some(name), None) => match std::env::var(&name) {
+                        Ok(text) => SetValue::Static(Value::String(text)),
+                        Err(_) => SetValue::Unset,
+                    },
+                    (None, None, Some(template)) => SetValue::Template(
+                        compile_template(&template)
+                            .map_err(|reason| scope.invalid(at("template"), reason))?,
+                    ),
+                    _ => {
+                        return Err(
+                            scope.invalid(at("value"), "give exactly one of value, env, template")
+                        )
+                    }
+                };
                 let action = Action::Set {
                     field: field_name("field", s.field)?,
-                    value: s.value,
+                    value,
                     only_if_missing: s.only_if_missing,
                 };
                 (when_of(s.when)?, action)
@@ -216,6 +328,174 @@ impl Step {
                 let field = field_name("field", s.field)?;
                 (when_of(s.when)?, Action::Uppercase { field })
             }
+            StepSpec::Logfmt(s) => {
+                if s.pair_separator == s.value_separator {
+                    return Err(
+                        scope.invalid(at("value_separator"), "must differ from pair_separator")
+                    );
+                }
+                let into = s.into.map(|into| field_name("into", into)).transpose()?;
+                let action = Action::Logfmt {
+                    field: field_name("field", s.field)?,
+                    into,
+                    remove_source: s.remove_source,
+                    pair_separator: s.pair_separator,
+                    value_separator: s.value_separator,
+                    overwrite: s.overwrite,
+                };
+                (when_of(s.when)?, action)
+            }
+            StepSpec::Timestamp(s) => {
+                if s.layouts.is_empty() {
+                    return Err(scope.invalid(at("layouts"), "must list at least one layout"));
+                }
+                let zone = match s.timezone.as_deref() {
+                    None => Zone::Utc,
+                    Some(text) => {
+                        Zone::parse(text).map_err(|reason| scope.invalid(at("timezone"), reason))?
+                    }
+                };
+                let keep_original = s
+                    .keep_original
+                    .map(|name| field_name("keep_original", name))
+                    .transpose()?;
+                let action = Action::Timestamp {
+                    field: field_name("field", s.field)?,
+                    target: field_name("target", s.target)?,
+                    layouts: s.layouts,
+                    zone,
+                    keep_original,
+                    on_mismatch: s.on_mismatch,
+                };
+                (when_of(s.when)?, action)
+            }
+            StepSpec::Convert(s) => {
+                if s.fields.is_empty() {
+                    return Err(scope.invalid(at("fields"), "must name at least one field"));
+                }
+                if s.fields.keys().any(String::is_empty) {
+                    return Err(scope.invalid(at("fields"), "a field name must not be empty"));
+                }
+                let fields = s.fields.into_iter().collect();
+                (when_of(s.when)?, Action::Convert { fields })
+            }
+            StepSpec::Keep(s) => {
+                if s.fields.is_empty() {
+                    return Err(scope.invalid(at("fields"), "must list at least one field"));
+                }
+                let fields = s
+                    .fields
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, name)| field_name(&format!("fields[{i}]"), name))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (when_of(s.when)?, Action::Keep { fields })
+            }
+            StepSpec::Filter(s) => {
+                let (spec, keep, key) = match (s.drop, s.keep) {
+                    (Some(drop), None) => (drop, false, "drop"),
+                    (None, Some(keep)) => (keep, true, "keep"),
+                    _ => {
+                        return Err(
+                            scope.invalid(path_kind(path, kind), "give exactly one of drop, keep")
+                        )
+                    }
+                };
+                let condition = Condition::compile(
+                    spec,
+                    None,
+                    scope,
+                    &at(key),
+                    "add `field:` to this condition",
+                )?;
+                let reason = match s.reason {
+                    Some(reason) if reason.is_empty() => {
+                        return Err(scope.invalid(at("reason"), "must not be empty"))
+                    }
+                    Some(reason) => reason,
+                    None => FILTERED.to_owned(),
+                };
+                (
+                    None,
+                    Action::Filter {
+                        condition,
+                        keep,
+                        reason,
+                    },
+                )
+            }
+            StepSpec::Sample(s) => {
+                let (one_in, by_value) = match (s.one_in, s.field) {
+                    (Some(n), None) if s.one_in_by_value.is_empty() => (n, None),
+                    (None, Some(field)) if !s.one_in_by_value.is_empty() => {
+                        let field = field_name("field", field)?;
+                        (
+                            1,
+                            Some((field, s.one_in_by_value.into_iter().collect::<Vec<_>>())),
+                        )
+                    }
+                    _ => {
+                        return Err(scope.invalid(
+                            path_kind(path, kind),
+                            "give `one_in: N`, or `field` with `one_in_by_value: {value: N}`",
+                        ))
+                    }
+                };
+                let zero = one_in == 0
+                    || by_value
+                        .as_ref()
+                        .is_some_and(|(_, rates)| rates.iter().any(|(_, n)| *n == 0));
+                if zero {
+                    return Err(
+                        scope.invalid(at("one_in"), "must be at least 1 (1 keeps every record)")
+                    );
+                }
+                (when_of(s.when)?, Action::Sample { one_in, by_value })
+            }
+            StepSpec::RateLimit(s) => {
+                let per_second = s.records_per_second;
+                if !(per_second.is_finite() && per_second > 0.0) {
+                    return Err(
+                        scope.invalid(at("records_per_second"), "must be a positive number")
+                    );
+                }
+                let burst = s.burst.unwrap_or(per_second.max(1.0));
+                if !(burst.is_finite() && burst >= 1.0) {
+                    return Err(scope.invalid(at("burst"), "must be at least 1"));
+                }
+                let action = Action::RateLimit {
+                    per_second,
+                    burst,
+                    buckets: Buckets::default(),
+                };
+                (when_of(s.when)?, action)
+            }
+            StepSpec::Redact(s) => {
+                if s.builtins.is_empty() && s.patterns.is_empty() {
+                    return Err(scope.invalid(
+                        path_kind(path, kind),
+                        "give `builtins`, `patterns`, or both",
+                    ));
+                }
+                let fields = s
+                    .fields
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, name)| field_name(&format!("fields[{i}]"), name))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let custom = s
+                    .patterns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, pattern)| build_regex(pattern, scope, &at(&format!("patterns[{i}]"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let builtins_at = at("builtins");
+                let redactor =
+                    Redactor::new(fields, &s.builtins, custom, s.mask, &mut |pattern: &str| {
+                        build_regex(pattern, scope, &builtins_at)
+                    })?;
+                (when_of(s.when)?, Action::Redact(redactor))
+            }
         };
         Ok(Step {
             label,
@@ -224,16 +504,39 @@ impl Step {
         })
     }
 
-    /// Runs the step on `record`. Regex and JSON steps are skipped when `line_too_long`.
-    pub(super) fn apply(&self, record: &mut Map<String, Value>, line_too_long: bool) {
-        if line_too_long && matches!(self.action, Action::Regex { .. } | Action::Json { .. }) {
-            return;
+    /// The step's label, as `processing_error` and `explain` name it.
+    pub(super) fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Runs the step on a record of `source`. Parsing steps (regex, json, logfmt) are
+    /// skipped when `line_too_long`.
+    pub(super) fn apply(
+        &self,
+        source: &str,
+        record: &mut Map<String, Value>,
+        line_too_long: bool,
+    ) -> StepResult<'_> {
+        let parses = matches!(
+            self.action,
+            Action::Regex { .. } | Action::Json { .. } | Action::Logfmt { .. }
+        );
+        if line_too_long && parses {
+            return StepResult::Skipped;
         }
         if let Some(when) = &self.when {
             if !when.holds(record) {
-                return;
+                return StepResult::Skipped;
             }
         }
+        match self.act(source, record) {
+            Some(reason) => StepResult::Drop(reason),
+            None => StepResult::Ran,
+        }
+    }
+
+    /// Does what the step does; `Some(reason)` when it drops the record.
+    fn act(&self, source: &str, record: &mut Map<String, Value>) -> Option<&str> {
         match &self.action {
             Action::Regex {
                 field,
@@ -246,14 +549,14 @@ impl Step {
                 // Take the text out of its slot so the captures can be inserted while it is
                 // read; it goes back below. No copy of the text is made.
                 let text = match record.get_mut(field) {
-                    None => return,
+                    None => return None,
                     Some(Value::String(text)) => std::mem::take(text),
                     Some(_) => {
                         if *on_mismatch == OnMismatch::Error {
                             let message = format!("{}: `{field}` is not a string", self.label);
                             push_error(record, message);
                         }
-                        return;
+                        return None;
                     }
                 };
                 let (matched, source_written) = match regex.captures(&text) {
@@ -291,11 +594,11 @@ impl Step {
                 overwrite,
             } => {
                 let Some(Value::String(text)) = record.get(field) else {
-                    return;
+                    return None;
                 };
                 if let Some(prefix) = when_starts_with {
                     if !text.trim_start().starts_with(prefix.as_str()) {
-                        return;
+                        return None;
                     }
                 }
                 let object = match serde_json::from_str::<Value>(text) {
@@ -307,13 +610,13 @@ impl Step {
                             self.label
                         );
                         push_error(record, message);
-                        return;
+                        return None;
                     }
                     Err(error) => {
                         let message =
                             format!("{}: cannot decode `{field}` as JSON: {error}", self.label);
                         push_error(record, message);
-                        return;
+                        return None;
                     }
                 };
                 if *remove_source {
@@ -331,9 +634,15 @@ impl Step {
                 value,
                 only_if_missing,
             } => {
-                if !(*only_if_missing && present(record, field).is_some()) {
-                    record.insert(field.clone(), value.clone());
+                if *only_if_missing && present(record, field).is_some() {
+                    return None;
                 }
+                let value = match value {
+                    SetValue::Static(value) => value.clone(),
+                    SetValue::Unset => return None,
+                    SetValue::Template(parts) => Value::String(fill_template(parts, record)),
+                };
+                record.insert(field.clone(), value);
             }
             Action::Rename {
                 from,
@@ -343,7 +652,7 @@ impl Step {
             } => {
                 if !record.contains_key(from) || (*only_if_missing && present(record, to).is_some())
                 {
-                    return;
+                    return None;
                 }
                 let value = if *keep_source {
                     record.get(from).cloned()
@@ -366,7 +675,7 @@ impl Step {
                 only_if_missing,
             } => {
                 if *only_if_missing && present(record, field).is_some() {
-                    return;
+                    return None;
                 }
                 let chosen = cases
                     .iter()
@@ -395,7 +704,124 @@ impl Step {
                     }
                 }
             }
+            Action::Logfmt {
+                field,
+                into,
+                remove_source,
+                pair_separator,
+                value_separator,
+                overwrite,
+            } => {
+                let Some(Value::String(text)) = record.get(field) else {
+                    return None;
+                };
+                let pairs = parse_logfmt(text, *pair_separator, *value_separator);
+                if pairs.is_empty() {
+                    return None;
+                }
+                if *remove_source {
+                    record.remove(field);
+                }
+                match into {
+                    Some(into) => {
+                        record.insert(into.clone(), Value::Object(pairs));
+                    }
+                    None => merge(record, pairs, *overwrite),
+                }
+            }
+            Action::Timestamp {
+                field,
+                target,
+                layouts,
+                zone,
+                keep_original,
+                on_mismatch,
+            } => {
+                let value = present(record, field)?;
+                match timestamp::normalise(value, layouts, *zone) {
+                    Some(normalised) => {
+                        if let Some(keep) = keep_original {
+                            let original = value.clone();
+                            record.insert(keep.clone(), original);
+                        }
+                        record.insert(target.clone(), Value::String(normalised));
+                    }
+                    None if *on_mismatch == OnMismatch::Error => {
+                        let message = format!(
+                            "{}: `{field}` ({value}) is in none of the layouts",
+                            self.label
+                        );
+                        push_error(record, message);
+                    }
+                    None => {}
+                }
+            }
+            Action::Convert { fields } => {
+                for (field, to) in fields {
+                    let Some(value) = record.get_mut(field) else {
+                        continue;
+                    };
+                    if value.is_null() {
+                        continue;
+                    }
+                    match convert(value, *to) {
+                        Some(converted) => *value = converted,
+                        None => {
+                            let message = format!(
+                                "{}: cannot convert `{field}` ({value}) to {}",
+                                self.label,
+                                type_name(*to)
+                            );
+                            push_error(record, message);
+                        }
+                    }
+                }
+            }
+            Action::Keep { fields } => {
+                record.retain(|key, _| {
+                    ALWAYS_KEPT.contains(&key.as_str()) || fields.iter().any(|f| f == key)
+                });
+            }
+            Action::Filter {
+                condition,
+                keep,
+                reason,
+            } => {
+                if condition.holds(record) != *keep {
+                    return Some(reason);
+                }
+            }
+            Action::Sample { one_in, by_value } => {
+                let n = match by_value {
+                    None => *one_in,
+                    Some((field, rates)) => {
+                        let Some(Value::String(value)) = present(record, field) else {
+                            return None;
+                        };
+                        match rates.iter().find(|(v, _)| v == value) {
+                            Some((_, n)) => *n,
+                            None => return None,
+                        }
+                    }
+                };
+                if n > 1 && !sampled_in(record, n) {
+                    return Some(SAMPLED);
+                }
+            }
+            Action::RateLimit {
+                per_second,
+                burst,
+                buckets,
+            } => {
+                if !buckets.take(source, *per_second, *burst, Instant::now()) {
+                    return Some(RATE_LIMITED);
+                }
+            }
+            Action::Redact(redactor) => {
+                redactor.apply(record);
+            }
         }
+        None
     }
 }
 
@@ -421,5 +847,228 @@ fn json_kind(value: &Value) -> &'static str {
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => "object",
+    }
+}
+
+/// `path.kind`, where an error about the whole step points.
+fn path_kind(path: &str, kind: &str) -> String {
+    format!("{path}.{kind}")
+}
+
+/// Environment variables the Downward API gives the processor container, by the template
+/// names that read them.
+pub(super) const POD_VARIABLES: [(&str, &str); 5] = [
+    ("pod", "POD_NAME"),
+    ("namespace", "POD_NAMESPACE"),
+    ("node", "NODE_NAME"),
+    ("pod_ip", "POD_IP"),
+    ("service_account", "POD_SERVICE_ACCOUNT"),
+];
+
+/// Splits a template into text and field parts; pod variables and `env.NAME` become text now.
+fn compile_template(template: &str) -> Result<Vec<TemplatePart>, String> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        text.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let close = after
+            .find("}}")
+            .ok_or_else(|| format!("{template:?}: `{{{{` without `}}}}`"))?;
+        let name = after[..close].trim();
+        if name.is_empty() {
+            return Err(format!("{template:?}: empty `{{{{}}}}`"));
+        }
+        if let Some(var) = name.strip_prefix("env.") {
+            text.push_str(&std::env::var(var).unwrap_or_default());
+        } else if let Some((_, var)) = POD_VARIABLES.iter().find(|(n, _)| *n == name) {
+            text.push_str(&std::env::var(var).unwrap_or_default());
+        } else {
+            if !text.is_empty() {
+                parts.push(TemplatePart::Text(std::mem::take(&mut text)));
+            }
+            parts.push(TemplatePart::Field(name.to_owned()));
+        }
+        rest = &after[close + 2..];
+    }
+    text.push_str(rest);
+    if !text.is_empty() || parts.is_empty() {
+        parts.push(TemplatePart::Text(text));
+    }
+    Ok(parts)
+}
+
+/// A template with the record's fields filled in.
+fn fill_template(parts: &[TemplatePart], record: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            TemplatePart::Text(text) => out.push_str(text),
+            TemplatePart::Field(field) => match present(record, field) {
+                Some(Value::String(text)) => out.push_str(text),
+                Some(other) => out.push_str(&other.to_string()),
+                None => {}
+            },
+        }
+    }
+    out
+}
+
+/// `key=value key2="quoted value"` pairs; a word without a separator is a `true` flag, as in
+/// logfmt. Values stay text: a `convert:` step types them.
+fn parse_logfmt(text: &str, pair_separator: char, value_separator: char) -> Map<String, Value> {
+    let mut pairs = Map::new();
+    let mut chars = text.char_indices().peekable();
+    loop {
+        while chars.next_if(|&(_, c)| c == pair_separator).is_some() {}
+        let Some(&(start, _)) = chars.peek() else {
+            break;
+        };
+        let mut key_end = text.len();
+        let mut has_value = false;
+        while let Some(&(i, c)) = chars.peek() {
+            if c == value_separator {
+                key_end = i;
+                has_value = true;
+                chars.next();
+                break;
+            }
+            if c == pair_separator {
+                key_end = i;
+                break;
+            }
+            chars.next();
+        }
+        let key = &text[start..key_end];
+        let value = if !has_value {
+            Value::Bool(true)
+        } else if chars.next_if(|&(_, c)| c == '"').is_some() {
+            let mut value = String::new();
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => match chars.next() {
+                        Some((_, 'n')) => value.push('\n'),
+                        Some((_, 't')) => value.push('\t'),
+                        Some((_, other)) => value.push(other),
+                        None => {}
+                    },
+                    other => value.push(other),
+                }
+            }
+            Value::String(value)
+        } else {
+            let value_start = chars.peek().map_or(text.len(), |&(i, _)| i);
+            let mut value_end = text.len();
+            while let Some(&(i, c)) = chars.peek() {
+                if c == pair_separator {
+                    value_end = i;
+                    break;
+                }
+                chars.next();
+            }
+            Value::String(text[value_start..value_end].to_owned())
+        };
+        if !key.is_empty() {
+            pairs.insert(key.to_owned(), value);
+        }
+    }
+    pairs
+}
+
+/// The value converted, or `None` when it does not read as that type.
+fn convert(value: &Value, to: FieldType) -> Option<Value> {
+    match to {
+        FieldType::Int => match value {
+            Value::Number(n) if n.is_i64() || n.is_u64() => Some(value.clone()),
+            Value::Number(n) => whole(n.as_f64()?),
+            Value::String(s) => {
+                let s = s.trim();
+                s.parse::<i64>()
+                    .ok()
+                    .map(Value::from)
+                    .or_else(|| whole(s.parse::<f64>().ok()?))
+            }
+            Value::Bool(b) => Some(Value::from(i64::from(*b))),
+            _ => None,
+        },
+        FieldType::Float => match value {
+            Value::Number(n) => Number::from_f64(n.as_f64()?).map(Value::Number),
+            Value::String(s) => Number::from_f64(s.trim().parse::<f64>().ok()?).map(Value::Number),
+            _ => None,
+        },
+        FieldType::Bool => match value {
+            Value::Bool(_) => Some(value.clone()),
+            Value::Number(n) => match n.as_f64()? {
+                0.0 => Some(Value::Bool(false)),
+                1.0 => Some(Value::Bool(true)),
+                _ => None,
+            },
+            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => Some(Value::Bool(true)),
+                "false" | "no" | "off" | "0" => Some(Value::Bool(false)),
+                _ => None,
+            },
+            _ => None,
+        },
+        FieldType::String => match value {
+            Value::String(_) => Some(value.clone()),
+            Value::Number(_) | Value::Bool(_) => Some(Value::String(value.to_string())),
+            _ => None,
+        },
+        FieldType::Timestamp => {
+            timestamp::normalise(value, &[TimestampLayout::Auto], Zone::Utc).map(Value::String)
+        }
+    }
+}
+
+/// A float without a fraction, as an integer.
+fn whole(x: f64) -> Option<Value> {
+    (x.is_finite() && x.fract() == 0.0 && x.abs() < 9.0e15).then(|| Value::from(x as i64))
+}
+
+/// The config name of a type, for messages.
+fn type_name(to: FieldType) -> &'static str {
+    match to {
+        FieldType::Int => "int",
+        FieldType::Float => "float",
+        FieldType::Bool => "bool",
+        FieldType::String => "string",
+        FieldType::Timestamp => "timestamp",
+    }
+}
+
+/// Whether a record is in the kept 1-in-`n`: decided by a hash of its id, so the same record
+/// is kept or dropped the same way after a restart (no repeats, no gaps in what was kept).
+fn sampled_in(record: &Map<String, Value>, n: u64) -> bool {
+    let key = match record.get("id").or_else(|| record.get("line")) {
+        Some(Value::String(text)) => text.as_str(),
+        _ => "",
+    };
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes()).is_multiple_of(n)
+}
+
+impl Buckets {
+    /// Takes one token from `source`'s bucket; false when it is empty.
+    fn take(&self, source: &str, per_second: f64, burst: f64, now: Instant) -> bool {
+        // The processor applies rules on one thread; the lock is never contended.
+        let mut buckets = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let bucket = match buckets.get_mut(source) {
+            Some(bucket) => bucket,
+            None => buckets.entry(source.into()).or_insert(Bucket {
+                tokens: burst,
+                at: now,
+            }),
+        };
+        let refill = now.saturating_duration_since(bucket.at).as_secs_f64() * per_second;
+        bucket.tokens = (bucket.tokens + refill).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }

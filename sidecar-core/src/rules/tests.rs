@@ -934,7 +934,7 @@ fn unknown_key_is_reported_with_line_and_column() {
     assert_eq!(
         error.to_string(),
         "rules.yaml:4:5: unknown field `colour`, expected one of name, files, files_regex, \
-         category, steps"
+         category, steps, multiline"
     );
     let error = yaml_error("version: 1\ncommon:\n  - set: {field: a, value: 1, typo: 2}\n");
     assert!(
@@ -1125,4 +1125,339 @@ fn invalid_values_name_the_field() {
         assert!(matches!(error, RulesError::Invalid { .. }), "{error:?}");
         assert_eq!(error.to_string(), message);
     }
+}
+
+// --- Issue #5: the actions operators use, each on a small rule set. ---
+
+use super::{Joiner, Outcome, Verdict};
+
+/// Applies `rules` and returns the verdict's drop reason, if any, with the record.
+fn verdict(rules: &RuleSet, source: &str, record: &mut Map<String, Value>) -> Option<String> {
+    match rules.apply(source, record) {
+        Verdict::Keep => None,
+        Verdict::Drop(reason) => Some(reason.to_owned()),
+    }
+}
+
+#[test]
+fn logfmt_parses_pairs_quotes_and_flags() {
+    let rules = yaml(
+        "version: 1\ncommon:\n  - logfmt: {field: line, remove_source: true}\n  - logfmt: {field: kv, into: kv_fields, pair_separator: ';', value_separator: ':'}\n",
+    );
+    let out = enrich(
+        &rules,
+        "a.log",
+        r#"level=warn msg="disk \"almost\" full" path=/var dry_run free=12%"#,
+    );
+    assert_eq!(out["level"], "warn");
+    assert_eq!(out["msg"], "disk \"almost\" full");
+    assert_eq!(out["path"], "/var");
+    assert_eq!(out["dry_run"], true);
+    assert_eq!(out["free"], "12%");
+    assert!(out.get("line").is_none());
+
+    let mut record = record("x");
+    record.insert("kv".into(), json!("a:1;;b:two"));
+    rules.apply("a.log", &mut record);
+    assert_eq!(record["kv_fields"], json!({"a": "1", "b": "two"}));
+}
+
+#[test]
+fn timestamp_step_normalises_with_timezone_and_reports_misfits() {
+    let rules = yaml(
+        "version: 1\ncommon:\n  - timestamp: {field: asctime, layouts: [python], timezone: '+01:00', keep_original: time_text}\n  - timestamp: {field: epoch, target: at, layouts: [epoch_millis]}\n",
+    );
+    let mut r = record("x");
+    r.insert("asctime".into(), json!("2026-11-22 11:30:45,123"));
+    r.insert("epoch".into(), json!(1795343445123u64));
+    rules.apply("a.log", &mut r);
+    assert_eq!(r["timestamp"], "2026-11-22T10:30:45.123Z");
+    assert_eq!(r["time_text"], "2026-11-22 11:30:45,123");
+    assert_eq!(r["at"], "2026-11-22T10:30:45.123Z");
+
+    let mut r = record("x");
+    r.insert("asctime".into(), json!("yesterday"));
+    rules.apply("a.log", &mut r);
+    assert!(r.get("timestamp").is_none());
+    assert!(r["processing_error"]
+        .as_str()
+        .unwrap()
+        .contains("`asctime` (\"yesterday\") is in none of the layouts"));
+}
+
+#[test]
+fn convert_types_fields_and_keeps_what_does_not_convert() {
+    let rules = yaml(
+        "version: 1\ncommon:\n  - convert: {fields: {a: int, b: float, c: bool, d: string, e: timestamp, f: int}}\n",
+    );
+    let mut r = record("x");
+    for (k, v) in [
+        ("a", json!("42")),
+        ("b", json!("2.5")),
+        ("c", json!("yes")),
+        ("d", json!(7)),
+        ("e", json!("22/Nov/2026:10:30:45 +0000")),
+        ("f", json!("4x")),
+    ] {
+        r.insert(k.into(), v);
+    }
+    rules.apply("a.log", &mut r);
+    assert_eq!(
+        (&r["a"], &r["b"], &r["c"], &r["d"], &r["e"], &r["f"]),
+        (
+            &json!(42),
+            &json!(2.5),
+            &json!(true),
+            &json!("7"),
+            &json!("2026-11-22T10:30:45.000Z"),
+            &json!("4x")
+        )
+    );
+    assert!(r["processing_error"]
+        .as_str()
+        .unwrap()
+        .contains("cannot convert `f` (\"4x\") to int"));
+}
+
+#[test]
+fn set_from_env_and_templates_and_keep_only() {
+    std::env::set_var("RULES_TEST_REGION", "eu-1");
+    std::env::set_var("POD_NAME", "web-7f9");
+    let rules = yaml(
+        "version: 1\ncommon:\n  - set: {field: region, env: RULES_TEST_REGION}\n  - set: {field: nothing, env: RULES_TEST_NOT_SET}\n  - set: {field: where, template: '{{pod}}/{{source_file}}:{{n}} {{env.RULES_TEST_REGION}}'}\n  - keep: {fields: [region, where, nothing]}\n",
+    );
+    let mut r = record("x");
+    r.insert("id".into(), json!("1-0"));
+    r.insert("source_file".into(), json!("a.log"));
+    r.insert("n".into(), json!(3));
+    r.insert("noise".into(), json!(true));
+    rules.apply("a.log", &mut r);
+    assert_eq!(
+        Value::Object(r),
+        json!({
+            "id": "1-0",
+            "source_file": "a.log",
+            "region": "eu-1",
+            "where": "web-7f9/a.log:3 eu-1",
+            "log_category": "unknown",
+            "log_level": "INFO",
+        })
+    );
+}
+
+#[test]
+fn filter_sample_and_rate_limit_drop_with_their_reasons() {
+    let rules = yaml(
+        "version: 1\nrules:\n  - name: web\n    files: ['web*.log']\n    steps:\n      - filter: {drop: {field: path, equals: [/healthz]}, reason: health_checks}\n      - filter: {keep: {field: level, exists: true}}\n      - sample: {field: level, one_in_by_value: {DEBUG: 4}}\n  - name: burst\n    files: [burst.log]\n    steps:\n      - rate_limit: {records_per_second: 0.001, burst: 3}\n",
+    );
+    let mut r = record("x");
+    r.insert("path".into(), json!("/healthz"));
+    r.insert("level".into(), json!("INFO"));
+    assert_eq!(
+        verdict(&rules, "web.log", &mut r).as_deref(),
+        Some("health_checks")
+    );
+    let mut r = record("x");
+    assert_eq!(
+        verdict(&rules, "web.log", &mut r).as_deref(),
+        Some("filtered")
+    );
+
+    // 1 in 4 DEBUG records by id: the same ids give the same choice every time.
+    let kept = |rules: &RuleSet| -> Vec<usize> {
+        (0..400)
+            .filter(|i| {
+                let mut r = record("x");
+                r.insert("id".into(), json!(format!("00ab-{}", i * 100)));
+                r.insert("level".into(), json!("DEBUG"));
+                verdict(rules, "web.log", &mut r).is_none()
+            })
+            .collect()
+    };
+    let first = kept(&rules);
+    assert!((60..140).contains(&first.len()), "{}", first.len());
+    assert_eq!(first, kept(&rules));
+    let mut info = record("x");
+    info.insert("level".into(), json!("INFO"));
+    assert_eq!(verdict(&rules, "web.log", &mut info), None);
+
+    // A burst of 3, then (at 1 per 1000 s) nothing more: per source file.
+    let passed = (0..10)
+        .filter(|_| verdict(&rules, "burst.log", &mut record("x")).is_none())
+        .count();
+    assert_eq!(passed, 3);
+    assert_eq!(
+        verdict(&rules, "burst.log", &mut record("x")).as_deref(),
+        Some("rate_limited")
+    );
+}
+
+#[test]
+fn categorize_by_file_name_first_match_wins_and_rule_category_wins_over_it() {
+    let rules = yaml(
+        "version: 1\nunknown_category: uncategorized\ncategorize:\n  - {category: server, files: ['server-*']}\n  - {category: client, files: ['client-*']}\n  - {category: monitoring, files: ['*monitor*']}\n  - {category: error, files: ['*.err']}\n  - {category: slurm, files: ['slurm-*']}\nrules:\n  - name: special\n    files: [server-special.log]\n    category: special\n",
+    );
+    for (file, category) in [
+        ("server-1.log", "server"),
+        ("client-eu.log", "client"),
+        ("server-monitor.log", "server"),
+        ("disk-monitor.log", "monitoring"),
+        ("db.err", "error"),
+        ("slurm-1234.out", "slurm"),
+        ("server-special.log", "special"),
+        ("other.txt", "uncategorized"),
+    ] {
+        assert_eq!(
+            enrich(&rules, file, "x")["log_category"],
+            category,
+            "{file}"
+        );
+    }
+}
+
+#[test]
+fn redact_masks_chosen_fields_or_every_field() {
+    let rules = yaml(
+        "version: 1\nrules:\n  - name: some\n    files: [some.log]\n    steps:\n      - redact: {fields: [line], builtins: [email], mask: '***'}\n  - name: all\n    files: [all.log]\n    steps:\n      - redact: {builtins: [bearer_token], patterns: ['ssn=\\d{3}-\\d{2}-\\d{4}']}\n",
+    );
+    let mut r = record("mail a@b.io");
+    r.insert("other".into(), json!("c@d.io"));
+    rules.apply("some.log", &mut r);
+    assert_eq!(
+        (&r["line"], &r["other"]),
+        (&json!("mail ***"), &json!("c@d.io"))
+    );
+    let mut r = record("Authorization: Bearer abc.def");
+    r.insert("note".into(), json!("ssn=123-45-6789 ok"));
+    rules.apply("all.log", &mut r);
+    assert_eq!(r["line"], "Authorization: Bearer [REDACTED]");
+    assert_eq!(r["note"], "[REDACTED] ok");
+}
+
+#[test]
+fn multiline_presets_join_stack_traces_and_keep_the_first_id() {
+    let rules = yaml(
+        "version: 1\nrules:\n  - {name: py, files: [py.log], multiline: {preset: python}}\n  - {name: java, files: [java.log], multiline: {preset: java}}\n  - {name: go, files: [go.log], multiline: {preset: go}}\n  - {name: start, files: [s.log], multiline: {start: '^\\d{4}-'}}\n  - {name: indent, files: [i.log], multiline: {indented: true, max_lines: 3}}\n",
+    );
+    let run = |source: &str, lines: &[&str]| -> Vec<String> {
+        let lines: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        rules
+            .process_lines(source, &lines, false)
+            .into_iter()
+            .map(|(outcome, _)| match outcome {
+                Outcome::Kept(r) => format!(
+                    "{}|{}",
+                    r["id"].as_str().unwrap(),
+                    r["line"].as_str().unwrap()
+                ),
+                Outcome::Dropped(reason) => reason,
+            })
+            .collect()
+    };
+    assert_eq!(
+        run(
+            "py.log",
+            &[
+                "2026-11-22 10:00:00,000 - app - ERROR - boom",
+                "Traceback (most recent call last):",
+                "  File \"x.py\", line 1, in <module>",
+                "    f()",
+                "ValueError: bad",
+                "2026-11-22 10:00:01,000 - app - INFO - next",
+            ]
+        ),
+        vec![
+            "test-0|2026-11-22 10:00:00,000 - app - ERROR - boom\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    f()\nValueError: bad".to_owned(),
+            "test-139|2026-11-22 10:00:01,000 - app - INFO - next".to_owned(),
+        ]
+    );
+    assert_eq!(
+        run(
+            "java.log",
+            &[
+                "ERROR request failed",
+                "java.lang.IllegalStateException: x",
+                "\tat a.B.c(B.java:1)",
+                "Caused by: java.io.IOException: y",
+                "\t... 3 more",
+                "INFO ok",
+            ]
+        )
+        .len(),
+        3,
+        "the exception line itself starts no group in Java's preset: it follows ERROR"
+    );
+    let go = run(
+        "go.log",
+        &[
+            "panic: runtime error",
+            "",
+            "goroutine 1 [running]:",
+            "main.main()",
+            "\t/src/main.go:12 +0x1d",
+            "exit status 2",
+            "level=info msg=next",
+        ],
+    );
+    assert_eq!(go.len(), 2, "{go:?}");
+    assert!(go[0].ends_with("exit status 2"));
+    assert_eq!(run("s.log", &["2026-1 a", "b", "c", "2026-2 d"]).len(), 2);
+    // max_lines: 3 cuts a long indented block into records of at most three lines.
+    assert_eq!(run("i.log", &["a", " 1", " 2", " 3", " 4"]).len(), 2);
+}
+
+#[test]
+fn a_joiner_holds_one_group_per_source_and_times_out() {
+    let rules = yaml("version: 1\nrules:\n  - {name: py, files: ['*.log'], multiline: {indented: true, flush_after_ms: 100}}\n");
+    let mut joiner = Joiner::<u32>::new();
+    let mut out = Vec::new();
+    let t0 = std::time::Instant::now();
+    for (key, offset, line, mark) in [
+        ("a", 0, "A1", 1),
+        ("b", 0, "B1", 2),
+        ("a", 3, " A2", 3),
+        ("b", 3, "B2", 4),
+    ] {
+        let mut r = record(line);
+        r.insert("id".into(), json!(format!("{key}-{offset}")));
+        r.insert("source_file".into(), json!(format!("{key}.log")));
+        joiner.push(&rules, r, mark, t0, &mut |r| {
+            out.push((
+                r["source_file"].as_str().unwrap().to_owned(),
+                r["line"].clone(),
+            ))
+        });
+    }
+    assert_eq!(out, vec![("b.log".to_owned(), json!("B1"))]);
+    let pending: Vec<(String, u64, u32)> = joiner
+        .pending()
+        .map(|p| (p.key.to_owned(), p.offset, *p.mark))
+        .collect();
+    assert_eq!(pending, vec![("a".into(), 0, 1), ("b".into(), 3, 4)]);
+    joiner.flush_idle(t0 + std::time::Duration::from_millis(50), &mut |_| {
+        panic!("too early")
+    });
+    joiner.flush_idle(t0 + std::time::Duration::from_millis(100), &mut |r| {
+        out.push(("".into(), r["line"].clone()))
+    });
+    assert!(joiner.is_empty());
+    assert_eq!(out[1].1, json!("A1\n A2"));
+}
+
+#[test]
+fn check_reports_every_error_with_its_line() {
+    let text = "version: 1\nmax_line_bytes: 0\ncategorize:\n  - {category: '', files: ['a[']}\nrules:\n  - name: a\n    files: [a.log]\n    multiline: {preset: python, indented: true}\n    steps:\n      - sample: {one_in: 0}\n      - redact: {fields: [line]}\n      - set: {field: x, value: 1, env: Y}\ntests:\n  - {name: t, source: a.log, line: x}\n";
+    let errors = RuleSet::check_yaml_str(text, "r.yaml").expect_err("invalid");
+    let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    let expected = [
+        "r.yaml:2: max_line_bytes: must be at least 1",
+        r#"r.yaml:10: rule 1 ("a"): steps[0].sample.one_in: must be at least 1 (1 keeps every record)"#,
+        r#"r.yaml:11: rule 1 ("a"): steps[1].redact: give `builtins`, `patterns`, or both"#,
+        r#"r.yaml:12: rule 1 ("a"): steps[2].set.value: give exactly one of value, env, template"#,
+        r#"r.yaml:8: rule 1 ("a"): multiline: give exactly one of preset, start, continuation, indented: true"#,
+        "r.yaml:4: categorize[0].category: must not be empty",
+        "r.yaml:4: categorize[0].files[0]: invalid glob",
+        "r.yaml:14: tests[0].expect: give exactly one of `expect: {fields}`, `expect_records: [{fields}, …]`, `dropped: true` or `dropped: <reason>`",
+    ];
+    assert_eq!(messages, expected);
 }
