@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -537,18 +537,36 @@ impl<'a, 's> Lane<'a, 's> {
                 checkpoint.state.sinks.insert(name, sink.state());
             }
             let slowest = checkpoint.slowest(position);
-            Cursor::new(slowest, &checkpoint.state)
-                .store(
-                    &self.shared.config.input_dir,
-                    READER_NAME,
-                    Durability::Fsync,
-                )
-                .context("committing the forwarder checkpoint")?;
+            let cursor = Cursor::new(slowest, &checkpoint.state);
+            store_when_space(&cursor, &self.shared.config.input_dir, self.wakeup)?;
         }
         for sink in &mut self.sinks {
             sink.committed();
         }
         Ok(())
+    }
+}
+
+/// Stores the checkpoint, waiting out a full volume (the sinks keep what they were given; the
+/// checkpoint is only late).
+fn store_when_space(
+    cursor: &Cursor<&ForwarderState>,
+    input_dir: &Path,
+    wakeup: &Wakeup,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match cursor.store(input_dir, READER_NAME, Durability::Fsync) {
+            Ok(()) => return Ok(()),
+            Err(error) if error.is_out_of_space() => {
+                warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "The processed volume is full; retrying the forwarder checkpoint until space returns.");
+                if wakeup.sleep(backoff) {
+                    anyhow::bail!("stopped while the processed volume was full: the last checkpoint stands and the batch is delivered again on restart");
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error).context("committing the forwarder checkpoint"),
+        }
     }
 }
 

@@ -188,6 +188,17 @@ pub fn align_backup(path: &Path) -> Result<(), CheckpointError> {
     replace_file(&backup, &current, Durability::PageCache)
 }
 
+impl CheckpointError {
+    /// Whether writing failed because the volume is full or a quota is exhausted: the same
+    /// store can be tried again once space returns.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, CheckpointError::Write { source, .. } if matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        ))
+    }
+}
+
 /// A checkpoint as loaded: the file, or its backup copy when the file is corrupt.
 #[derive(Debug)]
 pub enum Loaded<T> {

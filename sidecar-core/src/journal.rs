@@ -84,15 +84,14 @@ impl JournalError {
     /// Whether the error is a full disk or an exhausted quota: the writer stays usable and the
     /// same commit can be tried again once space returns.
     pub fn is_out_of_space(&self) -> bool {
-        let source = match self {
-            JournalError::Io { source, .. }
-            | JournalError::Checkpoint(CheckpointError::Write { source, .. }) => source,
-            _ => return false,
-        };
-        matches!(
-            source.kind(),
-            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-        )
+        match self {
+            JournalError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            ),
+            JournalError::Checkpoint(error) => error.is_out_of_space(),
+            _ => false,
+        }
     }
 }
 
