@@ -637,54 +637,67 @@ fn fill(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-/// Scenario 11: the collected journal's volume (a small tmpfs the harness mounts) fills up under
-/// load: the collector holds its batch and retries the commit, the commit files stay whole,
-/// and once space returns everything arrives exactly once.
+/// Scenario 11: the journal volumes (small tmpfs mounts the harness creates) fill up under
+/// load, first the collected one, then the processed one (which also holds the forwarder's
+/// checkpoint): commits wait and retry, the commit files stay whole, and once space returns
+/// everything arrives exactly once.
 fn disk_full(_opts: &Opts) -> Row {
-    let mut row = Row::new("11 disk full on the collected volume");
+    let mut row = Row::new("11 disk full: collected, then processed");
     if !e2e_tests::is_root() {
         row.note = "not exercised: needs root to mount a tmpfs".into();
         return row;
     }
-    let pod = Pod::new();
-    let mount = match Tmpfs::mount(&pod.path("collected"), "8m") {
-        Ok(m) => m,
-        Err(e) => {
-            row.note = format!("not exercised: cannot mount a tmpfs ({e})");
-            return row;
+    let mut pod = Pod::new();
+    let mut mounts = Vec::new();
+    for volume in ["collected", "processed"] {
+        match Tmpfs::mount(&pod.path(volume), "8m") {
+            Ok(m) => mounts.push(m),
+            Err(e) => {
+                row.note = format!("not exercised: cannot mount a tmpfs ({e})");
+                return row;
+            }
         }
-    };
-    let mut pod = pod;
+    }
     let stages = pod.start_all();
     let mut w = Writer::open(pod.path("logs/full.log"), "full");
     w.write(1_000);
     wait_for(&pod, 1_000);
-    let ballast = fill(&pod.path("collected"));
-    let load = Load::start(&pod.path("logs"), &["access", "job"], 5_000, None);
-    let waiting = wait_until(Duration::from_secs(20), || {
-        e2e_tests::http_get(stages[0].port, "/metrics")
-            .is_ok_and(|(_, body)| body.contains("collector_journal_out_of_space 1"))
-    });
-    std::thread::sleep(Duration::from_secs(2));
-    let (mut counts, _) = load.finish();
-    let commits_whole = ["collected/commit.json", "collected/commit.json.backup"]
-        .iter()
-        .all(|f| {
-            serde_json::from_slice::<serde_json::Value>(&fs::read(pod.path(f)).unwrap_or_default())
-                .is_ok()
+    let mut counts = Vec::new();
+    let mut problems = Vec::new();
+    for (volume, stage, metric) in [
+        ("collected", 0, "collector_journal_out_of_space 1"),
+        ("processed", 1, "processor_journal_out_of_space 1"),
+    ] {
+        let ballast = fill(&pod.path(volume));
+        let load = Load::start(&pod.path("logs"), &[volume], 5_000, None);
+        let waiting = wait_until(Duration::from_secs(20), || {
+            e2e_tests::http_get(stages[stage].port, "/metrics")
+                .is_ok_and(|(_, body)| body.contains(metric))
         });
-    fs::remove_file(ballast).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        let (c, _) = load.finish();
+        counts.extend(c);
+        if !waiting {
+            problems.push(format!("no `{metric}` in /metrics"));
+        }
+        for file in ["commit.json", "commit.json.backup"] {
+            let path = pod.path(volume).join(file);
+            if serde_json::from_slice::<serde_json::Value>(&fs::read(&path).unwrap_or_default())
+                .is_err()
+            {
+                problems.push(format!("{} was not whole while full", path.display()));
+            }
+        }
+        fs::remove_file(ballast).unwrap();
+    }
     counts.push(("full".into(), w.next));
     let row = row.check(&pod, &expected(&counts));
     drop(stages);
-    drop(mount);
-    if !waiting {
-        return row.fail("the collector never reported out_of_space 1 in /metrics");
+    drop(mounts);
+    match problems.is_empty() {
+        true => row,
+        false => row.fail(problems.join("; ")),
     }
-    if !commits_whole {
-        return row.fail("a commit file was not valid JSON while the disk was full");
-    }
-    row
 }
 
 /// Scenario 12: Partial last line across a restart: arrives once, whole.
