@@ -511,3 +511,38 @@ fn downward_api_metadata_is_added_and_drops_are_counted_by_reason() {
         stage.terminate(Duration::from_secs(15));
     }
 }
+
+/// The stage itself refuses an invalid rules file at startup with every error and its line,
+/// as `validate` does, and exits non-zero before touching any journal.
+#[test]
+fn the_stage_refuses_invalid_rules_listing_every_error() {
+    let pod = Pod::new();
+    fs::write(
+        pod.path("rules.yaml"),
+        "version: 1\nmax_line_bytes: 0\nrules:\n  - name: a\n    files: [a.log]\n    steps:\n      - sample: {one_in: 0}\n",
+    )
+    .unwrap();
+    let rules = pod.path("rules.yaml").display().to_string();
+    let out = Command::new(bin("processor"))
+        .args(["--rules", &rules, "--input-dir"])
+        .arg(pod.path("collected"))
+        .arg("--journal-dir")
+        .arg(pod.path("processed"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("PROCESSOR_RULES")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{rules}:2: max_line_bytes: must be at least 1")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{rules}:7: rule 1 (\"a\"): steps[0].sample.one_in: must be at least 1"
+        )),
+        "{stderr}"
+    );
+    assert!(!pod.path("processed/commit.json").exists());
+}
