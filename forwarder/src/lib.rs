@@ -448,13 +448,15 @@ impl<'a, 's> Lane<'a, 's> {
         // The processor stops before us (native sidecar order), so what it committed is final:
         // deliver it before exiting, within the grace period. Only up to what it had committed
         // when the signal came: a processor still running must not keep us chasing.
-        let stop_at = self.reader.committed_end()?.unwrap_or_default();
-        loop {
-            self.shared.health.beat();
-            match self.forward_available(Some(stop_at))? {
-                Progress::More => continue,
-                Progress::Done => break,
-                Progress::Interrupted => return Ok(()), // A sink is down: the last commit stands.
+        if let Some(stop_at) = self.reader.committed_end()? {
+            loop {
+                self.shared.health.beat();
+                match self.forward_available(Some(stop_at))? {
+                    Progress::More => continue,
+                    Progress::Done => break,
+                    // A sink is down: the last commit stands.
+                    Progress::Interrupted => return Ok(()),
+                }
             }
         }
         for sink in &mut self.sinks {
