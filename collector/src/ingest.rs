@@ -128,8 +128,9 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// Adds every waiting batch's records to the journal's pending batch. They must be
-    /// committed before [`Inbox::committed`] is called.
+    /// Adds waiting batches' records (about one commit's worth) to the journal's pending
+    /// batch; they must be committed before [`Inbox::committed`] is called. Returns whether
+    /// more batches are still waiting.
     ///
     /// # Errors
     /// When the id reservation cannot be written.
@@ -137,7 +138,7 @@ impl Inbox {
         &mut self,
         journal: &mut JournalWriter<TailPosition>,
         collected_at: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         // One commit's worth at a time; the rest waits in the channel for the next turn.
         while journal.pending_bytes() < TAKE_MAX_BYTES {
             let Ok(batch) = self.rx.try_recv() else {
@@ -162,7 +163,7 @@ impl Inbox {
             }
             self.waiting.push_back((batch.ack, ids));
         }
-        Ok(())
+        Ok(journal.pending_bytes() >= TAKE_MAX_BYTES)
     }
 
     /// Everything taken so far is committed: answer the requests.

@@ -254,10 +254,12 @@ fn collect(
         health.beat();
         tailer.rescan();
         backpressured = journal.is_backpressured();
+        let mut ingest_waiting = false;
         if let (Some(inbox), false) = (inbox.as_mut(), backpressured) {
-            inbox.take(&mut journal, &timestamp_now())?;
+            ingest_waiting = inbox.take(&mut journal, &timestamp_now())?;
         }
         let more = !backpressured && read_and_commit(config, &mut journal, &mut tailer)?;
+        let more = more || ingest_waiting;
         if let Some(inbox) = inbox.as_mut() {
             // read_and_commit committed whatever was pending, ingested records included.
             inbox.committed();
