@@ -138,6 +138,50 @@ fn ingested_records_are_committed_before_the_answer_and_reach_the_query_api() {
         .collect();
     assert_eq!(all.len(), 4);
 
+    // Concurrent clients: every acknowledged record is in the journal exactly once, also
+    // after a kill -9 right after the last answer.
+    let acked: Vec<String> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..8)
+            .map(|client| {
+                scope.spawn(move || {
+                    let mut ids = Vec::new();
+                    for request in 0..10 {
+                        let body: String = (0..20)
+                            .map(|i| {
+                                format!(
+                                    "{{\"service\":\"load-{client}\",\"message\":\"r{request}-{i}\"}}\n"
+                                )
+                            })
+                            .collect();
+                        let r = post(port, &[ndjson, auth], &body);
+                        assert_eq!(r.status, 200, "{}", r.body);
+                        for id in r.json()["ids"].as_array().unwrap() {
+                            ids.push(id.as_str().unwrap().to_owned());
+                        }
+                    }
+                    ids
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    collector2.kill9();
+    assert_eq!(acked.len(), 8 * 10 * 20);
+    let mut in_journal: std::collections::HashMap<String, u32> = Default::default();
+    for record in collected(&pod.path("collected")) {
+        *in_journal
+            .entry(record["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for id in &acked {
+        assert_eq!(in_journal.get(id), Some(&1), "acknowledged {id}");
+    }
+    assert_eq!(in_journal.len(), 4 + acked.len());
+    let collector3 = pod.start(StageKind::Collector);
+
     // Through the pipeline: the service is a source of the query API.
     let _processor = pod.start(StageKind::Processor);
     let forwarder = pod.start(StageKind::Forwarder);
@@ -160,7 +204,13 @@ fn ingested_records_are_committed_before_the_answer_and_reach_the_query_api() {
     let unknown = get(api, "/logs/unknown?limit=10").json();
     assert_eq!(unknown[0]["message"], "who am i");
     // The collector's metrics count what was ingested.
-    let (_, metrics) = http_get(collector2.port, "/metrics").unwrap();
+    let r = post(
+        port,
+        &[json, auth],
+        r#"{"service":"billing","message":"counted"}"#,
+    );
+    assert_eq!(r.status, 200);
+    let (_, metrics) = http_get(collector3.port, "/metrics").unwrap();
     assert!(
         metrics.contains("collector_ingest_records_total 1"),
         "{metrics}"
