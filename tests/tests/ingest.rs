@@ -216,3 +216,44 @@ fn ingested_records_are_committed_before_the_answer_and_reach_the_query_api() {
         "{metrics}"
     );
 }
+
+#[test]
+fn a_request_refused_under_backpressure_leaves_nothing_behind() {
+    let mut pod = Pod::new();
+    let port = free_port();
+    // No processor consumes the journal, so past 1 KiB the collector pauses.
+    pod.extra_args.insert(
+        StageKind::Collector,
+        vec![
+            "--ingest-listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--ingest-ack-timeout".into(),
+            "1s".into(),
+            "--max-unconsumed".into(),
+            "1KiB".into(),
+        ],
+    );
+    let _collector = pod.start(StageKind::Collector);
+    let json = ("Content-Type", "application/json");
+    let filler = format!(r#"{{"service":"a","message":"{}"}}"#, "x".repeat(2000));
+    assert_eq!(post(port, &[json], &filler).status, 200);
+    // The collector re-checks its readers' lag every 250 ms.
+    std::thread::sleep(Duration::from_millis(600));
+    let refused = post(port, &[json], r#"{"service":"b","message":"refused"}"#);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("none were kept"));
+    // The processor catches up, the pause ends, and the refused request stays refused.
+    let _processor = pod.start(StageKind::Processor);
+    // A client retries on 503 until the pause ends; only the accepted attempt is kept.
+    assert!(wait_until(Duration::from_secs(20), || {
+        post(port, &[json], r#"{"service":"c","message":"later"}"#).status == 200
+    }));
+    let sources: Vec<String> = collected(&pod.path("collected"))
+        .iter()
+        .map(|r| r["source"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sources, ["a", "c"]);
+}
