@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -47,9 +48,9 @@ const ID_BLOCK: u64 = 1 << 20;
 const INBOX_CAPACITY: usize = 64;
 /// Ingested bytes added to one commit at most, like the tailer's batch limit.
 const TAKE_MAX_BYTES: usize = 4 << 20;
-/// How long a request waits for its commit before answering 503 (the collector may be
-/// paused by backpressure; the client retries).
-const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request waits for the collector to take its records by default before
+/// answering 503 (the collector may be paused by backpressure; the client retries).
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// The service of records that name none.
 pub const UNKNOWN_SERVICE: &str = "unknown";
 /// Service names become source names (and file names in sinks): short and plain.
@@ -72,6 +73,9 @@ pub struct IngestOptions {
     pub max_body_bytes: usize,
     /// When set, requests must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// A request whose records were not taken into the journal this long is answered 503 and
+    /// its records dropped (default [`DEFAULT_ACK_TIMEOUT`]).
+    pub ack_timeout: Duration,
 }
 
 impl IngestOptions {
@@ -102,6 +106,7 @@ impl IngestOptions {
         Ok(Self {
             listen,
             max_body_bytes: max_body_bytes as usize,
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
             token,
         })
     }
@@ -116,6 +121,9 @@ struct Batch {
     records: Vec<ServiceRecord>,
     /// Answered after the commit with the records' ids.
     ack: oneshot::Sender<Vec<String>>,
+    /// Set when the client was told 503 before the batch was taken: it is then dropped, so the
+    /// client's retry does not repeat it.
+    withdrawn: Arc<AtomicBool>,
 }
 
 /// The collector loop's side: takes batches into the journal and acknowledges them after
@@ -128,8 +136,9 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    /// Adds every waiting batch's records to the journal's pending batch. They must be
-    /// committed before [`Inbox::committed`] is called.
+    /// Adds waiting batches' records (about one commit's worth) to the journal's pending
+    /// batch; they must be committed before [`Inbox::committed`] is called. Returns whether
+    /// more batches are still waiting.
     ///
     /// # Errors
     /// When the id reservation cannot be written.
@@ -137,12 +146,16 @@ impl Inbox {
         &mut self,
         journal: &mut JournalWriter<TailPosition>,
         collected_at: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         // One commit's worth at a time; the rest waits in the channel for the next turn.
         while journal.pending_bytes() < TAKE_MAX_BYTES {
             let Ok(batch) = self.rx.try_recv() else {
                 break;
             };
+            // Taking and withdrawing race; whoever swaps first decides.
+            if batch.withdrawn.swap(true, Ordering::AcqRel) {
+                continue;
+            }
             let mut ids = Vec::with_capacity(batch.records.len());
             for (service, record) in &batch.records {
                 let id = RecordId {
@@ -162,7 +175,7 @@ impl Inbox {
             }
             self.waiting.push_back((batch.ack, ids));
         }
-        Ok(())
+        Ok(journal.pending_bytes() >= TAKE_MAX_BYTES)
     }
 
     /// Everything taken so far is committed: answer the requests.
@@ -405,7 +418,13 @@ async fn ingest_response(state: &IngestState, headers: &HeaderMap, body: Body) -
     };
     let count = records.len();
     let (ack, acked) = oneshot::channel();
-    match state.tx.try_send(Batch { records, ack }) {
+    let withdrawn = Arc::new(AtomicBool::new(false));
+    let batch = Batch {
+        records,
+        ack,
+        withdrawn: withdrawn.clone(),
+    };
+    match state.tx.try_send(batch) {
         Ok(()) => state.wakeup.wake(),
         Err(TrySendError::Full(_)) => {
             return refuse(
@@ -417,7 +436,8 @@ async fn ingest_response(state: &IngestState, headers: &HeaderMap, body: Body) -
             return refuse(StatusCode::SERVICE_UNAVAILABLE, "the collector is stopping")
         }
     }
-    match tokio::time::timeout(ACK_TIMEOUT, acked).await {
+    let mut acked = acked;
+    match tokio::time::timeout(state.options.ack_timeout, &mut acked).await {
         Ok(Ok(ids)) => {
             state.metrics.records.inc_by(count as u64);
             (
@@ -430,10 +450,25 @@ async fn ingest_response(state: &IngestState, headers: &HeaderMap, body: Body) -
             StatusCode::SERVICE_UNAVAILABLE,
             "the records were not committed (the collector is stopping or its journal failed); retry",
         ),
-        Err(_) => refuse(
+        Err(_) if !withdrawn.swap(true, Ordering::AcqRel) => refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the journal did not commit in time (backpressure); retry — records of this request may then arrive twice",
+            "the journal did not take the records in time (backpressure); none were kept, retry",
         ),
+        // Taken just now: the commit is under way, so wait for it after all.
+        Err(_) => match acked.await {
+            Ok(ids) => {
+                state.metrics.records.inc_by(count as u64);
+                (
+                    StatusCode::OK,
+                    axum::Json(json!({ "accepted": count, "ids": ids })),
+                )
+                    .into_response()
+            }
+            Err(_) => refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the records were not committed (the collector is stopping or its journal failed); retry",
+            ),
+        },
     }
 }
 

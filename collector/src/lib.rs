@@ -96,6 +96,10 @@ pub struct Cli {
     /// When given, ingest requests need `Authorization: Bearer <the file's content>`.
     #[arg(long, env = "COLLECTOR_INGEST_TOKEN_FILE")]
     pub ingest_token_file: Option<PathBuf>,
+    /// An ingest request whose records the journal did not take this long (backpressure) is
+    /// answered 503 and its records dropped.
+    #[arg(long, env = "COLLECTOR_INGEST_ACK_TIMEOUT", default_value = "30s")]
+    pub ingest_ack_timeout: HumanDuration,
 }
 
 /// Checked runtime settings of the collector.
@@ -145,11 +149,14 @@ impl Cli {
             self.max_line_bytes
         );
         let ingest = match self.ingest_listen {
-            Some(listen) => Some(ingest::IngestOptions::load(
-                listen,
-                self.ingest_max_body.0,
-                self.ingest_token_file.as_deref(),
-            )?),
+            Some(listen) => Some(ingest::IngestOptions {
+                ack_timeout: self.ingest_ack_timeout.0,
+                ..ingest::IngestOptions::load(
+                    listen,
+                    self.ingest_max_body.0,
+                    self.ingest_token_file.as_deref(),
+                )?
+            }),
             None => None,
         };
         Ok(CollectorConfig {
@@ -254,10 +261,12 @@ fn collect(
         health.beat();
         tailer.rescan();
         backpressured = journal.is_backpressured();
+        let mut ingest_waiting = false;
         if let (Some(inbox), false) = (inbox.as_mut(), backpressured) {
-            inbox.take(&mut journal, &timestamp_now())?;
+            ingest_waiting = inbox.take(&mut journal, &timestamp_now())?;
         }
         let more = !backpressured && read_and_commit(config, &mut journal, &mut tailer, wakeup)?;
+        let more = more || ingest_waiting;
         if let Some(inbox) = inbox.as_mut() {
             // read_and_commit committed whatever was pending, ingested records included.
             inbox.committed();

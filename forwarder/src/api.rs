@@ -682,6 +682,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn lag_counts_committed_bytes_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        for (segment, len) in [(3u64, 100usize), (4, 50), (5, 70)] {
+            let path = sidecar_core::journal::segment_path(dir.path(), segment);
+            std::fs::write(path, vec![b'x'; len]).unwrap();
+        }
+        let at = |segment, offset| Position { segment, offset };
+        assert_eq!(lag_bytes(dir.path(), at(3, 40), at(5, 30)), 60 + 50 + 30);
+        assert_eq!(lag_bytes(dir.path(), at(5, 10), at(5, 30)), 20);
+        assert_eq!(lag_bytes(dir.path(), at(5, 30), at(5, 30)), 0);
+    }
+
+    #[test]
     fn query_strings_decode_repeated_and_escaped_parameters() {
         assert_eq!(
             parse_query("source=a.log&source=b.log&grep=GET%20%2Fusers+x&follow&x=%zz%4"),

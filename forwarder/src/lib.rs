@@ -96,7 +96,9 @@ pub struct ForwarderConfig {
     pub linger: Duration,
     /// The periodic check that backs up inotify and drives reports (default 1 s).
     pub poll_interval: Duration,
-    /// The query API's flags; its address is checked by `into_config`.
+    /// The query API's address, `None` when it is off.
+    pub api_listen: Option<SocketAddr>,
+    /// The query API's limits.
     pub api: api::ApiFlags,
 }
 
@@ -117,8 +119,9 @@ impl Cli {
             // The forwarder's own corner of the processed volume: it survives restarts.
             file.dead_letter.directory = Some(self.input_dir.join("dead-letter"));
         }
-        self.api.listen()?;
+        let api_listen = self.api.listen()?;
         Ok(ForwarderConfig {
+            api_listen,
             api: self.api,
             file,
             input_dir: self.input_dir,
@@ -195,7 +198,7 @@ pub async fn run(
     let api_metrics = api::ApiMetrics::default();
     api_metrics.register(&mut registry);
     let bound = telemetry::serve(config.listen, registry, health.clone()).await?;
-    if let Some(listen) = config.api.listen()? {
+    if let Some(listen) = config.api_listen {
         api::serve(listen, &config.api, &config.input_dir, api_metrics).await?;
     }
     let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();

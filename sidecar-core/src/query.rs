@@ -137,27 +137,87 @@ pub fn journal_time(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// The routing fields of a processed record, borrowed from its line where possible.
+/// The routing fields of a processed record, borrowed from its line where possible. A field
+/// that is not a string (an app may send `"message": {…}`) reads as absent rather than making
+/// the whole record unreadable.
 #[derive(Debug, Default, Deserialize)]
 pub struct RecordView<'a> {
     /// `source_file`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
     pub source_file: Option<Cow<'a, str>>,
     /// `collected_at`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
     pub collected_at: Option<Cow<'a, str>>,
     /// `log_level`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
     pub log_level: Option<Cow<'a, str>>,
     /// `log_category`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
     pub log_category: Option<Cow<'a, str>>,
     /// `message`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
     pub message: Option<Cow<'a, str>>,
     /// `line` (kept when the processor could not parse it).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "lenient_str")]
     pub line: Option<Cow<'a, str>>,
+}
+
+/// A string field, or `None` for any other JSON value (which is skipped).
+fn lenient_str<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct Lenient;
+    impl<'de> serde::de::Visitor<'de> for Lenient {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            while map
+                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                .is_some()
+            {}
+            Ok(None)
+        }
+    }
+    deserializer.deserialize_any(Lenient)
 }
 
 impl<'a> RecordView<'a> {
@@ -428,6 +488,16 @@ mod tests {
             "log_category": "access", "message": message, "status_code": 503,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_field_that_is_not_a_string_does_not_hide_the_record() {
+        let raw = br#"{"source_file":"billing","message":{"code":7,"list":[1,"x"]},"log_level":null,"collected_at":"t\u00e9"}"#;
+        let view = RecordView::decode(raw);
+        assert_eq!(view.source_file.as_deref(), Some("billing"));
+        assert_eq!(view.message, None);
+        assert_eq!(view.level(), Level::Info);
+        assert_eq!(view.collected_at.as_deref(), Some("t\u{e9}"));
     }
 
     #[test]

@@ -39,6 +39,22 @@ fn write_app_lines(pod: &Pod, range: std::ops::Range<u64>) {
     file.write_all(text.as_bytes()).unwrap();
 }
 
+/// A child process that is killed when the test ends, also when an assertion failed first.
+struct Reaped(std::process::Child);
+
+impl Reaped {
+    fn spawn(command: &mut Command) -> Self {
+        Self(command.spawn().unwrap())
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn logs_cli(args: &[&str]) -> Output {
     Command::new(bin("forwarder"))
         .arg("logs")
@@ -288,6 +304,24 @@ fn logs_api_and_cli_filter_format_and_refuse_bad_parameters() {
     );
     let out = logs_cli(&["--input-dir", dir, "-t", "--grep", "user 4[5-9]", "app.log"]);
     assert_eq!(stdout_lines(&out).len(), 5);
+    // On a terminal, lines are colored by level (script(1) from util-linux gives a pty).
+    let on_tty = |extra: &str| {
+        let command = format!(
+            "{} logs --input-dir {dir} -n 1 --level error {extra} access.log",
+            bin("forwarder").display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .output()
+            .expect("script(1) from util-linux runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        on_tty("").starts_with("\x1b[31maccess.log ERROR"),
+        "{:?}",
+        on_tty("")
+    );
+    assert!(on_tty("--no-color").starts_with("access.log ERROR"));
     // ... or a forwarder's API.
     let server = format!("http://127.0.0.1:{api}");
     let out = logs_cli(&["--server", &server, "-n", "2", "app.log"]);
@@ -359,14 +393,14 @@ fn logs_api_and_cli_filter_format_and_refuse_bad_parameters() {
         .enumerate()
     {
         let log = pod.path(&format!("cli-follow-{round}.out"));
-        let mut follow = Command::new(bin("forwarder"))
-            .arg("logs")
-            .args(&source)
-            .args(["-f", "-n", "1", "app.log"])
-            .stdout(fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut follow = Reaped::spawn(
+            Command::new(bin("forwarder"))
+                .arg("logs")
+                .args(&source)
+                .args(["-f", "-n", "1", "app.log"])
+                .stdout(fs::File::create(&log).unwrap())
+                .stderr(Stdio::null()),
+        );
         let lines = || fs::read_to_string(&log).unwrap().lines().count();
         assert!(wait_until(Duration::from_secs(10), || lines() == 1));
         let first = 50 + 2 * round as u64;
@@ -383,12 +417,12 @@ fn logs_api_and_cli_filter_format_and_refuse_bad_parameters() {
             "{last}"
         );
         Command::new("kill")
-            .args(["-INT", &follow.id().to_string()])
+            .args(["-INT", &follow.0.id().to_string()])
             .status()
             .unwrap();
         let mut status = None;
         assert!(wait_until(Duration::from_secs(5), || {
-            status = follow.try_wait().unwrap();
+            status = follow.0.try_wait().unwrap();
             status.is_some()
         }));
         assert_eq!(status.unwrap().code(), Some(130), "{source:?}");
@@ -503,21 +537,21 @@ fn a_follow_survives_segment_rotation_and_deletion_and_followers_are_limited() {
     let follow = FollowStream::open(api, "/logs?follow=true&tail=0");
     assert_eq!(follow.status, 200);
     let cli_out = pod.path("cli-follow.out");
-    let mut cli = Command::new(bin("forwarder"))
-        .args([
-            "logs",
-            "--input-dir",
-            dir.to_str().unwrap(),
-            "-f",
-            "-n",
-            "0",
-            "-o",
-            "json",
-        ])
-        .stdout(fs::File::create(&cli_out).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cli = Reaped::spawn(
+        Command::new(bin("forwarder"))
+            .args([
+                "logs",
+                "--input-dir",
+                dir.to_str().unwrap(),
+                "-f",
+                "-n",
+                "0",
+                "-o",
+                "json",
+            ])
+            .stdout(fs::File::create(&cli_out).unwrap())
+            .stderr(Stdio::null()),
+    );
     std::thread::sleep(Duration::from_millis(500));
     // A third follower (the CLI reads files, not the API) is over the limit of 2.
     let second = FollowStream::open(api, "/logs?follow=true&source=big.log&level=error&tail=0");
@@ -560,10 +594,11 @@ fn a_follow_survives_segment_rotation_and_deletion_and_followers_are_limited() {
         .collect();
     assert_eq!(numbers(&cli_lines), (1..=1000).collect::<Vec<_>>());
     Command::new("kill")
-        .args(["-INT", &cli.id().to_string()])
+        .args(["-INT", &cli.0.id().to_string()])
         .status()
         .unwrap();
     assert!(wait_until(Duration::from_secs(5), || cli
+        .0
         .try_wait()
         .unwrap()
         .is_some_and(|s| s.code() == Some(130))));
