@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -204,7 +205,7 @@ fn serve_connection(
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<Request> {
+fn read_request(reader: &mut impl BufRead, stop: &AtomicBool) -> Option<Request> {
     let mut line = String::new();
     loop {
         match reader.read_line(&mut line) {
@@ -922,4 +923,187 @@ fn a_trickle_of_lines_is_gathered_into_few_requests_by_the_linger() {
     assert!(problems.is_empty(), "{problems}");
     let requests = server.requests().len();
     assert!(requests <= 8, "{requests} requests for 40 lines over 1 s");
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with the openssl
+/// command (Debian's `openssl` package; installed if missing).
+fn make_certificates(dir: &Path) {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        let ok = std::process::Command::new("apt-get")
+            .args(["install", "-y", "openssl"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "the TLS test needs the openssl command: apt-get install openssl"
+        );
+    }
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
+        )
+        .unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+}
+
+/// An HTTPS receiver (rustls) that requires a client certificate from the test CA and
+/// answers 200 to every request; returns its port and the records it received.
+fn start_tls_server(dir: &Path) -> (u16, Arc<Mutex<Vec<Value>>>) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let records: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let got = records.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let (config, got) = (config.clone(), got.clone());
+            std::thread::spawn(move || {
+                let connection = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = BufReader::new(rustls::StreamOwned::new(connection, stream));
+                let never = AtomicBool::new(false);
+                while let Some(request) = read_request(&mut tls, &never) {
+                    got.lock().unwrap().extend(request.lines());
+                    let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                    if tls.get_mut().write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, records)
+}
+
+#[test]
+fn https_with_a_private_ca_and_a_client_certificate() {
+    let mut pod = Pod::new();
+    let certs = pod.path("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certificates(&certs);
+    let (port, records) = start_tls_server(&certs);
+    let sink = |tls: &str| {
+        format!(
+            "  - type: http\n    url: https://127.0.0.1:{port}/ingest\n    gzip: true\n    retry: {{initial_backoff: 50ms, max_backoff: 200ms}}\n{tls}"
+        )
+    };
+    // Without our CA the server's certificate is refused: retried, nothing delivered.
+    configure(&pod, "", &sink(""), false);
+    let mut app = Writer::open(pod.path("logs/access.log"), "access");
+    app.write(50);
+    let mut stages = pod.start_all();
+    let log = stages[2].log.clone();
+    assert!(wait_until(TIMEOUT, || std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("UnknownIssuer")));
+    assert!(records.lock().unwrap().is_empty());
+    stages.pop().unwrap().terminate(Duration::from_secs(15));
+    // With the CA and a client certificate from it: everything arrives once.
+    let c = |f: &str| certs.join(f).display().to_string();
+    configure(
+        &pod,
+        "",
+        &sink(&format!(
+            "    tls: {{ca_file: {}, client_cert_file: {}, client_key_file: {}}}\n",
+            c("ca.pem"),
+            c("client.pem"),
+            c("client.key")
+        )),
+        false,
+    );
+    stages.push(pod.start(StageKind::Forwarder));
+    assert!(wait_until(TIMEOUT, || records.lock().unwrap().len() >= 50));
+    std::thread::sleep(Duration::from_millis(300));
+    let problems = exactly_once(&records.lock().unwrap(), &[("access", 50)]);
+    assert!(problems.is_empty(), "{problems}");
 }
