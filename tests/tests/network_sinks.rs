@@ -21,6 +21,16 @@ use sidecar_core::journal::{JournalReader, Position};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the servers stay down in the outage tests: 2 s by default so the suite stays
+/// quick; `NETWORK_SINKS_OUTAGE_SECS=30` runs the 30 s outage.
+fn outage() -> Duration {
+    let secs = std::env::var("NETWORK_SINKS_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    Duration::from_secs(secs)
+}
+
 /// One request as the server received it (body already un-gzipped).
 #[derive(Debug, Clone)]
 struct Request {
@@ -345,6 +355,7 @@ fn http_sink_rides_out_a_503_outage_and_honours_retry_after() {
     let mut pod = Pod::new();
     let secret = pod.path("token");
     std::fs::write(&secret, "s3cr3t-t0ken\n").unwrap();
+    let outage = outage();
     let started = Instant::now();
     let mut answered_429 = false;
     let server = FakeServer::start(move |req| {
@@ -353,7 +364,7 @@ fn http_sink_rides_out_a_503_outage_and_honours_retry_after() {
         assert_eq!(req.header("content-encoding"), Some("gzip"));
         assert_eq!(req.header("authorization"), Some("Bearer s3cr3t-t0ken"));
         assert_eq!(req.header("x-team"), Some("shop"));
-        if started.elapsed() < Duration::from_secs(2) {
+        if started.elapsed() < outage {
             return Some(Response::status(503));
         }
         if !std::mem::replace(&mut answered_429, true) {
@@ -385,7 +396,7 @@ fn http_sink_rides_out_a_503_outage_and_honours_retry_after() {
     let requests = server.requests();
     let i429 = requests
         .iter()
-        .position(|r| r.at.duration_since(started) >= Duration::from_secs(2))
+        .position(|r| r.at.duration_since(started) >= outage)
         .unwrap();
     let waited = requests[i429 + 1].at.duration_since(requests[i429].at);
     assert!(
@@ -744,9 +755,10 @@ fn a_server_that_never_answers_times_out_is_retried_and_does_not_hold_shutdown()
 #[test]
 fn after_an_outage_and_a_kill_9_mid_batch_the_ids_received_equal_the_ids_sent() {
     let mut pod = Pod::new();
+    let outage = outage();
     let started = Instant::now();
     let server = FakeServer::start(move |req| {
-        if started.elapsed() < Duration::from_secs(2) {
+        if started.elapsed() < outage {
             return Some(Response::status(503));
         }
         // A slow cluster: the forwarder is killed while requests are in flight.
@@ -772,8 +784,9 @@ fn after_an_outage_and_a_kill_9_mid_batch_the_ids_received_equal_the_ids_sent() 
     let mut app = Writer::open(pod.path("logs/access.log"), "access");
     app.write(1500);
     let mut stages = pod.start_all();
+    // Indexed documents: what the server accepted (a reply cut off by the kill included).
     let docs = |server: &FakeServer| -> usize {
-        server.requests().iter().map(|r| bulk_pairs(r).len()).sum()
+        server.accepted().iter().map(|r| bulk_pairs(r).len()).sum()
     };
     server.wait_for("300 documents", || docs(&server) >= 300);
     stages.pop().unwrap().kill9();
@@ -798,7 +811,7 @@ fn after_an_outage_and_a_kill_9_mid_batch_the_ids_received_equal_the_ids_sent() 
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
     let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
-    for (action, doc) in server.requests().iter().flat_map(bulk_pairs) {
+    for (action, doc) in server.accepted().iter().flat_map(bulk_pairs) {
         let id = action["index"]["_id"].as_str().unwrap().to_owned();
         // A repeat after the kill carries the very same document: it collapses on _id.
         if let Some(before) = by_id.insert(id, doc.clone()) {
