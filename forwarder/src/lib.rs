@@ -663,3 +663,57 @@ fn sleep_alive(wakeup: &Wakeup, health: &Health, duration: Duration) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Named(&'static str);
+
+    impl Sink for Named {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn send(&mut self, _: &[OutRecord<'_>]) -> Result<(), sink::SinkError> {
+            Ok(())
+        }
+        fn state(&self) -> Value {
+            Value::Null
+        }
+    }
+
+    fn at(segment: u64, offset: u64) -> Position {
+        Position { segment, offset }
+    }
+
+    #[test]
+    fn the_checkpoint_keeps_configured_sinks_and_publishes_the_slowest() {
+        let saved: ForwarderState = serde_json::from_value(serde_json::json!({
+            "sinks": {"archive": {"x": 1}, "removed": {"y": 2}},
+            "positions": {
+                "archive": {"segment": 3, "offset": 10},
+                "removed": {"segment": 0, "offset": 0},
+            },
+        }))
+        .unwrap();
+        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Named("archive")), Box::new(Named("es"))];
+        let checkpoint = Checkpoint::new(&sinks, at(2, 500), saved);
+        assert_eq!(checkpoint.position_of("archive"), at(3, 10));
+        // A new sink starts at the published (slowest) position.
+        assert_eq!(checkpoint.position_of("es"), at(2, 500));
+        // A removed sink no longer holds the journal back, and its state is dropped.
+        assert_eq!(checkpoint.slowest(at(9, 9)), at(2, 500));
+        assert!(!checkpoint.state.sinks.contains_key("removed"));
+        assert!(!checkpoint.state.positions.contains_key("removed"));
+        assert_eq!(checkpoint.state.sinks["archive"]["x"], 1);
+    }
+
+    #[test]
+    fn a_checkpoint_from_before_per_sink_positions_still_loads() {
+        let old: ForwarderState =
+            serde_json::from_value(serde_json::json!({"sinks": {"report": {}}})).unwrap();
+        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Named("report"))];
+        let checkpoint = Checkpoint::new(&sinks, at(1, 42), old);
+        assert_eq!(checkpoint.position_of("report"), at(1, 42));
+    }
+}

@@ -3,7 +3,9 @@
 //! A sink receives a batch and returns only once the batch is safely delivered (durable on
 //! disk, printed, or acknowledged by a server). The forwarder then commits the journal
 //! position together with every sink's [`Sink::state`], so a sink that keeps files can cut them
-//! back to exactly the committed state on restart.
+//! back to exactly the committed state on restart. Network sinks ([`http`], [`loki`],
+//! [`elasticsearch`]) share [`network`]: acknowledged requests, retries, and the
+//! [`dead_letter`] journal for what a server refuses for good.
 //!
 //! Easy to get wrong: retries. A failed `send` may have delivered part of the batch; the sink
 //! must make the retry of the same batch (and a restart from the last commit) idempotent.

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +20,16 @@ use serde_json::{json, Value};
 use sidecar_core::journal::{JournalReader, Position};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the servers stay down in the outage tests: 2 s by default so the suite stays
+/// quick; `NETWORK_SINKS_OUTAGE_SECS=30` runs the 30 s outage.
+fn outage() -> Duration {
+    let secs = std::env::var("NETWORK_SINKS_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    Duration::from_secs(secs)
+}
 
 /// One request as the server received it (body already un-gzipped).
 #[derive(Debug, Clone)]
@@ -204,7 +215,7 @@ fn serve_connection(
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> Option<Request> {
+fn read_request(reader: &mut impl BufRead, stop: &AtomicBool) -> Option<Request> {
     let mut line = String::new();
     loop {
         match reader.read_line(&mut line) {
@@ -344,6 +355,7 @@ fn http_sink_rides_out_a_503_outage_and_honours_retry_after() {
     let mut pod = Pod::new();
     let secret = pod.path("token");
     std::fs::write(&secret, "s3cr3t-t0ken\n").unwrap();
+    let outage = outage();
     let started = Instant::now();
     let mut answered_429 = false;
     let server = FakeServer::start(move |req| {
@@ -352,7 +364,7 @@ fn http_sink_rides_out_a_503_outage_and_honours_retry_after() {
         assert_eq!(req.header("content-encoding"), Some("gzip"));
         assert_eq!(req.header("authorization"), Some("Bearer s3cr3t-t0ken"));
         assert_eq!(req.header("x-team"), Some("shop"));
-        if started.elapsed() < Duration::from_secs(2) {
+        if started.elapsed() < outage {
             return Some(Response::status(503));
         }
         if !std::mem::replace(&mut answered_429, true) {
@@ -384,7 +396,7 @@ fn http_sink_rides_out_a_503_outage_and_honours_retry_after() {
     let requests = server.requests();
     let i429 = requests
         .iter()
-        .position(|r| r.at.duration_since(started) >= Duration::from_secs(2))
+        .position(|r| r.at.duration_since(started) >= outage)
         .unwrap();
     let waited = requests[i429 + 1].at.duration_since(requests[i429].at);
     assert!(
@@ -743,9 +755,10 @@ fn a_server_that_never_answers_times_out_is_retried_and_does_not_hold_shutdown()
 #[test]
 fn after_an_outage_and_a_kill_9_mid_batch_the_ids_received_equal_the_ids_sent() {
     let mut pod = Pod::new();
+    let outage = outage();
     let started = Instant::now();
     let server = FakeServer::start(move |req| {
-        if started.elapsed() < Duration::from_secs(2) {
+        if started.elapsed() < outage {
             return Some(Response::status(503));
         }
         // A slow cluster: the forwarder is killed while requests are in flight.
@@ -771,8 +784,9 @@ fn after_an_outage_and_a_kill_9_mid_batch_the_ids_received_equal_the_ids_sent() 
     let mut app = Writer::open(pod.path("logs/access.log"), "access");
     app.write(1500);
     let mut stages = pod.start_all();
+    // Indexed documents: what the server accepted (a reply cut off by the kill included).
     let docs = |server: &FakeServer| -> usize {
-        server.requests().iter().map(|r| bulk_pairs(r).len()).sum()
+        server.accepted().iter().map(|r| bulk_pairs(r).len()).sum()
     };
     server.wait_for("300 documents", || docs(&server) >= 300);
     stages.pop().unwrap().kill9();
@@ -797,7 +811,7 @@ fn after_an_outage_and_a_kill_9_mid_batch_the_ids_received_equal_the_ids_sent() 
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect();
     let mut by_id: BTreeMap<String, Value> = BTreeMap::new();
-    for (action, doc) in server.requests().iter().flat_map(bulk_pairs) {
+    for (action, doc) in server.accepted().iter().flat_map(bulk_pairs) {
         let id = action["index"]["_id"].as_str().unwrap().to_owned();
         // A repeat after the kill carries the very same document: it collapses on _id.
         if let Some(before) = by_id.insert(id, doc.clone()) {
@@ -922,4 +936,187 @@ fn a_trickle_of_lines_is_gathered_into_few_requests_by_the_linger() {
     assert!(problems.is_empty(), "{problems}");
     let requests = server.requests().len();
     assert!(requests <= 8, "{requests} requests for 40 lines over 1 s");
+}
+
+/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with the openssl
+/// command (Debian's `openssl` package; installed if missing).
+fn make_certificates(dir: &Path) {
+    if std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        let ok = std::process::Command::new("apt-get")
+            .args(["install", "-y", "openssl"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "the TLS test needs the openssl command: apt-get install openssl"
+        );
+    }
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
+        )
+        .unwrap();
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+}
+
+/// An HTTPS receiver (rustls) that requires a client certificate from the test CA and
+/// answers 200 to every request; returns its port and the records it received.
+fn start_tls_server(dir: &Path) -> (u16, Arc<Mutex<Vec<Value>>>) {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let records: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let got = records.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let (config, got) = (config.clone(), got.clone());
+            std::thread::spawn(move || {
+                let connection = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = BufReader::new(rustls::StreamOwned::new(connection, stream));
+                let never = AtomicBool::new(false);
+                while let Some(request) = read_request(&mut tls, &never) {
+                    got.lock().unwrap().extend(request.lines());
+                    let reply = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                    if tls.get_mut().write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, records)
+}
+
+#[test]
+fn https_with_a_private_ca_and_a_client_certificate() {
+    let mut pod = Pod::new();
+    let certs = pod.path("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    make_certificates(&certs);
+    let (port, records) = start_tls_server(&certs);
+    let sink = |tls: &str| {
+        format!(
+            "  - type: http\n    url: https://127.0.0.1:{port}/ingest\n    gzip: true\n    retry: {{initial_backoff: 50ms, max_backoff: 200ms}}\n{tls}"
+        )
+    };
+    // Without our CA the server's certificate is refused: retried, nothing delivered.
+    configure(&pod, "", &sink(""), false);
+    let mut app = Writer::open(pod.path("logs/access.log"), "access");
+    app.write(50);
+    let mut stages = pod.start_all();
+    let log = stages[2].log.clone();
+    assert!(wait_until(TIMEOUT, || std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("UnknownIssuer")));
+    assert!(records.lock().unwrap().is_empty());
+    stages.pop().unwrap().terminate(Duration::from_secs(15));
+    // With the CA and a client certificate from it: everything arrives once.
+    let c = |f: &str| certs.join(f).display().to_string();
+    configure(
+        &pod,
+        "",
+        &sink(&format!(
+            "    tls: {{ca_file: {}, client_cert_file: {}, client_key_file: {}}}\n",
+            c("ca.pem"),
+            c("client.pem"),
+            c("client.key")
+        )),
+        false,
+    );
+    stages.push(pod.start(StageKind::Forwarder));
+    assert!(wait_until(TIMEOUT, || records.lock().unwrap().len() >= 50));
+    std::thread::sleep(Duration::from_millis(300));
+    let problems = exactly_once(&records.lock().unwrap(), &[("access", 50)]);
+    assert!(problems.is_empty(), "{problems}");
 }

@@ -538,6 +538,15 @@ fn churn(_opts: &Opts) -> Row {
         fs::remove_file(&path).unwrap();
     }
     w.write(50);
+    // Churn lines the collector caught before their file went count in the sink too: wait for
+    // the steady file's own lines before checking.
+    wait_until(DELIVERY_TIMEOUT, || {
+        pod.delivered()
+            .iter()
+            .filter(|r| r["file"] == "steady")
+            .count()
+            >= 100
+    });
     row = row.check(&pod, &[("steady", 100)]);
     let back = wait_until(Duration::from_secs(20), || open_fds(pid).len() <= baseline);
     row.note = format!("fds: baseline {baseline}, now {}", open_fds(pid).len());
