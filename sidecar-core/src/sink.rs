@@ -238,6 +238,10 @@ pub enum SinkSpec {
         /// gzip closed files (default true).
         #[serde(default = "default_true")]
         compress_closed: bool,
+        /// Keep at most this many closed files per source, deleting the oldest (default: keep
+        /// all; the volume's `sizeLimit` bounds them).
+        #[serde(default)]
+        max_closed_files: Option<u64>,
     },
     /// `PUBLISH` to a channel and/or `XADD` to a stream (see [`redis::RedisSpec`]).
     Redis(redis::RedisSpec),
@@ -267,9 +271,19 @@ impl SinkSpec {
     /// Checks what the types cannot; the error is `(field under the sink, message)`.
     fn validate(&self) -> Result<(), (String, String)> {
         match self {
-            SinkSpec::File { max_file_bytes, .. } => {
+            SinkSpec::File {
+                max_file_bytes,
+                max_closed_files,
+                ..
+            } => {
                 if max_file_bytes.0 < 1024 {
                     return Err(("max_file_bytes".into(), "must be at least 1KiB".into()));
+                }
+                if *max_closed_files == Some(0) {
+                    return Err((
+                        "max_closed_files".into(),
+                        "must be at least 1 (leave it out to keep every file)".into(),
+                    ));
                 }
                 Ok(())
             }
@@ -377,6 +391,7 @@ pub fn build(
                 per_source,
                 max_file_bytes,
                 compress_closed,
+                max_closed_files,
             } => sinks.push(Box::new(file::FileSink::open(
                 file::FileSinkOptions {
                     name: name.clone(),
@@ -384,6 +399,7 @@ pub fn build(
                     per_source: *per_source,
                     max_file_bytes: max_file_bytes.0,
                     compress_closed: *compress_closed,
+                    max_closed_files: *max_closed_files,
                 },
                 saved.get(name),
             )?)),
@@ -435,6 +451,13 @@ mod tests {
                 .to_string();
         assert!(
             err.contains("sinks[1].name: \"file\" is used twice"),
+            "{err}"
+        );
+        let err = parse("sinks:\n  - type: file\n    directory: /x\n    max_closed_files: 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("forwarder.yaml: sinks[0].max_closed_files: must be at least 1"),
             "{err}"
         );
         let err = parse("report:\n  interval: 10ms\n")

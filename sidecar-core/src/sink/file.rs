@@ -35,6 +35,9 @@ pub struct FileSinkOptions {
     pub max_file_bytes: u64,
     /// gzip files once closed.
     pub compress_closed: bool,
+    /// Keep at most this many closed files per stream, deleting the oldest once a roll is
+    /// committed; `None` keeps them all.
+    pub max_closed_files: Option<u64>,
 }
 
 /// Committed state of one output stream: which file number is open and how long it is.
@@ -210,6 +213,39 @@ impl FileSink {
         Ok(())
     }
 
+    /// Deletes closed files beyond the newest `keep` of each stream. Only committed files are
+    /// closed, so what goes was delivered; run after a roll only, so a commit without one
+    /// costs no directory listing.
+    fn delete_oldest_closed(&self, keep: u64) {
+        let open: BTreeMap<String, u64> = self
+            .committed
+            .iter()
+            .map(|(stream, state)| (sanitize(stream), state.seq))
+            .collect();
+        let Ok(entries) = fs::read_dir(&self.options.directory) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some((stem, seq, _)) = parse_file_name(&path) else {
+                continue;
+            };
+            let Some(&current) = open.get(&stem) else {
+                continue;
+            };
+            if seq + keep < current {
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        info!(sink = %self.options.name, file = %path.display(), "Deleted a closed file past max_closed_files.")
+                    }
+                    Err(e) => {
+                        warn!(sink = %self.options.name, file = %path.display(), error = %e, "Cannot delete a closed file past max_closed_files.")
+                    }
+                }
+            }
+        }
+    }
+
     fn compress_closed(&mut self) {
         for path in std::mem::take(&mut self.closed) {
             match gzip_file(&path) {
@@ -252,10 +288,14 @@ impl Sink for FileSink {
 
     fn committed(&mut self) {
         self.committed = self.pending.clone();
+        let rolled = !self.closed.is_empty();
         if self.options.compress_closed {
             self.compress_closed();
         } else {
             self.closed.clear();
+        }
+        if let (true, Some(keep)) = (rolled, self.options.max_closed_files) {
+            self.delete_oldest_closed(keep);
         }
     }
 }
@@ -334,6 +374,7 @@ mod tests {
             per_source: true,
             max_file_bytes,
             compress_closed: true,
+            max_closed_files: None,
         }
     }
 
@@ -414,6 +455,26 @@ mod tests {
         .read_to_string(&mut text)
         .unwrap();
         assert_eq!(text, format!("{}\n{}\n", all[0], all[1]));
+    }
+
+    #[test]
+    fn only_the_newest_closed_files_are_kept_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = FileSinkOptions {
+            max_closed_files: Some(1),
+            ..options(dir.path(), 50)
+        };
+        let mut sink = FileSink::open(options, None).unwrap();
+        for chunk in lines("a.log", 0..8).chunks(2) {
+            sink.send(&batch(chunk)).unwrap();
+            sink.committed();
+        }
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.log.000002.ndjson.gz", "a.log.000003.ndjson"]);
     }
 
     #[test]
