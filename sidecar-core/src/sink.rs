@@ -10,6 +10,7 @@
 //! Easy to get wrong: retries. A failed `send` may have delivered part of the batch; the sink
 //! must make the retry of the same batch (and a restart from the last commit) idempotent.
 
+mod batch_metrics;
 pub mod dead_letter;
 pub mod elasticsearch;
 pub mod file;

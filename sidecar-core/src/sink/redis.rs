@@ -19,15 +19,13 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use redis::{ConnectionLike as _, IntoConnectionInfo as _, Value as RedisValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
+use super::batch_metrics::{BatchFamilies, BatchMetrics};
 use super::{OutRecord, Sink, SinkError};
 use crate::config::HumanDuration;
 
@@ -200,77 +198,12 @@ struct RedisCounters {
     connects: u64,
 }
 
-type Labels = Vec<(String, String)>;
-
-/// The redis sinks' metrics, one family each, labelled `sink`.
-struct Families {
-    records: Family<Labels, Counter>,
-    bytes: Family<Labels, Counter>,
-    batches: Family<Labels, Counter>,
-    failures: Family<Labels, Counter>,
-    duration: Family<Labels, Histogram>,
-}
-
-static METRICS: LazyLock<Families> = LazyLock::new(|| Families {
-    records: Family::default(),
-    bytes: Family::default(),
-    batches: Family::default(),
-    failures: Family::default(),
-    // 100 µs to ~3 s per batch: loopback to a distant, busy server.
-    duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 15))),
-});
+/// The redis sinks' metric families.
+static METRICS: LazyLock<BatchFamilies> = LazyLock::new(|| BatchFamilies::new("redis"));
 
 /// Registers the redis sinks' metrics in the forwarder's `registry` (once per registry).
 pub fn register_metrics(registry: &mut Registry) {
-    let m = &*METRICS;
-    registry.register(
-        "forwarder_redis_sent_records",
-        "Records a redis sink delivered",
-        m.records.clone(),
-    );
-    registry.register(
-        "forwarder_redis_sent_bytes",
-        "Record bytes a redis sink delivered",
-        m.bytes.clone(),
-    );
-    registry.register(
-        "forwarder_redis_batches",
-        "Batches a redis sink delivered",
-        m.batches.clone(),
-    );
-    registry.register(
-        "forwarder_redis_failures",
-        "Failed attempts of a redis sink (each batch is retried)",
-        m.failures.clone(),
-    );
-    registry.register(
-        "forwarder_redis_batch_duration_seconds",
-        "Time a redis sink took to deliver a batch",
-        m.duration.clone(),
-    );
-}
-
-/// The metric handles of one sink.
-struct SinkMetrics {
-    records: Counter,
-    bytes: Counter,
-    batches: Counter,
-    failures: Counter,
-    duration: Histogram,
-}
-
-impl SinkMetrics {
-    fn for_sink(name: &str) -> Self {
-        let label = vec![("sink".to_owned(), name.to_owned())];
-        let m = &*METRICS;
-        Self {
-            records: m.records.get_or_create(&label).clone(),
-            bytes: m.bytes.get_or_create(&label).clone(),
-            batches: m.batches.get_or_create(&label).clone(),
-            failures: m.failures.get_or_create(&label).clone(),
-            duration: m.duration.get_or_create(&label).clone(),
-        }
-    }
+    METRICS.register(registry, "Record bytes a redis sink delivered");
 }
 
 /// Publishes and appends records to redis.
@@ -285,7 +218,7 @@ pub struct RedisSink {
     counters: RedisCounters,
     /// The previous attempt failed: say so when the next one succeeds.
     failing: bool,
-    metrics: SinkMetrics,
+    metrics: BatchMetrics,
 }
 
 impl RedisSink {
@@ -349,7 +282,7 @@ impl RedisSink {
             buf: Vec::with_capacity(64 << 10),
             counters,
             failing: false,
-            metrics: SinkMetrics::for_sink(&spec.name),
+            metrics: METRICS.for_sink(&spec.name),
             spec,
         })
     }

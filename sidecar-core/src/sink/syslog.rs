@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -31,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
 
+use super::batch_metrics::{BatchFamilies, BatchMetrics};
 use super::{OutRecord, Sink, SinkError};
 use crate::config::{ByteSize, HumanDuration};
 
@@ -649,84 +649,43 @@ struct SyslogCounters {
     connects: u64,
 }
 
-type Labels = Vec<(String, String)>;
-
-/// The syslog sinks' metrics, one family each, labelled `sink`.
+/// The syslog sinks' metric families: the shared ones and truncations.
 struct Families {
-    records: Family<Labels, Counter>,
-    bytes: Family<Labels, Counter>,
-    batches: Family<Labels, Counter>,
-    failures: Family<Labels, Counter>,
-    truncated: Family<Labels, Counter>,
-    duration: Family<Labels, Histogram>,
+    batch: BatchFamilies,
+    truncated: Family<Vec<(String, String)>, Counter>,
 }
 
 static METRICS: LazyLock<Families> = LazyLock::new(|| Families {
-    records: Family::default(),
-    bytes: Family::default(),
-    batches: Family::default(),
-    failures: Family::default(),
+    batch: BatchFamilies::new("syslog"),
     truncated: Family::default(),
-    // 100 µs to ~3 s per batch: loopback to a distant, busy server.
-    duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 2.0, 15))),
 });
 
 /// Registers the syslog sinks' metrics in the forwarder's `registry` (once per registry).
 pub fn register_metrics(registry: &mut Registry) {
-    let m = &*METRICS;
-    registry.register(
-        "forwarder_syslog_sent_records",
-        "Records a syslog sink delivered",
-        m.records.clone(),
-    );
-    registry.register(
-        "forwarder_syslog_sent_bytes",
-        "Bytes a syslog sink wrote, framing included",
-        m.bytes.clone(),
-    );
-    registry.register(
-        "forwarder_syslog_batches",
-        "Batches a syslog sink delivered",
-        m.batches.clone(),
-    );
-    registry.register(
-        "forwarder_syslog_failures",
-        "Failed attempts of a syslog sink (each batch is retried)",
-        m.failures.clone(),
-    );
+    METRICS
+        .batch
+        .register(registry, "Bytes a syslog sink wrote, framing included");
     registry.register(
         "forwarder_syslog_truncated_messages",
         "Messages a syslog sink cut to max_message_bytes",
-        m.truncated.clone(),
-    );
-    registry.register(
-        "forwarder_syslog_batch_duration_seconds",
-        "Time a syslog sink took to deliver a batch",
-        m.duration.clone(),
+        METRICS.truncated.clone(),
     );
 }
 
 /// The metric handles of one sink.
 struct SinkMetrics {
-    records: Counter,
-    bytes: Counter,
-    batches: Counter,
-    failures: Counter,
+    batch: BatchMetrics,
     truncated: Counter,
-    duration: Histogram,
 }
 
 impl SinkMetrics {
     fn for_sink(name: &str) -> Self {
-        let label = vec![("sink".to_owned(), name.to_owned())];
-        let m = &*METRICS;
         Self {
-            records: m.records.get_or_create(&label).clone(),
-            bytes: m.bytes.get_or_create(&label).clone(),
-            batches: m.batches.get_or_create(&label).clone(),
-            failures: m.failures.get_or_create(&label).clone(),
-            truncated: m.truncated.get_or_create(&label).clone(),
-            duration: m.duration.get_or_create(&label).clone(),
+            batch: METRICS.batch.for_sink(name),
+            truncated: METRICS
+                .truncated
+                .get_or_create(&vec![("sink".to_owned(), name.to_owned())])
+                .clone(),
         }
     }
 }
@@ -1004,10 +963,11 @@ impl Sink for SyslogSink {
                 self.counters.records += batch.len() as u64;
                 self.counters.bytes += self.buf.len() as u64;
                 self.counters.batches += 1;
-                self.metrics.records.inc_by(batch.len() as u64);
-                self.metrics.bytes.inc_by(self.buf.len() as u64);
-                self.metrics.batches.inc();
+                self.metrics.batch.records.inc_by(batch.len() as u64);
+                self.metrics.batch.bytes.inc_by(self.buf.len() as u64);
+                self.metrics.batch.batches.inc();
                 self.metrics
+                    .batch
                     .duration
                     .observe(started.elapsed().as_secs_f64());
                 if truncated > 0 {
@@ -1022,7 +982,7 @@ impl Sink for SyslogSink {
                     warn!(sink = %self.spec.name, address = %self.spec.address, error = %source, "The syslog server did not take the batch; reconnecting and sending it again.");
                 }
                 self.counters.failures += 1;
-                self.metrics.failures.inc();
+                self.metrics.batch.failures.inc();
                 Err(SinkError::Io {
                     sink: self.spec.name.clone(),
                     path: PathBuf::from(format!(
