@@ -37,7 +37,7 @@ pub mod watch;
 
 pub use tools::Tool;
 
-use kubernetes::PodMetadata;
+use kubernetes::{ApiMetrics, ApiSettings, MetadataConfig, PodMetadata};
 use watch::FileWatch;
 
 /// The name this stage publishes its cursor under in the collected journal.
@@ -103,14 +103,21 @@ pub struct StageArgs {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "PROCESSOR_LOG_JSON")]
     pub log_json: bool,
-    /// Add pod metadata to every record under `kubernetes`: `off`, or `downward` (the
-    /// Downward API: POD_NAME, POD_NAMESPACE, NODE_NAME, POD_IP, POD_SERVICE_ACCOUNT and the
-    /// labels/annotations files in --podinfo-dir).
+    /// Add pod metadata to every record under `kubernetes`: `off`; `downward` (the Downward
+    /// API: POD_NAME, POD_NAMESPACE, NODE_NAME, POD_IP, POD_SERVICE_ACCOUNT and the
+    /// labels/annotations files in --podinfo-dir); or `api` (the Downward API plus the pod as
+    /// the API server has it: labels, annotations, container images, owner chain, kept fresh
+    /// by a watch; needs POD_NAME and a service account allowed to get/list/watch pods).
     #[arg(long, env = "PROCESSOR_KUBERNETES_METADATA", default_value = "off")]
     pub kubernetes_metadata: MetadataSource,
     /// Where the downwardAPI volume with `labels` and `annotations` is mounted.
     #[arg(long, env = "PROCESSOR_PODINFO_DIR", default_value = "/etc/podinfo")]
     pub podinfo_dir: PathBuf,
+    /// With `--kubernetes-metadata api`: the API server's plain-HTTP address without
+    /// credentials, such as `kubectl proxy`'s http://127.0.0.1:8001. Unset: the in-cluster
+    /// address and the mounted service account token.
+    #[arg(long, env = "PROCESSOR_KUBERNETES_API_URL")]
+    pub kubernetes_api_url: Option<String>,
 }
 
 /// Where pod metadata comes from.
@@ -120,6 +127,8 @@ pub enum MetadataSource {
     Off,
     /// The Downward API (environment and volume); needs no API access.
     Downward,
+    /// The Downward API, plus the pod read and watched on the API server.
+    Api,
 }
 
 /// Checked runtime settings of the processor.
@@ -145,8 +154,8 @@ pub struct ProcessorConfig {
     pub poll_interval: Duration,
     /// The rules file, watched for changes (hot reload); `None`: the rules never change.
     pub rules_path: Option<PathBuf>,
-    /// The downwardAPI volume, when records get pod metadata.
-    pub podinfo_dir: Option<PathBuf>,
+    /// Where pod metadata comes from, when records get it.
+    pub pod_metadata: Option<MetadataConfig>,
 }
 
 impl StageArgs {
@@ -156,6 +165,7 @@ impl StageArgs {
     /// A message naming the file, rule and field, or the flag, and what is wrong.
     pub fn into_config(self) -> anyhow::Result<ProcessorConfig> {
         let rules = load_rules(&self.rules)?;
+        let pod_metadata = self.metadata_config()?;
         Ok(ProcessorConfig {
             rules: Arc::new(rules),
             input_dir: self.input_dir,
@@ -174,8 +184,39 @@ impl StageArgs {
             linger: Duration::from_millis(10),
             poll_interval: Duration::from_secs(1),
             rules_path: Some(self.rules),
-            podinfo_dir: (self.kubernetes_metadata == MetadataSource::Downward)
-                .then_some(self.podinfo_dir),
+            pod_metadata,
+        })
+    }
+
+    fn metadata_config(&self) -> anyhow::Result<Option<MetadataConfig>> {
+        let api = match self.kubernetes_metadata {
+            MetadataSource::Off => return Ok(None),
+            MetadataSource::Downward => None,
+            MetadataSource::Api => Some(self.api_settings()?),
+        };
+        Ok(Some(MetadataConfig {
+            podinfo_dir: self.podinfo_dir.clone(),
+            api,
+        }))
+    }
+
+    fn api_settings(&self) -> anyhow::Result<ApiSettings> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let pod_name = env("POD_NAME").context(
+            "--kubernetes-metadata api: POD_NAME is not set; give it the pod's name from the Downward API (env valueFrom fieldRef metadata.name)",
+        )?;
+        let url = self
+            .kubernetes_api_url
+            .as_deref()
+            .map(|url| {
+                url.parse::<http::Uri>()
+                    .with_context(|| format!("--kubernetes-api-url {url:?}: not a URL"))
+            })
+            .transpose()?;
+        Ok(ApiSettings {
+            url,
+            pod_name,
+            namespace: env("POD_NAMESPACE"),
         })
     }
 }
@@ -268,6 +309,7 @@ pub async fn run(
         metrics.rules_valid.clone(),
     );
     metrics.rules_valid.set(1);
+    let api_view = watch_pod_api(&config, &mut registry).await;
     let (journal, input) =
         JournalWriter::<ProcessorInput>::open(&config.journal_dir, config.journal.clone())
             .with_context(|| {
@@ -290,7 +332,10 @@ pub async fn run(
             config: &config,
             rules: Arc::clone(&config.rules),
             rules_watch: config.rules_path.as_deref().map(FileWatch::new),
-            pod: config.podinfo_dir.as_deref().map(PodMetadata::load),
+            pod: config
+                .pod_metadata
+                .as_ref()
+                .map(|metadata| PodMetadata::load(metadata, api_view)),
             journal,
             reader,
             joiner: Joiner::new(),
@@ -304,6 +349,20 @@ pub async fn run(
         process(stage, &loop_wakeup, &health)
     })
     .await
+}
+
+/// Starts the pod watch when the API path is on, and gives it a moment to answer so the first
+/// records carry its metadata.
+async fn watch_pod_api(
+    config: &ProcessorConfig,
+    registry: &mut Registry,
+) -> Option<tokio::sync::watch::Receiver<kubernetes::ApiView>> {
+    let settings = config.pod_metadata.as_ref()?.api.clone()?;
+    let metrics = ApiMetrics::default();
+    metrics.register(registry);
+    let mut view = kubernetes::api::spawn(settings, metrics);
+    kubernetes::api::first_answer(&mut view, kubernetes::api::FIRST_ANSWER_WAIT).await;
+    Some(view)
 }
 
 fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Result<()> {

@@ -22,8 +22,13 @@ use tracing_subscriber::EnvFilter;
 /// # Errors
 /// When `level` is not a valid filter.
 pub fn init(level: &str, json: bool) -> anyhow::Result<()> {
-    let filter =
+    let mut filter =
         EnvFilter::try_new(level).map_err(|e| anyhow::anyhow!("--log-level {level:?}: {e}"))?;
+    if !level.contains("kube") {
+        // kube's watcher warns at every retry of a forbidden watch; the processor says it
+        // once itself (and keeps a metric), so only kube's errors get through by default.
+        filter = filter.add_directive("kube_runtime=error".parse()?);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

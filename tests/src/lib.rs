@@ -196,6 +196,8 @@ pub struct Pod {
     pub extra_args: HashMap<StageKind, Vec<String>>,
     /// Run a stage as this uid and gid instead of the test's own (needs root).
     pub run_as: HashMap<StageKind, u32>,
+    /// Extra environment variables per stage, as the pod spec's `env` gives them.
+    pub extra_env: HashMap<StageKind, Vec<(String, String)>>,
     starts: u32,
 }
 
@@ -231,6 +233,7 @@ impl Pod {
             dir,
             extra_args: HashMap::new(),
             run_as: HashMap::new(),
+            extra_env: HashMap::new(),
             starts: 0,
         }
     }
@@ -297,6 +300,7 @@ impl Pod {
         let child = command
             .args(&args)
             .env("RUST_BACKTRACE", "0")
+            .envs(self.extra_env.get(&kind).cloned().unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

@@ -450,12 +450,17 @@ fn downward_api_metadata_is_added_and_drops_are_counted_by_reason() {
     )
     .unwrap();
     fs::write(podinfo.join("annotations"), "team=\"logs\"\n").unwrap();
-    // The stages inherit the test's environment, as the containers get the pod spec's env.
-    std::env::set_var("POD_NAME", "logging-demo-7c9d-x2p4q");
-    std::env::set_var("POD_NAMESPACE", "logging-demo");
-    std::env::set_var("NODE_NAME", "node-1");
-    std::env::set_var("POD_IP", "10.1.2.3");
-    std::env::set_var("POD_SERVICE_ACCOUNT", "log-sidecars");
+    let env = [
+        ("POD_NAME", "logging-demo-7c9d-x2p4q"),
+        ("POD_NAMESPACE", "logging-demo"),
+        ("NODE_NAME", "node-1"),
+        ("POD_IP", "10.1.2.3"),
+        ("POD_SERVICE_ACCOUNT", "log-sidecars"),
+    ];
+    pod.extra_env.insert(
+        StageKind::Processor,
+        env.map(|(k, v)| (k.to_owned(), v.to_owned())).to_vec(),
+    );
     pod.extra_args.insert(
         StageKind::Processor,
         vec![

@@ -1,21 +1,17 @@
 //! Pod metadata from the Downward API, without any access to the Kubernetes API: the
 //! environment (`POD_NAME`, `POD_NAMESPACE`, `NODE_NAME`, `POD_IP`, `POD_SERVICE_ACCOUNT`) and
-//! a downwardAPI volume's `labels` and `annotations` files, as one `kubernetes` object added
-//! to every record.
+//! a downwardAPI volume's `labels` and `annotations` files.
 //!
 //! Easy to get wrong: the volume files' format. The kubelet writes one `key="value"` per line
 //! with the value quoted the way Go's `strconv.Quote` does, so quotes, backslashes and
 //! non-ASCII text arrive escaped and are unescaped here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{Map, Value};
 use tracing::warn;
 
 use crate::watch::FileWatch;
-
-/// The record field the metadata goes under.
-pub const FIELD: &str = "kubernetes";
 
 /// Environment variables read, with the key each gets in the object.
 const ENV: [(&str, &str); 5] = [
@@ -26,60 +22,54 @@ const ENV: [(&str, &str); 5] = [
     ("POD_SERVICE_ACCOUNT", "service_account"),
 ];
 
-/// The pod's metadata, kept fresh from the downwardAPI volume.
+/// The downwardAPI volume's files, watched for the kubelet's updates.
 #[derive(Debug)]
-pub struct PodMetadata {
-    object: Value,
+pub struct DownwardVolume {
     labels: FileWatch,
     annotations: FileWatch,
 }
 
-impl PodMetadata {
-    /// Reads the environment and the `labels` and `annotations` files in `podinfo_dir` (either
-    /// may be missing: labels and annotations are then left out).
-    pub fn load(podinfo_dir: &Path) -> PodMetadata {
-        let mut metadata = PodMetadata {
-            object: Value::Null,
+impl DownwardVolume {
+    /// The `labels` and `annotations` files in `podinfo_dir` (either may be missing).
+    pub fn new(podinfo_dir: &Path) -> DownwardVolume {
+        DownwardVolume {
             labels: FileWatch::new(&podinfo_dir.join("labels")),
             annotations: FileWatch::new(&podinfo_dir.join("annotations")),
-        };
-        metadata.object = metadata.read();
-        metadata
+        }
     }
 
-    /// The `kubernetes` object.
-    pub fn object(&self) -> &Value {
-        &self.object
-    }
-
-    /// Re-reads labels and annotations if the kubelet updated them; returns whether it did.
-    pub fn refresh(&mut self) -> bool {
+    /// Whether the kubelet updated either file since the last look.
+    pub fn changed(&mut self) -> bool {
         // Both are checked, so each watch takes in its new version.
         let labels = self.labels.changed();
         let annotations = self.annotations.changed();
-        if labels || annotations {
-            self.object = self.read();
-            return true;
-        }
-        false
+        labels || annotations
     }
 
-    fn read(&self) -> Value {
+    /// `labels` and `annotations` as objects, each left out when its file is missing.
+    pub fn read(&self) -> Map<String, Value> {
         let mut object = Map::new();
-        for (var, key) in ENV {
-            if let Ok(value) = std::env::var(var) {
-                if !value.is_empty() {
-                    object.insert(key.to_owned(), Value::String(value));
-                }
-            }
-        }
         for (key, watch) in [("labels", &self.labels), ("annotations", &self.annotations)] {
             if let Some(map) = read_pairs(watch.path()) {
                 object.insert(key.to_owned(), Value::Object(map));
             }
         }
-        Value::Object(object)
+        object
     }
+}
+
+/// The pod's identity from the environment the Downward API sets; unset or empty variables
+/// are left out.
+pub fn environment() -> Map<String, Value> {
+    let mut object = Map::new();
+    for (var, key) in ENV {
+        if let Ok(value) = std::env::var(var) {
+            if !value.is_empty() {
+                object.insert(key.to_owned(), Value::String(value));
+            }
+        }
+    }
+    object
 }
 
 /// A downwardAPI `key="value"` file; `None` when it does not exist.
@@ -160,11 +150,6 @@ fn flush_bytes(bytes: &mut Vec<u8>, out: &mut String) {
     }
 }
 
-/// Where the downwardAPI volume is mounted in the demo pod.
-pub fn default_podinfo_dir() -> PathBuf {
-    PathBuf::from("/etc/podinfo")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,11 +169,11 @@ mod tests {
             "app.kubernetes.io/name=\"logging-demo\"\npod-template-hash=\"7c9d\"\n",
         )
         .unwrap();
-        let metadata = PodMetadata::load(dir.path());
+        let object = DownwardVolume::new(dir.path()).read();
         assert_eq!(
-            metadata.object()["labels"],
+            object["labels"],
             serde_json::json!({"app.kubernetes.io/name": "logging-demo", "pod-template-hash": "7c9d"})
         );
-        assert!(metadata.object().get("annotations").is_none());
+        assert!(object.get("annotations").is_none());
     }
 }
