@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use serde_json::{json, Value};
+
 fn repo(rel: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)).unwrap()
 }
@@ -46,24 +48,92 @@ fn the_forwarder_configmap_is_a_valid_forwarder_config() {
     assert_eq!(config.report.interval.0, std::time::Duration::from_secs(60));
 }
 
-/// The processor gets its pod metadata from the Downward API (issue #5): the flag, the
-/// environment and the podinfo volume are all in the Deployment, and no token is mounted.
+/// The processor gets its pod metadata from the Downward API and the API server (issue #5):
+/// the flag, the environment and the podinfo volume are in the Deployment.
 #[test]
-fn the_processor_gets_downward_api_metadata_without_a_token() {
+fn the_processor_gets_downward_api_and_api_server_metadata() {
     let deployment = repo("manifests/20-deployment.yaml");
     for needle in [
-        "--kubernetes-metadata=downward",
+        "--kubernetes-metadata=api",
         "--podinfo-dir=/etc/podinfo",
+        "name: POD_NAME",
+        "fieldPath: metadata.name",
         "name: POD_SERVICE_ACCOUNT",
         "fieldPath: spec.serviceAccountName",
         "mountPath: /etc/podinfo",
         "fieldPath: metadata.labels",
         "fieldPath: metadata.annotations",
-        "automountServiceAccountToken: false",
     ] {
         assert!(
             deployment.contains(needle),
             "20-deployment.yaml lacks {needle}"
         );
     }
+}
+
+fn yaml_documents(rel: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple(&repo(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Least privilege for the API path: the service account may only get, list and watch pods
+/// in its namespace; the pod mounts no token by default, and only the log-processor mounts
+/// one (a projected, expiring token).
+#[test]
+fn only_the_processor_gets_a_token_and_it_may_only_read_pods() {
+    let rbac = yaml_documents("manifests/05-rbac.yaml");
+    let kind = |k: &str| {
+        rbac.iter()
+            .find(|doc| doc["kind"] == k)
+            .unwrap_or_else(|| panic!("05-rbac.yaml has no {k}"))
+    };
+    assert_eq!(
+        kind("ServiceAccount")["automountServiceAccountToken"],
+        false
+    );
+    assert_eq!(
+        kind("Role")["rules"],
+        json!([{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}])
+    );
+    let binding = kind("RoleBinding");
+    assert_eq!(binding["roleRef"]["name"], kind("Role")["metadata"]["name"]);
+    assert_eq!(
+        binding["subjects"][0]["name"],
+        kind("ServiceAccount")["metadata"]["name"]
+    );
+
+    let deployment = &yaml_documents("manifests/20-deployment.yaml")[0];
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(spec["automountServiceAccountToken"], false);
+    assert_eq!(
+        spec["serviceAccountName"],
+        kind("ServiceAccount")["metadata"]["name"]
+    );
+    let containers = spec["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(spec["initContainers"].as_array().unwrap());
+    let token_volumes: Vec<&str> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| {
+            v["projected"]["sources"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s.get("serviceAccountToken").is_some()))
+        })
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(token_volumes.len(), 1, "{token_volumes:?}");
+    let mounting: Vec<&str> = containers
+        .filter(|c| {
+            c["volumeMounts"].as_array().is_some_and(|mounts| {
+                mounts
+                    .iter()
+                    .any(|m| token_volumes.contains(&m["name"].as_str().unwrap()))
+            })
+        })
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(mounting, ["log-processor"]);
 }
