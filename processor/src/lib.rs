@@ -612,7 +612,7 @@ impl Stage<'_> {
     fn reload_if_changed(&mut self) {
         if let Some(pod) = &mut self.pod {
             if pod.refresh() {
-                info!("Pod labels or annotations changed; new records carry the new ones.");
+                info!("The pod metadata changed; new records carry the new version.");
             }
         }
         let Some(watch) = &mut self.rules_watch else {

@@ -29,7 +29,9 @@ pub fn init(level: &str, json: bool) -> anyhow::Result<()> {
         // once itself (and keeps a metric), so only kube's errors get through by default.
         filter = filter.add_directive("kube_runtime=error".parse()?);
     }
+    // Colours only on a terminal: `kubectl logs` and log files would show the escape codes.
     let builder = tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if json {

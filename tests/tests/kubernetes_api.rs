@@ -10,9 +10,11 @@
 //!   `{"type":"MODIFIED","object":Pod}` events for changes after N, kept open; for a version
 //!   the server no longer has, an `{"type":"ERROR","object":Status}` event with code 410
 //!   (reason Expired), the way the API server's watch cache answers;
-//! - get: `GET /api/v1/namespaces/{ns}/pods/{pod}`;
 //! - a `Status` with code 403 (reason Forbidden) for every request while the service account
 //!   may not read pods.
+//!
+//! The processor never GETs the pod by name: the list by field selector is that GET, and also
+//! gives the resourceVersion to watch from.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -87,7 +89,6 @@ impl FakeApiServer {
         let state = Arc::new(Mutex::new(state));
         let app = Router::new()
             .route("/api/v1/namespaces/{namespace}/pods", get(list_or_watch))
-            .route("/api/v1/namespaces/{namespace}/pods/{name}", get(get_pod))
             .with_state(Arc::clone(&state));
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -214,21 +215,6 @@ async fn list_or_watch(
         .into_response()
 }
 
-async fn get_pod(
-    State(state): State<Arc<Mutex<ApiState>>>,
-    UrlPath((namespace, name)): UrlPath<(String, String)>,
-) -> Response {
-    let state = state.lock().unwrap();
-    if state.forbidden {
-        return forbidden();
-    }
-    if namespace != NAMESPACE || state.pod.metadata.name.as_deref() != Some(name.as_str()) {
-        let body = status(404, "NotFound", &format!("pods \"{name}\" not found"));
-        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
-    }
-    axum::Json(&state.pod).into_response()
-}
-
 /// The pod a Deployment `web` made through its ReplicaSet `web-7c9d5`, with the log
 /// processor as a native sidecar (an init container).
 fn web_pod(tier: &str) -> Pod {
@@ -319,6 +305,13 @@ fn append(pod: &TestPod, text: &str) {
     file.write_all(text.as_bytes()).unwrap();
 }
 
+/// The `kubernetes` object of the first record delivered.
+fn first_metadata(pod: &TestPod) -> Value {
+    append(pod, "INFO first\n");
+    let records = pod.wait_delivered(1, Duration::from_secs(15));
+    records[0]["kubernetes"].clone()
+}
+
 /// Appends a line now and then until the newest delivered record's `kubernetes` object
 /// satisfies `check`.
 fn wait_for_metadata(pod: &TestPod, check: impl Fn(&Value) -> bool) -> bool {
@@ -338,10 +331,12 @@ fn metric(port: u16, line_start: &str) -> Option<f64> {
         .and_then(|value| value.trim().parse().ok())
 }
 
+/// Warning lines in a stage's log, whoever wrote them (kube's own included).
 fn warnings_in(stage_log: &std::path::Path) -> usize {
     fs::read_to_string(stage_log)
         .unwrap_or_default()
-        .matches("Cannot read the pod from the Kubernetes API")
+        .lines()
+        .filter(|line| line.contains(" WARN "))
         .count()
 }
 
@@ -354,10 +349,8 @@ fn api_metadata_follows_the_watch_and_a_relist_after_410_gone() {
     let server = FakeApiServer::start(web_pod("edge"), false);
     let mut pod = pod_with_api(&server.url());
     let stages = pod.start_all();
-    append(&pod, "INFO first\n");
-    let records = pod.wait_delivered(1, Duration::from_secs(15));
     assert_eq!(
-        records[0]["kubernetes"],
+        first_metadata(&pod),
         json!({
             "pod_name": POD_NAME,
             "namespace": NAMESPACE,
@@ -427,10 +420,8 @@ fn a_forbidden_api_falls_back_to_the_downward_api_with_one_warning() {
     let mut pod = pod_with_api(&server.url());
     let stages = pod.start_all();
     let processor = &stages[1];
-    append(&pod, "INFO first\n");
-    let records = pod.wait_delivered(1, Duration::from_secs(15));
     assert_eq!(
-        records[0]["kubernetes"],
+        first_metadata(&pod),
         json!({
             "pod_name": POD_NAME,
             "namespace": NAMESPACE,
@@ -451,6 +442,11 @@ fn a_forbidden_api_falls_back_to_the_downward_api_with_one_warning() {
         Some(0.0)
     );
     assert_eq!(warnings_in(&processor.log), 1);
+    let log = fs::read_to_string(&processor.log).unwrap();
+    assert!(
+        !log.contains("The pod metadata changed"),
+        "a refused retry is not a change: {log}"
+    );
 
     server.set_forbidden(false);
     assert!(
@@ -476,16 +472,44 @@ fn an_unreachable_api_falls_back_to_the_downward_api() {
     let mut pod = pod_with_api(&format!("http://127.0.0.1:{}", free_port()));
     let stages = pod.start_all();
     let processor = &stages[1];
-    append(&pod, "INFO first\n");
-    let records = pod.wait_delivered(1, Duration::from_secs(15));
-    assert_eq!(records[0]["kubernetes"]["labels"]["tier"], "downward");
-    assert!(records[0]["kubernetes"].get("container_images").is_none());
+    let metadata = first_metadata(&pod);
+    assert_eq!(metadata["labels"]["tier"], "downward");
+    assert!(metadata.get("container_images").is_none());
     assert!(metric(
         processor.port,
         "processor_kubernetes_api_errors_total{reason=\"unreachable\"}"
     )
     .is_some_and(|n| n >= 1.0));
     assert_eq!(warnings_in(&processor.log), 1);
+    for stage in stages {
+        stage.terminate(Duration::from_secs(15));
+    }
+}
+
+/// A pod name the API server does not know (a wrong POD_NAME): the warning names the pod and
+/// namespace, and records keep the Downward API's metadata.
+#[test]
+fn a_pod_the_api_does_not_know_is_named_in_the_warning() {
+    let server = FakeApiServer::start(web_pod("edge"), false);
+    let mut pod = pod_with_api(&server.url());
+    for (name, value) in pod.extra_env.get_mut(&StageKind::Processor).unwrap() {
+        if name == "POD_NAME" {
+            *value = "web-gone".into();
+        }
+    }
+    let stages = pod.start_all();
+    let processor = &stages[1];
+    assert_eq!(first_metadata(&pod)["labels"]["tier"], "downward");
+    assert!(metric(
+        processor.port,
+        "processor_kubernetes_api_errors_total{reason=\"not_found\"}"
+    )
+    .is_some_and(|n| n >= 1.0));
+    let log = fs::read_to_string(&processor.log).unwrap();
+    assert!(
+        log.contains(r#"no pod \"web-gone\" in namespace \"demo\""#),
+        "{log}"
+    );
     for stage in stages {
         stage.terminate(Duration::from_secs(15));
     }

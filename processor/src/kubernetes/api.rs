@@ -221,7 +221,7 @@ pub fn spawn(settings: ApiSettings, metrics: ApiMetrics) -> watch::Receiver<ApiV
             Err(e) => {
                 metrics.count_error("no_credentials");
                 outage.begin(&settings, "no_credentials", &e.to_string());
-                sender.send_modify(|view| view.answered = true);
+                mark_answered(&sender);
                 return;
             }
         };
@@ -285,7 +285,7 @@ async fn watch_pod(
                     let detail =
                         format!("no pod {:?} in namespace {namespace:?}", settings.pod_name);
                     outage.begin(settings, "not_found", &detail);
-                    sender.send_modify(|view| view.answered = true);
+                    mark_answered(sender);
                 }
                 Ok(Event::InitDone) => {}
                 Ok(Event::Delete(_)) => {
@@ -298,7 +298,7 @@ async fn watch_pod(
                     if reason != "gone" {
                         metrics.up.set(0);
                         outage.begin(settings, reason, &e.to_string());
-                        sender.send_modify(|view| view.answered = true);
+                        mark_answered(sender);
                         continue;
                     }
                     // The cached view stays valid while the pod is listed again. A 410 inside
@@ -312,6 +312,12 @@ async fn watch_pod(
             }
         }
     }
+}
+
+/// Records that the API answered (with an error), waking the stage only the first time: the
+/// view itself does not change.
+fn mark_answered(sender: &watch::Sender<ApiView>) {
+    sender.send_if_modified(|view| !std::mem::replace(&mut view.answered, true));
 }
 
 /// Hands a new version of the pod to the stage, waking it only when something it carries
