@@ -266,24 +266,23 @@ fn set_tier(pod: &mut Pod, tier: &str) {
         .insert("tier".into(), tier.into());
 }
 
-/// A pod layout whose processor reads its metadata from `api_url`, with a downwardAPI
-/// volume saying `tier="downward"`.
-fn pod_with_api(api_url: &str) -> TestPod {
+/// A pod layout whose processor reads its metadata from `api_url` (`None`: in-cluster), with
+/// a downwardAPI volume saying `tier="downward"`.
+fn pod_with_api(api_url: Option<&str>) -> TestPod {
     let mut pod = TestPod::new();
     let podinfo = pod.path("podinfo");
     fs::create_dir(&podinfo).unwrap();
     fs::write(podinfo.join("labels"), "app=\"web\"\ntier=\"downward\"\n").unwrap();
-    pod.extra_args.insert(
-        StageKind::Processor,
-        vec![
-            "--kubernetes-metadata".into(),
-            "api".into(),
-            "--kubernetes-api-url".into(),
-            api_url.into(),
-            "--podinfo-dir".into(),
-            podinfo.display().to_string(),
-        ],
-    );
+    let mut args = vec![
+        "--kubernetes-metadata".into(),
+        "api".into(),
+        "--podinfo-dir".into(),
+        podinfo.display().to_string(),
+    ];
+    if let Some(url) = api_url {
+        args.extend(["--kubernetes-api-url".into(), url.to_owned()]);
+    }
+    pod.extra_args.insert(StageKind::Processor, args);
     let env = [
         ("POD_NAME", POD_NAME),
         ("POD_NAMESPACE", NAMESPACE),
@@ -347,7 +346,7 @@ fn warnings_in(stage_log: &std::path::Path) -> usize {
 #[test]
 fn api_metadata_follows_the_watch_and_a_relist_after_410_gone() {
     let server = FakeApiServer::start(web_pod("edge"), false);
-    let mut pod = pod_with_api(&server.url());
+    let mut pod = pod_with_api(Some(&server.url()));
     let stages = pod.start_all();
     assert_eq!(
         first_metadata(&pod),
@@ -417,7 +416,7 @@ fn api_metadata_follows_the_watch_and_a_relist_after_410_gone() {
 #[test]
 fn a_forbidden_api_falls_back_to_the_downward_api_with_one_warning() {
     let server = FakeApiServer::start(web_pod("edge"), true);
-    let mut pod = pod_with_api(&server.url());
+    let mut pod = pod_with_api(Some(&server.url()));
     let stages = pod.start_all();
     let processor = &stages[1];
     assert_eq!(
@@ -469,7 +468,7 @@ fn a_forbidden_api_falls_back_to_the_downward_api_with_one_warning() {
 /// metric names the reason.
 #[test]
 fn an_unreachable_api_falls_back_to_the_downward_api() {
-    let mut pod = pod_with_api(&format!("http://127.0.0.1:{}", free_port()));
+    let mut pod = pod_with_api(Some(&format!("http://127.0.0.1:{}", free_port())));
     let stages = pod.start_all();
     let processor = &stages[1];
     let metadata = first_metadata(&pod);
@@ -486,12 +485,38 @@ fn an_unreachable_api_falls_back_to_the_downward_api() {
     }
 }
 
+/// Outside a cluster, or in a pod without a mounted token, there is no in-cluster address or
+/// credential: the same fallback, with the reason `no_credentials`.
+#[test]
+fn without_in_cluster_credentials_records_keep_the_downward_metadata() {
+    let mut pod = pod_with_api(None);
+    assert!(std::env::var_os("KUBERNETES_SERVICE_HOST").is_none());
+    let stages = pod.start_all();
+    let processor = &stages[1];
+    assert_eq!(first_metadata(&pod)["labels"]["tier"], "downward");
+    assert_eq!(
+        metric(
+            processor.port,
+            "processor_kubernetes_api_errors_total{reason=\"no_credentials\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(processor.port, "processor_kubernetes_api_up"),
+        Some(0.0)
+    );
+    assert_eq!(warnings_in(&processor.log), 1);
+    for stage in stages {
+        stage.terminate(Duration::from_secs(15));
+    }
+}
+
 /// A pod name the API server does not know (a wrong POD_NAME): the warning names the pod and
 /// namespace, and records keep the Downward API's metadata.
 #[test]
 fn a_pod_the_api_does_not_know_is_named_in_the_warning() {
     let server = FakeApiServer::start(web_pod("edge"), false);
-    let mut pod = pod_with_api(&server.url());
+    let mut pod = pod_with_api(Some(&server.url()));
     for (name, value) in pod.extra_env.get_mut(&StageKind::Processor).unwrap() {
         if name == "POD_NAME" {
             *value = "web-gone".into();

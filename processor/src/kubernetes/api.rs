@@ -216,7 +216,7 @@ pub fn spawn(settings: ApiSettings, metrics: ApiMetrics) -> watch::Receiver<ApiV
     let (sender, receiver) = watch::channel(ApiView::default());
     tokio::spawn(async move {
         let mut outage = Outage::default();
-        let client = match client(&settings).await {
+        let client = match client(&settings) {
             Ok(client) => client,
             Err(e) => {
                 metrics.count_error("no_credentials");
@@ -235,7 +235,7 @@ pub async fn first_answer(receiver: &mut watch::Receiver<ApiView>, wait: Duratio
     let _ = tokio::time::timeout(wait, receiver.wait_for(|view| view.answered)).await;
 }
 
-async fn client(settings: &ApiSettings) -> anyhow::Result<Client> {
+fn client(settings: &ApiSettings) -> anyhow::Result<Client> {
     let config = match &settings.url {
         Some(url) => kube::Config::new(url.clone()),
         None => kube::Config::incluster().map_err(|e| {
