@@ -11,6 +11,7 @@
 
 mod generate;
 mod observe;
+mod pod_api;
 mod process;
 
 use std::collections::BTreeMap;
@@ -216,6 +217,7 @@ fn main() -> anyhow::Result<()> {
             &idle,
             duration,
             "fresh (empty log directory, no journals yet)",
+            None,
         )?;
         // Restarted on the drained pipeline: they resume at their commits with nothing to do.
         // This is a quiet pod's steady state, and it costs more than the fresh case when a
@@ -226,6 +228,19 @@ fn main() -> anyhow::Result<()> {
             &pipeline,
             duration,
             "after the pipeline run (journals and log files present, no new lines)",
+            None,
+        )?;
+        // The processor reading its pod from the API and following a watch that changes the
+        // pod every second (a real pod changes far less often).
+        let api = pod_api::PodApi::start(Duration::from_secs(1))?;
+        let api_dirs = RunDirs::create(tmp.path().join("idle-api"), &idle_logs)?;
+        println!();
+        run_idle(
+            &setup,
+            &api_dirs,
+            duration,
+            "fresh, the processor with --kubernetes-metadata api (a pod update every second)",
+            Some(&api.url),
         )?;
     }
 
@@ -475,9 +490,27 @@ fn run_pipeline(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow:
     Ok(rows)
 }
 
-/// Runs the three stages with no input for `duration` and prints what they cost.
-fn run_idle(setup: &Setup, dirs: &RunDirs, duration: Duration, label: &str) -> anyhow::Result<()> {
+/// Runs the three stages with no input for `duration` and prints what they cost; with
+/// `pod_api`, the processor reads its pod's metadata from that API server.
+fn run_idle(
+    setup: &Setup,
+    dirs: &RunDirs,
+    duration: Duration,
+    label: &str,
+    pod_api: Option<&str>,
+) -> anyhow::Result<()> {
     let forwarder_args = forwarder_args(dirs)?;
+    let mut processor_args = processor_args(setup, dirs, None);
+    if let Some(url) = pod_api {
+        processor_args.extend([
+            "--kubernetes-metadata=api".into(),
+            format!("--kubernetes-api-url={url}"),
+        ]);
+    }
+    let pod_env = [
+        ("POD_NAME", pod_api::POD_NAME),
+        ("POD_NAMESPACE", pod_api::NAMESPACE),
+    ];
     let mut procs = vec![
         Proc::spawn(
             "collector",
@@ -485,10 +518,11 @@ fn run_idle(setup: &Setup, dirs: &RunDirs, duration: Duration, label: &str) -> a
             &collector_args(setup, dirs, None),
             &dirs.root.join("idle-collector.log"),
         )?,
-        Proc::spawn(
+        Proc::spawn_with_env(
             "processor",
             &setup.processor,
-            &processor_args(setup, dirs, None),
+            &processor_args,
+            &pod_env,
             &dirs.root.join("idle-processor.log"),
         )?,
         Proc::spawn(
