@@ -33,12 +33,11 @@ use tracing::{info, warn};
 
 pub mod kubernetes;
 pub mod tools;
-pub mod watch;
 
 pub use tools::Tool;
 
 use kubernetes::{ApiMetrics, ApiSettings, MetadataConfig, PodMetadata};
-use watch::FileWatch;
+use sidecar_core::mounted::FileWatch;
 
 /// The name this stage publishes its cursor under in the collected journal.
 pub const READER_NAME: &str = "processor";

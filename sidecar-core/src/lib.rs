@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod journal;
+pub mod mounted;
 pub mod query;
 pub mod record;
 pub mod rules;

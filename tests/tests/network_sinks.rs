@@ -428,6 +428,72 @@ fn http_sink_rides_out_a_503_outage_and_honours_retry_after() {
     assert!(!log.contains("s3cr3t"), "the token never reaches the log");
 }
 
+/// Writes `secret` as version `version` of a Secret volume in `dir`, the way the kubelet
+/// does: the file in a new timestamped directory, then `..data` swapped to it atomically;
+/// `dir/token` links through `..data`.
+fn write_secret_version(dir: &Path, version: &str, secret: &str) {
+    let versioned = dir.join(format!("..{version}"));
+    std::fs::create_dir_all(&versioned).unwrap();
+    std::fs::write(versioned.join("token"), secret).unwrap();
+    let staged = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{version}"), &staged).unwrap();
+    std::fs::rename(&staged, dir.join("..data")).unwrap();
+    if !dir.join("token").exists() {
+        std::os::unix::fs::symlink("..data/token", dir.join("token")).unwrap();
+    }
+}
+
+/// A rotated Secret: once the kubelet swaps in a new token, requests carry it without a
+/// restart; the requests refused (401) in between are retried, so nothing is lost or repeated.
+#[test]
+fn a_rotated_token_file_is_picked_up_without_a_restart() {
+    let mut pod = Pod::new();
+    let secret_dir = pod.path("secret");
+    write_secret_version(&secret_dir, "2026_11_23_01_00_00.1", "old-token\n");
+    let accepted_token = Arc::new(Mutex::new("Bearer old-token".to_owned()));
+    let server = FakeServer::start({
+        let accepted_token = Arc::clone(&accepted_token);
+        move |req| {
+            let ok = req.header("authorization") == Some(accepted_token.lock().unwrap().as_str());
+            Some(Response::status(if ok { 200 } else { 401 }))
+        }
+    });
+    configure(
+        &pod,
+        "",
+        &format!(
+            "  - type: http\n    url: {}/ingest\n    auth: {{bearer: {{token_file: {}}}}}\n    retry: {{initial_backoff: 100ms, max_backoff: 400ms}}\n",
+            server.url(),
+            secret_dir.join("token").display()
+        ),
+        false,
+    );
+    let mut app = Writer::open(pod.path("logs/access.log"), "access");
+    app.write(200);
+    let stages = pod.start_all();
+    server.wait_for("the first 200 records", || received(&server).len() >= 200);
+
+    // The server stops taking the old token before the new one is mounted, as when a
+    // credential is revoked first: the sink is refused until it reads the new file.
+    *accepted_token.lock().unwrap() = "Bearer new-token".to_owned();
+    write_secret_version(&secret_dir, "2026_11_23_02_00_00.2", "new-token\n");
+    app.write(200);
+    server.wait_for("all 400 records", || received(&server).len() >= 400);
+    std::thread::sleep(Duration::from_millis(300));
+    let problems = exactly_once(&received(&server), &[("access", 400)]);
+    assert!(problems.is_empty(), "{problems}");
+    let forwarder = &stages[2];
+    let log = std::fs::read_to_string(&forwarder.log).unwrap();
+    assert!(
+        log.contains("The secret file changed; requests carry the new credentials."),
+        "{log}"
+    );
+    assert!(!log.contains("new-token") && !log.contains("old-token"));
+    for stage in stages {
+        stage.terminate(Duration::from_secs(15));
+    }
+}
+
 #[test]
 fn records_the_server_refuses_are_dead_lettered_and_the_rest_delivered() {
     let mut pod = Pod::new();

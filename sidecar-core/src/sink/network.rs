@@ -26,11 +26,12 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
 use serde_json::Value;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use super::dead_letter::{DeadLetter, DeadLetterSpec};
 use super::{OutRecord, Sink, SinkError};
 use crate::config::{ByteSize, HumanDuration};
+use crate::mounted::FileWatch;
 
 /// `tls:` of a network sink. Without it, https URLs are checked against the bundled Mozilla
 /// roots.
@@ -532,6 +533,7 @@ pub struct Endpoint {
     shown_url: String,
     client: reqwest::Client,
     headers: HeaderMap,
+    auth: Option<RotatingAuth>,
     gzip: bool,
     runtime: Option<tokio::runtime::Runtime>,
     cancel: Cancel,
@@ -574,19 +576,8 @@ impl Endpoint {
     /// When a file cannot be read or parsed, or a variable is unset.
     pub fn new(spec: &EndpointSpec<'_>) -> Result<Self, EndpointError> {
         let sink = spec.name.to_owned();
-        let invalid = |field: &'static str, message: String| EndpointError::Invalid {
-            sink: sink.clone(),
-            field,
-            message,
-        };
-        let read = |field: &'static str, path: &Path| {
-            std::fs::read(path).map_err(|source| EndpointError::Read {
-                sink: sink.clone(),
-                field,
-                path: path.to_owned(),
-                source,
-            })
-        };
+        let invalid = field_error(&sink);
+        let read = field_reader(&sink);
         let url = Url::parse(spec.url).map_err(|e| invalid("url", e.to_string()))?;
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
@@ -632,16 +623,17 @@ impl Endpoint {
             headers.insert(name, value);
         }
         if let Some(auth) = spec.auth {
-            let mut value = auth_header(auth, &read, &invalid)?;
-            // Marked sensitive: hyper and reqwest then leave it out of their Debug output.
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                sensitive_auth_header(auth, &read, &invalid)?,
+            );
         }
         Ok(Self {
             shown_url: redact_url(&url),
             url,
             client,
             headers,
+            auth: spec.auth.map(|auth| RotatingAuth::new(&sink, auth)),
             gzip: spec.gzip,
             runtime: None,
             cancel: Cancel::new(),
@@ -672,6 +664,9 @@ impl Endpoint {
                 reason: "shutting down".into(),
                 retry_after: None,
             };
+        }
+        if let Some(value) = self.auth.as_mut().and_then(RotatingAuth::renewed) {
+            self.headers.insert(reqwest::header::AUTHORIZATION, value);
         }
         let body = if self.gzip { gzip(&body) } else { body };
         let sent_bytes = body.len() as u64;
@@ -793,6 +788,103 @@ fn describe_error(e: &reqwest::Error) -> String {
 
 /// Reads a file named by a config field.
 type ReadField<'a> = &'a dyn Fn(&'static str, &Path) -> Result<Vec<u8>, EndpointError>;
+
+/// Reads the file a config field of `sink` names; the error carries both.
+fn field_reader(sink: &str) -> impl Fn(&'static str, &Path) -> Result<Vec<u8>, EndpointError> + '_ {
+    move |field, path| {
+        std::fs::read(path).map_err(|source| EndpointError::Read {
+            sink: sink.to_owned(),
+            field,
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// What is wrong with a config field of `sink`.
+fn field_error(sink: &str) -> impl Fn(&'static str, String) -> EndpointError + '_ {
+    move |field, message| EndpointError::Invalid {
+        sink: sink.to_owned(),
+        field,
+        message,
+    }
+}
+
+/// How often a secret file is checked for a new version: a stat per check, at most once a
+/// second, so the cost does not grow with the request rate.
+const SECRET_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `Authorization` header's source, re-read when its file changes: a mounted Secret
+/// rotated by the kubelet (a `..data` symlink swap), a token a Vault agent renews.
+#[derive(Debug)]
+struct RotatingAuth {
+    sink: String,
+    spec: AuthSpec,
+    /// The secret's file; `None` for a secret from the environment, which never changes.
+    file: Option<FileWatch>,
+    checked_at: Instant,
+}
+
+impl RotatingAuth {
+    fn new(sink: &str, spec: &AuthSpec) -> RotatingAuth {
+        RotatingAuth {
+            sink: sink.to_owned(),
+            file: spec.secret_file().map(FileWatch::new),
+            spec: spec.clone(),
+            checked_at: Instant::now(),
+        }
+    }
+
+    /// A new header when the secret file changed since the last look. A new version that
+    /// cannot be used (unreadable, not UTF-8) keeps the one in force, with a warning.
+    fn renewed(&mut self) -> Option<HeaderValue> {
+        let file = self.file.as_mut()?;
+        if self.checked_at.elapsed() < SECRET_CHECK_INTERVAL {
+            return None;
+        }
+        self.checked_at = Instant::now();
+        if !file.changed() {
+            return None;
+        }
+        let sink = self.sink.as_str();
+        match sensitive_auth_header(&self.spec, &field_reader(sink), &field_error(sink)) {
+            Ok(value) => {
+                info!(
+                    sink,
+                    "The secret file changed; requests carry the new credentials."
+                );
+                Some(value)
+            }
+            Err(e) => {
+                warn!(sink, error = %e, "The secret file changed but cannot be used; keeping the credentials in force.");
+                None
+            }
+        }
+    }
+}
+
+impl AuthSpec {
+    /// The file the secret comes from, if it comes from a file.
+    fn secret_file(&self) -> Option<&Path> {
+        match self {
+            AuthSpec::Basic { password_file, .. } => password_file.as_deref(),
+            AuthSpec::Bearer { token_file, .. } => token_file.as_deref(),
+            AuthSpec::ApiKey { key_file, .. } => key_file.as_deref(),
+        }
+    }
+}
+
+/// The `Authorization` header, marked sensitive: hyper and reqwest then leave it out of their
+/// Debug output.
+fn sensitive_auth_header(
+    auth: &AuthSpec,
+    read: ReadField<'_>,
+    invalid: &dyn Fn(&'static str, String) -> EndpointError,
+) -> Result<HeaderValue, EndpointError> {
+    let mut value = auth_header(auth, read, invalid)?;
+    value.set_sensitive(true);
+    Ok(value)
+}
 
 fn auth_header(
     auth: &AuthSpec,

@@ -1,6 +1,7 @@
-//! Watching a mounted file for changes the way the kubelet makes them: a ConfigMap or
-//! downwardAPI volume is a directory of symlinks (`rules.yaml → ..data/rules.yaml`,
-//! `..data → ..2026_11_22_10_00_00.123`), and an update swaps the `..data` link atomically.
+//! Files the kubelet mounts (ConfigMaps, Secrets, downwardAPI volumes), watched for changes
+//! the way the kubelet makes them: such a volume is a directory of symlinks
+//! (`rules.yaml → ..data/rules.yaml`, `..data → ..2026_11_22_10_00_00.123`), and an update
+//! swaps the `..data` link atomically.
 //!
 //! Easy to get wrong: watching the file's own inode or mtime through the link. After the swap
 //! the path resolves to a new file in a new directory, so the signature here is taken from the
