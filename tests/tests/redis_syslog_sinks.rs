@@ -399,6 +399,63 @@ fn a_redis_subscriber_and_the_stream_get_every_record_once() {
     drop(stages);
 }
 
+/// A stream key that holds a string (a naming clash with another app): redis refuses every
+/// batch with WRONGTYPE, which no retry cures. The forwarder says so once, as an error naming
+/// the key and the fix, keeps every record, and delivers them all once the key is freed.
+#[test]
+fn a_stream_key_of_the_wrong_type_is_named_and_nothing_is_lost_once_it_is_fixed() {
+    let mut pod = Pod::new();
+    let redis = Redis::start(pod.path("redis"));
+    let _: () = redis::cmd("SET")
+        .arg("logs-stream")
+        .arg("not a stream")
+        .query(&mut redis.connection())
+        .unwrap();
+    write_forwarder_config(
+        &pod,
+        &format!(
+            "  - type: redis\n    url: {}\n    stream: logs-stream\n",
+            redis.url()
+        ),
+    );
+    let mut access = Writer::open(pod.path("logs/access.log"), "access");
+    access.write(200);
+    let stages = pod.start_all();
+    let forwarder_log = stages[2].log.clone();
+    let named = wait_until(DELIVERY_TIMEOUT, || {
+        fs::read_to_string(&forwarder_log).is_ok_and(|log| log.contains("is not a stream"))
+    });
+    assert!(named, "{}", fs::read_to_string(&forwarder_log).unwrap());
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(redis.stream_len("logs-stream"), 0);
+
+    let _: () = redis::cmd("DEL")
+        .arg("logs-stream")
+        .query(&mut redis.connection())
+        .unwrap();
+    access.write(100);
+    assert!(
+        wait_until(DELIVERY_TIMEOUT, || redis.stream_len("logs-stream") >= 300),
+        "{} of 300 in the stream",
+        redis.stream_len("logs-stream")
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let records: Vec<Value> = redis
+        .stream("logs-stream")
+        .into_iter()
+        .map(|(_, _, record)| record)
+        .collect();
+    let problems = exactly_once(&records, &[("access", 300)]);
+    assert!(problems.is_empty(), "{problems}");
+    let log = fs::read_to_string(&forwarder_log).unwrap();
+    assert_eq!(
+        log.matches("will until this is fixed").count(),
+        1,
+        "said once per outage: {log}"
+    );
+    drop(stages);
+}
+
 #[test]
 fn redis_killed_and_restarted_mid_stream_loses_nothing() {
     let mut pod = Pod::new();

@@ -23,7 +23,7 @@ use prometheus_client::registry::Registry;
 use redis::{ConnectionLike as _, IntoConnectionInfo as _, Value as RedisValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::batch_metrics::{BatchFamilies, BatchMetrics};
 use super::{OutRecord, Sink, SinkError};
@@ -357,6 +357,44 @@ fn setup_error(sink: &str, target: &str, detail: String) -> SinkError {
     }
 }
 
+impl RedisSink {
+    /// Says why redis did not take a batch: an error for an answer only a change on the
+    /// redis side or in the sink's settings cures, a warning otherwise. Both are retried:
+    /// the records stay in the journal until redis takes them.
+    fn report_failure(&self, failure: &RedisFailure) {
+        let (sink, url, error) = (&self.spec.name, &self.target, error_chain(failure));
+        match failure {
+            RedisFailure::Server(answer) => match needs_fixing(answer, &self.spec) {
+                Some(fix) => {
+                    error!(sink = %sink, url = %url, error = %error, fix = %fix, "Redis refuses the batch and will until this is fixed; retrying it with backoff meanwhile (no record is dropped; the pipeline backs up).");
+                }
+                None => {
+                    warn!(sink = %sink, url = %url, error = %error, "Redis did not take the batch; retrying it (records redis already took are sent again).");
+                }
+            },
+            _ => {
+                warn!(sink = %sink, url = %url, error = %error, "Redis did not take the batch; reconnecting and retrying it (records redis already took are sent again).");
+            }
+        }
+    }
+}
+
+/// What an operator must change when redis answers with an error that retrying cannot cure
+/// (the key's type, the ACL, the password); `None` for a passing condition (OOM, LOADING,
+/// BUSY, READONLY during a failover, ...).
+fn needs_fixing(answer: &str, spec: &RedisSpec) -> Option<String> {
+    let stream = spec.stream.as_deref().unwrap_or("");
+    if answer.contains("WRONGTYPE") {
+        Some(format!("the key {stream:?} holds a value that is not a stream: delete or rename it, or point `stream:` at another key"))
+    } else if answer.contains("NOPERM") {
+        Some("the redis user may not run EVAL, XADD or PUBLISH on this key or channel: grant them in its ACL".into())
+    } else if answer.contains("NOAUTH") || answer.contains("WRONGPASS") {
+        Some("redis wants a (different) password: check password_file / password_env or the URL's user".into())
+    } else {
+        None
+    }
+}
+
 impl Sink for RedisSink {
     fn name(&self) -> &str {
         &self.spec.name
@@ -398,7 +436,7 @@ impl Sink for RedisSink {
             Err(e) => {
                 if !std::mem::replace(&mut self.failing, true) {
                     // The forwarder logs every retry; the cause is said here, once per outage.
-                    warn!(sink = %self.spec.name, url = %self.target, error = %error_chain(&e), "Redis did not take the batch; reconnecting and retrying it (records redis already took are sent again).");
+                    self.report_failure(&e);
                 }
                 self.counters.failures += 1;
                 self.metrics.failures.inc();
@@ -556,6 +594,29 @@ mod tests {
         }
         assert!(rest.is_empty(), "trailing bytes: {rest:?}");
         args
+    }
+
+    #[test]
+    fn answers_no_retry_cures_name_the_fix() {
+        let spec = spec("url: redis://127.0.0.1/\nstream: logs\n");
+        let fix = |answer| needs_fixing(answer, &spec);
+        assert!(
+            fix("WRONGTYPE Operation against a key holding the wrong kind of value")
+                .is_some_and(|f| f.contains("\"logs\" holds a value that is not a stream"))
+        );
+        assert!(
+            fix("NOPERM User log has no permissions to run the 'xadd' command")
+                .is_some_and(|f| f.contains("ACL"))
+        );
+        assert!(fix("WRONGPASS invalid username-password pair").is_some());
+        for passing in [
+            "OOM command not allowed when used memory > 'maxmemory'",
+            "LOADING Redis is loading the dataset in memory",
+            "BUSY Redis is busy running a script",
+            "READONLY You can't write against a read only replica.",
+        ] {
+            assert_eq!(fix(passing), None, "{passing}");
+        }
     }
 
     #[test]
