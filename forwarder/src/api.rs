@@ -566,15 +566,21 @@ async fn source_logs_response(state: &ApiState, source: String, raw: &str) -> Re
     response
 }
 
-async fn sources(State(state): State<ApiState>) -> Response {
-    if let Err(e) = update_index(&state).await {
-        return internal(e);
-    }
-    let snapshot = state
+/// The index brought up to the journal's end, as it stands now.
+async fn fresh_snapshot(state: &ApiState) -> Result<IndexSnapshot, Response> {
+    update_index(state).await.map_err(internal)?;
+    Ok(state
         .index
         .lock()
         .expect("the index lock is never poisoned")
-        .snapshot(SystemTime::now());
+        .snapshot(SystemTime::now()))
+}
+
+async fn sources(State(state): State<ApiState>) -> Response {
+    let snapshot = match fresh_snapshot(&state).await {
+        Ok(snapshot) => snapshot,
+        Err(response) => return response,
+    };
     let list: Vec<Value> = snapshot
         .sources
         .iter()
@@ -590,14 +596,10 @@ async fn sources(State(state): State<ApiState>) -> Response {
 }
 
 async fn stats(State(state): State<ApiState>) -> Response {
-    if let Err(e) = update_index(&state).await {
-        return internal(e);
-    }
-    let snapshot = state
-        .index
-        .lock()
-        .expect("the index lock is never poisoned")
-        .snapshot(SystemTime::now());
+    let snapshot = match fresh_snapshot(&state).await {
+        Ok(snapshot) => snapshot,
+        Err(response) => return response,
+    };
     let dir = state.dir.clone();
     let pipeline = tokio::task::spawn_blocking(move || forwarder_progress(&dir))
         .await
@@ -662,17 +664,8 @@ pub fn lag_bytes(dir: &Path, from: Position, end: Position) -> u64 {
 }
 
 async fn metrics_text(State(state): State<ApiState>) -> Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
+    match sidecar_core::telemetry::openmetrics(&state.registry) {
+        Ok(answer) => answer.into_response(),
         Err(e) => internal(e),
     }
 }

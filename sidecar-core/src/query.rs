@@ -24,7 +24,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::record::field;
+use crate::record::{field, string_or_absent};
 
 /// The hint every bad time parameter carries.
 pub const TIME_HINT: &str = "use 30s, 5m, 1h, 7d or RFC 3339";
@@ -143,81 +143,23 @@ pub fn journal_time(t: SystemTime) -> String {
 #[derive(Debug, Default, Deserialize)]
 pub struct RecordView<'a> {
     /// `source_file`.
-    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
     pub source_file: Option<Cow<'a, str>>,
     /// `collected_at`.
-    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
     pub collected_at: Option<Cow<'a, str>>,
     /// `log_level`.
-    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
     pub log_level: Option<Cow<'a, str>>,
     /// `log_category`.
-    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
     pub log_category: Option<Cow<'a, str>>,
     /// `message`.
-    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
     pub message: Option<Cow<'a, str>>,
     /// `line` (kept when the processor could not parse it).
-    #[serde(borrow, default, deserialize_with = "lenient_str")]
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
     pub line: Option<Cow<'a, str>>,
-}
-
-/// A string field, or `None` for any other JSON value (which is skipped).
-fn lenient_str<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Cow<'de, str>>, D::Error> {
-    struct Lenient;
-    impl<'de> serde::de::Visitor<'de> for Lenient {
-        type Value = Option<Cow<'de, str>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("any JSON value")
-        }
-        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Borrowed(v)))
-        }
-        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v.to_owned())))
-        }
-        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v)))
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            while map
-                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                .is_some()
-            {}
-            Ok(None)
-        }
-    }
-    deserializer.deserialize_any(Lenient)
 }
 
 impl<'a> RecordView<'a> {

@@ -138,22 +138,30 @@ async fn healthz(State(state): State<ServerState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<ServerState>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        ),
-        Err(_) => (
+    openmetrics(&state.registry).map_err(|_| {
+        (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "cannot encode metrics\n".to_owned(),
-        ),
-    }
+            "cannot encode metrics\n",
+        )
+    })
+}
+
+/// `registry` as a `GET /metrics` answer in the OpenMetrics text format.
+///
+/// # Errors
+/// When a metric cannot be encoded.
+pub fn openmetrics(registry: &Registry) -> Result<impl IntoResponse, std::fmt::Error> {
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, registry)?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    ))
 }
 
 #[cfg(test)]

@@ -426,6 +426,15 @@ mod tests {
         assert!(!dir.path().join("new.log.000000.ndjson").exists());
     }
 
+    fn sorted_names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn files_roll_by_size_and_closed_ones_are_gzipped_after_the_commit() {
         let dir = tempfile::tempdir().unwrap();
@@ -435,11 +444,7 @@ mod tests {
             sink.send(&batch(chunk)).unwrap();
             sink.committed();
         }
-        let mut names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
+        let names = sorted_names(dir.path());
         assert_eq!(
             names,
             [
@@ -469,11 +474,7 @@ mod tests {
             sink.send(&batch(chunk)).unwrap();
             sink.committed();
         }
-        let mut names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
+        let names = sorted_names(dir.path());
         assert_eq!(names, ["a.log.000002.ndjson.gz", "a.log.000003.ndjson"]);
     }
 

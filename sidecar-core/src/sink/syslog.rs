@@ -33,6 +33,7 @@ use tracing::{info, warn};
 use super::batch_metrics::{BatchFamilies, BatchMetrics};
 use super::{OutRecord, Sink, SinkError};
 use crate::config::{ByteSize, HumanDuration};
+use crate::record::string_or_absent;
 
 /// A syslog sink in `forwarder.yaml` (`type: syslog`).
 #[derive(Debug, Clone, Deserialize)]
@@ -431,61 +432,6 @@ struct MessageFields<'a> {
     message: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "string_or_absent")]
     line: Option<Cow<'a, str>>,
-}
-
-/// A string (borrowed when it has no escapes), or `None` for any other JSON value.
-fn string_or_absent<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Cow<'de, str>>, D::Error> {
-    struct StringOrAbsent;
-    impl<'de> serde::de::Visitor<'de> for StringOrAbsent {
-        type Value = Option<Cow<'de, str>>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("any JSON value")
-        }
-        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Borrowed(v)))
-        }
-        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(v.to_owned())))
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(
-            self,
-            mut seq: A,
-        ) -> Result<Self::Value, A::Error> {
-            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-            Ok(None)
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            while map
-                .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                .is_some()
-            {}
-            Ok(None)
-        }
-    }
-    deserializer.deserialize_any(StringOrAbsent)
 }
 
 /// Formats records as RFC 5424 messages.
