@@ -619,15 +619,8 @@ impl Step {
                         return None;
                     }
                 };
-                if *remove_source {
-                    record.remove(field);
-                }
-                match into {
-                    Some(into) => {
-                        record.insert(into.clone(), Value::Object(object));
-                    }
-                    None => merge(record, object, *overwrite),
-                }
+                let source = remove_source.then_some(field.as_str());
+                place_parsed(record, object, source, into.as_deref(), *overwrite);
             }
             Action::Set {
                 field,
@@ -719,15 +712,8 @@ impl Step {
                 if pairs.is_empty() {
                     return None;
                 }
-                if *remove_source {
-                    record.remove(field);
-                }
-                match into {
-                    Some(into) => {
-                        record.insert(into.clone(), Value::Object(pairs));
-                    }
-                    None => merge(record, pairs, *overwrite),
-                }
+                let source = remove_source.then_some(field.as_str());
+                place_parsed(record, pairs, source, into.as_deref(), *overwrite);
             }
             Action::Timestamp {
                 field,
@@ -828,6 +814,26 @@ impl Step {
 /// Merges a decoded payload into the record. Without `overwrite`, a key the record already has
 /// keeps its value and the payload's goes to `json_<key>`: payload keys come from the data, so
 /// a line must not be able to replace fields such as `id` or `timestamp` unnoticed.
+/// Where a parse step's fields go: under `into`, or merged into the record; the parsed
+/// `source` field is removed first when the step says so.
+fn place_parsed(
+    record: &mut Map<String, Value>,
+    parsed: Map<String, Value>,
+    source: Option<&str>,
+    into: Option<&str>,
+    overwrite: bool,
+) {
+    if let Some(source) = source {
+        record.remove(source);
+    }
+    match into {
+        Some(into) => {
+            record.insert(into.to_owned(), Value::Object(parsed));
+        }
+        None => merge(record, parsed, overwrite),
+    }
+}
+
 fn merge(record: &mut Map<String, Value>, object: Map<String, Value>, overwrite: bool) {
     for (key, value) in object {
         if overwrite || !record.contains_key(&key) {
