@@ -219,6 +219,10 @@ pub struct SavedFile {
     pub head_hash: u64,
     /// xxh3 of the `min(offset, 256)` bytes before `offset`.
     pub tail_hash: u64,
+    /// The file had left its path (rotated) and was read to its end when the position was
+    /// taken: if it is gone after a restart, nothing of it was lost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drained: bool,
 }
 
 /// The tailer's whole position: the collector's input position in its journal commit.
@@ -245,6 +249,7 @@ pub struct SourceMetrics {
     lines: Family<Vec<(String, String)>, Counter>,
     bytes: Family<Vec<(String, String)>, Counter>,
     events: Family<Vec<(String, String)>, Counter>,
+    unread_bytes: Family<Vec<(String, String)>, Counter>,
     open_files: Gauge,
 }
 
@@ -263,14 +268,25 @@ impl SourceMetrics {
         );
         registry.register(
             "collector_file_events",
-            "Rotations, truncations, split, partial and invalid UTF-8 lines, unreadable files, per source file",
+            "Rotations, truncations, copies found, split, partial and invalid UTF-8 lines, unreadable files, per source file",
             self.events.clone(),
+        );
+        registry.register(
+            "collector_unread_bytes",
+            "Bytes a file was seen to hold that could not be read: truncated with no copy found, per source file",
+            self.unread_bytes.clone(),
         );
         registry.register(
             "collector_open_files",
             "Files held open, rotated ones included",
             self.open_files.clone(),
         );
+    }
+
+    fn unread_bytes_of(&self, source: &str) -> Counter {
+        self.unread_bytes
+            .get_or_create(&vec![("source".into(), source.into())])
+            .clone()
     }
 
     fn count_event(&self, source: &str, event: &str) {
@@ -309,11 +325,16 @@ struct TrackedFile {
     head_len: u64,
     head_hash: u64,
     tail: Option<(u64, u64)>,
+    /// The size at the last look: bytes past the offset are known to exist.
+    size_seen: u64,
     /// The mtime seen at the last read, to notice writes that did not change the size.
     modified: Option<SystemTime>,
     detached_since: Option<Instant>,
     last_growth: Instant,
     incomplete_since: Option<Instant>,
+    /// A rotated file whose content was replaced (a copy written over it): never read again,
+    /// closed at the end of the read.
+    rewritten: bool,
 }
 
 /// What one [`Tailer::read`] did.
@@ -515,10 +536,12 @@ impl Tailer {
             head_len: 0,
             head_hash: xxh3_64(b""),
             tail: None,
+            size_seen: size,
             modified: None,
             detached_since: None,
             last_growth: Instant::now(),
             incomplete_since: None,
+            rewritten: false,
         };
         refresh_head(&mut tracked, size);
         info!(source = name, path = %path.display(), bytes = size, "Tailing new file from its start.");
@@ -541,33 +564,30 @@ impl Tailer {
 
     fn restore(&mut self, saved: TailPosition) {
         let saved_at = UNIX_EPOCH + Duration::from_millis(saved.saved_at_ms);
-        let sources: HashSet<String> = (saved.files.iter().chain(&saved.finished))
-            .map(|f| f.source.clone())
+        let known: Vec<SavedFile> = (saved.files.iter().chain(&saved.finished))
+            .cloned()
             .collect();
+        // First every file still at its inode, so that a copy found next is never one of them.
+        let mut changed = Vec::new();
         for file in saved.files {
-            match find_saved_file(&file) {
-                Ok(Some((opened, path, meta))) => {
-                    // Found elsewhere: rotated while we were down. The rescan re-attaches it if
-                    // its new path is still watched.
-                    let detached = path != file.path;
-                    let tracked = resumed(&file, opened, path, &meta, detached);
-                    info!(source = %file.source, path = %tracked.path.display(), offset = file.offset, "Resuming file at its committed offset.");
-                    self.files.push(tracked);
-                }
-                Ok(None) => {
-                    warn!(source = %file.source, path = %file.path.display(), offset = file.offset, "A file being read is gone or was replaced while the collector was down; lines written after the committed offset could not be read.");
-                    self.metrics.count_event(&file.source, "lost_while_down");
-                    self.changed = true;
-                }
+            match find_by_inode(&file) {
+                Ok(Some(found)) => self.resume(&file, found, "Resuming file at its committed offset."),
+                Ok(None) => changed.push(file),
                 Err(e) => {
                     warn!(source = %file.source, path = %file.path.display(), error = %e, "Cannot check a saved file; treating it as gone.");
                     self.changed = true;
                 }
             }
         }
+        for file in changed {
+            self.find_gone_file(file);
+        }
         for file in saved.finished {
             // A rotated file read to its end and closed: still finished unless it grew since.
-            if let Ok(Some((opened, path, meta))) = find_saved_file(&file) {
+            if self.files.iter().any(|f| f.source_id == file.source_id) {
+                continue;
+            }
+            if let Ok(Some((opened, path, meta))) = find_by_inode(&file) {
                 if meta.len() > file.offset {
                     info!(source = %file.source, path = %path.display(), offset = file.offset, "A finished rotated file grew; reading its new lines.");
                     self.files.push(resumed(&file, opened, path, &meta, true));
@@ -577,7 +597,44 @@ impl Tailer {
             }
         }
         if saved.saved_at_ms > 0 {
-            self.adopt_rotated_while_down(&sources, saved_at);
+            self.adopt_rotated_while_down(&known, saved_at);
+        }
+    }
+
+    /// Resumes a saved file found on disk at its committed offset. Found at another path it
+    /// was rotated while the collector was down; the rescan re-attaches it if that path is
+    /// watched.
+    fn resume(&mut self, saved: &SavedFile, (file, path, meta): Found, message: &str) {
+        let detached = path != saved.path;
+        let tracked = resumed(saved, file, path, &meta, detached);
+        info!(source = %saved.source, path = %tracked.path.display(), offset = saved.offset, "{message}");
+        self.files.push(tracked);
+    }
+
+    /// A file being read is no longer at its inode with the content that was read: truncated
+    /// (copytruncate) or written over while the collector was down, or rotated and deleted.
+    /// Its copy, found by content, is read from the committed offset; a rotated file that had
+    /// been read to its end is simply gone.
+    fn find_gone_file(&mut self, file: SavedFile) {
+        self.changed = true;
+        let tracked: HashSet<FileKey> = self.files.iter().map(|f| f.key).collect();
+        match find_copy(&file, |key| tracked.contains(&key)) {
+            Ok(Some(Copy::Continues(opened, path, meta))) => {
+                self.metrics
+                    .count_event(&file.source, "copytruncate_copy_found");
+                let found = (opened, path, meta);
+                self.resume(&file, found, "File was truncated while the collector was down (copytruncate); reading its copy from the committed offset.");
+            }
+            Ok(Some(Copy::ReadPast(path))) => {
+                info!(source = %file.source, path = %file.path.display(), copy = %path.display(), offset = file.offset, "File was truncated while the collector was down; its copy holds nothing unread.");
+            }
+            _ if file.drained => {
+                info!(source = %file.source, path = %file.path.display(), offset = file.offset, "A rotated file that had been read to its end is gone; nothing of it was lost.");
+            }
+            _ => {
+                warn!(source = %file.source, path = %file.path.display(), offset = file.offset, "A file being read is gone or was replaced while the collector was down, and no copy of it was found; lines written after the committed offset could not be read.");
+                self.metrics.count_event(&file.source, "lost_while_down");
+            }
         }
     }
 
@@ -592,9 +649,12 @@ impl Tailer {
 
     /// Finds files rotated away while the collector was down that it never saw: named like a
     /// watched file plus a suffix (`access.log.1`, `access.log-2026…`), not matched by the
-    /// watch globs, unknown, and modified after the last commit. They are read from the start,
-    /// then closed.
-    fn adopt_rotated_while_down(&mut self, sources: &HashSet<String>, saved_at: SystemTime) {
+    /// watch globs, unknown, and modified after the last commit. One that holds what was read
+    /// of a saved file of that source (a copy) is read from that file's offset, or skipped when
+    /// that file is already followed or was read past it; any other is read from the start.
+    /// All are closed once read.
+    fn adopt_rotated_while_down(&mut self, known: &[SavedFile], saved_at: SystemTime) {
+        let sources: HashSet<&str> = known.iter().map(|f| f.source.as_str()).collect();
         for dir_index in 0..self.spec.dirs.len() {
             let dir = self.spec.dirs[dir_index].dir.clone();
             let Ok(entries) = fs::read_dir(&dir) else {
@@ -612,7 +672,7 @@ impl Tailer {
                 }
                 let Some(source) = sources.iter().find(|s| {
                     name.len() > s.len() + 1
-                        && name.starts_with(s.as_str())
+                        && name.starts_with(**s)
                         && matches!(name.as_bytes()[s.len()], b'.' | b'-')
                 }) else {
                     continue;
@@ -622,23 +682,45 @@ impl Tailer {
                 };
                 let key = FileKey::of(&meta);
                 let after_commit = meta.modified().is_ok_and(|m| m > saved_at);
-                let known = self.files.iter().any(|f| f.key == key)
+                let known_key = self.files.iter().any(|f| f.key == key)
                     || self
                         .finished
                         .iter()
                         .any(|f| f.dev == key.dev && f.ino == key.ino);
-                if !meta.file_type().is_file() || !after_commit || known {
+                if !meta.file_type().is_file() || !after_commit || known_key {
                     continue;
                 }
                 let Ok(file) = File::open(&path) else {
                     continue;
                 };
-                warn!(source = %source, path = %path.display(), "Found a file rotated away while the collector was down; reading it from its start.");
-                self.metrics.count_event(source, "rotated_while_down");
-                let source = source.clone();
-                self.track(file, &path, &source, key, meta.len());
-                if let Some(tracked) = self.files.last_mut() {
-                    tracked.detached_since = Some(Instant::now());
+                let size = file.metadata().map_or(meta.len(), |m| m.len());
+                let copy_of = known
+                    .iter()
+                    .filter(|saved| saved.source == *source)
+                    .find_map(|saved| match likeness(&file, size, saved) {
+                        Ok(Likeness::Other) | Err(_) => None,
+                        Ok(likeness) => Some((saved, likeness)),
+                    });
+                let source = source.to_string();
+                match copy_of {
+                    Some((saved, Likeness::Continues))
+                        if !self.files.iter().any(|f| f.source_id == saved.source_id) =>
+                    {
+                        self.metrics.count_event(&source, "copytruncate_copy_found");
+                        let saved = saved.clone();
+                        self.resume(&saved, (file, path, meta), "Found a copy of a file rotated while the collector was down; reading it from the committed offset.");
+                    }
+                    Some(_) => {
+                        info!(source = %source, path = %path.display(), "A file rotated while the collector was down is a copy of lines already read or being read; not reading it again.");
+                    }
+                    None => {
+                        warn!(source = %source, path = %path.display(), "Found a file rotated away while the collector was down; reading it from its start.");
+                        self.metrics.count_event(&source, "rotated_while_down");
+                        self.track(file, &path, &source, key, size);
+                        if let Some(tracked) = self.files.last_mut() {
+                            tracked.detached_since = Some(Instant::now());
+                        }
+                    }
                 }
             }
         }
@@ -669,23 +751,97 @@ impl Tailer {
                 self.next_file = index;
                 break;
             }
-            let tracked = &mut self.files[index];
-            let file_outcome = read_file(
-                tracked,
-                &mut self.buf,
-                &self.options,
-                budget_bytes - outcome.bytes,
-                collected_at,
-                emit,
-                &self.metrics,
-            );
-            self.changed |= file_outcome.reset;
+            let budget = budget_bytes - outcome.bytes;
+            let mut file_outcome = self.read_one(index, budget, collected_at, emit);
+            if file_outcome.truncated {
+                self.changed = true;
+                outcome.more |= self.follow_truncation(index);
+                file_outcome = self.read_one(index, budget, collected_at, emit);
+            }
             outcome.records += file_outcome.records;
             outcome.bytes += file_outcome.bytes;
             outcome.more |= file_outcome.more;
         }
         self.close_finished_files(collected_at, emit, &mut outcome);
         outcome
+    }
+
+    fn read_one(
+        &mut self,
+        index: usize,
+        budget: u64,
+        collected_at: &str,
+        emit: &mut dyn FnMut(&CollectedRecordOut<'_>),
+    ) -> FileOutcome {
+        read_file(
+            &mut self.files[index],
+            &mut self.buf,
+            &self.options,
+            budget,
+            collected_at,
+            emit,
+            &self.metrics,
+        )
+    }
+
+    /// A file shrank below its offset or its first bytes changed. A rotated file that changes
+    /// was written over (`cp app.log app.log.1` onto an old copy): its new content is another
+    /// file's, so it is dropped, not read again. A live file was truncated (copytruncate): its
+    /// copy is looked for by content in the same directory and read from the offset reached,
+    /// under the same source id, so the lines not yet read when it was copied are not lost and
+    /// record ids continue. The file itself is then read again from 0 as a new generation.
+    /// Returns whether a copy was found, to be read next.
+    fn follow_truncation(&mut self, index: usize) -> bool {
+        let f = &mut self.files[index];
+        if f.detached_since.is_some() {
+            info!(source = %f.source, path = %f.path.display(), offset = f.offset, "A rotated file was written over (a new copy in its place?); it is not read again.");
+            self.metrics.count_event(&f.source, "rewritten_in_place");
+            f.rewritten = true;
+            return false;
+        }
+        let read = saved_file(f);
+        let unread = f.size_seen.saturating_sub(f.offset);
+        let live: HashSet<FileKey> = (self.files.iter())
+            .filter(|t| t.detached_since.is_none())
+            .map(|t| t.key)
+            .collect();
+        let found = find_copy(&read, |key| live.contains(&key));
+        let mut copy_found = false;
+        match found {
+            Ok(Some(Copy::Continues(file, path, meta))) => {
+                info!(source = %read.source, path = %read.path.display(), copy = %path.display(), offset = read.offset, "File was truncated (copytruncate); reading the rest of its copy from the offset reached, then the file from its start.");
+                self.metrics.count_event(&read.source, "copytruncate_copy_found");
+                let key = FileKey::of(&meta);
+                // An older copy this one was written over is gone: stop reading it.
+                for old in self.files.iter_mut().filter(|t| t.key == key) {
+                    old.rewritten = true;
+                }
+                self.files.push(resumed(&read, file, path, &meta, true));
+                copy_found = true;
+            }
+            Ok(Some(Copy::ReadPast(path))) => {
+                info!(source = %read.source, path = %read.path.display(), copy = %path.display(), offset = read.offset, "File was truncated (copytruncate); its copy holds nothing unread. Reading the file from its start.");
+            }
+            Ok(None) | Err(_) if unread > 0 => {
+                warn!(source = %read.source, path = %read.path.display(), offset = read.offset, unread_bytes = unread, "File was truncated before its end was read, and no copy of it was found in its directory; the unread bytes are lost. Reading it from its start.");
+                self.metrics.count_event(&read.source, "truncated_without_copy");
+                self.metrics.unread_bytes_of(&read.source).inc_by(unread);
+            }
+            Ok(None) | Err(_) => {
+                info!(source = %read.source, path = %read.path.display(), offset = read.offset, "File was truncated after everything in it was read; reading it from its start.");
+            }
+        }
+        self.metrics.count_event(&read.source, "truncated");
+        let source_id = self.new_source_id(self.files[index].key);
+        let f = &mut self.files[index];
+        f.source_id = source_id;
+        f.offset = 0;
+        f.head_len = 0;
+        f.head_hash = xxh3_64(b"");
+        f.tail = None;
+        f.size_seen = 0;
+        f.incomplete_since = None;
+        copy_found
     }
 
     fn close_finished_files(
@@ -697,6 +853,11 @@ impl Tailer {
         let close_after = self.options.rotated_close_after;
         let mut index = 0;
         while index < self.files.len() {
+            if self.files[index].rewritten {
+                self.files.swap_remove(index);
+                self.changed = true;
+                continue;
+            }
             let tracked = &mut self.files[index];
             let idle = tracked.last_growth.elapsed() >= close_after;
             if tracked.detached_since.is_some() && idle {
@@ -729,7 +890,10 @@ impl Tailer {
     /// The position to commit: every open file with its offset and fingerprints.
     pub fn position(&mut self) -> TailPosition {
         TailPosition {
-            files: self.files.iter_mut().map(saved_file).collect(),
+            files: (self.files.iter_mut())
+                .filter(|f| !f.rewritten)
+                .map(saved_file)
+                .collect(),
             saved_at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
@@ -750,6 +914,7 @@ fn saved_file(f: &mut TrackedFile) -> SavedFile {
         head_len: f.head_len,
         head_hash: f.head_hash,
         tail_hash: tail_hash(f),
+        drained: f.detached_since.is_some() && f.offset >= f.size_seen,
     }
 }
 
@@ -789,16 +954,22 @@ fn resumed(
         head_len: saved.head_len,
         head_hash: saved.head_hash,
         tail: Some((saved.offset, saved.tail_hash)),
+        size_seen: meta.len(),
         modified: None,
         detached_since: detached.then(Instant::now),
         last_growth: Instant::now(),
         incomplete_since: None,
+        rewritten: false,
     }
 }
 
-/// Finds a saved file again: at its path, or anywhere in its directory (rotated while the
-/// collector was down), and proves it is the same file by its fingerprints.
-fn find_saved_file(saved: &SavedFile) -> io::Result<Option<(File, PathBuf, fs::Metadata)>> {
+/// An open file found on disk, with its path and metadata.
+type Found = (File, PathBuf, fs::Metadata);
+
+/// Finds a saved file again by its inode: at its path, or anywhere in its directory (renamed
+/// while the collector was down), and proves by its fingerprints that it still holds what was
+/// read. `None` when the inode is gone or holds other content now.
+fn find_by_inode(saved: &SavedFile) -> io::Result<Option<Found>> {
     let wanted = FileKey {
         dev: saved.dev,
         ino: saved.ino,
@@ -833,6 +1004,80 @@ fn find_saved_file(saved: &SavedFile) -> io::Result<Option<(File, PathBuf, fs::M
     Ok(None)
 }
 
+/// How a file's content relates to what was read of a known one.
+#[derive(Debug, PartialEq, Eq)]
+enum Likeness {
+    /// Same first bytes and the same bytes before the offset: it holds what was read, and
+    /// whatever follows the offset was not read yet.
+    Continues,
+    /// Same first bytes but shorter than the offset: everything in it was read already.
+    ReadPast,
+    /// Another file.
+    Other,
+}
+
+fn likeness(file: &File, size: u64, read: &SavedFile) -> io::Result<Likeness> {
+    // An empty fingerprint matches anything, so it proves nothing.
+    if read.head_len == 0 || size < read.head_len {
+        return Ok(Likeness::Other);
+    }
+    if hash_range(file, 0, read.head_len)? != read.head_hash {
+        return Ok(Likeness::Other);
+    }
+    if size < read.offset {
+        return Ok(Likeness::ReadPast);
+    }
+    let tail = hash_range(file, read.offset.saturating_sub(TAIL_BYTES), read.offset)?;
+    Ok(if tail == read.tail_hash {
+        Likeness::Continues
+    } else {
+        Likeness::Other
+    })
+}
+
+/// The copy of a truncated file, found by content.
+enum Copy {
+    /// It holds lines past the offset reached: read them from there.
+    Continues(File, PathBuf, fs::Metadata),
+    /// It ends before the offset reached: nothing in it is unread.
+    ReadPast(PathBuf),
+}
+
+/// Looks in `read`'s directory for a copy of it (copytruncate): a regular file, not `read`'s
+/// own inode nor one `skip` names, whose first bytes and bytes before the offset are the ones
+/// that were read. A copy that continues is preferred to one that was read past.
+fn find_copy(read: &SavedFile, skip: impl Fn(FileKey) -> bool) -> io::Result<Option<Copy>> {
+    let own = FileKey {
+        dev: read.dev,
+        ino: read.ino,
+    };
+    let Some(dir) = read.path.parent() else {
+        return Ok(None);
+    };
+    let mut read_past = None;
+    for entry in fs::read_dir(dir)?.flatten() {
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let key = FileKey::of(&meta);
+        if !meta.file_type().is_file() || key == own || skip(key) || meta.len() < read.head_len
+        {
+            continue;
+        }
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else { continue };
+        match likeness(&file, meta.len(), read) {
+            Ok(Likeness::Continues) => return Ok(Some(Copy::Continues(file, path, meta))),
+            Ok(Likeness::ReadPast) => read_past = Some(path),
+            Ok(Likeness::Other) | Err(_) => {}
+        }
+    }
+    Ok(read_past.map(Copy::ReadPast))
+}
+
 /// Recomputes the head fingerprint while it is shorter than [`HEAD_BYTES`] and the file grew.
 fn refresh_head(f: &mut TrackedFile, size: u64) {
     let len = size.min(HEAD_BYTES);
@@ -856,7 +1101,8 @@ struct FileOutcome {
     records: u64,
     bytes: u64,
     more: bool,
-    reset: bool,
+    /// Nothing was read: the file shrank below its offset or its first bytes changed.
+    truncated: bool,
 }
 
 fn read_file(
@@ -872,29 +1118,28 @@ fn read_file(
         records: 0,
         bytes: 0,
         more: false,
-        reset: false,
+        truncated: false,
     };
+    if f.rewritten {
+        return outcome;
+    }
     let Ok(meta) = f.file.metadata() else {
         return outcome;
     };
     let size = meta.len();
     let modified = meta.modified().ok();
     let written = modified != f.modified;
-    f.modified = modified;
-    if size == f.offset && !written && f.incomplete_since.is_none() {
-        return outcome;
-    }
     // A write that left the size where it was can still be a truncate-and-rewrite to the
     // same length: any write re-checks the first bytes.
     if size < f.offset || (written && !head_unchanged(f, size)) {
-        warn!(source = %f.source, path = %f.path.display(), offset = f.offset, size, "File was truncated or replaced in place (copytruncate?); reading it again from the start.");
-        metrics.count_event(&f.source, "truncated");
-        f.offset = 0;
-        f.head_len = 0;
-        f.tail = None;
-        f.incomplete_since = None;
-        f.source_id = xxh3_64(&[f.source_id.to_le_bytes(), size.to_le_bytes()].concat());
-        outcome.reset = true;
+        // Left for the tailer, which can look for the copy; the mtime is taken again then.
+        outcome.truncated = true;
+        return outcome;
+    }
+    f.modified = modified;
+    f.size_seen = size;
+    if size == f.offset && !written && f.incomplete_since.is_none() {
+        return outcome;
     }
     refresh_head(f, size);
     let mut read_bytes = 0u64;
@@ -934,6 +1179,9 @@ fn read_file(
         );
         let total = consumed_before + consumed;
         f.offset += total;
+        if total > 0 {
+            remember_tail(f, &buf[..total as usize]);
+        }
         outcome.bytes += total;
         read_bytes += total;
         lines += emitted;
@@ -951,6 +1199,7 @@ fn read_file(
         metrics.bytes.get_or_create(&label).inc_by(read_bytes);
     }
     let size_now = f.file.metadata().map_or(size, |m| m.len());
+    f.size_seen = f.size_seen.max(size_now);
     if size_now > f.offset && !outcome.more {
         // An incomplete last line: wait for its newline, or emit it once after the timeout.
         let since = *f.incomplete_since.get_or_insert_with(Instant::now);
@@ -1021,7 +1270,21 @@ fn emit_partial(
     }
     metrics.count_event(&f.source, "partial_line");
     f.incomplete_since = None;
+    remember_tail(f, &[]);
     emitted
+}
+
+/// Hashes the bytes before the new offset while they are at hand (`read` holds the bytes just
+/// consumed, ending at the offset): once a file is truncated they are only in its copy, and
+/// the copy is recognised by this hash.
+fn remember_tail(f: &mut TrackedFile, read: &[u8]) {
+    let want = f.offset.min(TAIL_BYTES) as usize;
+    let hash = if read.len() >= want {
+        xxh3_64(&read[read.len() - want..])
+    } else {
+        hash_range(&f.file, f.offset - want as u64, f.offset).unwrap_or(0)
+    };
+    f.tail = Some((f.offset, hash));
 }
 
 /// Emits every complete line in `data` (which starts at file offset `base`), splitting lines

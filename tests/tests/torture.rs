@@ -92,8 +92,30 @@ fn wait_for(pod: &Pod, n: u64) -> Vec<serde_json::Value> {
     pod.delivered()
 }
 
-/// Writers appending numbered lines to several files at a total rate, optionally rotating
-/// by rename every `rotate_lines` lines per file, on a thread of their own.
+/// How the load rotates its files, every so many lines per file.
+#[derive(Clone, Copy)]
+enum Rotation {
+    None,
+    /// Rename to `<name>.log.r<n>` and reopen (logrotate's `create`).
+    Rename(u64),
+    /// Copy to a new `<name>.log.c<n>`, then truncate in place (logrotate's `copytruncate`).
+    CopyToNew(u64),
+    /// Copy over the existing `<name>.log.1` (same inode, rewritten in place), then truncate.
+    CopyOver(u64),
+}
+
+impl Rotation {
+    fn every(self) -> Option<u64> {
+        match self {
+            Rotation::None => None,
+            Rotation::Rename(n) | Rotation::CopyToNew(n) | Rotation::CopyOver(n) => Some(n),
+        }
+    }
+}
+
+/// Writers appending numbered lines to several files at a total rate, rotating them as asked,
+/// on a thread of their own. A copytruncate is done by the writer itself between two writes,
+/// so no line falls between the copy and the truncate: whatever is lost is the pipeline's.
 struct Load {
     stop: Arc<AtomicBool>,
     rotations: Arc<AtomicU64>,
@@ -101,7 +123,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(logs: &Path, names: &[&str], lines_per_sec: u64, rotate_lines: Option<u64>) -> Self {
+    fn start(logs: &Path, names: &[&str], lines_per_sec: u64, rotation: Rotation) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let rotations = Arc::new(AtomicU64::new(0));
         let mut writers: Vec<Writer> = names
@@ -119,10 +141,20 @@ impl Load {
                 for (i, w) in writers.iter_mut().enumerate() {
                     w.write(per_tick);
                     since_rotation[i] += per_tick;
-                    if rotate_lines.is_some_and(|every| since_rotation[i] >= every) {
+                    if rotation
+                        .every()
+                        .is_some_and(|every| since_rotation[i] >= every)
+                    {
                         let n = rotations2.fetch_add(1, Ordering::Relaxed);
-                        w.rotate_rename(&format!(".r{n}"));
-                        w.reopen();
+                        match rotation {
+                            Rotation::None => {}
+                            Rotation::Rename(_) => {
+                                w.rotate_rename(&format!(".r{n}"));
+                                w.reopen();
+                            }
+                            Rotation::CopyToNew(_) => w.copytruncate(&format!(".c{n}")),
+                            Rotation::CopyOver(_) => w.copytruncate(".1"),
+                        }
                         since_rotation[i] = 0;
                     }
                 }
@@ -163,48 +195,74 @@ impl Dice {
     }
 }
 
-fn restart(
-    pod: &mut Pod,
-    stages: &mut [Option<Stage>],
-    index: usize,
-    kill: bool,
-) -> Option<String> {
+/// Stops stage `index` with SIGTERM and starts it again; says what went wrong when it did not
+/// exit cleanly within its grace period.
+fn restart(pod: &mut Pod, stages: &mut [Option<Stage>], index: usize) -> Option<String> {
     let stage = stages[index]
         .take()
         .expect("every stage runs between disturbances");
     let kind = stage.kind;
-    if kill {
-        stage.kill9();
-    } else {
-        let (status, took) = stage.terminate(Duration::from_secs(15));
-        if !status.success() || took > Duration::from_secs(8) {
-            stages[index] = Some(pod.start(kind));
-            return Some(format!(
-                "{} on SIGTERM: {status} after {took:?}",
-                kind.binary()
-            ));
-        }
-    }
+    let (status, took) = stage.terminate(Duration::from_secs(15));
     stages[index] = Some(pod.start(kind));
-    None
+    (!status.success() || took > Duration::from_secs(8))
+        .then(|| format!("{} on SIGTERM: {status} after {took:?}", kind.binary()))
 }
 
 /// Scenario 1: kill -9 of a random stage at random moments under ≥ 20k lines/s, restarted at once.
 fn kill9_under_load(opts: &Opts) -> Row {
-    let mut row = Row::new("1 kill -9 random stage, 20k lines/s");
+    kill9_with_rotation(
+        opts,
+        "1 kill -9 random stage, 20k lines/s",
+        Rotation::Rename(5_000),
+        Duration::ZERO,
+    )
+}
+
+/// Scenario 16 (issue #11): copytruncate to a new file every 5,000 lines per file at 20k
+/// lines/s, while a random stage is killed and kept down up to 300 ms: truncations happen
+/// while the collector is down, and the copy then holds lines it never read.
+fn kill9_copytruncate_to_new(opts: &Opts) -> Row {
+    kill9_with_rotation(
+        opts,
+        "16 copytruncate to new + kill -9, 20k lines/s",
+        Rotation::CopyToNew(5_000),
+        Duration::from_millis(300),
+    )
+}
+
+/// Scenario 17 (issue #11): copytruncate over the existing `.1` (its inode rewritten in place)
+/// at 20k lines/s with kills: the old copy, possibly still open, is never read again.
+fn kill9_copytruncate_over(opts: &Opts) -> Row {
+    kill9_with_rotation(
+        opts,
+        "17 copytruncate over .1 + kill -9, 20k lines/s",
+        Rotation::CopyOver(10_000),
+        Duration::from_millis(300),
+    )
+}
+
+fn kill9_with_rotation(opts: &Opts, name: &str, rotation: Rotation, max_down: Duration) -> Row {
+    let mut row = Row::new(name);
     let mut pod = Pod::new();
     let mut stages: Vec<Option<Stage>> = pod.start_all().into_iter().map(Some).collect();
     let load = Load::start(
         &pod.path("logs"),
         &["access", "job", "db"],
         20_000,
-        Some(5_000),
+        rotation,
     );
     let mut dice = Dice(0x9e37_79b9_7f4a_7c15);
     for _ in 0..opts.kills() {
         std::thread::sleep(Duration::from_millis(100 + dice.below(300)));
         let index = dice.below(3) as usize;
-        restart(&mut pod, &mut stages, index, true);
+        let down = Duration::from_millis(dice.below(max_down.as_millis() as u64 + 1));
+        let stage = stages[index]
+            .take()
+            .expect("every stage runs between kills");
+        let kind = stage.kind;
+        stage.kill9();
+        std::thread::sleep(down);
+        stages[index] = Some(pod.start(kind));
         row.kills += 1;
     }
     let (counts, rotations) = load.finish();
@@ -217,11 +275,16 @@ fn sigterm_under_load(opts: &Opts) -> Row {
     let mut row = Row::new("2 SIGTERM each stage under load");
     let mut pod = Pod::new();
     let mut stages: Vec<Option<Stage>> = pod.start_all().into_iter().map(Some).collect();
-    let load = Load::start(&pod.path("logs"), &["access", "job"], 10_000, None);
+    let load = Load::start(
+        &pod.path("logs"),
+        &["access", "job"],
+        10_000,
+        Rotation::None,
+    );
     let mut problems = Vec::new();
     for round in 0..if opts.long { 30 } else { 6 } {
         std::thread::sleep(Duration::from_millis(300));
-        problems.extend(restart(&mut pod, &mut stages, round % 3, false));
+        problems.extend(restart(&mut pod, &mut stages, round % 3));
         row.kills += 1;
     }
     let (counts, _) = load.finish();
@@ -240,7 +303,7 @@ fn corrupt_checkpoints(_opts: &Opts) -> Row {
     let mut row = Row::new("3 corrupt commit files: 0 B, garbage, NUL, tmp");
     let mut pod = Pod::new();
     let mut stages: Vec<Option<Stage>> = pod.start_all().into_iter().map(Some).collect();
-    let load = Load::start(&pod.path("logs"), &["access", "job"], 5_000, None);
+    let load = Load::start(&pod.path("logs"), &["access", "job"], 5_000, Rotation::None);
     let damage: [(usize, &str, &[u8]); 4] = [
         (0, "collected/commit.json", b""),
         (1, "processed/commit.json", b"{\"version\":1,\"end\":{\"seg"),
@@ -299,7 +362,12 @@ fn rotation_storm(opts: &Opts) -> Row {
     let mut row = Row::new("4 rename rotation ~1MB, double, while down");
     let mut pod = Pod::new();
     let mut stages: Vec<Option<Stage>> = pod.start_all().into_iter().map(Some).collect();
-    let load = Load::start(&pod.path("logs"), &["access", "job"], 10_000, Some(4_500));
+    let load = Load::start(
+        &pod.path("logs"),
+        &["access", "job"],
+        10_000,
+        Rotation::Rename(4_500),
+    );
     std::thread::sleep(Duration::from_secs(if opts.long { 20 } else { 3 }));
     let (mut counts, mut rotations) = load.finish();
     // Two rotations 50 ms apart on a quiet file.
@@ -586,7 +654,7 @@ fn downstream_stalled(opts: &Opts) -> Row {
         pod.start(StageKind::Processor),
         pod.start(StageKind::Collector),
     ];
-    let load = Load::start(&pod.path("logs"), &["stall"], 5_000, None);
+    let load = Load::start(&pod.path("logs"), &["stall"], 5_000, Rotation::None);
     let mut peak = 0;
     let deadline = Instant::now() + Duration::from_secs(if opts.long { 60 } else { 6 });
     while Instant::now() < deadline {
@@ -678,7 +746,7 @@ fn disk_full(_opts: &Opts) -> Row {
         ("processed", 1, "processor_journal_out_of_space 1"),
     ] {
         let ballast = fill(&pod.path(volume));
-        let load = Load::start(&pod.path("logs"), &[volume], 5_000, None);
+        let load = Load::start(&pod.path("logs"), &[volume], 5_000, Rotation::None);
         let waiting = wait_until(Duration::from_secs(20), || {
             e2e_tests::http_get(stages[stage].port, "/metrics")
                 .is_ok_and(|(_, body)| body.contains(metric))
@@ -717,7 +785,7 @@ fn partial_line_restart(_opts: &Opts) -> Row {
     let path = pod.path("logs/partial.log");
     fs::write(&path, "2026-11-22 10:30:45,123 - {\"file\":\"partial\",\"seq\":0}\n2026-11-22 10:30:45,123 - {\"file\":\"partial\",").unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    restart(&mut pod, &mut stages, 0, false);
+    restart(&mut pod, &mut stages, 0);
     std::thread::sleep(Duration::from_millis(500));
     let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
     std::io::Write::write_all(&mut f, b"\"seq\":1}\n").unwrap();
@@ -894,7 +962,7 @@ fn main() {
     let long =
         std::env::var_os("TORTURE_LONG").is_some() || std::env::args().any(|a| a == "--long");
     let opts = Opts { long };
-    let scenarios: [(&str, Scenario); 15] = [
+    let scenarios: [(&str, Scenario); 17] = [
         ("kill9", kill9_under_load),
         ("sigterm", sigterm_under_load),
         ("corrupt", corrupt_checkpoints),
@@ -910,6 +978,8 @@ fn main() {
         ("permission", permission_denied),
         ("symlinks", symlinks_and_fifos),
         ("badinput", bad_input),
+        ("copynew", kill9_copytruncate_to_new),
+        ("copyover", kill9_copytruncate_over),
     ];
     let mut rows = Vec::new();
     for (name, scenario) in scenarios {
