@@ -223,6 +223,10 @@ pub struct SavedFile {
     /// taken: if it is gone after a restart, nothing of it was lost.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drained: bool,
+    /// The file is a rotated copy (found by content, or rotated while the collector was
+    /// down), not a file the app writes: if it changes, it was written over, not appended to.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy: bool,
 }
 
 /// The tailer's whole position: the collector's input position in its journal commit.
@@ -332,8 +336,10 @@ struct TrackedFile {
     detached_since: Option<Instant>,
     last_growth: Instant,
     incomplete_since: Option<Instant>,
-    /// A rotated file whose content was replaced (a copy written over it): never read again,
-    /// closed at the end of the read.
+    /// A rotated copy, not a file the app writes (see [`SavedFile::copy`]).
+    copy: bool,
+    /// A rotated copy whose content was replaced (a new copy written over it): never read
+    /// again, closed at the end of the read.
     rewritten: bool,
 }
 
@@ -365,6 +371,14 @@ pub struct Tailer {
     changed: bool,
     generation: u64,
     metrics: SourceMetrics,
+}
+
+impl ReadOutcome {
+    fn add(&mut self, file: &FileOutcome) {
+        self.records += file.records;
+        self.bytes += file.bytes;
+        self.more |= file.more;
+    }
 }
 
 impl Tailer {
@@ -541,6 +555,7 @@ impl Tailer {
             detached_since: None,
             last_growth: Instant::now(),
             incomplete_since: None,
+            copy: false,
             rewritten: false,
         };
         refresh_head(&mut tracked, size);
@@ -571,7 +586,9 @@ impl Tailer {
         let mut changed = Vec::new();
         for file in saved.files {
             match find_by_inode(&file) {
-                Ok(Some(found)) => self.resume(&file, found, "Resuming file at its committed offset."),
+                Ok(Some(found)) => {
+                    self.resume(&file, found, "Resuming file at its committed offset.")
+                }
                 Ok(None) => changed.push(file),
                 Err(e) => {
                     warn!(source = %file.source, path = %file.path.display(), error = %e, "Cannot check a saved file; treating it as gone.");
@@ -584,7 +601,10 @@ impl Tailer {
         }
         for file in saved.finished {
             // A rotated file read to its end and closed: still finished unless it grew since.
-            if self.files.iter().any(|f| f.source_id == file.source_id) {
+            let tracked = |f: &TrackedFile| {
+                f.source_id == file.source_id || (f.key.dev, f.key.ino) == (file.dev, file.ino)
+            };
+            if self.files.iter().any(tracked) {
                 continue;
             }
             if let Ok(Some((opened, path, meta))) = find_by_inode(&file) {
@@ -606,7 +626,13 @@ impl Tailer {
     /// watched.
     fn resume(&mut self, saved: &SavedFile, (file, path, meta): Found, message: &str) {
         let detached = path != saved.path;
-        let tracked = resumed(saved, file, path, &meta, detached);
+        let mut tracked = resumed(saved, file, path, &meta, detached);
+        // Found by content elsewhere: a copy, whatever the file it continues was.
+        tracked.copy |= FileKey::of(&meta)
+            != (FileKey {
+                dev: saved.dev,
+                ino: saved.ino,
+            });
         info!(source = %saved.source, path = %tracked.path.display(), offset = saved.offset, "{message}");
         self.files.push(tracked);
     }
@@ -641,6 +667,9 @@ impl Tailer {
     /// Remembers a closed rotated file, so that a restart does not take it for one rotated
     /// while the collector was down and read it again.
     fn remember_finished(&mut self, file: SavedFile) {
+        if file.offset == 0 {
+            return; // Nothing was read of it: nothing to mistake it for after a restart.
+        }
         if self.finished.len() == FINISHED_REMEMBERED {
             self.finished.pop_front();
         }
@@ -719,6 +748,7 @@ impl Tailer {
                         self.track(file, &path, &source, key, size);
                         if let Some(tracked) = self.files.last_mut() {
                             tracked.detached_since = Some(Instant::now());
+                            tracked.copy = true;
                         }
                     }
                 }
@@ -751,16 +781,19 @@ impl Tailer {
                 self.next_file = index;
                 break;
             }
-            let budget = budget_bytes - outcome.bytes;
-            let mut file_outcome = self.read_one(index, budget, collected_at, emit);
+            let file_outcome =
+                self.read_one(index, budget_bytes - outcome.bytes, collected_at, emit);
+            outcome.add(&file_outcome);
             if file_outcome.truncated {
                 self.changed = true;
-                outcome.more |= self.follow_truncation(index);
-                file_outcome = self.read_one(index, budget, collected_at, emit);
+                // The copy first: its lines came before the file's new ones.
+                if let Some(copy) = self.follow_truncation(index) {
+                    let budget = budget_bytes.saturating_sub(outcome.bytes);
+                    outcome.add(&self.read_one(copy, budget, collected_at, emit));
+                }
+                let budget = budget_bytes.saturating_sub(outcome.bytes);
+                outcome.add(&self.read_one(index, budget, collected_at, emit));
             }
-            outcome.records += file_outcome.records;
-            outcome.bytes += file_outcome.bytes;
-            outcome.more |= file_outcome.more;
         }
         self.close_finished_files(collected_at, emit, &mut outcome);
         outcome
@@ -784,20 +817,20 @@ impl Tailer {
         )
     }
 
-    /// A file shrank below its offset or its first bytes changed. A rotated file that changes
+    /// A file shrank below its offset or its first bytes changed. A rotated copy that changes
     /// was written over (`cp app.log app.log.1` onto an old copy): its new content is another
-    /// file's, so it is dropped, not read again. A live file was truncated (copytruncate): its
-    /// copy is looked for by content in the same directory and read from the offset reached,
-    /// under the same source id, so the lines not yet read when it was copied are not lost and
-    /// record ids continue. The file itself is then read again from 0 as a new generation.
-    /// Returns whether a copy was found, to be read next.
-    fn follow_truncation(&mut self, index: usize) -> bool {
+    /// file's, so it is dropped, not read again. A file the app writes was truncated
+    /// (copytruncate): its copy is looked for by content in the same directory and read from
+    /// the offset reached, under the same source id, so the lines not yet read when it was
+    /// copied are not lost and record ids continue. The file itself is then read again from 0
+    /// as a new generation. Returns the index of the copy found, to be read next.
+    fn follow_truncation(&mut self, index: usize) -> Option<usize> {
         let f = &mut self.files[index];
-        if f.detached_since.is_some() {
+        if f.copy {
             info!(source = %f.source, path = %f.path.display(), offset = f.offset, "A rotated file was written over (a new copy in its place?); it is not read again.");
             self.metrics.count_event(&f.source, "rewritten_in_place");
             f.rewritten = true;
-            return false;
+            return None;
         }
         let read = saved_file(f);
         let unread = f.size_seen.saturating_sub(f.offset);
@@ -806,25 +839,29 @@ impl Tailer {
             .map(|t| t.key)
             .collect();
         let found = find_copy(&read, |key| live.contains(&key));
-        let mut copy_found = false;
+        let mut copy_found = None;
         match found {
             Ok(Some(Copy::Continues(file, path, meta))) => {
                 info!(source = %read.source, path = %read.path.display(), copy = %path.display(), offset = read.offset, "File was truncated (copytruncate); reading the rest of its copy from the offset reached, then the file from its start.");
-                self.metrics.count_event(&read.source, "copytruncate_copy_found");
+                self.metrics
+                    .count_event(&read.source, "copytruncate_copy_found");
                 let key = FileKey::of(&meta);
                 // An older copy this one was written over is gone: stop reading it.
                 for old in self.files.iter_mut().filter(|t| t.key == key) {
                     old.rewritten = true;
                 }
-                self.files.push(resumed(&read, file, path, &meta, true));
-                copy_found = true;
+                let mut copy = resumed(&read, file, path, &meta, true);
+                copy.copy = true;
+                self.files.push(copy);
+                copy_found = Some(self.files.len() - 1);
             }
             Ok(Some(Copy::ReadPast(path))) => {
                 info!(source = %read.source, path = %read.path.display(), copy = %path.display(), offset = read.offset, "File was truncated (copytruncate); its copy holds nothing unread. Reading the file from its start.");
             }
             Ok(None) | Err(_) if unread > 0 => {
                 warn!(source = %read.source, path = %read.path.display(), offset = read.offset, unread_bytes = unread, "File was truncated before its end was read, and no copy of it was found in its directory; the unread bytes are lost. Reading it from its start.");
-                self.metrics.count_event(&read.source, "truncated_without_copy");
+                self.metrics
+                    .count_event(&read.source, "truncated_without_copy");
                 self.metrics.unread_bytes_of(&read.source).inc_by(unread);
             }
             Ok(None) | Err(_) => {
@@ -915,6 +952,7 @@ fn saved_file(f: &mut TrackedFile) -> SavedFile {
         head_hash: f.head_hash,
         tail_hash: tail_hash(f),
         drained: f.detached_since.is_some() && f.offset >= f.size_seen,
+        copy: f.copy,
     }
 }
 
@@ -959,6 +997,7 @@ fn resumed(
         detached_since: detached.then(Instant::now),
         last_growth: Instant::now(),
         incomplete_since: None,
+        copy: saved.copy,
         rewritten: false,
     }
 }
@@ -991,6 +1030,11 @@ fn find_by_inode(saved: &SavedFile) -> io::Result<Option<Found>> {
         };
         if !meta.file_type().is_file() || FileKey::of(&meta) != wanted {
             continue;
+        }
+        // Nothing was read of it, so its fingerprint matches any file: elsewhere, the inode
+        // is more likely a reused one than the same file moved.
+        if saved.head_len == 0 && path != saved.path {
+            return Ok(None);
         }
         let file = File::open(&path)?;
         let meta = file.metadata()?;
@@ -1061,8 +1105,7 @@ fn find_copy(read: &SavedFile, skip: impl Fn(FileKey) -> bool) -> io::Result<Opt
             continue;
         };
         let key = FileKey::of(&meta);
-        if !meta.file_type().is_file() || key == own || skip(key) || meta.len() < read.head_len
-        {
+        if !meta.file_type().is_file() || key == own || skip(key) || meta.len() < read.head_len {
             continue;
         }
         let Ok(file) = File::open(&path) else {
