@@ -34,6 +34,8 @@ const HEAD_BYTES: u64 = 1024;
 /// How many bytes before the saved offset are hashed into the checkpoint.
 const TAIL_BYTES: u64 = 256;
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+/// Rotated files with these endings are compressed (logrotate's `compress`): not lines.
+const COMPRESSED_SUFFIXES: [&str; 7] = [".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".Z"];
 
 /// Why a source specification is not acceptable.
 #[derive(Debug, thiserror::Error)]
@@ -696,6 +698,7 @@ impl Tailer {
                 };
                 if self.spec.dirs[dir_index].names.is_match(name)
                     || self.spec.is_excluded(&path, name)
+                    || COMPRESSED_SUFFIXES.iter().any(|c| name.ends_with(c))
                 {
                     continue;
                 }

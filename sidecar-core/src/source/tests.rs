@@ -406,6 +406,18 @@ fn a_file_created_and_rotated_away_while_down_is_still_read() {
 }
 
 #[test]
+fn a_compressed_file_rotated_while_down_is_not_read_as_lines() {
+    let mut h = Harness::new();
+    h.append("app.log", b"1\n");
+    h.collect();
+    h.kill();
+    fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+    fs::write(h.path("app.log.2.gz"), b"\x1f\x8b\x08\x00binary\n").unwrap();
+    h.append("app.log", b"2\n");
+    assert_eq!(lines(&h.collect()), ["2"]);
+}
+
+#[test]
 fn a_rotated_file_finished_before_a_restart_is_not_read_again() {
     // Found by the model test: the restart took the closed file, modified within the
     // millisecond of the position, for one rotated while the collector was down.
