@@ -207,11 +207,13 @@ impl IngestLimits {
         Ok(limits)
     }
 
-    /// The most a request with a body of `body_bytes` (as sent) can hold before its records
-    /// are prepared: the body as read, the decoded body (gzip only; decoded bodies are held
-    /// to `max_body_bytes`), and the prepared lines and their index, which are about as long as
-    /// the records' JSON plus [`LINE_BYTES_PER_RECORD`] and [`INDEX_BYTES_PER_RECORD`] each,
-    /// for as many records as the decoded body can hold.
+    /// What a request with a body of `body_bytes` (as sent) is charged before it is read: the
+    /// body (for gzip also its decoded copy, held to `max_body_bytes`), plus its prepared lines
+    /// and their index: the records' JSON (no longer than the decoded body, since
+    /// re-serialising drops whitespace) plus [`LINE_BYTES_PER_RECORD`] and
+    /// [`INDEX_BYTES_PER_RECORD`] each, for as many records as the decoded body can hold.
+    /// Numbers that grow when re-serialised (`1e15`) are the exception; [`resize`] takes what
+    /// they need once the lines exist.
     pub fn charge(&self, body_bytes: usize, encoding: Encoding) -> usize {
         let decoded = match encoding {
             Encoding::Identity => body_bytes,
