@@ -90,9 +90,16 @@ pub struct Cli {
     /// not given.
     #[arg(long, env = "COLLECTOR_INGEST_LISTEN")]
     pub ingest_listen: Option<SocketAddr>,
-    /// Larger ingest bodies are refused with 413.
+    /// Larger ingest bodies are refused with 413; a gzip body's decoded size is held to it too.
     #[arg(long, env = "COLLECTOR_INGEST_MAX_BODY", default_value = "1MiB")]
     pub ingest_max_body: ByteSize,
+    /// Ingest requests with more records are refused with 413.
+    #[arg(long, env = "COLLECTOR_INGEST_MAX_RECORDS", default_value_t = ingest::DEFAULT_MAX_RECORDS)]
+    pub ingest_max_records: u64,
+    /// Memory all ingest requests being read, prepared or waiting for their commit may hold;
+    /// past it a request waits up to 2 s, then gets 503 with Retry-After.
+    #[arg(long, env = "COLLECTOR_INGEST_MAX_INFLIGHT", default_value = "16MiB")]
+    pub ingest_max_inflight: ByteSize,
     /// When given, ingest requests need `Authorization: Bearer <the file's content>`.
     #[arg(long, env = "COLLECTOR_INGEST_TOKEN_FILE")]
     pub ingest_token_file: Option<PathBuf>,
@@ -149,14 +156,23 @@ impl Cli {
             self.max_line_bytes
         );
         let ingest = match self.ingest_listen {
-            Some(listen) => Some(ingest::IngestOptions {
-                ack_timeout: self.ingest_ack_timeout.0,
-                ..ingest::IngestOptions::load(
-                    listen,
-                    self.ingest_max_body.0,
-                    self.ingest_token_file.as_deref(),
-                )?
-            }),
+            Some(listen) => {
+                let limits = ingest::IngestLimits::try_new(
+                    self.ingest_max_body,
+                    self.ingest_max_records,
+                    self.ingest_max_inflight,
+                )?;
+                let watched = ingest::WatchedNames::compile(&self.watch)?;
+                Some(ingest::IngestOptions {
+                    ack_timeout: self.ingest_ack_timeout.0,
+                    ..ingest::IngestOptions::load(
+                        listen,
+                        limits,
+                        self.ingest_token_file.as_deref(),
+                        watched,
+                    )?
+                })
+            }
             None => None,
         };
         Ok(CollectorConfig {

@@ -719,6 +719,8 @@ fn collected_fields(collected: CollectedRecord) -> Map<String, Value> {
         ("partial", collected.partial),
         ("split", collected.split),
         ("invalid_utf8", collected.invalid_utf8),
+        // Marks the source as a pushed service, not a file: the rules choose by it.
+        (field::PUSHED, collected.pushed),
     ] {
         if set {
             record.insert(flag.into(), true.into());
@@ -736,9 +738,9 @@ fn collected_fields(collected: CollectedRecord) -> Map<String, Value> {
 pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Map<String, Value>> {
     let mut record = match serde_json::from_slice::<CollectedRecord>(line) {
         Ok(collected) => {
-            let source = collected.source.clone();
             let mut record = collected_fields(collected);
-            if let Verdict::Drop(_) = rules.apply(&source, &mut record) {
+            let matched = rules.rules_for_record(&record);
+            if let Verdict::Drop(_) = rules.apply_matched(&matched, &mut record) {
                 return None;
             }
             record
@@ -989,6 +991,35 @@ mod tests {
         assert_eq!(record["log_category"], "access");
         assert_eq!(record["status_category"], "server_error");
         assert_eq!(record["endpoint"], "/users");
+    }
+
+    /// Issue 11: a pushed record named like a watched file is not that file's. The same line
+    /// as the tailed access.log record above, pushed as service `access.log`, runs only the
+    /// common steps: no access rule, no category, and it says it was pushed.
+    #[test]
+    fn a_pushed_record_named_like_a_file_runs_none_of_that_files_rules() {
+        let line = r#"{"id":"00000000000000ab-10","source":"access.log","offset":10,"collected_at":"2026-11-22T10:00:00.000Z","line":"2026-11-22 10:30:45,123 - {\"type\":\"response\",\"path\":\"/users?page=2\",\"status_code\":503}","pushed":true}"#;
+        let rules = default_rules();
+        let record =
+            enrich(&rules, line.as_bytes(), "now").expect("the default rules drop nothing");
+        assert_eq!(record["pushed"], true);
+        assert_eq!(record["source_file"], "access.log");
+        assert_eq!(
+            record["status_code"], 503,
+            "the common steps still parse it"
+        );
+        assert_eq!(record["log_category"], "unknown");
+        assert_eq!(record["log_level"], "INFO");
+        assert!(record.get("endpoint").is_none() && record.get("status_category").is_none());
+        // The memo keeps the two apart in both orders.
+        let tailed = line.replace(r#","pushed":true"#, "");
+        let record =
+            enrich(&rules, tailed.as_bytes(), "now").expect("the default rules drop nothing");
+        assert_eq!(record["log_category"], "access");
+        assert!(record.get("pushed").is_none());
+        let record =
+            enrich(&rules, line.as_bytes(), "now").expect("the default rules drop nothing");
+        assert_eq!(record["log_category"], "unknown");
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub mod field {
     pub const LINE: &str = "line";
     /// Why parsing failed; the record is kept with its raw line.
     pub const PROCESSING_ERROR: &str = "processing_error";
+    /// `true` on a record an app pushed to the collector's ingest endpoint: its `source_file`
+    /// names a service, not a file, and no file's rules ran on it.
+    pub const PUSHED: &str = "pushed";
 }
 
 /// The id of a record: the source file's identity and the line's byte offset in it.
@@ -101,6 +104,11 @@ pub struct CollectedRecordOut<'a> {
     /// The exact bytes, base64, when they are not valid UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line_base64: Option<String>,
+    /// Set for a record an app pushed to the collector's ingest endpoint (no file behind it):
+    /// the processor runs no file's rules on it. Written only when set, so tailed records
+    /// stay byte-for-byte what they were.
+    #[serde(skip_serializing_if = "is_false")]
+    pub pushed: bool,
 }
 
 impl<'a> CollectedRecordOut<'a> {
@@ -129,7 +137,15 @@ impl<'a> CollectedRecordOut<'a> {
             partial: flags.partial,
             split: flags.split,
             line_base64,
+            pushed: false,
         }
+    }
+
+    /// Marks the record as pushed to the ingest endpoint rather than read from a file.
+    #[must_use]
+    pub fn mark_pushed(mut self) -> Self {
+        self.pushed = true;
+        self
     }
 }
 
@@ -158,6 +174,10 @@ pub struct CollectedRecord {
     /// The exact bytes when they are not valid UTF-8.
     #[serde(default)]
     pub line_base64: Option<String>,
+    /// Pushed to the ingest endpoint, not read from a file. Absent in journals written before
+    /// the flag existed, which held no pushed records the processor could tell apart.
+    #[serde(default)]
+    pub pushed: bool,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -291,6 +311,27 @@ mod tests {
             .decode(back.line_base64.unwrap())
             .unwrap();
         assert_eq!(raw, bytes);
+    }
+
+    #[test]
+    fn the_pushed_mark_is_written_only_when_set_and_old_records_still_decode() {
+        let id = RecordId {
+            source_id: 1,
+            offset: 0,
+        };
+        let plain = CollectedRecordOut::new(id, "a.log", "t", b"x", LineFlags::default());
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("pushed"), "{json}");
+        let pushed = serde_json::to_string(&plain.mark_pushed()).unwrap();
+        assert!(pushed.contains("\"pushed\":true"), "{pushed}");
+        assert!(
+            serde_json::from_str::<CollectedRecord>(&pushed)
+                .unwrap()
+                .pushed
+        );
+        // A line as journals before the flag held it.
+        let old = r#"{"id":"0000000000000001-0","source":"a.log","offset":0,"collected_at":"t","line":"x"}"#;
+        assert!(!serde_json::from_str::<CollectedRecord>(old).unwrap().pushed);
     }
 
     #[test]

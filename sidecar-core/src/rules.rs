@@ -102,6 +102,9 @@ pub const LOG_LEVEL_FIELD: &str = "log_level";
 pub const PROCESSING_ERROR_FIELD: &str = "processing_error";
 /// Field set to `true` when the line was too long to parse.
 pub const LINE_TOO_LONG_FIELD: &str = "line_too_long";
+/// Field set to `true` on a record pushed to the collector's ingest endpoint: its source is a
+/// service, not a file, so no rule's `files`, `files_regex` or `categorize:` glob applies.
+pub const PUSHED_FIELD: &str = crate::record::field::PUSHED;
 
 /// Compiled size limit of each regex in a rules file: 1 MiB is ample for log patterns and
 /// stops a pattern such as `\w{1000}{1000}` from taking the process's memory.
@@ -143,6 +146,9 @@ pub struct RuleSet {
     joins_lines: bool,
     /// Source name → matching rules; see [`MEMO_MAX_SOURCES`].
     memo: Mutex<HashMap<Box<str>, MatchedRules>>,
+    /// The same for pushed records' services, kept apart: a service named like a file must
+    /// not pick up that file's rules from the memo.
+    pushed_memo: Mutex<HashMap<Box<str>, MatchedRules>>,
 }
 
 /// What the rules decided about a record.
@@ -408,13 +414,30 @@ impl RuleSet {
     }
 
     /// [`RuleSet::rules_for`] the record's `source_file`, remembered per name: no allocation
-    /// once a name was seen.
+    /// once a name was seen. A record marked [`PUSHED_FIELD`] gets [`RuleSet::rules_for_pushed`].
     pub fn rules_for_record(&self, record: &Map<String, Value>) -> MatchedRules {
         let source = match record.get(SOURCE_FILE_FIELD) {
             Some(Value::String(source)) => source.as_str(),
             _ => "",
         };
+        if is_pushed(record) {
+            return self.memoised(&self.pushed_memo, source, Self::rules_for_pushed);
+        }
         self.memoised_rules_for(source)
+    }
+
+    /// The rules of records an app pushed as `service`: none. Rules select files by name, and
+    /// a pushed record has no file; were its service matched against the globs, an app could
+    /// send `service: "access.log"` and have its records parsed, categorised and sampled as
+    /// that file's. Pushed records get the common steps and `unknown_category`.
+    pub fn rules_for_pushed(&self, service: &str) -> MatchedRules {
+        MatchedRules(Arc::new(Matched {
+            source: service.into(),
+            rules: Box::new([]),
+            category: None,
+            categorized: None,
+            multiline: None,
+        }))
     }
 
     /// The steps, with an optional trace of each for `explain`.
@@ -482,13 +505,23 @@ impl RuleSet {
 
     /// [`RuleSet::rules_for`], remembered per source name.
     fn memoised_rules_for(&self, source_file: &str) -> MatchedRules {
+        self.memoised(&self.memo, source_file, Self::rules_for)
+    }
+
+    /// `compute(source_file)`, remembered in `memo`.
+    fn memoised(
+        &self,
+        memo: &Mutex<HashMap<Box<str>, MatchedRules>>,
+        source_file: &str,
+        compute: fn(&Self, &str) -> MatchedRules,
+    ) -> MatchedRules {
         // A panic elsewhere while the lock was held cannot leave the map inconsistent (each
         // operation on it is one call), so a poisoned lock is used as is.
-        let mut memo = self.memo.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut memo = memo.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(matched) = memo.get(source_file) {
             return matched.clone();
         }
-        let matched = self.rules_for(source_file);
+        let matched = compute(self, source_file);
         if memo.len() >= MEMO_MAX_SOURCES {
             memo.clear();
         }
@@ -716,6 +749,11 @@ fn build_regex(pattern: &str, scope: &Scope<'_>, field: &str) -> Result<Regex, R
 }
 
 /// A field's value unless it is absent or null: "present" everywhere in the rules.
+/// Whether the record was pushed to the ingest endpoint (see [`PUSHED_FIELD`]).
+pub(crate) fn is_pushed(record: &Map<String, Value>) -> bool {
+    matches!(record.get(PUSHED_FIELD), Some(Value::Bool(true)))
+}
+
 fn present<'a>(record: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
     record.get(field).filter(|value| !value.is_null())
 }
@@ -930,6 +968,7 @@ fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, Vec<RulesError>
             tests,
             joins_lines,
             memo: Mutex::new(HashMap::new()),
+            pushed_memo: Mutex::new(HashMap::new()),
         }),
         _ => Err(errors.0),
     }

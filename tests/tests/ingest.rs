@@ -2,6 +2,10 @@
 //! limit, line-numbered errors; a 200 means committed (kill -9 right after the answer and the
 //! records are in the journal); ids never repeat across restarts; ingested records reach the
 //! forwarder's query API as a source named after their service.
+//!
+//! Issue 11: the record limit, bounded memory under the worst requests the limits allow (peak
+//! RSS read from VmHWM), gzip bodies, the compact answer, and pushed records kept apart from
+//! the files the collector watches.
 
 mod query_http;
 
@@ -16,6 +20,21 @@ use sidecar_core::journal::{JournalReader, Position};
 
 fn post(port: u16, headers: &[(&str, &str)], body: &str) -> Response {
     request(port, "POST", "/logs", headers, body.as_bytes())
+}
+
+/// As `post`, asking for every id in the answer.
+fn post_for_ids(port: u16, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    request(port, "POST", "/logs?ids=true", headers, body)
+}
+
+/// The ids of an answer to `post_for_ids`.
+fn ids_of(response: &Response) -> Vec<String> {
+    response.json()["ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ids: {}", response.body))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Every record committed to the collected journal.
@@ -98,23 +117,24 @@ fn ingested_records_are_committed_before_the_answer_and_reach_the_query_api() {
         r#"{"message":"who am i"}"#,
         "\n"
     );
-    let r = post(port, &[ndjson, auth], batch);
+    let r = post_for_ids(port, &[ndjson, auth], batch.as_bytes());
     assert_eq!(r.status, 200, "{}", r.body);
     collector.kill9();
     let answer = r.json();
     assert_eq!(answer["accepted"], 3);
-    let ids: Vec<String> = answer["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_owned())
-        .collect();
+    let ids = ids_of(&r);
+    assert_eq!(answer["first_id"], ids[0].as_str());
+    assert_eq!(answer["last_id"], ids[2].as_str());
     let records = collected(&pod.path("collected"));
     assert_eq!(records.len(), 3, "{records:?}");
     for (record, id) in records.iter().zip(&ids) {
         assert_eq!(record["id"], id.as_str());
     }
     assert_eq!(records[0]["source"], "billing");
+    assert!(
+        records.iter().all(|r| r["pushed"] == true),
+        "pushed records say so: {records:?}"
+    );
     assert_eq!(records[2]["source"], "unknown");
     assert!(records[1]["line"]
         .as_str()
@@ -129,7 +149,14 @@ fn ingested_records_are_committed_before_the_answer_and_reach_the_query_api() {
         r#"{"service":"billing","message":"after restart"}"#,
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let new_id = r.json()["ids"][0].as_str().unwrap().to_owned();
+    let answer = r.json();
+    assert!(
+        answer.get("ids").is_none(),
+        "ids only on request: {}",
+        r.body
+    );
+    assert_eq!(answer["first_id"], answer["last_id"]);
+    let new_id = answer["first_id"].as_str().unwrap().to_owned();
     assert!(!ids.contains(&new_id));
     assert_eq!(new_id.split('-').next(), ids[0].split('-').next());
     let all: HashSet<String> = collected(&pod.path("collected"))
@@ -153,11 +180,9 @@ fn ingested_records_are_committed_before_the_answer_and_reach_the_query_api() {
                                 )
                             })
                             .collect();
-                        let r = post(port, &[ndjson, auth], &body);
+                        let r = post_for_ids(port, &[ndjson, auth], body.as_bytes());
                         assert_eq!(r.status, 200, "{}", r.body);
-                        for id in r.json()["ids"].as_array().unwrap() {
-                            ids.push(id.as_str().unwrap().to_owned());
-                        }
+                        ids.extend(ids_of(&r));
                     }
                     ids
                 })
@@ -256,4 +281,303 @@ fn a_request_refused_under_backpressure_leaves_nothing_behind() {
         .map(|r| r["source"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(sources, ["a", "c"]);
+}
+
+/// The peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"));
+    kib * 1024
+}
+
+/// A collector with the ingest endpoint on `port` and otherwise its default limits.
+fn ingest_pod(port: u16, extra: &[&str]) -> Pod {
+    let mut pod = Pod::new();
+    let mut args = vec!["--ingest-listen".to_owned(), format!("127.0.0.1:{port}")];
+    args.extend(extra.iter().map(|&a| a.to_owned()));
+    pod.extra_args.insert(StageKind::Collector, args);
+    pod
+}
+
+const NDJSON: (&str, &str) = ("Content-Type", "application/x-ndjson");
+
+/// Issue 11: one 1 MiB body of `{}` lines was accepted as 349,525 records, took the collector
+/// from 7 MB to 398 MB of RSS, answered 12.5 MB and wrote 64 MB of journal. Now the record
+/// limit refuses it (in either layout) with a message naming the flag, the peak RSS stays
+/// small, nothing is kept, and an accepted request is answered in a few bytes.
+#[test]
+fn a_mebibyte_of_empty_objects_is_refused_at_the_record_limit() {
+    let port = free_port();
+    let mut pod = ingest_pod(port, &[]);
+    let collector = pod.start(StageKind::Collector);
+    let before = peak_rss(collector.pid());
+    let ndjson = "{}\n".repeat((1 << 20) / 3);
+    let r = post(port, &[NDJSON], &ndjson);
+    assert_eq!(r.status, 413, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.contains("more than 10000 records") && error.contains("--ingest-max-records"),
+        "{error}"
+    );
+    let array = format!("[{}{{}}]", "{},".repeat((1 << 20) / 3 - 1));
+    let r = post(port, &[("Content-Type", "application/json")], &array);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(collected(&pod.path("collected")).is_empty());
+    let peak = peak_rss(collector.pid());
+    assert!(
+        peak < before + (8 << 20),
+        "refusing grew the collector from {before} to {peak} bytes"
+    );
+
+    // At the limit: accepted, answered with a count and two ids.
+    let r = post(port, &[NDJSON], &"{}\n".repeat(10_000));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let answer = r.json();
+    assert_eq!(answer["accepted"], 10_000);
+    assert!(answer.get("ids").is_none());
+    assert!(r.body.len() < 200, "{}", r.body);
+    let records = collected(&pod.path("collected"));
+    assert_eq!(records.len(), 10_000);
+    assert_eq!(records[0]["id"], answer["first_id"]);
+    assert_eq!(records[9_999]["id"], answer["last_id"]);
+    eprintln!(
+        "peak RSS: {before} at start, {peak} after the refused 1 MiB bodies, {} after 10,000 records",
+        peak_rss(collector.pid())
+    );
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Issue 11: `Content-Encoding: gzip` (what HTTP shippers send) is decoded, up to
+/// `--ingest-max-body` decoded bytes, so a gzip bomb gets 413; other encodings get 415 naming
+/// the encoding.
+#[test]
+fn gzip_bodies_are_accepted_up_to_the_body_limit_and_other_encodings_are_refused() {
+    let port = free_port();
+    let mut pod = ingest_pod(port, &["--ingest-max-body", "64KiB"]);
+    let _collector = pod.start(StageKind::Collector);
+    let body = concat!(
+        r#"{"service":"billing","message":"zipped 1"}"#,
+        "\n",
+        r#"{"service":"billing","message":"zipped 2"}"#,
+        "\n"
+    );
+    let gzipped = ("Content-Encoding", "gzip");
+    let r = request(
+        port,
+        "POST",
+        "/logs",
+        &[NDJSON, gzipped],
+        &gzip(body.as_bytes()),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["accepted"], 2);
+    let records = collected(&pod.path("collected"));
+    let lines: Vec<&str> = records
+        .iter()
+        .map(|r| r["line"].as_str().unwrap())
+        .collect();
+    assert!(
+        lines[0].ends_with(r#"{"message":"zipped 1","service":"billing"}"#),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].ends_with(r#"{"message":"zipped 2","service":"billing"}"#),
+        "{lines:?}"
+    );
+
+    // 4 MiB of records in well under 64 KiB of gzip.
+    let bomb = gzip(
+        format!("{{\"message\":\"{}\"}}\n", "a".repeat(1000))
+            .repeat(4096)
+            .as_bytes(),
+    );
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let r = request(port, "POST", "/logs", &[NDJSON, gzipped], &bomb);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("decodes to more than 65536 bytes"));
+    let r = request(
+        port,
+        "POST",
+        "/logs",
+        &[NDJSON, gzipped],
+        b"{\"not\":\"gzip\"}",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = request(
+        port,
+        "POST",
+        "/logs",
+        &[NDJSON, ("Content-Encoding", "br")],
+        b"{}",
+    );
+    assert_eq!(r.status, 415, "{}", r.body);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("\"br\""),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        collected(&pod.path("collected")).len(),
+        2,
+        "nothing refused was kept"
+    );
+}
+
+/// Issue 11: a pushed record could claim a watched file's name (`service: "access.log"`) and
+/// go through that file's rules. A service the `--watch` globs match is refused naming the
+/// field; other pushed records are marked `pushed` in both journals, and the processor runs
+/// no file's rules on them, while the real access.log keeps its own.
+#[test]
+fn a_pushed_record_cannot_take_a_watched_files_name_and_is_marked_pushed() {
+    let port = free_port();
+    let mut pod = ingest_pod(port, &[]);
+    let line =
+        r#"2026-11-22 10:30:45,123 - {"type":"response","path":"/users?page=2","status_code":503}"#;
+    std::fs::write(pod.path("logs/access.log"), format!("{line}\n")).unwrap();
+    let _collector = pod.start(StageKind::Collector);
+    let json = ("Content-Type", "application/json");
+    let r = post(
+        port,
+        &[json],
+        r#"{"service":"access.log","type":"response","path":"/x","status_code":503}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        error.starts_with("line 1: service \"access.log\"") && error.contains("*.log"),
+        "{error}"
+    );
+    let r = post(
+        port,
+        &[json],
+        r#"{"service":"access","type":"response","path":"/x","status_code":503}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let _processor = pod.start(StageKind::Processor);
+    let mut processed = Vec::new();
+    assert!(wait_until(Duration::from_secs(20), || {
+        processed = collected(&pod.path("processed"));
+        processed.len() == 2
+    }));
+    let by_source = |source: &str| {
+        processed
+            .iter()
+            .find(|r| r["source_file"] == source)
+            .unwrap_or_else(|| panic!("no {source}: {processed:?}"))
+    };
+    let tailed = by_source("access.log");
+    assert_eq!(tailed["log_category"], "access");
+    assert_eq!(tailed["endpoint"], "/users");
+    assert!(tailed.get("pushed").is_none());
+    let pushed = by_source("access");
+    assert_eq!(pushed["pushed"], true);
+    assert_eq!(pushed["status_code"], 503, "the common steps parse it");
+    assert_eq!(pushed["log_category"], "unknown");
+    assert!(pushed.get("endpoint").is_none());
+}
+
+/// What the parallel test allows the collector's peak RSS, with the default limits
+/// (`--ingest-max-body` 1 MiB, `--ingest-max-records` 10,000, `--ingest-max-inflight` 16 MiB).
+/// The README states it; the pod's limit is 64 Mi.
+const PEAK_RSS_BOUND: u64 = 48 << 20;
+
+/// Issue 11: the worst request the default limits allow (1 MiB of 10,000 records whose quotes
+/// double when the record becomes a journal line, every id asked for), sent by 8 clients at
+/// once, 3 times each. The collector's peak RSS stays under [`PEAK_RSS_BOUND`], and every
+/// acknowledged record is in the collected journal exactly once: a 503 (busy) kept nothing,
+/// and the client's retry is the only copy.
+#[test]
+fn the_worst_requests_in_parallel_stay_under_the_memory_bound_and_lose_nothing() {
+    let port = free_port();
+    let mut pod = ingest_pod(port, &[]);
+    let collector = pod.start(StageKind::Collector);
+    const CLIENTS: usize = 8;
+    const REQUESTS: usize = 3;
+    let worst = |client: usize, request: usize| -> String {
+        let body: String = (0..10_000)
+            .map(|i| {
+                let head =
+                    format!("{{\"service\":\"load-{client}\",\"n\":\"{request}-{i}\",\"q\":\"");
+                // Escaped quotes: 2 bytes here, 4 in the journal line.
+                let quotes = "\\\"".repeat((104 - head.len() - 3) / 2);
+                format!("{head}{quotes}\"}}\n")
+            })
+            .collect();
+        assert!(body.len() <= 1 << 20, "{}", body.len());
+        assert!(body.len() > 1_000_000, "{}", body.len());
+        body
+    };
+    let (acked, busy): (Vec<String>, usize) = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|client| {
+                scope.spawn(move || {
+                    let mut ids = Vec::new();
+                    let mut busy = 0;
+                    for request in 0..REQUESTS {
+                        let body = worst(client, request);
+                        loop {
+                            let r = post_for_ids(port, &[NDJSON], body.as_bytes());
+                            if r.status == 503 {
+                                assert_eq!(r.header("retry-after"), Some("1"), "{}", r.body);
+                                busy += 1;
+                                std::thread::sleep(Duration::from_millis(100));
+                                continue;
+                            }
+                            assert_eq!(r.status, 200, "{}", r.body);
+                            ids.extend(ids_of(&r));
+                            break;
+                        }
+                    }
+                    (ids, busy)
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).fold(
+            (Vec::new(), 0),
+            |(mut all, busy), (ids, b)| {
+                all.extend(ids);
+                (all, busy + b)
+            },
+        )
+    });
+    let peak = peak_rss(collector.pid());
+    collector.kill9();
+    eprintln!(
+        "{} records acknowledged, {busy} answers 503, peak RSS {:.1} MiB",
+        acked.len(),
+        peak as f64 / f64::from(1 << 20)
+    );
+    assert_eq!(acked.len(), CLIENTS * REQUESTS * 10_000);
+    assert!(
+        peak < PEAK_RSS_BOUND,
+        "peak RSS {peak} bytes is over the bound of {PEAK_RSS_BOUND}"
+    );
+    let mut in_journal: std::collections::HashMap<String, u32> = Default::default();
+    for record in collected(&pod.path("collected")) {
+        *in_journal
+            .entry(record["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for id in &acked {
+        assert_eq!(in_journal.get(id), Some(&1), "acknowledged {id}");
+    }
+    assert_eq!(
+        in_journal.len(),
+        acked.len(),
+        "only acknowledged records were kept"
+    );
 }

@@ -193,7 +193,11 @@ impl<M> Joiner<M> {
             _ => None,
         };
         let multiline = match record.get(SOURCE_FILE_FIELD) {
-            Some(Value::String(source)) => rules.multiline_for(source),
+            // A pushed record is whole (one JSON object) and has no file whose rules could
+            // ask for joining.
+            Some(Value::String(source)) if !super::is_pushed(&record) => {
+                rules.multiline_for(source)
+            }
             _ => None,
         };
         let (Some((key, offset)), Some(multiline)) = (id, multiline) else {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
-use super::{RuleSet, RulesError};
+use super::{RuleSet, RulesError, PUSHED_FIELD};
 
 /// The rules file the processor ships.
 const DEFAULT_RULES: &str = concat!(
@@ -1442,6 +1442,41 @@ fn a_joiner_holds_one_group_per_source_and_times_out() {
     });
     assert!(joiner.is_empty());
     assert_eq!(out[1].1, json!("A1\n A2"));
+}
+
+/// Issue 11: a pushed record's service is not a file name. With rules that match every name
+/// (a `*` glob with a category, a step and multiline joining), a pushed record gets none of
+/// them: no joining, no rule's steps, the unknown category; the same record tailed gets all.
+#[test]
+fn a_pushed_record_matches_no_rule_whatever_its_service() {
+    let rules = yaml("version: 1\nrules:\n  - {name: all, files: ['*'], files_regex: '.', category: file, multiline: {indented: true}, steps: [{set: {field: from_rule, value: true}}]}\n");
+    let mut joiner = Joiner::<u32>::new();
+    let mut out = Vec::new();
+    for (offset, line) in [(0, "first"), (6, " indented")] {
+        let mut r = record(line);
+        r.insert("id".into(), json!(format!("k-{offset}")));
+        r.insert("source_file".into(), json!("access.log"));
+        r.insert(PUSHED_FIELD.into(), json!(true));
+        joiner.push(&rules, r, 0, std::time::Instant::now(), &mut |r| {
+            out.push(r)
+        });
+    }
+    assert_eq!(out.len(), 2, "pushed records are never joined");
+    for mut r in out {
+        let matched = rules.rules_for_record(&r);
+        assert!(matched.is_empty());
+        assert_eq!(rules.apply_matched(&matched, &mut r), Verdict::Keep);
+        assert_eq!(r["log_category"], "unknown");
+        assert!(r.get("from_rule").is_none(), "{r:?}");
+    }
+    let mut tailed = record("first");
+    tailed.insert("source_file".into(), json!("access.log"));
+    let matched = rules.rules_for_record(&tailed);
+    rules.apply_matched(&matched, &mut tailed);
+    assert_eq!(
+        (&tailed["log_category"], &tailed["from_rule"]),
+        (&json!("file"), &json!(true))
+    );
 }
 
 #[test]
