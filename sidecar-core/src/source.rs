@@ -9,7 +9,7 @@
 //! so a line is complete, partial (after an idle timeout) or split (over the length limit) —
 //! and each of those exactly once. An incomplete last line is left for the next read.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -229,6 +229,10 @@ pub struct SavedFile {
     /// down), not a file the app writes: if it changes, it was written over, not appended to.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub copy: bool,
+    /// Truncated and not yet known by a first line: copies made after this time (ms since
+    /// the epoch) may hold generations never read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen_since_ms: Option<u64>,
 }
 
 /// The tailer's whole position: the collector's input position in its journal commit.
@@ -340,6 +344,10 @@ struct TrackedFile {
     incomplete_since: Option<Instant>,
     /// A rotated copy, not a file the app writes (see [`SavedFile::copy`]).
     copy: bool,
+    /// Since a truncation: copies made after this mtime may hold generations of the file that
+    /// were never read (copied and truncated again before the collector looked). Cleared by
+    /// the first look at the directory after the new generation's first bytes were read.
+    unseen_since: Option<SystemTime>,
     /// A rotated copy whose content was replaced (a new copy written over it): never read
     /// again, closed at the end of the read.
     rewritten: bool,
@@ -367,6 +375,9 @@ pub struct Tailer {
     options: TailOptions,
     files: Vec<TrackedFile>,
     finished: VecDeque<SavedFile>,
+    /// Inodes of files found truncated or rewritten at a restart, with the time of the last
+    /// commit: their new generation may have been copied away since (see `unseen_since`).
+    regenerated: HashMap<FileKey, SystemTime>,
     unreadable: HashSet<PathBuf>,
     buf: Vec<u8>,
     next_file: usize,
@@ -399,6 +410,7 @@ impl Tailer {
             options,
             files: Vec::new(),
             finished: VecDeque::new(),
+            regenerated: HashMap::new(),
             unreadable: HashSet::new(),
             buf: Vec::new(),
             next_file: 0,
@@ -508,6 +520,11 @@ impl Tailer {
                 }
             }
         }
+        for index in 0..self.files.len() {
+            if self.files[index].unseen_since.is_some() {
+                self.adopt_unseen_generations(index);
+            }
+        }
         let now = Instant::now();
         for tracked in &mut self.files {
             if tracked.detached_since.is_none() && !seen.contains(&tracked.key) {
@@ -558,9 +575,11 @@ impl Tailer {
             last_growth: Instant::now(),
             incomplete_since: None,
             copy: false,
+            unseen_since: None,
             rewritten: false,
         };
         refresh_head(&mut tracked, size);
+        tracked.unseen_since = self.regenerated.remove(&key);
         info!(source = name, path = %path.display(), bytes = size, "Tailing new file from its start.");
         self.files.push(tracked);
         self.changed = true;
@@ -598,7 +617,17 @@ impl Tailer {
                 }
             }
         }
+        let saved_at_or_now = if saved.saved_at_ms > 0 {
+            saved_at
+        } else {
+            SystemTime::now()
+        };
         for file in changed {
+            let key = FileKey {
+                dev: file.dev,
+                ino: file.ino,
+            };
+            self.regenerated.insert(key, saved_at_or_now);
             self.find_gone_file(file);
         }
         for file in saved.finished {
@@ -698,15 +727,10 @@ impl Tailer {
                 };
                 if self.spec.dirs[dir_index].names.is_match(name)
                     || self.spec.is_excluded(&path, name)
-                    || COMPRESSED_SUFFIXES.iter().any(|c| name.ends_with(c))
                 {
                     continue;
                 }
-                let Some(source) = sources.iter().find(|s| {
-                    name.len() > s.len() + 1
-                        && name.starts_with(**s)
-                        && matches!(name.as_bytes()[s.len()], b'.' | b'-')
-                }) else {
+                let Some(source) = rotated_name_of(name, sources.iter().copied()) else {
                     continue;
                 };
                 let Ok(meta) = fs::symlink_metadata(&path) else {
@@ -714,17 +738,15 @@ impl Tailer {
                 };
                 let key = FileKey::of(&meta);
                 let after_commit = meta.modified().is_ok_and(|m| m > saved_at);
-                let known_key = self.files.iter().any(|f| f.key == key)
-                    || self
-                        .finished
-                        .iter()
-                        .any(|f| f.dev == key.dev && f.ino == key.ino);
-                if !meta.file_type().is_file() || !after_commit || known_key {
+                if !meta.file_type().is_file() || !after_commit {
                     continue;
                 }
                 let Ok(file) = File::open(&path) else {
                     continue;
                 };
+                if self.is_known(key, &file) {
+                    continue;
+                }
                 let size = file.metadata().map_or(meta.len(), |m| m.len());
                 let copy_of = known
                     .iter()
@@ -789,13 +811,14 @@ impl Tailer {
             outcome.add(&file_outcome);
             if file_outcome.truncated {
                 self.changed = true;
-                // The copy first: its lines came before the file's new ones.
-                if let Some(copy) = self.follow_truncation(index) {
+                let mut copies = Vec::from_iter(self.follow_truncation(index));
+                let budget = budget_bytes.saturating_sub(outcome.bytes);
+                outcome.add(&self.read_one(index, budget, collected_at, emit));
+                copies.extend(self.adopt_unseen_generations(index));
+                for copy in copies {
                     let budget = budget_bytes.saturating_sub(outcome.bytes);
                     outcome.add(&self.read_one(copy, budget, collected_at, emit));
                 }
-                let budget = budget_bytes.saturating_sub(outcome.bytes);
-                outcome.add(&self.read_one(index, budget, collected_at, emit));
             }
         }
         self.close_finished_files(collected_at, emit, &mut outcome);
@@ -837,6 +860,8 @@ impl Tailer {
         }
         let read = saved_file(f);
         let unread = f.size_seen.saturating_sub(f.offset);
+        // Copies made since the last write seen may hold generations never read.
+        f.unseen_since = f.modified.or_else(|| Some(SystemTime::now()));
         let live: HashSet<FileKey> = (self.files.iter())
             .filter(|t| t.detached_since.is_none())
             .map(|t| t.key)
@@ -882,6 +907,82 @@ impl Tailer {
         f.size_seen = 0;
         f.incomplete_since = None;
         copy_found
+    }
+
+    /// After a truncation, looks for copies of generations of the file that were never read:
+    /// files named like it plus a suffix, unknown, modified since the truncated generation was
+    /// last seen, and not a copy of what the file holds now. Several copytruncates between two
+    /// looks (the collector paused by backpressure, or busy) leave such copies. They are read
+    /// from the start. Looked for at the truncation and at every rescan until the new
+    /// generation has a first line to be known by. Returns the indexes of the copies adopted.
+    fn adopt_unseen_generations(&mut self, index: usize) -> Vec<usize> {
+        let f = &mut self.files[index];
+        let Some(since) = f.unseen_since else {
+            return Vec::new();
+        };
+        if f.head_len > 0 {
+            f.unseen_since = None; // This look sees every copy made before that first line.
+        }
+        let current = saved_file(f);
+        let Some(dir) = current.path.parent().map(Path::to_owned) else {
+            return Vec::new();
+        };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if rotated_name_of(name, [current.source.as_str()]).is_none()
+                || self.spec.watched_name(&path).is_some()
+            {
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let key = FileKey::of(&meta);
+            if !meta.file_type().is_file() || meta.modified().map_or(true, |m| m < since) {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            if self.is_known(key, &file) {
+                continue;
+            }
+            let size = file.metadata().map_or(meta.len(), |m| m.len());
+            if likeness(&file, size, &current).is_ok_and(|l| l == Likeness::Other) {
+                found.push((meta.modified().ok(), file, path, key, size));
+            }
+        }
+        found.sort_by_key(|(modified, ..)| *modified);
+        let mut adopted = Vec::new();
+        for (_, file, path, key, size) in found {
+            warn!(source = %current.source, path = %path.display(), "Found a copy of a generation of a file that was copied and truncated before it was read; reading it from its start.");
+            self.metrics
+                .count_event(&current.source, "unseen_generation_copy_found");
+            self.track(file, &path, &current.source, key, size);
+            if let Some(copy) = self.files.last_mut() {
+                copy.detached_since = Some(Instant::now());
+                copy.copy = true;
+            }
+            adopted.push(self.files.len() - 1);
+        }
+        adopted
+    }
+
+    /// Whether a file is being read, or was finished recently and still holds what was read
+    /// (a finished file's inode may have been freed and reused by a new file).
+    fn is_known(&self, key: FileKey, file: &File) -> bool {
+        self.files.iter().any(|f| f.key == key && !f.rewritten)
+            || (self.finished.iter()).any(|f| {
+                (f.dev, f.ino) == (key.dev, key.ino)
+                    && hash_range(file, 0, f.head_len).is_ok_and(|h| h == f.head_hash)
+            })
     }
 
     fn close_finished_files(
@@ -934,9 +1035,7 @@ impl Tailer {
                 .filter(|f| !f.rewritten)
                 .map(saved_file)
                 .collect(),
-            saved_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            saved_at_ms: epoch_ms(SystemTime::now()),
             finished: self.finished.iter().cloned().collect(),
         }
     }
@@ -956,7 +1055,13 @@ fn saved_file(f: &mut TrackedFile) -> SavedFile {
         tail_hash: tail_hash(f),
         drained: f.detached_since.is_some() && f.offset >= f.size_seen,
         copy: f.copy,
+        unseen_since_ms: f.unseen_since.map(epoch_ms),
     }
+}
+
+fn epoch_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The hash of the bytes before the file's offset, computed once per offset.
@@ -1001,8 +1106,24 @@ fn resumed(
         last_growth: Instant::now(),
         incomplete_since: None,
         copy: saved.copy,
+        unseen_since: saved
+            .unseen_since_ms
+            .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
         rewritten: false,
     }
+}
+
+/// The source a rotated file's name belongs to: the source's name plus a suffix after `.` or
+/// `-` (`access.log.1`, `access.log-20261205`), not compressed (`.gz` …: not lines).
+fn rotated_name_of<'s>(name: &str, sources: impl IntoIterator<Item = &'s str>) -> Option<&'s str> {
+    if COMPRESSED_SUFFIXES.iter().any(|c| name.ends_with(c)) {
+        return None;
+    }
+    sources.into_iter().find(|s| {
+        name.len() > s.len() + 1
+            && name.starts_with(s)
+            && matches!(name.as_bytes()[s.len()], b'.' | b'-')
+    })
 }
 
 /// An open file found on disk, with its path and metadata.
@@ -1034,9 +1155,13 @@ fn find_by_inode(saved: &SavedFile) -> io::Result<Option<Found>> {
         if !meta.file_type().is_file() || FileKey::of(&meta) != wanted {
             continue;
         }
-        // Nothing was read of it, so its fingerprint matches any file: elsewhere, the inode
-        // is more likely a reused one than the same file moved.
-        if saved.head_len == 0 && path != saved.path {
+        // Nothing was read of it, so its fingerprint matches any file: elsewhere, only a name
+        // rotation gives it (`app.log.1`) says it is the same file moved, not a reused inode.
+        let rotated_name = || {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            rotated_name_of(name, [saved.source.as_str()]).is_some()
+        };
+        if saved.head_len == 0 && path != saved.path && !rotated_name() {
             return Ok(None);
         }
         let file = File::open(&path)?;
