@@ -829,10 +829,10 @@ impl Inbox {
                     source_id: source_ids[index as usize],
                     offset: self.ids.next()?,
                 };
-                journal.push(
-                    &CollectedRecordOut::new(id, service, collected_at, line, LineFlags::default())
-                        .mark_pushed(),
-                );
+                let record =
+                    CollectedRecordOut::new(id, service, collected_at, line, LineFlags::default())
+                        .mark_pushed();
+                journal.push_with(|out| record.write_json(out));
                 first.get_or_insert(id);
                 last = Some(id);
                 if let Some(ids) = ids.as_mut() {

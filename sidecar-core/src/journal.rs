@@ -373,6 +373,14 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
         self.buffered_records += 1;
     }
 
+    /// Adds one record that writes its own JSON line (no newline) into the pending batch: the
+    /// hot paths, whose records are written without serde.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.buffer);
+        self.buffer.push(b'\n');
+        self.buffered_records += 1;
+    }
+
     /// Bytes waiting in the pending batch.
     pub fn pending_bytes(&self) -> usize {
         self.buffer.len()

@@ -1,5 +1,5 @@
 //! The file sink: NDJSON files, one per source file or one for all, rolled by size, closed
-//! files gzipped.
+//! files gzipped off the delivery path ([`closed`]).
 //!
 //! Exactly once by the journal protocol: every file's committed length is part of the
 //! forwarder's checkpoint. On start (and before a retried batch) each file is cut back to that
@@ -11,11 +11,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
-use flate2::Compression;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::{info, warn};
+use tracing::warn;
+
+mod closed;
+use closed::ClosedFiles;
 
 use super::{OutRecord, Sink, SinkError};
 use crate::checkpoint::sync_dir;
@@ -57,6 +58,8 @@ pub struct FileSink {
     open: BTreeMap<String, File>,
     /// Files closed by a roll, compressed once the roll is committed.
     closed: Vec<PathBuf>,
+    /// Compresses and prunes closed files in the background.
+    closed_files: ClosedFiles,
     /// A send failed: files may hold bytes past `pending`, cut before the next write.
     dirty: bool,
 }
@@ -77,11 +80,14 @@ impl FileSink {
             source,
         };
         fs::create_dir_all(&options.directory).map_err(|e| io(&options.directory, e))?;
+        let closed_files =
+            ClosedFiles::start(&name, &options.directory).map_err(|e| io(&options.directory, e))?;
         let mut sink = Self {
             pending: committed.clone(),
             committed,
             open: BTreeMap::new(),
             closed: Vec::new(),
+            closed_files,
             dirty: false,
             options,
         };
@@ -213,50 +219,22 @@ impl FileSink {
         Ok(())
     }
 
-    /// Deletes closed files beyond the newest `keep` of each stream. Only committed files are
-    /// closed, so what goes was delivered; run after a roll only, so a commit without one
-    /// costs no directory listing.
+    /// Hands the closed files of committed rolls to the background worker.
+    fn compress_closed(&mut self) {
+        for path in std::mem::take(&mut self.closed) {
+            self.closed_files.compress(path);
+        }
+    }
+
+    /// Queues the deletion of closed files beyond the newest `keep` of each stream. Run after
+    /// a roll only, so a commit without one costs no directory listing.
     fn delete_oldest_closed(&self, keep: u64) {
-        let open: BTreeMap<String, u64> = self
+        let open = self
             .committed
             .iter()
             .map(|(stream, state)| (sanitize(stream), state.seq))
             .collect();
-        let Ok(entries) = fs::read_dir(&self.options.directory) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some((stem, seq, _)) = parse_file_name(&path) else {
-                continue;
-            };
-            let Some(&current) = open.get(&stem) else {
-                continue;
-            };
-            if seq + keep < current {
-                match fs::remove_file(&path) {
-                    Ok(()) => {
-                        info!(sink = %self.options.name, file = %path.display(), "Deleted a closed file past max_closed_files.")
-                    }
-                    Err(e) => {
-                        warn!(sink = %self.options.name, file = %path.display(), error = %e, "Cannot delete a closed file past max_closed_files.")
-                    }
-                }
-            }
-        }
-    }
-
-    fn compress_closed(&mut self) {
-        for path in std::mem::take(&mut self.closed) {
-            match gzip_file(&path) {
-                Ok(gz) => {
-                    info!(sink = %self.options.name, file = %gz.display(), "Compressed a closed file.")
-                }
-                Err(e) => {
-                    warn!(sink = %self.options.name, file = %path.display(), error = %e, "Cannot compress a closed file; it stays uncompressed.")
-                }
-            }
-        }
+        self.closed_files.prune(open, keep);
     }
 }
 
@@ -342,26 +320,6 @@ fn gz_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Compresses `path` to `path.gz` (temp file, fsync, rename), then removes `path`. A crash
-/// at any point leaves either the original or a complete `.gz`.
-fn gzip_file(path: &Path) -> io::Result<PathBuf> {
-    let gz = gz_path(path);
-    let mut tmp = gz.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut input = File::open(path)?;
-    let mut encoder = GzEncoder::new(BufWriter::new(File::create(&tmp)?), Compression::default());
-    io::copy(&mut input, &mut encoder)?;
-    let file = encoder.finish()?.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    fs::rename(&tmp, &gz)?;
-    fs::remove_file(path)?;
-    if let Some(dir) = path.parent() {
-        sync_dir(dir)?;
-    }
-    Ok(gz)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,6 +402,7 @@ mod tests {
             sink.send(&batch(chunk)).unwrap();
             sink.committed();
         }
+        drop(sink); // lets the background gzip finish
         let names = sorted_names(dir.path());
         assert_eq!(
             names,
@@ -474,6 +433,7 @@ mod tests {
             sink.send(&batch(chunk)).unwrap();
             sink.committed();
         }
+        drop(sink);
         let names = sorted_names(dir.path());
         assert_eq!(names, ["a.log.000002.ndjson.gz", "a.log.000003.ndjson"]);
     }

@@ -95,10 +95,9 @@ impl Harness {
             self.tailer.rescan();
             let mut batch = Vec::new();
             let outcome = self.tailer.read(1 << 30, "t", &mut |r| {
-                batch.push(
-                    serde_json::from_str::<CollectedRecord>(&serde_json::to_string(r).unwrap())
-                        .unwrap(),
-                )
+                let mut json = Vec::new();
+                r.write_json(&mut json);
+                batch.push(serde_json::from_slice::<CollectedRecord>(&json).unwrap())
             });
             let empty = batch.is_empty();
             out.extend(batch);
