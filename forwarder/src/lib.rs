@@ -580,8 +580,7 @@ fn store_when_space(
 /// Decodes each NDJSON line's routing fields; a line that is not a JSON object is delivered
 /// raw and counted.
 fn decode_batch<'a>(buf: &'a [u8], metrics: &Metrics) -> Vec<OutRecord<'a>> {
-    buf.split(|&b| b == b'\n')
-        .filter(|line| !line.is_empty())
+    sidecar_core::journal::records(buf)
         .map(|raw| {
             let record = OutRecord::decode(raw);
             if !record.is_decoded() {

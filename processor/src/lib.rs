@@ -23,9 +23,9 @@ use serde_json::{Map, Value};
 use sidecar_core::checkpoint::{self, Durability};
 use sidecar_core::config::{ByteSize, HumanDuration};
 use sidecar_core::journal::{
-    segment_path, Cursor, JournalOptions, JournalReader, JournalWriter, Position,
+    self as journal, segment_path, Cursor, JournalOptions, JournalReader, JournalWriter, Position,
 };
-use sidecar_core::record::{field, timestamp_now, CollectedRecord};
+use sidecar_core::record::{encode, field, timestamp_now, CollectedRecord};
 use sidecar_core::rules::{split_id, Joiner, RuleSet, Verdict};
 use sidecar_core::signal::{self, DirWatcher, Wakeup};
 use sidecar_core::telemetry::{self, Health};
@@ -453,7 +453,8 @@ impl Output<'_> {
                 }
                 record.insert(field::PROCESSED_AT.into(), self.processed_at.into());
                 self.stats.count(&record);
-                self.journal.push(&record);
+                self.journal
+                    .push_with(|out| encode::write_object(out, &record));
             }
             Verdict::Drop(reason) => self.stats.count_drop(matched.source(), reason),
         }
@@ -464,7 +465,8 @@ impl Output<'_> {
         self.emitted += 1;
         record.insert(field::PROCESSED_AT.into(), self.processed_at.into());
         self.stats.count(&record);
-        self.journal.push(&record);
+        self.journal
+            .push_with(|out| encode::write_object(out, &record));
     }
 }
 
@@ -514,13 +516,7 @@ impl Stage<'_> {
             processed_at: &processed_at,
             emitted: 0,
         };
-        let mut line_start = 0;
-        for line in buf[..read].split(|&b| b == b'\n') {
-            let at = line_start;
-            line_start += line.len() + 1;
-            if line.is_empty() {
-                continue;
-            }
+        for (at, line) in journal::records_with_offsets(&buf[..read]) {
             let position = position_of(&boundaries, at);
             let collected = serde_json::from_slice::<CollectedRecord>(line);
             if let Some(replaying) = replay.as_ref().filter(|r| position < r.end) {

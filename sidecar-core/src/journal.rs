@@ -736,6 +736,23 @@ impl JournalReader {
     }
 }
 
+/// The records of a batch as [`JournalReader::read_batch`] fills it: each non-empty line with
+/// the batch offset of its first byte.
+pub fn records_with_offsets(batch: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let ends = memchr::memchr_iter(b'\n', batch).chain(std::iter::once(batch.len()));
+    let mut start = 0;
+    ends.filter_map(move |end| {
+        let at = start;
+        start = end + 1;
+        (end > at).then(|| (at, &batch[at..end]))
+    })
+}
+
+/// The records of a batch: its non-empty lines.
+pub fn records(batch: &[u8]) -> impl Iterator<Item = &[u8]> {
+    records_with_offsets(batch).map(|(_, record)| record)
+}
+
 /// The path of segment `n` in the journal at `dir`.
 pub fn segment_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("{SEGMENT_PREFIX}{n:012}{SEGMENT_SUFFIX}"))
@@ -876,6 +893,22 @@ mod tests {
             );
         }
         (lines, reader.position())
+    }
+
+    #[test]
+    fn a_batch_splits_into_its_records_with_their_offsets() {
+        let batch = b"{\"a\":1}\n\n{\"b\":2}\n{\"c\":3}";
+        let got: Vec<(usize, &[u8])> = records_with_offsets(batch).collect();
+        assert_eq!(
+            got,
+            [
+                (0, &b"{\"a\":1}"[..]),
+                (9, b"{\"b\":2}"),
+                (17, b"{\"c\":3}")
+            ]
+        );
+        assert_eq!(records(b"").count(), 0);
+        assert_eq!(records(b"\n\n").count(), 0);
     }
 
     #[test]

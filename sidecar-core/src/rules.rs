@@ -61,6 +61,7 @@ mod condition;
 mod explain;
 mod locate;
 mod multiline;
+mod pattern;
 mod redact;
 mod spec;
 mod step;

@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use super::scan::{lines, seek_since, Follower};
+use super::scan::{seek_since, Follower};
 use super::{journal_time, level_label, RecordView};
+use crate::journal::records as lines;
 use crate::journal::JournalError;
 
 /// At most this many sources are tracked by name (names come from file names, so the set is

@@ -8,8 +8,9 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::scan::{self, lines, seek_since, Follower};
+use super::scan::{self, seek_since, Follower};
 use super::{parse_count, parse_time, Filter, Level, Output, ParamError, RecordView};
+use crate::journal::records as lines;
 use crate::journal::{JournalError, Position};
 
 /// Every parameter `GET /logs` knows.

@@ -375,16 +375,11 @@ impl Follower {
     }
 }
 
-/// Splits an NDJSON batch into its non-empty lines.
-pub fn lines(batch: &[u8]) -> impl Iterator<Item = &[u8]> {
-    batch.split(|&b| b == b'\n').filter(|l| !l.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::checkpoint::Durability;
-    use crate::journal::{Cursor, JournalOptions, JournalWriter};
+    use crate::journal::{records as lines, Cursor, JournalOptions, JournalWriter};
     use serde_json::json;
 
     fn writer(dir: &Path, segment_max_bytes: u64) -> JournalWriter<u64> {

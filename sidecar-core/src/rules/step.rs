@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use regex::Regex;
 use serde_json::{Map, Number, Value};
 
 use super::condition::Condition;
+use super::pattern::FieldPattern;
 use super::redact::Redactor;
 use super::spec::{FieldType, OnMismatch, StepSpec, TimestampLayout};
 use super::timestamp::{self, Zone};
-use super::{build_regex, present, push_error, RulesError, Scope};
+use super::{build_regex, present, push_error, RulesError, Scope, REGEX_SIZE_LIMIT_BYTES};
 
 /// Fields a `keep:` step never removes: the record's identity and what went wrong with it.
 const ALWAYS_KEPT: [&str; 4] = ["id", "source_file", "collected_at", "processing_error"];
@@ -89,7 +89,7 @@ pub(super) struct Step {
 enum Action {
     Regex {
         field: String,
-        regex: Regex,
+        regex: FieldPattern,
         /// Capture group index and name, for the named groups.
         groups: Vec<(usize, String)>,
         /// Index of the group named like `field`, if any: when it takes part in a match, its
@@ -210,8 +210,12 @@ impl Step {
         let (when, action) = match spec {
             StepSpec::Regex(s) => {
                 let field = field_name("field", s.field)?;
-                let regex = build_regex(&s.pattern, scope, &at("pattern"))?;
+                let regex = FieldPattern::new(
+                    build_regex(&s.pattern, scope, &at("pattern"))?,
+                    REGEX_SIZE_LIMIT_BYTES,
+                );
                 let groups: Vec<(usize, String)> = regex
+                    .regex()
                     .capture_names()
                     .enumerate()
                     .filter_map(|(i, name)| name.map(|name| (i, name.to_owned())))
@@ -563,7 +567,7 @@ impl Step {
                     Some(captures) => {
                         for (index, name) in groups {
                             if let Some(group) = captures.get(*index) {
-                                let value = Value::String(group.as_str().to_owned());
+                                let value = Value::String(group.to_owned());
                                 record.insert(name.clone(), value);
                             }
                         }

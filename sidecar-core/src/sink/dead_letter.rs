@@ -251,9 +251,7 @@ mod tests {
         let end = reader.committed_end().unwrap().unwrap();
         let mut buf = Vec::new();
         reader.read_batch(end, 1 << 20, &mut buf).unwrap();
-        let entries: Vec<DeadLetterEntry> = buf
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
+        let entries: Vec<DeadLetterEntry> = crate::journal::records(&buf)
             .map(|l| serde_json::from_slice(l).unwrap())
             .collect();
         assert_eq!(entries.len(), 2);

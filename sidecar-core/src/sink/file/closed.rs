@@ -139,8 +139,12 @@ fn prune(sink: &str, directory: &Path, open: &BTreeMap<String, u64>, keep: u64) 
         };
         if seq + keep < current {
             match fs::remove_file(&path) {
-                Ok(()) => info!(sink, file = %path.display(), "Deleted a closed file past max_closed_files."),
-                Err(e) => warn!(sink, file = %path.display(), error = %e, "Cannot delete a closed file past max_closed_files."),
+                Ok(()) => {
+                    info!(sink, file = %path.display(), "Deleted a closed file past max_closed_files.")
+                }
+                Err(e) => {
+                    warn!(sink, file = %path.display(), error = %e, "Cannot delete a closed file past max_closed_files.")
+                }
             }
         }
     }
