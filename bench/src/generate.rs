@@ -52,7 +52,7 @@ pub fn generate(dir: &Path, lines: u64, line_bytes: usize) -> io::Result<Generat
             File::create(dir.join(name))?,
         ));
     }
-    let mut rng = SplitMix64(SEED);
+    let mut maker = LineMaker::new(line_bytes);
     let mut generated = Generated {
         lines: [0; 4],
         bytes: 0,
@@ -60,19 +60,8 @@ pub fn generate(dir: &Path, lines: u64, line_bytes: usize) -> io::Result<Generat
     let mut clock_ms = START_MS;
     let mut line = String::with_capacity(line_bytes * 2);
     for seq in 0..lines {
-        clock_ms += rng.below(3);
-        let file = pick_file(rng.below(100));
-        line.clear();
-        write_timestamp(&mut line, clock_ms);
-        line.push_str(" - ");
-        let target = line_bytes.saturating_sub(1) * (80 + rng.below(41) as usize) / 100;
-        match file {
-            0 => access(&mut line, &mut rng, seq, target),
-            1 => application(&mut line, &mut rng, target),
-            2 => database(&mut line, &mut rng, seq, target),
-            _ => job(&mut line, &mut rng, seq, target),
-        }
-        line.push('\n');
+        clock_ms += maker.clock_step_ms();
+        let file = maker.make(seq, clock_ms, &mut line);
         writers[file].write_all(line.as_bytes())?;
         generated.lines[file] += 1;
         generated.bytes += line.len() as u64;
@@ -85,6 +74,75 @@ pub fn generate(dir: &Path, lines: u64, line_bytes: usize) -> io::Result<Generat
             .sync_all()?;
     }
     Ok(generated)
+}
+
+/// Writes `lines` lines of the same kinds round-robin into `files` files named
+/// `app-0000.log`, `app-0001.log`, … in `dir` (the many-files run); returns the bytes written.
+///
+/// # Errors
+/// When a file cannot be created or written.
+pub fn generate_spread(dir: &Path, lines: u64, line_bytes: usize, files: usize) -> io::Result<u64> {
+    let mut writers = Vec::with_capacity(files);
+    for i in 0..files {
+        writers.push(BufWriter::with_capacity(
+            16 << 10,
+            File::create(dir.join(format!("app-{i:04}.log")))?,
+        ));
+    }
+    let mut maker = LineMaker::new(line_bytes);
+    let mut clock_ms = START_MS;
+    let mut line = String::with_capacity(line_bytes * 2);
+    let mut bytes = 0;
+    for seq in 0..lines {
+        clock_ms += maker.clock_step_ms();
+        maker.make(seq, clock_ms, &mut line);
+        writers[seq as usize % files].write_all(line.as_bytes())?;
+        bytes += line.len() as u64;
+    }
+    for mut writer in writers {
+        writer.flush()?;
+    }
+    Ok(bytes)
+}
+
+/// Makes the lines, one at a time: which file each goes to and its text.
+pub struct LineMaker {
+    rng: SplitMix64,
+    line_bytes: usize,
+}
+
+impl LineMaker {
+    /// Lines of about `line_bytes` bytes each, newline included, from the fixed seed.
+    pub fn new(line_bytes: usize) -> Self {
+        Self {
+            rng: SplitMix64(SEED),
+            line_bytes,
+        }
+    }
+
+    /// How far the synthetic clock moves before the next line: 0 to 2 ms.
+    pub fn clock_step_ms(&mut self) -> u64 {
+        self.rng.below(3)
+    }
+
+    /// Writes line `seq`, stamped `clock_ms` (ms since the epoch), into `line` (cleared
+    /// first, newline included); returns the index in [`FILES`] of the file it goes to.
+    pub fn make(&mut self, seq: u64, clock_ms: u64, line: &mut String) -> usize {
+        let rng = &mut self.rng;
+        let file = pick_file(rng.below(100));
+        line.clear();
+        write_timestamp(line, clock_ms);
+        line.push_str(" - ");
+        let target = self.line_bytes.saturating_sub(1) * (80 + rng.below(41) as usize) / 100;
+        match file {
+            0 => access(line, rng, seq, target),
+            1 => application(line, rng, target),
+            2 => database(line, rng, seq, target),
+            _ => job(line, rng, seq, target),
+        }
+        line.push('\n');
+        file
+    }
 }
 
 fn pick_file(percent: u64) -> usize {

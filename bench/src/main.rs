@@ -13,6 +13,7 @@ mod generate;
 mod observe;
 mod pod_api;
 mod process;
+mod steady;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -75,6 +76,17 @@ struct Cli {
     /// Keep the temporary directory (its path is printed).
     #[arg(long)]
     keep: bool,
+    /// Instead of the throughput runs: write this many lines/s for --steady-secs and print
+    /// each stage's millicores and peak RSS, and the write→sink latency (p50, p99, max).
+    #[arg(long)]
+    steady_rate: Option<u64>,
+    /// Length of the steady-rate run, its 3 s warm-up included.
+    #[arg(long, default_value_t = 30)]
+    steady_secs: u64,
+    /// Instead of the throughput runs: the collector alone on --lines spread over this many
+    /// files, and on the same lines in one file, side by side.
+    #[arg(long)]
+    files: Option<usize>,
 }
 
 /// The three binaries and the rules they run with.
@@ -164,6 +176,25 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
     print_machine(&setup, tmp.path());
     println!("temp dir: {}", tmp.path().display());
+    if let Some(files) = cli.files {
+        anyhow::ensure!(files >= 1, "--files: must be at least 1");
+        let rows = run_many_files(&setup, tmp.path(), cli.lines, cli.line_bytes, files)?;
+        println!();
+        print_table(&rows);
+        if cli.keep {
+            println!("\nkept {}", tmp.keep().display());
+        }
+        return Ok(());
+    }
+    if let Some(rate) = cli.steady_rate {
+        anyhow::ensure!(rate > 0, "--steady-rate: must be at least 1 line/s");
+        let dirs = RunDirs::create(tmp.path().join("steady"), &tmp.path().join("logs"))?;
+        steady::run(&setup, &dirs, rate, Duration::from_secs(cli.steady_secs))?;
+        if cli.keep {
+            println!("\nkept {}", tmp.keep().display());
+        }
+        return Ok(());
+    }
 
     let logs = tmp.path().join("logs");
     fs::create_dir_all(&logs)?;
@@ -324,12 +355,17 @@ fn processor_args(setup: &Setup, dirs: &RunDirs, max_unconsumed: Option<&str>) -
 /// Writes the forwarder's config (the report once an hour, so it stays out of the numbers, and a
 /// per-source file sink into `dirs.out`) and returns its flags.
 fn forwarder_args(dirs: &RunDirs) -> anyhow::Result<Vec<String>> {
+    forwarder_args_with(dirs, "")
+}
+
+/// [`forwarder_args`] with more settings of the file sink (YAML lines indented by 4).
+fn forwarder_args_with(dirs: &RunDirs, sink_settings: &str) -> anyhow::Result<Vec<String>> {
     let config = dirs.root.join("forwarder.yaml");
     // A JSON string is a valid YAML double-quoted scalar, so any path is quoted correctly.
     let out = serde_json::to_string(&dirs.out.display().to_string())?;
     fs::write(
         &config,
-        format!("report:\n  interval: 1h\nsinks:\n  - type: file\n    directory: {out}\n    per_source: true\n"),
+        format!("report:\n  interval: 1h\nsinks:\n  - type: file\n    directory: {out}\n    per_source: true\n{sink_settings}"),
     )?;
     Ok(vec![
         "--config".into(),
@@ -346,7 +382,53 @@ fn forwarder_args(dirs: &RunDirs) -> anyhow::Result<Vec<String>> {
 /// The collector alone on the generated files. The unconsumed cap is lifted, since nothing
 /// consumes its journal and it must not pause.
 fn run_collector(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow::Result<Row> {
-    let n = generated.total_lines();
+    run_collector_on(
+        setup,
+        dirs,
+        generated.total_lines(),
+        generated.bytes,
+        "collector",
+    )
+}
+
+/// The many-files run: the collector alone on `lines` lines in one file, then on the same
+/// lines spread over `files` files.
+fn run_many_files(
+    setup: &Setup,
+    tmp: &Path,
+    lines: u64,
+    line_bytes: usize,
+    files: usize,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for (count, label) in [(1, "1 file".to_owned()), (files, format!("{files} files"))] {
+        let logs = tmp.join(format!("logs-{count}"));
+        fs::create_dir_all(&logs)?;
+        let bytes = generate::generate_spread(&logs, lines, line_bytes, count)
+            .context("generating the input")?;
+        println!(
+            "input: {lines} lines, {:.1} MB over {label}",
+            bytes as f64 / 1e6
+        );
+        let dirs = RunDirs::create(tmp.join(format!("run-{count}")), &logs)?;
+        rows.push(run_collector_on(
+            setup,
+            &dirs,
+            lines,
+            bytes,
+            &format!("collector, {label}"),
+        )?);
+    }
+    Ok(rows)
+}
+
+fn run_collector_on(
+    setup: &Setup,
+    dirs: &RunDirs,
+    n: u64,
+    in_bytes: u64,
+    label: &str,
+) -> anyhow::Result<Row> {
     let args = collector_args(setup, dirs, Some("100GiB"));
     let (wall, usage, others_cores) =
         measure_one(setup, "collector", &setup.collector, &args, dirs, || {
@@ -357,10 +439,10 @@ fn run_collector(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow
             )
         })?;
     Ok(Row {
-        stage: "collector".into(),
+        stage: label.into(),
         records: n,
         wall_s: wall,
-        in_bytes: generated.bytes,
+        in_bytes,
         usage,
         others_cores,
     })

@@ -52,8 +52,14 @@ impl Wakeup {
     /// Makes the next (or the current) `wait` return.
     pub fn wake(&self) {
         let (lock, cvar) = &*self.inner;
-        lock.lock().expect("wakeup lock is never poisoned").pending = true;
-        cvar.notify_all();
+        let mut state = lock.lock().expect("wakeup lock is never poisoned");
+        // Only the first wake of a turn is news. An app writing line by line sends thousands
+        // of events a second; waking the loop (a futex call each, and a spurious return from
+        // the linger's sleep) for every one of them was most of a stage's idle-ish CPU.
+        if !state.pending {
+            state.pending = true;
+            cvar.notify_all();
+        }
     }
 
     /// Asks the loop to stop; `is_stopping` is true from now on.
