@@ -270,12 +270,13 @@ fn collect(
     wakeup: &Wakeup,
     health: &Health,
 ) -> anyhow::Result<()> {
-    let _watcher = DirWatcher::start_with(tailer.dirs(), wakeup, tailer.early_opener());
+    let watcher = DirWatcher::start_with(tailer.dirs(), wakeup, tailer.early_opener());
+    tailer.set_listing_watched(watcher.is_complete());
     let mut stats_at = Instant::now();
     let mut backpressured = false;
     while !wakeup.is_stopping() {
         health.beat();
-        tailer.rescan();
+        tailer.rescan_when_due(config.rescan_interval);
         backpressured = journal.is_backpressured();
         let mut ingest_waiting = false;
         if let (Some(inbox), false) = (inbox.as_mut(), backpressured) {

@@ -107,6 +107,8 @@ impl Wakeup {
 /// Hold it for as long as the wake-ups are wanted; dropping it stops the watch.
 pub struct DirWatcher {
     watcher: Option<RecommendedWatcher>,
+    /// Every directory asked for at start is watched.
+    complete: bool,
 }
 
 impl DirWatcher {
@@ -118,7 +120,9 @@ impl DirWatcher {
     }
 
     /// As [`DirWatcher::start`], and also hands every event to `on_event` (on the watcher's
-    /// thread, before the wake), for work that cannot wait for the loop's next turn.
+    /// thread, before the wake), for work that cannot wait for the loop's next turn. A watch
+    /// error (events may have been lost) reaches it as an event flagged
+    /// [`notify::event::Flag::Rescan`].
     pub fn start_with<'a>(
         dirs: impl IntoIterator<Item = &'a Path>,
         wakeup: &Wakeup,
@@ -133,6 +137,10 @@ impl DirWatcher {
                     return;
                 }
                 on_event(event);
+            } else {
+                let lost = notify::Event::new(notify::EventKind::Other)
+                    .set_flag(notify::event::Flag::Rescan);
+                on_event(&lost);
             }
             // Errors here include inotify queue overflow; waking makes the loop rescan.
             wakeup.wake();
@@ -141,17 +149,28 @@ impl DirWatcher {
             Ok(w) => w,
             Err(e) => {
                 warn!(error = %e, "Cannot start the file watcher; relying on periodic checks.");
-                return Self { watcher: None };
+                return Self {
+                    watcher: None,
+                    complete: false,
+                };
             }
         };
+        let mut complete = true;
         for dir in dirs {
             if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
                 warn!(dir = %dir.display(), error = %e, "Cannot watch directory; relying on periodic checks.");
+                complete = false;
             }
         }
         Self {
             watcher: Some(watcher),
+            complete,
         }
+    }
+
+    /// Whether every directory given at start is watched.
+    pub fn is_complete(&self) -> bool {
+        self.complete
     }
 
     /// Adds a directory to the watch (e.g. one that did not exist at start).

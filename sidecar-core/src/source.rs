@@ -14,7 +14,8 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -372,6 +373,12 @@ pub struct Tailer {
     spec: SourceSpec,
     early_tx: mpsc::Sender<EarlyOpen>,
     early_rx: mpsc::Receiver<EarlyOpen>,
+    /// Set by the watch handler when a directory's entries may have changed (a file created,
+    /// renamed, removed, its permissions changed, or events lost); see [`Tailer::rescan_when_due`].
+    listing_stale: Arc<AtomicBool>,
+    /// Whether every directory is watched, so that `listing_stale` can be trusted.
+    listing_watched: bool,
+    last_rescan: Option<Instant>,
     options: TailOptions,
     files: Vec<TrackedFile>,
     finished: VecDeque<SavedFile>,
@@ -407,6 +414,9 @@ impl Tailer {
             spec,
             early_tx,
             early_rx,
+            listing_stale: Arc::new(AtomicBool::new(true)),
+            listing_watched: false,
+            last_rescan: None,
             options,
             files: Vec::new(),
             finished: VecDeque::new(),
@@ -434,11 +444,22 @@ impl Tailer {
     /// renamed into place. Holding its descriptor lets the tailer read a file that is rotated
     /// away again before the next rescan (two rotations in a row), which a listing alone would
     /// never see under a watched name.
+    ///
+    /// It also notes events that may change a directory's entries, for
+    /// [`Tailer::rescan_when_due`]: appends to a file do not, everything else does.
     pub fn early_opener(&self) -> impl Fn(&notify::Event) + Send + 'static {
         let spec = self.spec.clone();
         let tx = self.early_tx.clone();
+        let listing_stale = Arc::clone(&self.listing_stale);
         move |event: &notify::Event| {
             use notify::event::{EventKind, ModifyKind};
+            let appended = matches!(
+                event.kind,
+                EventKind::Modify(ModifyKind::Data(_)) | EventKind::Access(_)
+            );
+            if !appended || event.need_rescan() {
+                listing_stale.store(true, Ordering::Release);
+            }
             if !matches!(
                 event.kind,
                 EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
@@ -462,6 +483,25 @@ impl Tailer {
         self.files.len()
     }
 
+    /// Says whether every watched directory is under a file watch whose events reach
+    /// [`Tailer::early_opener`]'s handler. Until then every [`Tailer::rescan_when_due`] lists.
+    pub fn set_listing_watched(&mut self, watched: bool) {
+        self.listing_watched = watched;
+    }
+
+    /// Lists the directories ([`Tailer::rescan`]) when their entries may have changed since the
+    /// last listing, or `interval` passed, or they are not all watched. At thousands of lines a
+    /// second the loop turns ~100 times a second; listing and statting every file on each turn
+    /// was most of what the collector did between reads, and a turn caused by appends cannot
+    /// have changed the listing: appends to known files are found by reading them.
+    pub fn rescan_when_due(&mut self, interval: Duration) {
+        let stale = self.listing_stale.swap(false, Ordering::Acquire);
+        let due = self.last_rescan.is_none_or(|at| at.elapsed() >= interval);
+        if stale || due || !self.listing_watched {
+            self.rescan();
+        }
+    }
+
     /// Whether the position changed without records (a file closed, a truncation seen) since
     /// the last call, so it needs committing anyway.
     pub fn take_changed(&mut self) -> bool {
@@ -470,6 +510,7 @@ impl Tailer {
 
     /// Lists the watched directories: picks up new files, notices rotated and deleted ones.
     pub fn rescan(&mut self) {
+        self.last_rescan = Some(Instant::now());
         while let Ok((path, name, file)) = self.early_rx.try_recv() {
             if let Ok(meta) = file.metadata() {
                 let key = FileKey::of(&meta);
