@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, RawQuery, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -663,11 +663,8 @@ pub fn lag_bytes(dir: &Path, from: Position, end: Position) -> u64 {
     lag
 }
 
-async fn metrics_text(State(state): State<ApiState>) -> Response {
-    match sidecar_core::telemetry::openmetrics(&state.registry) {
-        Ok(answer) => answer.into_response(),
-        Err(e) => internal(e),
-    }
+async fn metrics_text(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    sidecar_core::telemetry::metrics_response(&state.registry, &headers)
 }
 
 #[cfg(test)]
