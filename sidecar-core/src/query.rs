@@ -367,12 +367,21 @@ impl Output {
                     level_label(level)
                 }
             );
-            if let Some(message) = str_of(field::MESSAGE) {
-                line.push_str(message);
-            }
         }
+        // The same summary the report shows, first; the other fields follow as key=value.
+        let summary = self
+            .fields
+            .is_empty()
+            .then(|| crate::record::summary::summarize(record))
+            .flatten();
+        if let Some(summary) = &summary {
+            line.push_str(&summary.text);
+        }
+        let shown = summary.as_ref().map_or(&[][..], |s| &s.shown[..]);
         for (key, value) in record {
-            if self.fields.is_empty() && TEXT_COLUMNS.contains(&key.as_str()) {
+            if self.fields.is_empty()
+                && (TEXT_COLUMNS.contains(&key.as_str()) || shown.contains(&key.as_str()))
+            {
                 continue;
             }
             if !line.is_empty() && !line.ends_with(' ') {
@@ -509,6 +518,21 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("grep: invalid regex"));
+    }
+
+    #[test]
+    fn an_access_record_reads_as_the_report_shows_it() {
+        let line = br#"{"collected_at":"t","endpoint":"/users","id":"x-1","log_level":"INFO","method":"GET","path":"/users","processing_time_ms":2.19,"request_id":"req-1","source_file":"access.log","status_code":200}"#;
+        let mut out = Vec::new();
+        Output {
+            text: true,
+            ..Output::default()
+        }
+        .write(line, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "access.log INFO    GET /users -> 200 2.19ms endpoint=/users request_id=req-1\n"
+        );
     }
 
     #[test]

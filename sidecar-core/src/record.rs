@@ -16,6 +16,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize, Serializer};
 
 pub mod encode;
+pub mod summary;
 
 /// Names of the fields a processed record carries.
 pub mod field {

@@ -166,7 +166,10 @@ impl ReportSink {
         }
         if !self.latest.is_empty() {
             let _ = writeln!(out, "latest records:");
-            for line in &self.latest {
+            // Batches interleave sources, so arrival order is not time order.
+            let mut lines: Vec<&String> = self.latest.iter().collect();
+            lines.sort_by_cached_key(|line| time_order(line));
+            for line in lines {
                 let _ = writeln!(out, "  {line}");
             }
         }
@@ -228,7 +231,8 @@ impl Sink for ReportSink {
     }
 }
 
-/// One compact human line for a record: time, level, source, and its message or key fields.
+/// One compact human line for a record: time, level, source, and its summary
+/// ([`crate::record::summary`], the same as `forwarder logs` shows).
 pub fn summarize(record: &OutRecord<'_>) -> String {
     let f = record.fields();
     let text = |key: &str| f.get(key).and_then(Value::as_str);
@@ -237,43 +241,28 @@ pub fn summarize(record: &OutRecord<'_>) -> String {
         .unwrap_or("-");
     let level = text(field::LOG_LEVEL).unwrap_or("-");
     let source = text(field::SOURCE_FILE).unwrap_or("-");
-    let summary = if let Some(message) = text(field::MESSAGE) {
-        message.to_owned()
-    } else if let (Some(method), Some(path)) = (text("method"), text("path")) {
-        match (f.get("status_code"), f.get("processing_time_ms")) {
-            (Some(status), Some(ms)) => format!("{method} {path} -> {status} {ms}ms"),
-            (Some(status), None) => format!("{method} {path} -> {status}"),
-            _ => format!("{method} {path}"),
-        }
-    } else if let Some(event) = text("event").or_else(|| text("type")) {
-        let details: Vec<String> = [
-            "job_type",
-            "operation",
-            "table",
-            "status",
-            "execution_time_ms",
-            "progress_percent",
-            "error",
-        ]
-        .iter()
-        .filter_map(|k| {
-            f.get(*k).map(|v| {
-                format!(
-                    "{k}={}",
-                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-                )
-            })
-        })
-        .collect();
-        format!("{event} {}", details.join(" "))
-    } else {
-        String::from_utf8_lossy(record.raw).into_owned()
+    let summary = match crate::record::summary::summarize(&f) {
+        Some(summary) => summary.text,
+        None => String::from_utf8_lossy(record.raw).into_owned(),
     };
     format!(
         "{time} {level:<7} {:<24} {}",
         truncate(source, 24),
         truncate(summary.trim_end(), 160)
     )
+}
+
+/// A key that sorts the report's lines by their time, whichever of the two layouts it is in
+/// (`2026-11-22 10:30:45,123` from an app, `2026-11-22T10:30:45.123Z` from the collector).
+fn time_order(line: &str) -> String {
+    line.chars()
+        .take(23)
+        .map(|c| match c {
+            'T' => ' ',
+            ',' => '.',
+            c => c,
+        })
+        .collect()
 }
 
 fn truncate(text: &str, max_chars: usize) -> &str {
@@ -351,5 +340,25 @@ mod tests {
             .map(|l| l.rsplit(' ').next().unwrap().to_owned())
             .collect();
         assert_eq!(latest, ["m3", "m4"]);
+    }
+
+    #[test]
+    fn the_latest_records_are_shown_in_time_order() {
+        let mut sink = ReportSink::new(&ReportSpec::default(), None);
+        let lines = [
+            r#"{"source_file":"b.log","message":"second","timestamp":"2026-11-22 10:30:46,000"}"#,
+            r#"{"source_file":"a.log","message":"third","collected_at":"2026-11-22T10:30:47.000Z"}"#,
+            r#"{"source_file":"a.log","message":"first","timestamp":"2026-11-22 10:30:45,500"}"#,
+        ];
+        let batch: Vec<_> = lines.iter().map(|l| record(l)).collect();
+        sink.send(&batch).unwrap();
+        let text = sink.render("report");
+        let shown: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "latest records:")
+            .skip(1)
+            .map(|l| l.rsplit(' ').next().unwrap())
+            .collect();
+        assert_eq!(shown, ["first", "second", "third"], "{text}");
     }
 }
