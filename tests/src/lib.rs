@@ -37,6 +37,32 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Where a program the tests run is: on `PATH`, or where Debian installs system programs
+/// (`/usr/sbin` is not on a user's `PATH`).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `found`, or a panic naming what is missing and the script that installs it: tests never
+/// install anything themselves (that needs root and apt, and its output buried the test log).
+pub fn require_tool(what: &str, found: Option<PathBuf>) -> PathBuf {
+    found.unwrap_or_else(|| {
+        panic!(
+            "{what} is missing: run scripts/install-test-deps.sh (scripts/test.sh does; it needs \
+             root and apt, and says how to install by hand elsewhere)"
+        )
+    })
+}
+
+/// A program the tests run, found by [`find_program`]; panics naming it when missing.
+pub fn require_program(name: &str) -> PathBuf {
+    require_tool(name, find_program(name))
+}
+
 /// Whether the tests run as root (CI does): only root can start a stage as another user.
 pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
@@ -184,7 +210,7 @@ fn signal(child: &Child, name: &str) {
         .arg(name)
         .arg(child.id().to_string())
         .status()
-        .expect("kill(1) runs");
+        .expect("kill(1) runs (procps; scripts/install-test-deps.sh installs it)");
 }
 
 /// A temp directory laid out like the pod: `logs/` (the apps' emptyDir), `collected/`,
