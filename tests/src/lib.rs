@@ -360,47 +360,7 @@ impl Pod {
 
     /// Every record in the file sink's output, in file order (gzipped files included).
     pub fn delivered(&self) -> Vec<Value> {
-        let names: Vec<String> = fs::read_dir(self.path("out"))
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        // A closed file is briefly there both plain and gzipped: count the gzipped copy only.
-        let mut paths: Vec<PathBuf> = names
-            .iter()
-            .filter(|n| {
-                n.ends_with(".ndjson.gz")
-                    || (n.ends_with(".ndjson") && !names.contains(&format!("{n}.gz")))
-            })
-            .map(|n| self.path("out").join(n))
-            .collect();
-        paths.sort();
-        let mut records = Vec::new();
-        for path in paths {
-            let (path, file) = match File::open(&path) {
-                Ok(f) => (path, f),
-                // Compressed and removed between listing and opening: read the gzipped copy.
-                Err(_) => {
-                    let gz = path.with_extension("ndjson.gz");
-                    match File::open(&gz) {
-                        Ok(f) => (gz, f),
-                        Err(_) => continue,
-                    }
-                }
-            };
-            let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-                Box::new(flate2::read::GzDecoder::new(file))
-            } else {
-                Box::new(file)
-            };
-            for line in BufReader::new(reader).lines() {
-                let line = line.unwrap();
-                records.push(
-                    serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display())),
-                );
-            }
-        }
-        records
+        read_delivered(&self.path("out"))
     }
 
     /// How many records were delivered: lines in the sink's files, counted without decoding.
@@ -446,6 +406,51 @@ impl Pod {
         std::thread::sleep(Duration::from_millis(300));
         self.delivered()
     }
+}
+
+/// Every record in a file sink's directory, in file order (gzipped files included).
+pub fn read_delivered(dir: &Path) -> Vec<Value> {
+    let names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    // A closed file is briefly there both plain and gzipped: count the gzipped copy only.
+    let mut paths: Vec<PathBuf> = names
+        .iter()
+        .filter(|n| {
+            n.ends_with(".ndjson.gz")
+                || (n.ends_with(".ndjson") && !names.contains(&format!("{n}.gz")))
+        })
+        .map(|n| dir.join(n))
+        .collect();
+    paths.sort();
+    let mut records = Vec::new();
+    for path in paths {
+        let (path, file) = match File::open(&path) {
+            Ok(f) => (path, f),
+            // Compressed and removed between listing and opening: read the gzipped copy.
+            Err(_) => {
+                let gz = path.with_extension("ndjson.gz");
+                match File::open(&gz) {
+                    Ok(f) => (gz, f),
+                    Err(_) => continue,
+                }
+            }
+        };
+        let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+            Box::new(flate2::read::GzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
+        for line in BufReader::new(reader).lines() {
+            let line = line.unwrap();
+            records.push(
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display())),
+            );
+        }
+    }
+    records
 }
 
 /// An application writing numbered JSON lines in the Python-logging layout, like the demo apps.
