@@ -37,6 +37,32 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Where a program the tests run is: on `PATH`, or where Debian installs system programs
+/// (`/usr/sbin` is not on a user's `PATH`).
+pub fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+/// `found`, or a panic naming what is missing and the script that installs it: tests never
+/// install anything themselves (that needs root and apt, and its output buried the test log).
+pub fn require_tool(what: &str, found: Option<PathBuf>) -> PathBuf {
+    found.unwrap_or_else(|| {
+        panic!(
+            "{what} is missing: run scripts/install-test-deps.sh (scripts/test.sh does; it needs \
+             root and apt, and says how to install by hand elsewhere)"
+        )
+    })
+}
+
+/// A program the tests run, found by [`find_program`]; panics naming it when missing.
+pub fn require_program(name: &str) -> PathBuf {
+    require_tool(name, find_program(name))
+}
+
 /// Whether the tests run as root (CI does): only root can start a stage as another user.
 pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
@@ -184,7 +210,7 @@ fn signal(child: &Child, name: &str) {
         .arg(name)
         .arg(child.id().to_string())
         .status()
-        .expect("kill(1) runs");
+        .expect("kill(1) runs (procps; scripts/install-test-deps.sh installs it)");
 }
 
 /// A temp directory laid out like the pod: `logs/` (the apps' emptyDir), `collected/`,
@@ -334,47 +360,7 @@ impl Pod {
 
     /// Every record in the file sink's output, in file order (gzipped files included).
     pub fn delivered(&self) -> Vec<Value> {
-        let names: Vec<String> = fs::read_dir(self.path("out"))
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        // A closed file is briefly there both plain and gzipped: count the gzipped copy only.
-        let mut paths: Vec<PathBuf> = names
-            .iter()
-            .filter(|n| {
-                n.ends_with(".ndjson.gz")
-                    || (n.ends_with(".ndjson") && !names.contains(&format!("{n}.gz")))
-            })
-            .map(|n| self.path("out").join(n))
-            .collect();
-        paths.sort();
-        let mut records = Vec::new();
-        for path in paths {
-            let (path, file) = match File::open(&path) {
-                Ok(f) => (path, f),
-                // Compressed and removed between listing and opening: read the gzipped copy.
-                Err(_) => {
-                    let gz = path.with_extension("ndjson.gz");
-                    match File::open(&gz) {
-                        Ok(f) => (gz, f),
-                        Err(_) => continue,
-                    }
-                }
-            };
-            let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-                Box::new(flate2::read::GzDecoder::new(file))
-            } else {
-                Box::new(file)
-            };
-            for line in BufReader::new(reader).lines() {
-                let line = line.unwrap();
-                records.push(
-                    serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display())),
-                );
-            }
-        }
-        records
+        read_delivered(&self.path("out"))
     }
 
     /// How many records were delivered: lines in the sink's files, counted without decoding.
@@ -420,6 +406,51 @@ impl Pod {
         std::thread::sleep(Duration::from_millis(300));
         self.delivered()
     }
+}
+
+/// Every record in a file sink's directory, in file order (gzipped files included).
+pub fn read_delivered(dir: &Path) -> Vec<Value> {
+    let names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    // A closed file is briefly there both plain and gzipped: count the gzipped copy only.
+    let mut paths: Vec<PathBuf> = names
+        .iter()
+        .filter(|n| {
+            n.ends_with(".ndjson.gz")
+                || (n.ends_with(".ndjson") && !names.contains(&format!("{n}.gz")))
+        })
+        .map(|n| dir.join(n))
+        .collect();
+    paths.sort();
+    let mut records = Vec::new();
+    for path in paths {
+        let (path, file) = match File::open(&path) {
+            Ok(f) => (path, f),
+            // Compressed and removed between listing and opening: read the gzipped copy.
+            Err(_) => {
+                let gz = path.with_extension("ndjson.gz");
+                match File::open(&gz) {
+                    Ok(f) => (gz, f),
+                    Err(_) => continue,
+                }
+            }
+        };
+        let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+            Box::new(flate2::read::GzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
+        for line in BufReader::new(reader).lines() {
+            let line = line.unwrap();
+            records.push(
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display())),
+            );
+        }
+    }
+    records
 }
 
 /// An application writing numbered JSON lines in the Python-logging layout, like the demo apps.

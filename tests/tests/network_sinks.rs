@@ -1005,24 +1005,11 @@ fn a_trickle_of_lines_is_gathered_into_few_requests_by_the_linger() {
 }
 
 /// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with the openssl
-/// command (Debian's `openssl` package; installed if missing).
+/// command (Debian's `openssl` package; scripts/install-test-deps.sh installs it).
 fn make_certificates(dir: &Path) {
-    if std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_err()
-    {
-        let ok = std::process::Command::new("apt-get")
-            .args(["install", "-y", "openssl"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "the TLS test needs the openssl command: apt-get install openssl"
-        );
-    }
+    let program = e2e_tests::require_program("openssl");
     let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
+        let out = std::process::Command::new(&program)
             .args(args)
             .current_dir(dir)
             .output()

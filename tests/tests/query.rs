@@ -305,15 +305,16 @@ fn logs_api_and_cli_filter_format_and_refuse_bad_parameters() {
     let out = logs_cli(&["--input-dir", dir, "-t", "--grep", "user 4[5-9]", "app.log"]);
     assert_eq!(stdout_lines(&out).len(), 5);
     // On a terminal, lines are colored by level (script(1) from util-linux gives a pty).
+    let script = e2e_tests::require_program("script");
     let on_tty = |extra: &str| {
         let command = format!(
             "{} logs --input-dir {dir} -n 1 --level error {extra} access.log",
             bin("forwarder").display()
         );
-        let out = Command::new("script")
+        let out = Command::new(&script)
             .args(["-qec", &command, "/dev/null"])
             .output()
-            .expect("script(1) from util-linux runs");
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     assert!(

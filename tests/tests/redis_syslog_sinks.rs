@@ -1,5 +1,5 @@
 //! The redis and syslog sinks against the real servers (issue #4): a `redis-server` and an
-//! `rsyslogd` from Debian's packages, installed by the setup when missing and started on free
+//! `rsyslogd` from Debian's packages (scripts/install-test-deps.sh installs them), started on free
 //! loopback ports with configs and data in a temp directory of their own.
 //!
 //! What a user relies on: a live subscriber and the stream each get every record; redis killed
@@ -16,51 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use e2e_tests::{exactly_once, free_port, tally, wait_until, Pod, Writer};
+use e2e_tests::{
+    exactly_once, free_port, require_program, require_tool, tally, wait_until, Pod, Writer,
+};
 use serde_json::Value;
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// Installs a Debian package when its binary is missing: CI and a fresh machine have neither
-/// server.
-fn ensure_installed(binary: &str, package: &str) -> PathBuf {
-    let find = || {
-        ["/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"]
-            .iter()
-            .map(|dir| Path::new(dir).join(binary))
-            .find(|p| p.exists())
-    };
-    ensure_package(package, find)
-}
-
-/// Installs `package` unless `present` finds what the test needs, then returns that. One
-/// install at a time, as apt holds a lock.
-fn ensure_package(package: &str, present: impl Fn() -> Option<PathBuf>) -> PathBuf {
-    static APT: Mutex<()> = Mutex::new(());
-    let _apt = APT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = present() {
-        return path;
-    }
-    let install = || {
-        Command::new("apt-get")
-            .args(["install", "-y", "-q", package])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    // A fresh machine has no package lists yet: update, then try again.
-    if !install() {
-        let updated = Command::new("apt-get")
-            .args(["update", "-q"])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            updated && install(),
-            "`apt-get install -y {package}` failed (the tests need root and the Debian archive)"
-        );
-    }
-    present().unwrap_or_else(|| panic!("{package} was installed but is not found"))
-}
 
 /// rsyslog's GnuTLS network stream driver (package rsyslog-gnutls), wherever the
 /// architecture's library directory is.
@@ -171,7 +132,7 @@ impl Redis {
 
     /// Starts redis (again) on the same port with the same data.
     fn restart(&mut self) {
-        let binary = ensure_installed("redis-server", "redis-server");
+        let binary = require_program("redis-server");
         self.starts += 1;
         let mut command = Command::new(binary);
         command.args([
@@ -557,7 +518,10 @@ impl Rsyslog {
     fn start_with(dir: PathBuf, tls: Option<(PathBuf, PathBuf, PathBuf)>) -> Self {
         fs::create_dir_all(&dir).unwrap();
         if tls.is_some() {
-            ensure_package("rsyslog-gnutls", rsyslog_tls_driver);
+            require_tool(
+                "rsyslog's TLS driver lmnsd_gtls.so (package rsyslog-gnutls)",
+                rsyslog_tls_driver(),
+            );
         }
         let mut rsyslog = Self {
             tcp_port: free_port(),
@@ -576,7 +540,7 @@ impl Rsyslog {
     }
 
     fn restart(&mut self) {
-        let binary = ensure_installed("rsyslogd", "rsyslog");
+        let binary = require_program("rsyslogd");
         let d = &self.dir;
         let template = r#"template(name="fields" type="string" string="%pri%|%syslogfacility%|%syslogseverity%|%hostname%|%app-name%|%procid%|%msgid%|%structured-data%|%msg%\n")
 ruleset(name="received") {
@@ -850,7 +814,7 @@ fn bad_redis_and_syslog_configs_stop_the_forwarder_with_the_field_named() {
 /// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl(1) in `dir`:
 /// (ca.pem, server.pem, server.key).
 fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let openssl = ensure_installed("openssl", "openssl");
+    let openssl = require_program("openssl");
     fs::create_dir_all(dir).unwrap();
     fs::write(
         dir.join("san.ext"),
