@@ -16,6 +16,8 @@
 #   redis-server       the redis sink against a real server (redis_syslog_sinks.rs)
 #   rsyslogd           the syslog sink against a real rsyslog (redis_syslog_sinks.rs), and
 #   rsyslog-gnutls     its TLS driver, lmnsd_gtls.so
+#   promtool           Prometheus' checker of every /metrics endpoint (metrics_format.rs),
+#                      from Debian's prometheus package
 # rsyslog only recommends logrotate; --no-install-recommends leaves it (and the rest) out.
 set -euo pipefail
 
@@ -44,6 +46,7 @@ need openssl "openssl (certificates for the TLS tests)" program openssl
 need redis-server "redis-server (redis sink tests)" program redis-server
 need rsyslog "rsyslogd (syslog sink tests)" program rsyslogd
 need rsyslog-gnutls "rsyslog's TLS driver lmnsd_gtls.so (syslog over TLS tests)" tls_driver
+need prometheus "promtool (promtool check metrics on every endpoint)" program promtool
 
 ((${#packages[@]} > 0)) || exit 0
 
