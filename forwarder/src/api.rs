@@ -313,6 +313,32 @@ async fn check_sources(state: &ApiState, sources: &[String]) -> Result<(), Respo
     Ok(())
 }
 
+/// A category no retained record has is an error that lists the known ones, as an unknown
+/// source is.
+async fn check_category(state: &ApiState, category: &str) -> Result<(), Response> {
+    update_index(state).await.map_err(internal)?;
+    let index = state
+        .index
+        .lock()
+        .expect("the index lock is never poisoned");
+    if index.knows_category(category) {
+        return Ok(());
+    }
+    let known = index.category_names();
+    Err(error(
+        StatusCode::NOT_FOUND,
+        Some("category"),
+        format!(
+            "category: unknown category {category:?} (known: {})",
+            if known.is_empty() {
+                "none yet".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ),
+    ))
+}
+
 async fn logs(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Response {
     let response = logs_response(&state, raw.as_deref().unwrap_or("")).await;
     state.metrics.count("logs", response.status());
@@ -326,6 +352,11 @@ async fn logs_response(state: &ApiState, raw: &str) -> Response {
     };
     if let Err(response) = check_sources(state, &request.filter.sources).await {
         return response;
+    }
+    if let Some(category) = &request.filter.category {
+        if let Err(response) = check_category(state, category).await {
+            return response;
+        }
     }
     let content_type = if request.output.text {
         "text/plain; charset=utf-8"

@@ -174,6 +174,9 @@ fn local(args: &LogsArgs, request: &LogsRequest, out: &mut Printer) -> Result<()
         )));
     }
     check_sources(dir, &request.filter.sources)?;
+    if let Some(category) = &request.filter.category {
+        check_category(dir, category)?;
+    }
     // A tail is gathered newest first, so it is held in memory: bound it, since this runs
     // inside the forwarder's container and shares its memory limit. A window streams.
     let limits = QueryLimits {
@@ -291,6 +294,49 @@ fn check_sources(dir: &std::path::Path, sources: &[String]) -> Result<(), CliErr
     Ok(())
 }
 
+/// An unknown category is a usage error that lists the known ones, as an unknown source is.
+fn check_category(dir: &std::path::Path, category: &str) -> Result<(), CliError> {
+    let mut index = SourceIndex::open(dir).map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    index
+        .update(usize::MAX)
+        .map_err(|e| CliError::Failed(format!("{e:#}")))?;
+    if index.knows_category(category) {
+        return Ok(());
+    }
+    Err(CliError::Usage(unknown_category(
+        category,
+        &index.category_names(),
+    )))
+}
+
+/// The message for a category no retained record has.
+pub fn unknown_category(category: &str, known: &[String]) -> String {
+    format!(
+        "--category: unknown category {category:?}; known categories: {}",
+        if known.is_empty() {
+            "none yet".to_owned()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
+/// A request error as a person reads it: reqwest's own text ("error sending request for url")
+/// hides the cause, which is the useful part ("Connection refused").
+pub fn describe_request_error(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 fn remote(server: &str, params: &[(String, String)], out: &mut Printer) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -310,7 +356,7 @@ async fn remote_async(
         .query(params)
         .send()
         .await
-        .map_err(|e| CliError::Failed(format!("cannot reach {url}: {e}")))?;
+        .map_err(|e| CliError::Failed(format!("cannot reach {url}: {}", describe_request_error(&e))))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
@@ -349,6 +395,11 @@ fn remote_message(message: &str) -> String {
         Some(("source", rest)) => rest
             .replacen(" (known: ", "; known sources: ", 1)
             .replace(')', ""),
+        Some(("category", rest)) => format!(
+            "--category: {}",
+            rest.replacen(" (known: ", "; known categories: ", 1)
+                .replace(')', "")
+        ),
         Some(("format", rest)) => format!("--output: {rest}"),
         Some((p, rest)) if request::PARAMETERS.contains(&p) => format!("--{p}: {rest}"),
         _ => message.to_owned(),

@@ -109,8 +109,9 @@ fn get_json(url: &str) -> Result<Value, String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let response = reqwest::get(url).await.map_err(|e| e.to_string())?;
-        response.json().await.map_err(|e| e.to_string())
+        let describe = |e: reqwest::Error| crate::logs_cli::describe_request_error(&e);
+        let response = reqwest::get(url).await.map_err(describe)?;
+        response.json().await.map_err(describe)
     })
 }
 
@@ -146,7 +147,7 @@ pub fn render(stats: &Value, now: SystemTime) -> String {
     }
     let fwd = &stats["forwarder"];
     frame.push_str(&format!(
-        "\nforwarder: lag {} bytes, position {}/{} (committed {}/{}), checkpoint at {}\n",
+        "\nforwarder: {} bytes of the processed journal not delivered yet; delivered up to segment {} byte {}, of segment {} byte {}; last checkpoint {}\n",
         fwd["lag_bytes"].as_u64().unwrap_or(0),
         fwd["position"]["segment"],
         fwd["position"]["offset"],
@@ -160,12 +161,48 @@ pub fn render(stats: &Value, now: SystemTime) -> String {
     match fwd["sinks"].as_object() {
         Some(sinks) if !sinks.is_empty() => {
             for (name, state) in sinks {
-                frame.push_str(&format!("  sink {name:<20} {state}\n"));
+                frame.push_str(&format!("  sink {name:<20} {}\n", sink_state(state)));
             }
         }
         _ => frame.push_str("  sinks: none committed yet\n"),
     }
     frame
+}
+
+/// A sink's committed state as a line a person reads: the file sink's streams as
+/// `access.log file #3 at 1.2 MB`, any other state as `key=value` pairs.
+fn sink_state(state: &Value) -> String {
+    let Some(fields) = state.as_object() else {
+        return state.to_string();
+    };
+    if fields.is_empty() {
+        return "nothing committed yet".into();
+    }
+    let file_streams = fields
+        .values()
+        .all(|v| v.get("seq").is_some() && v.get("len").is_some());
+    let parts: Vec<String> = if file_streams {
+        fields
+            .iter()
+            .map(|(stream, v)| {
+                format!(
+                    "{stream} file #{} at {:.1} MB",
+                    v["seq"],
+                    v["len"].as_u64().unwrap_or(0) as f64 / 1e6
+                )
+            })
+            .collect()
+    } else {
+        fields
+            .iter()
+            .map(|(key, v)| match v {
+                Value::String(text) => format!("{key}={text}"),
+                Value::Object(inner) => format!("{key}=({} entries)", inner.len()),
+                other => format!("{key}={other}"),
+            })
+            .collect()
+    };
+    parts.join(", ")
 }
 
 #[cfg(test)]
@@ -184,12 +221,27 @@ mod tests {
         });
         let frame = render(&stats, SystemTime::UNIX_EPOCH);
         assert!(frame.contains("access.log"), "{frame}");
-        assert!(frame.contains("lag 42 bytes"), "{frame}");
+        assert!(
+            frame.contains("42 bytes of the processed journal not delivered yet"),
+            "{frame}"
+        );
         assert!(frame.contains("sink archive"), "{frame}");
         let row = frame.lines().find(|l| l.starts_with("access.log")).unwrap();
         assert_eq!(
             row.split_whitespace().collect::<Vec<_>>()[..7],
             ["access.log", "2.5", "10", "3", "0", "7", "0"]
         );
+    }
+
+    #[test]
+    fn sink_states_read_as_words() {
+        let file = serde_json::json!({"access.log": {"seq": 3, "len": 1_200_000}});
+        assert_eq!(sink_state(&file), "access.log file #3 at 1.2 MB");
+        let other = serde_json::json!({"delivered": 10, "stream": "logs", "totals": {"a": 1}});
+        assert_eq!(
+            sink_state(&other),
+            "delivered=10, stream=logs, totals=(1 entries)"
+        );
+        assert_eq!(sink_state(&serde_json::json!({})), "nothing committed yet");
     }
 }

@@ -342,6 +342,11 @@ fn logs_api_and_cli_filter_format_and_refuse_bad_parameters() {
         ),
         (vec!["--grep", "("], "--grep: invalid regex"),
         (vec!["--level", "loud"], "--level: unknown level"),
+        // An unknown category is refused like an unknown source, not answered with nothing.
+        (
+            vec!["--category", "nope"],
+            "--category: unknown category \"nope\"; known categories: ",
+        ),
     ] {
         for remote in [false, true] {
             let mut full = if remote {
@@ -361,6 +366,15 @@ fn logs_api_and_cli_filter_format_and_refuse_bad_parameters() {
     let out = logs_cli(&["--input-dir", "/nonexistent-journal"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("--input-dir"), "{}", stderr(&out));
+    // A server that is down: the address and the cause, not just "error sending request".
+    let out = logs_cli(&["--server", "http://127.0.0.1:1", "-n", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("http://127.0.0.1:1/logs")
+            && stderr(&out).contains("Connection refused"),
+        "{}",
+        stderr(&out)
+    );
 
     // forwarder top: one frame, from the journal or from the API.
     for source in [vec!["--input-dir", dir], vec!["--server", server.as_str()]] {
@@ -384,7 +398,10 @@ fn logs_api_and_cli_filter_format_and_refuse_bad_parameters() {
             ["400", "133", "133", "134", "0", "access"],
             "{frame}"
         );
-        assert!(frame.contains("forwarder: lag 0 bytes"), "{frame}");
+        assert!(
+            frame.contains("forwarder: 0 bytes of the processed journal not delivered yet"),
+            "{frame}"
+        );
         assert!(frame.contains("sink archive"), "{frame}");
     }
 

@@ -83,7 +83,7 @@ impl SourceStats {
         }
     }
 
-    fn refresh_rate(&mut self, window_start: &str) {
+    fn refresh_rate(&mut self, window_start: &str, window_s: f64) {
         while self
             .recent
             .front()
@@ -92,7 +92,7 @@ impl SourceStats {
             self.recent.pop_front();
         }
         let n: u64 = self.recent.iter().map(|(_, n)| n).sum();
-        self.rate_per_s = n as f64 / RATE_WINDOW.as_secs_f64();
+        self.rate_per_s = n as f64 / window_s;
     }
 }
 
@@ -188,22 +188,45 @@ impl SourceIndex {
         self.sources.contains_key(source)
     }
 
+    /// Whether a record of category `category` was seen.
+    pub fn knows_category(&self, category: &str) -> bool {
+        self.sources
+            .values()
+            .any(|s| s.categories.contains_key(category))
+    }
+
+    /// The categories seen, sorted.
+    pub fn category_names(&self) -> Vec<String> {
+        let names: std::collections::BTreeSet<&String> = self
+            .sources
+            .values()
+            .flat_map(|s| s.categories.keys())
+            .collect();
+        names.into_iter().cloned().collect()
+    }
+
     /// The names of the sources seen, sorted.
     pub fn names(&self) -> Vec<String> {
         self.sources.keys().cloned().collect()
     }
 
-    /// The counts now, with rates over the minute before `now`.
+    /// The counts now, with rates over the minute before `now`, or over the time since the
+    /// oldest record when that is shorter: a pod up for 25 s has not had a minute to fill.
     pub fn snapshot(&mut self, now: SystemTime) -> IndexSnapshot {
         let window_start = journal_time(now - RATE_WINDOW);
         let window_start = &window_start[..19];
+        let window_s = humantime::parse_rfc3339(&self.since)
+            .ok()
+            .and_then(|first| now.duration_since(first).ok())
+            .map_or(RATE_WINDOW, |up| up.clamp(Duration::from_secs(1), RATE_WINDOW))
+            .as_secs_f64();
         let mut snapshot = IndexSnapshot {
             since: self.since.clone(),
             records: self.records,
             ..IndexSnapshot::default()
         };
         for stats in self.sources.values_mut() {
-            stats.refresh_rate(window_start);
+            stats.refresh_rate(window_start, window_s);
             snapshot.rate_per_s += stats.rate_per_s;
             for (level, n) in &stats.levels {
                 *snapshot.levels.entry(level.clone()).or_default() += n;
@@ -254,5 +277,26 @@ mod tests {
         assert!((a.rate_per_s - 1.0 / 60.0).abs() < 1e-9, "{}", a.rate_per_s);
         assert_eq!(s.levels["WARNING"], 1);
         assert_eq!(s.categories["access"], 3);
+    }
+
+    #[test]
+    fn a_journal_younger_than_a_minute_rates_over_its_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = JournalOptions {
+            durability: Durability::PageCache,
+            ..JournalOptions::default()
+        };
+        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), options).unwrap();
+        let now = SystemTime::now();
+        let first = journal_time(now - Duration::from_secs(20));
+        for _ in 0..50 {
+            w.push(&json!({"source_file": "a.log", "collected_at": first}));
+        }
+        w.commit(&1).unwrap();
+        let mut index = SourceIndex::open(dir.path()).unwrap();
+        index.update(usize::MAX).unwrap();
+        let rate = index.snapshot(now).sources[0].rate_per_s;
+        // 50 records in the 20 s the journal has existed, not spread over a minute.
+        assert!((rate - 2.5).abs() < 0.01, "{rate}");
     }
 }
