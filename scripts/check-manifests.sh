@@ -9,23 +9,24 @@ cd "$(dirname "$0")/.."
 # metadata (only needed for BC_* ids), no __pycache__ left in scripts/checkov.
 export CKV_SKIP_PACKAGE_UPDATE_CHECK=true PYTHONDONTWRITEBYTECODE=1
 
-if command -v checkov >/dev/null; then
-  checkov=(checkov)
-else
-  echo "check-manifests: checkov is not on PATH, installing it with pip" >&2
-  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check checkov
-  # A user install may land in a bin directory PATH lacks; the module runs either way.
-  checkov=(python3 -c 'import sys; from checkov.main import Checkov; sys.exit(Checkov().run())')
+# checkov pins many libraries (botocore among them): in the system's Python it can break other
+# tools, so it lives in a venv of its own, made once.
+venv=${CHECKOV_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/log-sidecars/checkov-venv}
+if [[ ! -x "$venv/bin/checkov" ]]; then
+  echo "check-manifests: installing checkov into $venv (once)" >&2
+  log=$(mktemp -t check-manifests.XXXXXX.log)
+  if ! { python3 -m venv "$venv" &&
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check checkov; } >"$log" 2>&1; then
+    echo "check-manifests: installing checkov failed; pip's output is in $log" >&2
+    exit 1
+  fi
+  rm -f "$log"
 fi
+checkov=("$venv/bin/checkov")
+# PyYAML comes with checkov, in its venv.
+python=("$venv/bin/python")
 
-# checkov passes over a file that does not parse without a word, so parse them first. PyYAML
-# comes with checkov: when python3 lacks it, checkov's own interpreter (its shebang) has it.
-python=(python3)
-if ! python3 -c 'import yaml' 2>/dev/null && script=$(command -v checkov); then
-  read -r -a shebang < <(sed -n '1s/^#![[:space:]]*//p' "$(readlink -f "$script")") || true
-  # A wrapper (pyenv's shim is bash) is no use: then python3's "No module named yaml" stands.
-  [[ "${shebang[*]:-}" == *python* ]] && python=("${shebang[@]}")
-fi
+# checkov passes over a file that does not parse without a word, so parse them first.
 "${python[@]}" - manifests/*.yaml <<'EOF'
 import sys
 import yaml

@@ -356,7 +356,12 @@ async fn remote_async(
         .query(params)
         .send()
         .await
-        .map_err(|e| CliError::Failed(format!("cannot reach {url}: {}", describe_request_error(&e))))?;
+        .map_err(|e| {
+            CliError::Failed(format!(
+                "cannot reach {url}: {}",
+                describe_request_error(&e)
+            ))
+        })?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();

@@ -218,7 +218,9 @@ impl SourceIndex {
         let window_s = humantime::parse_rfc3339(&self.since)
             .ok()
             .and_then(|first| now.duration_since(first).ok())
-            .map_or(RATE_WINDOW, |up| up.clamp(Duration::from_secs(1), RATE_WINDOW))
+            .map_or(RATE_WINDOW, |up| {
+                up.clamp(Duration::from_secs(1), RATE_WINDOW)
+            })
             .as_secs_f64();
         let mut snapshot = IndexSnapshot {
             since: self.since.clone(),
