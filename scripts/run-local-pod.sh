@@ -86,6 +86,10 @@ cat > "$pod/config/forwarder.yaml" <<YAML
 report:
   interval: ${REPORT_INTERVAL:-10s}
   latest_records: 5
+  # Each sidecar's CPU and memory in the report, from their /metrics.
+  sidecars:
+    collector: http://127.0.0.1:$collector_port/metrics
+    processor: http://127.0.0.1:$processor_port/metrics
 sinks:
   - type: file
     name: archive

@@ -338,6 +338,15 @@ impl ForwarderFile {
         if self.report.interval.0 < Duration::from_secs(1) {
             return Err(invalid("report.interval".into(), "must be at least 1s"));
         }
+        for (name, url) in &self.report.sidecars {
+            if !matches!(reqwest::Url::parse(url), Ok(u) if u.scheme() == "http" || u.scheme() == "https")
+            {
+                return Err(invalid(
+                    format!("report.sidecars.{name}"),
+                    &format!("{url:?} is not an http:// or https:// URL of a /metrics endpoint"),
+                ));
+            }
+        }
         let mut names = vec![report::REPORT_SINK_NAME];
         for (i, sink) in self.sinks.iter().enumerate() {
             let name = sink.name();
@@ -465,6 +474,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(err, "forwarder.yaml: report.interval: must be at least 1s");
+        let err = parse("report:\n  sidecars:\n    collector: '127.0.0.1:9101'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "forwarder.yaml: report.sidecars.collector: \"127.0.0.1:9101\" is not an http://"
+            ),
+            "{err}"
+        );
         let err = parse("sinks:\n  - {type: http, url: 'ftp://x'}\n")
             .unwrap_err()
             .to_string();

@@ -312,6 +312,13 @@ impl prometheus_client::collector::Collector for ProcessMetrics {
     }
 }
 
+/// This process's CPU seconds (user + system) and resident bytes, from `/proc/self`.
+pub fn own_usage() -> Option<(f64, f64)> {
+    let stat = ProcStat::read()?;
+    let rss = status_kib("VmRSS:")? * 1024.0;
+    Some(((stat.utime + stat.stime) as f64 / USER_HZ, rss))
+}
+
 /// The fields of `/proc/self/stat` the process metrics use, in clock ticks.
 struct ProcStat {
     utime: u64,

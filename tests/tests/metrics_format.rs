@@ -131,3 +131,49 @@ fn every_metrics_endpoint_passes_promtool_and_negotiates_its_format() {
         "{text}"
     );
 }
+
+#[test]
+fn the_report_shows_each_sidecars_cpu_and_memory() {
+    let mut pod = Pod::new();
+    let mut w = Writer::open(pod.path("logs/app.log"), "app");
+    w.write(10);
+    let collector = pod.start(e2e_tests::StageKind::Collector);
+    let processor = pod.start(e2e_tests::StageKind::Processor);
+    let config = pod.path("forwarder.yaml");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "report:\n",
+        &format!(
+            "report:\n  sidecars:\n    collector: http://127.0.0.1:{}/metrics\n    processor: http://127.0.0.1:{}/metrics\n    gone: http://127.0.0.1:1/metrics\n",
+            collector.port, processor.port
+        ),
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let forwarder = pod.start(e2e_tests::StageKind::Forwarder);
+    pod.wait_delivered(10, DELIVERY_TIMEOUT);
+    // Reports come every second; the second one of a sidecar shows millicores.
+    let line = || {
+        std::fs::read_to_string(&forwarder.log)
+            .unwrap()
+            .lines()
+            .rfind(|l| l.starts_with("sidecars: "))
+            .map(str::to_owned)
+    };
+    let shows_all = |l: &str| {
+        ["collector", "processor", "forwarder"]
+            .iter()
+            .all(|name| l.contains(&format!("{name} ")) && l.contains("millicores"))
+    };
+    assert!(
+        e2e_tests::wait_until(Duration::from_secs(30), || line()
+            .is_some_and(|l| shows_all(&l))),
+        "{:?}",
+        line()
+    );
+    let line = line().unwrap();
+    assert!(line.contains("MiB"), "{line}");
+    assert!(
+        line.contains("gone unknown (http://127.0.0.1:1/metrics: Connection refused"),
+        "{line}"
+    );
+}

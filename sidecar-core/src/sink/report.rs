@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{OutRecord, Sink, SinkError};
+
+mod footprint;
 use crate::config::HumanDuration;
 use crate::record::{field, timestamp_now};
+use footprint::Footprint;
 
 /// The report's name in the checkpoint.
 pub const REPORT_SINK_NAME: &str = "report";
@@ -32,6 +35,11 @@ pub struct ReportSpec {
     /// How many of the latest records to show (default 5).
     #[serde(default = "default_latest")]
     pub latest_records: usize,
+    /// The other sidecars' `/metrics` URLs (name → URL), scraped for their CPU and memory
+    /// (default: the collector on 127.0.0.1:9101 and the processor on 127.0.0.1:9102, the
+    /// pod's loopback); `{}` shows the forwarder's own only.
+    #[serde(default = "default_sidecars")]
+    pub sidecars: BTreeMap<String, String>,
 }
 
 fn default_enabled() -> bool {
@@ -43,6 +51,12 @@ fn default_interval() -> HumanDuration {
 fn default_latest() -> usize {
     5
 }
+fn default_sidecars() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("collector".into(), "http://127.0.0.1:9101/metrics".into()),
+        ("processor".into(), "http://127.0.0.1:9102/metrics".into()),
+    ])
+}
 
 impl Default for ReportSpec {
     fn default() -> Self {
@@ -50,6 +64,7 @@ impl Default for ReportSpec {
             enabled: default_enabled(),
             interval: default_interval(),
             latest_records: default_latest(),
+            sidecars: default_sidecars(),
         }
     }
 }
@@ -92,6 +107,7 @@ pub struct ReportSink {
     latest: VecDeque<String>,
     last_report: Instant,
     started: Instant,
+    footprint: Footprint,
 }
 
 impl ReportSink {
@@ -107,6 +123,7 @@ impl ReportSink {
             latest: VecDeque::new(),
             last_report: Instant::now(),
             started: Instant::now(),
+            footprint: Footprint::start(spec.sidecars.clone(), spec.interval.0),
         }
     }
 
@@ -152,6 +169,7 @@ impl ReportSink {
             }
             out.push('\n');
         }
+        let _ = writeln!(out, "{}", self.footprint.line());
         let dead: Vec<String> = super::dead_letter::totals()
             .into_iter()
             .filter(|(_, n)| *n > 0)
