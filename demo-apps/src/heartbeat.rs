@@ -6,9 +6,9 @@
 //! exits 0 when the file was refreshed within the max age, else 1 with one line naming the file.
 //!
 //! The one thing easy to get wrong: the file must be refreshed by the loop that does the work,
-//! not by a timer task of its own, or a wedged loop would keep looking alive. So [`Heartbeat::beat`]
-//! is called on every turn of that loop and only writes when [`BEAT_PERIOD`] has passed, which
-//! keeps a loop turning thousands of times a second from writing as often.
+//! not by a timer task of its own, or a wedged loop would keep looking alive. So
+//! [`Heartbeat::beat`] is called on every turn of that loop and only writes when [`BEAT_PERIOD`]
+//! has passed, which keeps a loop turning thousands of times a second from writing as often.
 
 use std::fs;
 use std::io;
@@ -244,7 +244,7 @@ impl Heartbeat {
                 self.failing = true;
                 tracing::info!(
                     file = %path.display(),
-                    "No heartbeat: its directory does not exist (give --heartbeat-file to have one)."
+                    "No heartbeat: its directory does not exist (--heartbeat-file names one)."
                 );
             }
             Err(error) if !self.failing => {
