@@ -26,6 +26,7 @@ use tokio::time::{interval, interval_at, sleep, Instant, MissedTickBehavior};
 
 use crate::cli::CommonArgs;
 use crate::clock::{Every, SimClock};
+use crate::heartbeat::Heartbeat;
 use crate::logfile::{append, lock, Batch, LogFileError, LogFiles};
 use crate::simulation::{self, pick_weighted, Simulation};
 
@@ -556,7 +557,14 @@ impl Simulation for QuerySimulation {
 /// # Errors
 ///
 /// When the log directory or a file cannot be created or written.
-pub async fn run(args: CommonArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+///
+/// Every turn of the loop that does the work (the synthetic thread, or the live scheduler)
+/// beats `heartbeat`.
+pub async fn run(
+    args: CommonArgs,
+    heartbeat: Heartbeat,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let files = Arc::new(Mutex::new(
         LogFiles::open(&args.log_dir, &FILE_NAMES)?.with_max_lines(args.max_lines),
     ));
@@ -570,11 +578,12 @@ pub async fn run(args: CommonArgs, shutdown: impl Future<Output = ()>) -> anyhow
                 Arc::clone(&files),
                 Some(rate),
                 args.duration(),
+                heartbeat,
                 shutdown,
             )
             .await?
         }
-        None => run_live(rng, &files, args.duration(), shutdown).await?,
+        None => run_live(rng, &files, args.duration(), heartbeat, shutdown).await?,
     };
     lock(&files).flush()?;
     tracing::info!(lines, "Database client stopped; logs flushed.");
@@ -592,6 +601,7 @@ async fn run_live(
     mut rng: impl Rng,
     files: &Arc<Mutex<LogFiles>>,
     duration: Option<Duration>,
+    mut heartbeat: Heartbeat,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, LogFileError> {
     let pool = Arc::new(Pool {
@@ -609,6 +619,9 @@ async fn run_live(
     let mut next_id = 1;
 
     loop {
+        // The flush tick turns this loop ten times a second even when idle, so the heartbeat
+        // stops only if the loop itself does.
+        heartbeat.beat();
         tokio::select! {
             () = &mut shutdown => break,
             () = &mut deadline => break,
@@ -768,7 +781,9 @@ mod tests {
         let mut args = CommonArgs::new(dir.path());
         args.seed = Some(4);
         args.duration_secs = Some(60);
-        run(args, std::future::pending()).await.unwrap();
+        run(args, Heartbeat::disabled(), std::future::pending())
+            .await
+            .unwrap();
 
         let queries = std::fs::read_to_string(dir.path().join(FILE_NAMES[QUERIES_LOG])).unwrap();
         let performance =

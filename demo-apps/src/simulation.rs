@@ -19,6 +19,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::database::QuerySimulation;
+use crate::heartbeat::Heartbeat;
 use crate::logfile::{lock, Batch, LogFileError, LogFiles};
 use crate::rate::Pacer;
 use crate::web::SyntheticTraffic;
@@ -87,7 +88,7 @@ impl App {
 ///
 /// With `rate` (lines per second) lines are written in batches of about 10 ms worth, flushed,
 /// then the thread sleeps until the batch is due; without it, as fast as possible. Blocking:
-/// call it from a thread of its own or `spawn_blocking`.
+/// call it from a thread of its own or `spawn_blocking`. `heartbeat` beats once per batch.
 ///
 /// # Errors
 ///
@@ -99,6 +100,7 @@ pub fn run<S: Simulation, R: Rng>(
     rate: Option<u32>,
     deadline: Option<Instant>,
     stop: &AtomicBool,
+    heartbeat: &mut Heartbeat,
 ) -> Result<u64, LogFileError> {
     let mut pacer = rate.map(|rate| Pacer::new(rate, Instant::now()));
     let batch_lines = pacer
@@ -109,6 +111,7 @@ pub fn run<S: Simulation, R: Rng>(
     let stopped = |now: Instant| stop.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d);
 
     while !stopped(Instant::now()) {
+        heartbeat.beat();
         batch.clear();
         batch.stamp_now();
         while batch.len() < batch_lines {
@@ -145,7 +148,8 @@ fn sleep_until(due: Instant, stopped: &impl Fn(Instant) -> bool) {
 }
 
 /// Runs `sim` on a blocking thread (see [`run`]) until `shutdown` resolves, `duration` passes
-/// or the line budget of `files` is used up; returns the number of lines written.
+/// or the line budget of `files` is used up; returns the number of lines written. The blocking
+/// thread beats `heartbeat`, since it is the loop whose progress matters.
 ///
 /// # Errors
 ///
@@ -156,6 +160,7 @@ pub async fn run_in_background<S>(
     files: Arc<Mutex<LogFiles>>,
     rate: Option<u32>,
     duration: Option<Duration>,
+    mut heartbeat: Heartbeat,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, LogFileError>
 where
@@ -165,7 +170,17 @@ where
     let deadline = duration.map(|duration| Instant::now() + duration);
     let mut task = tokio::task::spawn_blocking({
         let stop = Arc::clone(&stop);
-        move || run(&mut sim, &mut rng, &files, rate, deadline, &stop)
+        move || {
+            run(
+                &mut sim,
+                &mut rng,
+                &files,
+                rate,
+                deadline,
+                &stop,
+                &mut heartbeat,
+            )
+        }
     });
     tokio::select! {
         result = &mut task => return joined(result),
@@ -199,6 +214,7 @@ pub fn write_lines(app: App, dir: &Path, seed: u64, n: u64) -> Result<(), LogFil
             None,
             None,
             &never,
+            &mut Heartbeat::disabled(),
         ),
         App::DatabaseClient => run(
             &mut QuerySimulation::new(),
@@ -207,6 +223,7 @@ pub fn write_lines(app: App, dir: &Path, seed: u64, n: u64) -> Result<(), LogFil
             None,
             None,
             &never,
+            &mut Heartbeat::disabled(),
         ),
         App::BackgroundWorker => run(
             &mut JobSimulation::new(),
@@ -215,6 +232,7 @@ pub fn write_lines(app: App, dir: &Path, seed: u64, n: u64) -> Result<(), LogFil
             None,
             None,
             &never,
+            &mut Heartbeat::disabled(),
         ),
     }?;
     let flushed = lock(&files).flush();
@@ -328,6 +346,7 @@ mod tests {
             Some(8_000),
             None,
             &AtomicBool::new(false),
+            &mut Heartbeat::disabled(),
         )
         .unwrap();
         let elapsed = started.elapsed();

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
 
 use crate::cli::{seeded_rng, TrafficArgs};
+use crate::heartbeat::{Heartbeat, BEAT_PERIOD};
 use crate::simulation::pick_weighted;
 use crate::web::api::SEED_USERS;
 
@@ -212,11 +213,16 @@ impl fmt::Display for Summary {
 
 /// Sends the request mix to `args.target` at `args.requests_per_sec` until `shutdown` or
 /// `--duration-secs`, first waiting quietly for `GET /health` to answer; returns the tally.
+/// Both the waiting and the sending loop beat `heartbeat`.
 ///
 /// # Errors
 ///
 /// When the HTTP client cannot be built.
-pub async fn run(args: TrafficArgs, shutdown: impl Future<Output = ()>) -> anyhow::Result<Summary> {
+pub async fn run(
+    args: TrafficArgs,
+    mut heartbeat: Heartbeat,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
@@ -230,7 +236,7 @@ pub async fn run(args: TrafficArgs, shutdown: impl Future<Output = ()>) -> anyho
     let mut summary = Summary::default();
 
     let ready = tokio::select! {
-        () = wait_until_ready(&client, &args.target) => true,
+        () = wait_until_ready(&client, &args.target, &mut heartbeat) => true,
         () = &mut shutdown => false,
         () = &mut deadline => false,
     };
@@ -238,8 +244,12 @@ pub async fn run(args: TrafficArgs, shutdown: impl Future<Output = ()>) -> anyho
         let period = Duration::from_secs_f64(1.0 / args.requests_per_sec.max(MIN_REQUESTS_PER_SEC));
         let mut ticks = interval(period);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // At a low --requests-per-sec the request ticks alone would leave the heartbeat stale.
+        let mut beats = interval(BEAT_PERIOD);
+        beats.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut in_flight = JoinSet::new();
         loop {
+            heartbeat.beat();
             tokio::select! {
                 () = &mut shutdown => break,
                 () = &mut deadline => break,
@@ -250,6 +260,7 @@ pub async fn run(args: TrafficArgs, shutdown: impl Future<Output = ()>) -> anyho
                 Some(done) = in_flight.join_next() => {
                     summary.count(done.expect("request tasks do not panic"));
                 }
+                _ = beats.tick() => {}
             }
         }
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
@@ -267,11 +278,13 @@ pub async fn run(args: TrafficArgs, shutdown: impl Future<Output = ()>) -> anyho
     Ok(summary)
 }
 
-/// Probes `GET /health` until it answers with a success status.
-async fn wait_until_ready(client: &reqwest::Client, target: &str) {
+/// Probes `GET /health` until it answers with a success status. Waiting is progress: the
+/// heartbeat goes on, or the kubelet would restart this container while web-api starts.
+async fn wait_until_ready(client: &reqwest::Client, target: &str, heartbeat: &mut Heartbeat) {
     let url = format!("{}/health", target.trim_end_matches('/'));
     let mut logged = false;
     loop {
+        heartbeat.beat();
         match client.get(&url).send().await {
             Ok(response) if response.status().is_success() => return,
             _ if !logged => {

@@ -1,10 +1,9 @@
 """A checkov check of this repository's own, loaded by scripts/check-manifests.sh.
 
-checkov's probe checks (CKV_K8S_8, CKV_K8S_9) are skipped on the demo Deployment because three
-demo apps serve no port and nothing in the image could probe them. A skip covers every container
-of the Deployment, so without this check web-api or a sidecar could lose its probes unnoticed.
-Native sidecars (init containers with restartPolicy: Always) are held to it too; checkov's own
-checks look at `containers` only.
+checkov's probe checks (CKV_K8S_8, CKV_K8S_9) look at `containers` only, so a native sidecar
+(an init container with restartPolicy: Always) could lose its probes unnoticed. This check holds
+every long-running container to both probes. The demo apps that serve no port meet it with exec
+probes on a heartbeat file (demo-apps/src/heartbeat.rs), so no container is exempt.
 """
 
 from checkov.common.models.enums import CheckCategories, CheckResult
@@ -13,10 +12,10 @@ from checkov.kubernetes.checks.resource.base_spec_check import BaseK8Check
 TEMPLATED = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
 
 
-class PortsHaveProbes(BaseK8Check):
+class LongRunningHaveProbes(BaseK8Check):
     def __init__(self) -> None:
         super().__init__(
-            name="Every container that serves a port has liveness and readiness probes",
+            name="Every long-running container, native sidecars included, has liveness and readiness probes",
             id="CKV_LOGSIDECARS_1",
             categories=(CheckCategories.KUBERNETES,),
             supported_entities=TEMPLATED + ("Pod",),
@@ -31,12 +30,10 @@ class PortsHaveProbes(BaseK8Check):
             c for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"
         ]
         for container in long_running:
-            if container.get("ports") and not (
-                container.get("livenessProbe") and container.get("readinessProbe")
-            ):
-                self.details.append(f"{container.get('name')} serves a port without both probes")
+            if not (container.get("livenessProbe") and container.get("readinessProbe")):
+                self.details.append(f"{container.get('name')} lacks a liveness or readiness probe")
                 return CheckResult.FAILED
         return CheckResult.PASSED
 
 
-check = PortsHaveProbes()
+check = LongRunningHaveProbes()

@@ -1,5 +1,6 @@
 //! The manifests agree with the code: the rules ConfigMap carries the shipped default rules
-//! verbatim, and the rules in it load. (Issue #2.)
+//! verbatim, and the rules in it load (issue #2); the exec probes check the files the apps
+//! write (issue #12).
 
 use std::path::Path;
 
@@ -136,4 +137,65 @@ fn only_the_processor_gets_a_token_and_it_may_only_read_pods() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(mounting, ["log-processor"]);
+}
+
+/// The port-less apps' exec probes check the file the app writes (issue #12): the probe runs
+/// the container's own binary, its `--check-heartbeat` names the container's `--heartbeat-file`,
+/// and that file lies on an emptyDir the container mounts read-write (the root filesystem is
+/// read-only) and outside /logs, where the collector would look.
+#[test]
+fn heartbeat_probes_check_the_file_their_app_writes() {
+    let deployment = &yaml_documents("manifests/20-deployment.yaml")[0];
+    let spec = &deployment["spec"]["template"]["spec"];
+    let empty_dirs: Vec<&str> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v.get("emptyDir").is_some())
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    let mut probed = Vec::new();
+    for container in spec["containers"].as_array().unwrap() {
+        let name = container["name"].as_str().unwrap();
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert!(container.get(probe).is_some(), "{name} has no {probe}");
+            let Some(command) = container[probe]["exec"]["command"].as_array() else {
+                continue;
+            };
+            let command: Vec<&str> = command.iter().map(|a| a.as_str().unwrap()).collect();
+            assert_eq!(command[0], container["command"][0], "{name} {probe}");
+            let checked = command
+                .iter()
+                .find_map(|a| a.strip_prefix("--check-heartbeat="))
+                .unwrap_or_else(|| panic!("{name} {probe}: no --check-heartbeat="));
+            assert!(
+                command.iter().any(|a| a.starts_with("--max-age=")),
+                "{name} {probe}"
+            );
+            let written = container["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find_map(|a| a.as_str().unwrap().strip_prefix("--heartbeat-file="))
+                .unwrap_or_else(|| panic!("{name}: no --heartbeat-file="));
+            assert_eq!(checked, written, "{name} {probe}");
+            assert!(!written.starts_with("/logs/"), "{name}: {written}");
+            let mounted = container["volumeMounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| {
+                    written.starts_with(&format!("{}/", m["mountPath"].as_str().unwrap()))
+                        && empty_dirs.contains(&m["name"].as_str().unwrap())
+                        && m.get("readOnly") != Some(&json!(true))
+                });
+            assert!(mounted, "{name}: {written} is on no writable emptyDir");
+            probed.push(name);
+        }
+    }
+    probed.dedup();
+    assert_eq!(
+        probed,
+        ["database-client", "background-worker", "traffic-generator"]
+    );
 }

@@ -9,8 +9,16 @@
 //!
 //! (The traffic generator takes `--requests-per-sec` rather than a line `--rate`; start
 //! `web-api` first with `--log-dir /tmp/logs`, or let this retry until it is up.)
+//!
+//! While its main loop runs it refreshes a heartbeat file about once a second: `--heartbeat-file`,
+//! or `/run/heartbeat/traffic-generator` if that directory exists (the pod mounts it);
+//! `traffic-generator --check-heartbeat <file> --max-age 30s` checks that, for an exec liveness
+//! probe.
+
+use std::process::ExitCode;
 
 use clap::Parser;
+use demo_apps::heartbeat::Heartbeat;
 
 /// Sends demo traffic to the web API.
 #[derive(Debug, Parser)]
@@ -18,14 +26,22 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     args: demo_apps::cli::TrafficArgs,
+
+    #[command(flatten)]
+    heartbeat: demo_apps::heartbeat::HeartbeatArgs,
+}
+
+fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    cli.heartbeat
+        .check_or_run(env!("CARGO_BIN_NAME"), |heartbeat| run(cli.args, heartbeat))
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn run(args: demo_apps::cli::TrafficArgs, heartbeat: Heartbeat) -> anyhow::Result<()> {
     demo_apps::cli::init_tracing();
     let shutdown = demo_apps::signal::shutdown()?;
-    let summary = demo_apps::traffic::run(cli.args, shutdown).await?;
+    let summary = demo_apps::traffic::run(args, heartbeat, shutdown).await?;
     println!("{summary}");
     Ok(())
 }

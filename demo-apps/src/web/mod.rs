@@ -26,6 +26,7 @@ use tokio::time::{interval, interval_at, sleep, Instant, MissedTickBehavior};
 
 use crate::cli::WebApiArgs;
 use crate::clock::{Every, SimClock};
+use crate::heartbeat::Heartbeat;
 use crate::logfile::{lock, Batch, Level, LogFiles};
 use crate::simulation::{self, Simulation};
 use crate::traffic::{plan_request, Route};
@@ -310,6 +311,8 @@ pub async fn run(args: WebApiArgs, shutdown: impl Future<Output = ()>) -> anyhow
             Arc::clone(&files),
             Some(rate),
             None,
+            // web-api is probed over HTTP instead.
+            Heartbeat::disabled(),
             stopped(stop_rx.clone()),
         );
         tasks.spawn(async move { synthetic.await.map(drop).context("writing synthetic lines") });
