@@ -492,6 +492,40 @@ fn run_forwarder(setup: &Setup, dirs: &RunDirs) -> anyhow::Result<Row> {
     })
 }
 
+/// Starts the collector, the processor (with `processor_args` and `processor_env`) and the
+/// forwarder on `dirs`, each logging to `<log_prefix><name>.log` in the run's directory.
+fn spawn_three(
+    setup: &Setup,
+    dirs: &RunDirs,
+    processor_args: &[String],
+    processor_env: &[(&str, &str)],
+    forwarder_args: &[String],
+    log_prefix: &str,
+) -> anyhow::Result<Vec<Proc>> {
+    let log = |name: &str| dirs.root.join(format!("{log_prefix}{name}.log"));
+    Ok(vec![
+        Proc::spawn(
+            "collector",
+            &setup.collector,
+            &collector_args(setup, dirs, None),
+            &log("collector"),
+        )?,
+        Proc::spawn_with_env(
+            "processor",
+            &setup.processor,
+            processor_args,
+            processor_env,
+            &log("processor"),
+        )?,
+        Proc::spawn(
+            "forwarder",
+            &setup.forwarder,
+            forwarder_args,
+            &log("forwarder"),
+        )?,
+    ])
+}
+
 /// All three at once, with their default unconsumed caps (the realistic setting: the
 /// collector pauses if the processor lags by more than 128 MiB), until the forwarder has
 /// consumed the processor's last record.
@@ -500,26 +534,14 @@ fn run_pipeline(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow:
     let forwarder_args = forwarder_args(dirs)?;
     let load = LoadMeter::start();
     let started = Instant::now();
-    let mut procs = vec![
-        Proc::spawn(
-            "collector",
-            &setup.collector,
-            &collector_args(setup, dirs, None),
-            &dirs.root.join("collector.log"),
-        )?,
-        Proc::spawn(
-            "processor",
-            &setup.processor,
-            &processor_args(setup, dirs, None),
-            &dirs.root.join("processor.log"),
-        )?,
-        Proc::spawn(
-            "forwarder",
-            &setup.forwarder,
-            &forwarder_args,
-            &dirs.root.join("forwarder.log"),
-        )?,
-    ];
+    let mut procs = spawn_three(
+        setup,
+        dirs,
+        &processor_args(setup, dirs, None),
+        &[],
+        &forwarder_args,
+        "",
+    )?;
     let mut progress = setup.progress.then(|| Progress::new(&procs));
     let done = || -> anyhow::Result<bool> {
         if let Some(progress) = &mut progress {
@@ -593,27 +615,14 @@ fn run_idle(
         ("POD_NAME", pod_api::POD_NAME),
         ("POD_NAMESPACE", pod_api::NAMESPACE),
     ];
-    let mut procs = vec![
-        Proc::spawn(
-            "collector",
-            &setup.collector,
-            &collector_args(setup, dirs, None),
-            &dirs.root.join("idle-collector.log"),
-        )?,
-        Proc::spawn_with_env(
-            "processor",
-            &setup.processor,
-            &processor_args,
-            &pod_env,
-            &dirs.root.join("idle-processor.log"),
-        )?,
-        Proc::spawn(
-            "forwarder",
-            &setup.forwarder,
-            &forwarder_args,
-            &dirs.root.join("idle-forwarder.log"),
-        )?,
-    ];
+    let mut procs = spawn_three(
+        setup,
+        dirs,
+        &processor_args,
+        &pod_env,
+        &forwarder_args,
+        "idle-",
+    )?;
     let warmup = IDLE_WARMUP.min(duration / 2);
     let started = Instant::now();
     wait_until(&mut procs, warmup, "", || Ok(started.elapsed() >= warmup))?;

@@ -21,7 +21,7 @@ use anyhow::Context as _;
 
 use crate::generate::{LineMaker, FILES};
 use crate::process::Proc;
-use crate::{collector_args, processor_args, stop, wait_until, RunDirs, Setup};
+use crate::{processor_args, stop, wait_until, RunDirs, Setup};
 
 /// Left out of the CPU figures and latencies: start-up, and the first files being found.
 const WARMUP: Duration = Duration::from_secs(3);
@@ -47,26 +47,14 @@ pub fn run(setup: &Setup, dirs: &RunDirs, rate: u64, duration: Duration) -> anyh
         // No roll during the run, so the reader follows one plain file per source.
         "    max_file_bytes: 16GiB\n    compress_closed: false\n",
     )?;
-    let mut procs = vec![
-        Proc::spawn(
-            "collector",
-            &setup.collector,
-            &collector_args(setup, dirs, None),
-            &dirs.root.join("collector.log"),
-        )?,
-        Proc::spawn(
-            "processor",
-            &setup.processor,
-            &processor_args(setup, dirs, None),
-            &dirs.root.join("processor.log"),
-        )?,
-        Proc::spawn(
-            "forwarder",
-            &setup.forwarder,
-            &forwarder_args,
-            &dirs.root.join("forwarder.log"),
-        )?,
-    ];
+    let mut procs = crate::spawn_three(
+        setup,
+        dirs,
+        &processor_args(setup, dirs, None),
+        &[],
+        &forwarder_args,
+        "",
+    )?;
     let measuring = Arc::new(AtomicBool::new(false));
     let reader = SinkReader::start(&dirs.out, Arc::clone(&measuring));
     let writer = Writer::start(&dirs.logs, rate)?;

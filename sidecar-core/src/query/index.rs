@@ -249,14 +249,18 @@ mod tests {
     use crate::journal::{JournalOptions, JournalWriter};
     use serde_json::json;
 
-    #[test]
-    fn counts_per_source_level_and_category_with_recent_rates() {
-        let dir = tempfile::tempdir().unwrap();
+    fn journal_in(dir: &Path) -> JournalWriter<u32> {
         let options = JournalOptions {
             durability: Durability::PageCache,
             ..JournalOptions::default()
         };
-        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), options).unwrap();
+        JournalWriter::open(dir, options).unwrap().0
+    }
+
+    #[test]
+    fn counts_per_source_level_and_category_with_recent_rates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = journal_in(dir.path());
         let now = SystemTime::now();
         let recent = journal_time(now - Duration::from_secs(5));
         for (source, level, at) in [
@@ -284,11 +288,7 @@ mod tests {
     #[test]
     fn a_journal_younger_than_a_minute_rates_over_its_age() {
         let dir = tempfile::tempdir().unwrap();
-        let options = JournalOptions {
-            durability: Durability::PageCache,
-            ..JournalOptions::default()
-        };
-        let (mut w, _) = JournalWriter::<u32>::open(dir.path(), options).unwrap();
+        let mut w = journal_in(dir.path());
         let now = SystemTime::now();
         let first = journal_time(now - Duration::from_secs(20));
         for _ in 0..50 {

@@ -208,27 +208,29 @@ mod tests {
     fn cpu_is_shown_as_millicores_between_two_reports() {
         let mut footprint = Footprint::start(BTreeMap::new(), Duration::from_secs(3600));
         let t0 = Instant::now();
-        footprint.samples.lock().unwrap().insert(
-            "collector".into(),
-            Sample::Usage(Usage {
-                at: t0,
-                cpu_s: 1.0,
-                rss_bytes: 7.0 * 1_048_576.0,
-            }),
-        );
+        let scraped = |at, cpu_s, rss_mib: f64| {
+            let usage = Usage {
+                at,
+                cpu_s,
+                rss_bytes: rss_mib * 1_048_576.0,
+            };
+            (String::from("collector"), Sample::Usage(usage))
+        };
+        footprint
+            .samples
+            .lock()
+            .unwrap()
+            .extend([scraped(t0, 1.0, 7.0)]);
         let first = footprint.line();
         assert!(
             first.contains("collector 1.00 CPU-s so far 7.0 MiB"),
             "{first}"
         );
-        footprint.samples.lock().unwrap().insert(
-            "collector".into(),
-            Sample::Usage(Usage {
-                at: t0 + Duration::from_secs(10),
-                cpu_s: 1.5,
-                rss_bytes: 8.0 * 1_048_576.0,
-            }),
-        );
+        footprint
+            .samples
+            .lock()
+            .unwrap()
+            .extend([scraped(t0 + Duration::from_secs(10), 1.5, 8.0)]);
         let second = footprint.line();
         assert!(
             second.contains("collector 50.0 millicores 8.0 MiB"),
