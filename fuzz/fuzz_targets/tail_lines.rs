@@ -25,7 +25,9 @@ fuzz_target!(|data: &[u8]| {
     for _ in 0..4 {
         tailer.rescan();
         tailer.read(1 << 20, "t", &mut |r| {
-            records.push(serde_json::from_str(&serde_json::to_string(r).unwrap()).unwrap());
+            let mut json = Vec::new();
+            r.write_json(&mut json);
+            records.push(serde_json::from_slice(&json).unwrap());
         });
     }
     let mut last = None;
