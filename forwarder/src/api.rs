@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes};
@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Args;
+use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -198,7 +199,7 @@ pub async fn serve(
 async fn update_index(state: &ApiState) -> anyhow::Result<()> {
     let index = state.index.clone();
     tokio::task::spawn_blocking(move || {
-        let mut index = index.lock().expect("the index lock is never poisoned");
+        let mut index = index.lock();
         index.update(usize::MAX)
     })
     .await??;
@@ -258,10 +259,7 @@ fn percent_decode(text: &str) -> String {
 /// Catches the index up and checks that every named source was seen.
 async fn check_sources(state: &ApiState, sources: &[String]) -> Result<(), Response> {
     let unseen: Vec<String> = {
-        let index = state
-            .index
-            .lock()
-            .expect("the index lock is never poisoned");
+        let index = state.index.lock();
         sources
             .iter()
             .filter(|s| !index.knows(s))
@@ -291,10 +289,7 @@ async fn check_sources(state: &ApiState, sources: &[String]) -> Result<(), Respo
         return Ok(());
     }
     update_index(state).await.map_err(internal)?;
-    let index = state
-        .index
-        .lock()
-        .expect("the index lock is never poisoned");
+    let index = state.index.lock();
     if let Some(unknown) = missing.iter().find(|s| !index.knows(s)) {
         let known = index.names();
         return Err(error(
@@ -317,10 +312,7 @@ async fn check_sources(state: &ApiState, sources: &[String]) -> Result<(), Respo
 /// source is.
 async fn check_category(state: &ApiState, category: &str) -> Result<(), Response> {
     update_index(state).await.map_err(internal)?;
-    let index = state
-        .index
-        .lock()
-        .expect("the index lock is never poisoned");
+    let index = state.index.lock();
     if index.knows_category(category) {
         return Ok(());
     }
@@ -600,11 +592,7 @@ async fn source_logs_response(state: &ApiState, source: String, raw: &str) -> Re
 /// The index brought up to the journal's end, as it stands now.
 async fn fresh_snapshot(state: &ApiState) -> Result<IndexSnapshot, Response> {
     update_index(state).await.map_err(internal)?;
-    Ok(state
-        .index
-        .lock()
-        .expect("the index lock is never poisoned")
-        .snapshot(SystemTime::now()))
+    Ok(state.index.lock().snapshot(SystemTime::now()))
 }
 
 async fn sources(State(state): State<ApiState>) -> Response {

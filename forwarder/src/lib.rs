@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -304,10 +304,7 @@ fn forward_together(
     wakeup: &Wakeup,
 ) -> anyhow::Result<()> {
     let positions: Vec<Position> = {
-        let checkpoint = shared
-            .checkpoint
-            .lock()
-            .expect("checkpoint lock is never poisoned");
+        let checkpoint = shared.checkpoint.lock();
         sinks
             .iter()
             .map(|s| checkpoint.position_of(s.name()))
@@ -338,10 +335,7 @@ fn forward_decoupled(
     wakeup: &Wakeup,
 ) -> anyhow::Result<()> {
     let lanes: Vec<(Box<dyn Sink>, Wakeup, Position)> = {
-        let checkpoint = shared
-            .checkpoint
-            .lock()
-            .expect("checkpoint lock is never poisoned");
+        let checkpoint = shared.checkpoint.lock();
         sinks
             .into_iter()
             .map(|s| {
@@ -533,11 +527,7 @@ impl<'a, 's> Lane<'a, 's> {
     fn commit(&mut self) -> anyhow::Result<()> {
         let position = self.reader.position();
         {
-            let mut checkpoint = self
-                .shared
-                .checkpoint
-                .lock()
-                .expect("checkpoint lock is never poisoned");
+            let mut checkpoint = self.shared.checkpoint.lock();
             for sink in &self.sinks {
                 let name = sink.name().to_owned();
                 checkpoint.state.positions.insert(name.clone(), position);

@@ -8,6 +8,8 @@
 //! The one thing easy to get wrong everywhere: progress is committed only after what a stage
 //! produced is durable, so a crash at any point neither loses nor repeats a line.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod config;
 pub mod journal;

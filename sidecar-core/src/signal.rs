@@ -7,10 +7,11 @@
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use parking_lot::{Condvar, Mutex};
 use tracing::{error, info, warn};
 
 /// Resolves on the first SIGTERM or SIGINT.
@@ -52,7 +53,7 @@ impl Wakeup {
     /// Makes the next (or the current) `wait` return.
     pub fn wake(&self) {
         let (lock, cvar) = &*self.inner;
-        let mut state = lock.lock().expect("wakeup lock is never poisoned");
+        let mut state = lock.lock();
         // Only the first wake of a turn is news. An app writing line by line sends thousands
         // of events a second; waking the loop (a futex call each, and a spurious return from
         // the linger's sleep) for every one of them was most of a stage's idle-ish CPU.
@@ -65,27 +66,21 @@ impl Wakeup {
     /// Asks the loop to stop; `is_stopping` is true from now on.
     pub fn stop(&self) {
         let (lock, cvar) = &*self.inner;
-        lock.lock().expect("wakeup lock is never poisoned").stopping = true;
+        lock.lock().stopping = true;
         cvar.notify_all();
     }
 
     /// Whether [`Wakeup::stop`] was called.
     pub fn is_stopping(&self) -> bool {
-        self.inner
-            .0
-            .lock()
-            .expect("wakeup lock is never poisoned")
-            .stopping
+        self.inner.0.lock().stopping
     }
 
     /// Sleeps until woken, stopped, or `timeout` passed; clears the pending wake.
     /// Returns true when the loop should stop.
     pub fn wait(&self, timeout: Duration) -> bool {
         let (lock, cvar) = &*self.inner;
-        let guard = lock.lock().expect("wakeup lock is never poisoned");
-        let (mut state, _) = cvar
-            .wait_timeout_while(guard, timeout, |s| !s.pending && !s.stopping)
-            .expect("wakeup lock is never poisoned");
+        let mut state = lock.lock();
+        cvar.wait_while_for(&mut state, |s| !s.pending && !s.stopping, timeout);
         state.pending = false;
         state.stopping
     }
@@ -94,10 +89,8 @@ impl Wakeup {
     /// Wakes during the sleep are kept for the next `wait`, so a linger never loses one.
     pub fn sleep(&self, duration: Duration) -> bool {
         let (lock, cvar) = &*self.inner;
-        let guard = lock.lock().expect("wakeup lock is never poisoned");
-        let (state, _) = cvar
-            .wait_timeout_while(guard, duration, |s| !s.stopping)
-            .expect("wakeup lock is never poisoned");
+        let mut state = lock.lock();
+        cvar.wait_while_for(&mut state, |s| !s.stopping, duration);
         state.stopping
     }
 }

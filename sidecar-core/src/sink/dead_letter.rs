@@ -10,7 +10,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, Mutex};
+use std::sync::LazyLock;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -77,10 +79,7 @@ static TOTALS: LazyLock<Mutex<BTreeMap<String, u64>>> = LazyLock::new(Default::d
 
 /// Dead letters kept so far per sink (over the journals' life, as committed on disk).
 pub fn totals() -> BTreeMap<String, u64> {
-    TOTALS
-        .lock()
-        .expect("totals lock is never poisoned")
-        .clone()
+    TOTALS.lock().clone()
 }
 
 /// A sink's dead-letter journal.
@@ -140,7 +139,6 @@ impl DeadLetter {
                 })?;
             TOTALS
                 .lock()
-                .expect("totals lock is never poisoned")
                 .insert(self.sink.clone(), writer.committed_records());
             self.writer = Some(writer);
         }
@@ -178,10 +176,7 @@ impl DeadLetter {
         match result {
             Ok(()) => {
                 writer.housekeeping();
-                TOTALS
-                    .lock()
-                    .expect("totals lock is never poisoned")
-                    .insert(sink.to_owned(), committed);
+                TOTALS.lock().insert(sink.to_owned(), committed);
                 Ok(())
             }
             Err(e) => {
@@ -263,7 +258,7 @@ mod tests {
 
         // Reopened (a restart), the totals continue from what is on disk.
         drop(letter);
-        TOTALS.lock().unwrap().clear();
+        TOTALS.lock().clear();
         let _letter = DeadLetter::open("dl-test", &spec).unwrap();
         assert_eq!(totals().get("dl-test"), Some(&2));
     }

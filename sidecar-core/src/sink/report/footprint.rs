@@ -9,9 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::telemetry;
 
@@ -66,11 +68,7 @@ impl Footprint {
     /// `sidecars: collector 12.0 millicores 6.8 MiB, …`, CPU over the time since the last
     /// call (the first call shows the CPU seconds used since each one started).
     pub fn line(&mut self) -> String {
-        let mut samples = self
-            .samples
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let mut samples = self.samples.lock().clone();
         if let Some(own) = own_usage() {
             samples.insert("forwarder".into(), Sample::Usage(own));
         }
@@ -132,10 +130,7 @@ fn scrape_until_stopped(
     loop {
         for (name, url) in sidecars {
             let sample = runtime.block_on(scrape(&client, url));
-            samples
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(name.clone(), sample);
+            samples.lock().insert(name.clone(), sample);
         }
         // The sender is dropped at shutdown: that ends the wait at once.
         if !matches!(
@@ -216,11 +211,7 @@ mod tests {
             };
             (String::from("collector"), Sample::Usage(usage))
         };
-        footprint
-            .samples
-            .lock()
-            .unwrap()
-            .extend([scraped(t0, 1.0, 7.0)]);
+        footprint.samples.lock().extend([scraped(t0, 1.0, 7.0)]);
         let first = footprint.line();
         assert!(
             first.contains("collector 1.00 CPU-s so far 7.0 MiB"),
@@ -229,7 +220,6 @@ mod tests {
         footprint
             .samples
             .lock()
-            .unwrap()
             .extend([scraped(t0 + Duration::from_secs(10), 1.5, 8.0)]);
         let second = footprint.line();
         assert!(
