@@ -26,6 +26,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use sidecar_core::backoff::Backoff;
 use sidecar_core::checkpoint::Durability;
 use sidecar_core::config::HumanDuration;
 use sidecar_core::journal::{Cursor, JournalReader, Position};
@@ -551,16 +552,16 @@ fn store_when_space(
     input_dir: &Path,
     wakeup: &Wakeup,
 ) -> anyhow::Result<()> {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         match cursor.store(input_dir, READER_NAME, Durability::Fsync) {
             Ok(()) => return Ok(()),
             Err(error) if error.is_out_of_space() => {
-                warn!(error = %error, retry_in_ms = backoff.as_millis() as u64, "The processed volume is full; retrying the forwarder checkpoint until space returns.");
-                if wakeup.sleep(backoff) {
+                let delay = backoff.next_delay();
+                warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "The processed volume is full; retrying the forwarder checkpoint until space returns.");
+                if wakeup.sleep(delay) {
                     anyhow::bail!("stopped while the processed volume was full: the last checkpoint stands and the batch is delivered again on restart");
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
             Err(error) => return Err(error).context("committing the forwarder checkpoint"),
         }
@@ -592,8 +593,9 @@ fn deliver(
     health: &Health,
 ) -> bool {
     let mut delivered = vec![false; sinks.len()];
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
+        let own_delay = backoff.next_delay();
         let mut wait: Option<Duration> = None;
         for (sink, done) in sinks.iter_mut().zip(delivered.iter_mut()) {
             if *done {
@@ -610,7 +612,7 @@ fn deliver(
                 }
                 Err(e) => {
                     metrics.failures.get_or_create(&label).inc();
-                    let delay = sink.retry_delay().unwrap_or(backoff);
+                    let delay = sink.retry_delay().unwrap_or(own_delay);
                     wait = Some(wait.map_or(delay, |w| w.min(delay)));
                     warn!(
                         sink = sink.name(),
@@ -633,7 +635,6 @@ fn deliver(
         if sleep_alive(wakeup, health, wait) {
             return false;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 

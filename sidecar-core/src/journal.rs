@@ -24,6 +24,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+use crate::backoff::Backoff;
 use crate::checkpoint::{self, CheckpointError, Durability, Loaded};
 use crate::signal::Wakeup;
 
@@ -428,7 +429,7 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     /// # Errors
     /// Any failure other than a full disk.
     pub fn commit_when_space(&mut self, input: &I, wakeup: &Wakeup) -> Result<bool, JournalError> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match self.commit(input) {
                 Ok(()) => {
@@ -439,10 +440,9 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
                     if self.metrics.out_of_space.set(1) == 0 {
                         error!(error = %error, dir = %self.dir.display(), "The journal's volume is full; holding the batch and retrying the commit until space returns. Nothing is committed (or lost) meanwhile.");
                     }
-                    if wakeup.sleep(backoff) {
+                    if wakeup.sleep(backoff.next_delay()) {
                         return Ok(false);
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(error) => return Err(error),
             }

@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod checkpoint;
 pub mod config;
 pub mod journal;

@@ -21,7 +21,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use rand::Rng as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
@@ -30,6 +29,7 @@ use tracing::{error, info, warn};
 
 use super::dead_letter::{DeadLetter, DeadLetterSpec};
 use super::{OutRecord, Sink, SinkError};
+use crate::backoff::Backoff;
 use crate::config::{ByteSize, HumanDuration};
 use crate::mounted::FileWatch;
 
@@ -482,49 +482,6 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     let date = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let wait = date.timestamp_millis() - chrono::Utc::now().timestamp_millis();
     Some(Duration::from_millis(wait.max(0) as u64))
-}
-
-/// Exponential backoff with full jitter over the upper half, capped.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    failures: u32,
-}
-
-impl Backoff {
-    /// A backoff from `spec`.
-    pub fn new(spec: &RetrySpec) -> Self {
-        Self {
-            initial: spec.initial_backoff.0,
-            max: spec.max_backoff.0,
-            failures: 0,
-        }
-    }
-
-    /// The delay before the next attempt after one more failure: between half and all of
-    /// `initial * 2^failures`, at most `max`. Jitter spreads the retries of many pods.
-    pub fn next_delay(&mut self) -> Duration {
-        let exp = self
-            .initial
-            .saturating_mul(1 << self.failures.min(20))
-            .min(self.max);
-        self.failures = self.failures.saturating_add(1);
-        let half = exp / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
-    }
-
-    /// The delay for a server that said `Retry-After: after`: honoured (the server knows its
-    /// load), but at most ten times the cap so a bogus value cannot park the sink for days.
-    pub fn server_delay(&mut self, after: Duration) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        after.min(self.max * 10)
-    }
-
-    /// After a success.
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
 }
 
 /// An HTTP endpoint: the client with its timeouts, TLS and auth, and the runtime it runs on.
@@ -1060,7 +1017,7 @@ impl<P: Protocol> NetworkSink<P> {
             endpoint,
             protocol,
             batch: spec.batch.clone(),
-            backoff: Backoff::new(spec.retry),
+            backoff: Backoff::new(spec.retry.initial_backoff.0, spec.retry.max_backoff.0),
             dead_letter,
             owed: None,
             delay: None,
@@ -1245,33 +1202,6 @@ impl<P: Protocol> Sink for NetworkSink<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(&RetrySpec {
-            initial_backoff: HumanDuration(Duration::from_millis(100)),
-            max_backoff: HumanDuration(Duration::from_secs(1)),
-        });
-        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(50) && delays[0] <= Duration::from_millis(100));
-        assert!(delays[2] >= Duration::from_millis(200) && delays[2] <= Duration::from_millis(400));
-        for d in &delays[4..] {
-            assert!(
-                *d >= Duration::from_millis(500) && *d <= Duration::from_secs(1),
-                "{d:?}"
-            );
-        }
-        assert_eq!(
-            b.server_delay(Duration::from_secs(3)),
-            Duration::from_secs(3)
-        );
-        assert_eq!(
-            b.server_delay(Duration::from_secs(3600)),
-            Duration::from_secs(10)
-        );
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
 
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
