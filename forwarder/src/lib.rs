@@ -347,19 +347,25 @@ fn forward_decoupled(
     };
     let lane_wakeups: Vec<Wakeup> = lanes.iter().map(|(_, w, _)| w.clone()).collect();
     std::thread::scope(|scope| {
-        let handles: Vec<_> = lanes
-            .into_iter()
-            .map(|(sink, lane_wakeup, at)| {
-                let name = format!("lane-{}", sink.name());
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn_scoped(scope, move || {
-                        Lane::new(shared, vec![sink], at, &lane_wakeup).run()
-                    })
-                    .expect("spawning a lane thread succeeds")
-            })
-            .collect();
-        while !wakeup.wait(shared.config.poll_interval) {
+        let mut handles = Vec::new();
+        let mut result = Ok(());
+        for (sink, lane_wakeup, at) in lanes {
+            let name = format!("lane-{}", sink.name());
+            let spawned = std::thread::Builder::new()
+                .name(name.clone())
+                .spawn_scoped(scope, move || {
+                    Lane::new(shared, vec![sink], at, &lane_wakeup).run()
+                });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(e) => {
+                    // Out of threads or memory: stop the lanes already running, cleanly.
+                    result = Err(anyhow::Error::new(e).context(format!("starting thread {name}")));
+                    break;
+                }
+            }
+        }
+        while result.is_ok() && !wakeup.wait(shared.config.poll_interval) {
             if handles.iter().any(|h| h.is_finished()) {
                 break; // A lane failed: stop the others and report it.
             }
@@ -367,7 +373,6 @@ fn forward_decoupled(
         for lane_wakeup in &lane_wakeups {
             lane_wakeup.stop();
         }
-        let mut result = Ok(());
         for handle in handles {
             let joined = handle
                 .join()

@@ -721,18 +721,21 @@ impl JournalReader {
 
     fn segment_file(&mut self) -> Result<&File, JournalError> {
         let segment = self.position.segment;
-        if self.open.as_ref().is_none_or(|(s, _)| *s != segment) {
-            let path = segment_path(&self.dir, segment);
-            let file = File::open(&path).map_err(|source| match source.kind() {
-                io::ErrorKind::NotFound => JournalError::MissingSegment { path: path.clone() },
-                _ => JournalError::Io {
-                    path: path.clone(),
-                    source,
-                },
-            })?;
-            self.open = Some((segment, file));
-        }
-        Ok(&self.open.as_ref().expect("segment file was just opened").1)
+        let open = match self.open.take() {
+            Some(open) if open.0 == segment => open,
+            _ => {
+                let path = segment_path(&self.dir, segment);
+                let file = File::open(&path).map_err(|source| match source.kind() {
+                    io::ErrorKind::NotFound => JournalError::MissingSegment { path: path.clone() },
+                    _ => JournalError::Io {
+                        path: path.clone(),
+                        source,
+                    },
+                })?;
+                (segment, file)
+            }
+        };
+        Ok(&self.open.insert(open).1)
     }
 }
 

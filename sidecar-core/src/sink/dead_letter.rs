@@ -128,21 +128,23 @@ impl DeadLetter {
     }
 
     fn writer(&mut self) -> Result<&mut JournalWriter<()>, SinkError> {
-        if self.writer.is_none() {
-            let (writer, _) =
-                JournalWriter::open(&self.dir, self.options.clone()).map_err(|e| {
-                    SinkError::DeadLetter {
-                        sink: self.sink.clone(),
-                        dir: self.dir.clone(),
-                        source: Box::new(e),
-                    }
-                })?;
-            TOTALS
-                .lock()
-                .insert(self.sink.clone(), writer.committed_records());
-            self.writer = Some(writer);
-        }
-        Ok(self.writer.as_mut().expect("the writer was just opened"))
+        let writer =
+            match self.writer.take() {
+                Some(writer) => writer,
+                None => {
+                    let (writer, _) = JournalWriter::open(&self.dir, self.options.clone())
+                        .map_err(|e| SinkError::DeadLetter {
+                            sink: self.sink.clone(),
+                            dir: self.dir.clone(),
+                            source: Box::new(e),
+                        })?;
+                    TOTALS
+                        .lock()
+                        .insert(self.sink.clone(), writer.committed_records());
+                    writer
+                }
+            };
+        Ok(self.writer.insert(writer))
     }
 
     /// Appends and commits (fsync) one entry per refused record: `(position in batch,

@@ -187,19 +187,18 @@ impl FileSink {
                 };
             }
             let path = self.path_of(stream, state.seq);
-            if !self.open.contains_key(stream) {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| (path.clone(), e))?;
-                created |= state.len == 0;
-                self.open.insert(stream.to_owned(), file);
-            }
-            let file = self
-                .open
-                .get_mut(stream)
-                .expect("stream file was just opened");
+            let file = match self.open.entry(stream.to_owned()) {
+                std::collections::btree_map::Entry::Occupied(open) => open.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    let file = OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)
+                        .map_err(|e| (path.clone(), e))?;
+                    created |= state.len == 0;
+                    slot.insert(file)
+                }
+            };
             let mut writer = BufWriter::with_capacity(256 << 10, &*file);
             let mut written = 0u64;
             for line in lines {

@@ -289,20 +289,20 @@ impl RedisSink {
 
     /// The connection, made (with timeouts) when there is none.
     fn connection(&mut self) -> redis::RedisResult<&mut redis::Connection> {
-        if self.connection.is_none() {
-            let connection = self
-                .client
-                .get_connection_with_timeout(self.spec.connect_timeout.0)?;
-            connection.set_read_timeout(Some(self.spec.response_timeout.0))?;
-            connection.set_write_timeout(Some(self.spec.response_timeout.0))?;
-            self.counters.connects += 1;
-            info!(sink = %self.spec.name, url = %self.target, "Connected to redis.");
-            self.connection = Some(connection);
-        }
-        Ok(self
-            .connection
-            .as_mut()
-            .expect("a connection was stored just above"))
+        let connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => {
+                let connection = self
+                    .client
+                    .get_connection_with_timeout(self.spec.connect_timeout.0)?;
+                connection.set_read_timeout(Some(self.spec.response_timeout.0))?;
+                connection.set_write_timeout(Some(self.spec.response_timeout.0))?;
+                self.counters.connects += 1;
+                info!(sink = %self.spec.name, url = %self.target, "Connected to redis.");
+                connection
+            }
+        };
+        Ok(self.connection.insert(connection))
     }
 
     /// Sends the encoded batch and checks the answer: how many records the script took.
@@ -312,7 +312,10 @@ impl RedisSink {
         self.buf = buf;
         match result {
             Ok(RedisValue::Int(n)) if usize::try_from(n) == Ok(records) => Ok(()),
-            Ok(RedisValue::ServerError(e)) => Err(RedisFailure::Server(e.to_string())),
+            Ok(RedisValue::ServerError(e)) => Err(RedisFailure::Server {
+                code: e.code().to_owned(),
+                answer: e.to_string(),
+            }),
             Ok(other) => {
                 self.connection = None;
                 Err(RedisFailure::Answer(format!("{other:?}")))
@@ -331,8 +334,13 @@ impl RedisSink {
 enum RedisFailure {
     #[error("redis connection failed")]
     Connection(#[source] redis::RedisError),
-    #[error("redis refused the batch: {0}")]
-    Server(String),
+    #[error("redis refused the batch: {answer}")]
+    Server {
+        /// The error's code, its first word (`WRONGTYPE`, `NOPERM`, `OOM`, …).
+        code: String,
+        /// The whole answer, for people.
+        answer: String,
+    },
     #[error("redis answered the batch with {0} instead of its record count")]
     Answer(String),
 }
@@ -364,7 +372,7 @@ impl RedisSink {
     fn report_failure(&self, failure: &RedisFailure) {
         let (sink, url, error) = (&self.spec.name, &self.target, error_chain(failure));
         match failure {
-            RedisFailure::Server(answer) => match needs_fixing(answer, &self.spec) {
+            RedisFailure::Server { code, .. } => match needs_fixing(code, &self.spec) {
                 Some(fix) => {
                     error!(sink = %sink, url = %url, error = %error, fix = %fix, "Redis refuses the batch and will until this is fixed; retrying it with backoff meanwhile (no record is dropped; the pipeline backs up).");
                 }
@@ -382,16 +390,13 @@ impl RedisSink {
 /// What an operator must change when redis answers with an error that retrying cannot cure
 /// (the key's type, the ACL, the password); `None` for a passing condition (OOM, LOADING,
 /// BUSY, READONLY during a failover, ...).
-fn needs_fixing(answer: &str, spec: &RedisSpec) -> Option<String> {
+fn needs_fixing(code: &str, spec: &RedisSpec) -> Option<String> {
     let stream = spec.stream.as_deref().unwrap_or("");
-    if answer.contains("WRONGTYPE") {
-        Some(format!("the key {stream:?} holds a value that is not a stream: delete or rename it, or point `stream:` at another key"))
-    } else if answer.contains("NOPERM") {
-        Some("the redis user may not run EVAL, XADD or PUBLISH on this key or channel: grant them in its ACL".into())
-    } else if answer.contains("NOAUTH") || answer.contains("WRONGPASS") {
-        Some("redis wants a (different) password: check password_file / password_env or the URL's user".into())
-    } else {
-        None
+    match code {
+        "WRONGTYPE" => Some(format!("the key {stream:?} holds a value that is not a stream: delete or rename it, or point `stream:` at another key")),
+        "NOPERM" => Some("the redis user may not run EVAL, XADD or PUBLISH on this key or channel: grant them in its ACL".into()),
+        "NOAUTH" | "WRONGPASS" => Some("redis wants a (different) password: check password_file / password_env or the URL's user".into()),
+        _ => None,
     }
 }
 
@@ -599,7 +604,8 @@ mod tests {
     #[test]
     fn answers_no_retry_cures_name_the_fix() {
         let spec = spec("url: redis://127.0.0.1/\nstream: logs\n");
-        let fix = |answer| needs_fixing(answer, &spec);
+        // The code is the answer's first word, as redis' error type gives it.
+        let fix = |answer: &str| needs_fixing(answer.split(' ').next().unwrap_or(""), &spec);
         assert!(
             fix("WRONGTYPE Operation against a key holding the wrong kind of value")
                 .is_some_and(|f| f.contains("\"logs\" holds a value that is not a stream"))
