@@ -14,7 +14,6 @@
 //! protocol cannot). Over UDP a datagram may be dropped anywhere without anyone knowing;
 //! messages longer than `max_message_bytes` are cut to fit and counted (`truncated`).
 
-use std::borrow::Cow;
 use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs as _, UdpSocket};
 use std::path::PathBuf;
@@ -24,8 +23,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{info, warn};
@@ -33,7 +31,10 @@ use tracing::{info, warn};
 use super::batch_metrics::{BatchFamilies, BatchMetrics};
 use super::{OutRecord, Sink, SinkError};
 use crate::config::{ByteSize, HumanDuration};
-use crate::record::string_or_absent;
+
+mod rfc5424;
+mod tls;
+use rfc5424::{check_header_field, check_sd_name, Formatter};
 
 /// A syslog sink in `forwarder.yaml` (`type: syslog`).
 #[derive(Debug, Clone, Deserialize)]
@@ -288,292 +289,11 @@ impl SyslogSpec {
     }
 }
 
-impl SyslogSpec {
-    /// The TLS client settings and the name to verify; errors name the field.
-    fn tls_config(
-        &self,
-    ) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), (&'static str, String)> {
-        let mut roots = rustls::RootCertStore::empty();
-        match &self.ca_file {
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| ("ca_file", format!("cannot read {}: {e}", path.display())))?;
-                if certs.is_empty() {
-                    return Err((
-                        "ca_file",
-                        format!("{} holds no PEM certificate", path.display()),
-                    ));
-                }
-                for cert in certs {
-                    roots
-                        .add(cert)
-                        .map_err(|e| ("ca_file", format!("{}: {e}", path.display())))?;
-                }
-            }
-            None => {
-                // Unreadable system certificates are skipped: the handshake then says which
-                // server could not be verified.
-                for cert in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(cert);
-                }
-            }
-        }
-        let host = match &self.server_name {
-            Some(name) => name.as_str(),
-            None => split_host_port(&self.address).map_or("", |(host, _)| host),
-        };
-        let name = ServerName::try_from(host.to_owned()).map_err(|e| {
-            (
-                if self.server_name.is_some() {
-                    "server_name"
-                } else {
-                    "address"
-                },
-                format!("{host:?} cannot be checked against a certificate: {e}"),
-            )
-        })?;
-        // An explicit provider: no process-wide default has to be installed.
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ("transport", e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Ok((Arc::new(config), name))
-    }
-}
-
 fn split_host_port(address: &str) -> Option<(&str, u16)> {
     let (host, port) = address.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then_some(())?;
     Some((host, port.parse().ok()?))
-}
-
-/// A configured header field must already be what RFC 5424 §6 allows: 1 to `max` printable
-/// US-ASCII characters (33–126).
-fn check_header_field(value: &str, max: usize) -> Result<(), String> {
-    if value.is_empty() || value.len() > max {
-        return Err(format!("must be 1 to {max} characters"));
-    }
-    if let Some(c) = value.chars().find(|c| !('!'..='~').contains(c)) {
-        return Err(format!(
-            "{c:?} is not allowed (printable ASCII without spaces only)"
-        ));
-    }
-    Ok(())
-}
-
-/// SD-NAME (RFC 5424 §6.3.2): 1–32 printable US-ASCII characters except `=`, space, `]`, `"`.
-fn check_sd_name(value: &str) -> Result<(), String> {
-    check_header_field(value, 32)?;
-    if let Some(c) = value.chars().find(|c| matches!(c, '=' | ']' | '"')) {
-        return Err(format!("{c:?} is not allowed in an SD-ID"));
-    }
-    Ok(())
-}
-
-/// Appends `value` as a header field: characters outside printable ASCII become `_`, at most
-/// `max` bytes, NILVALUE when empty.
-fn push_header_field(out: &mut Vec<u8>, value: &str, max: usize) {
-    let start = out.len();
-    out.extend(
-        value
-            .bytes()
-            .take(max)
-            .map(|b| if (33..=126).contains(&b) { b } else { b'_' }),
-    );
-    if out.len() == start {
-        out.extend_from_slice(NIL.as_bytes());
-    }
-}
-
-/// Appends `value` as a PARAM-VALUE: `"`, `\` and `]` escaped with a backslash
-/// (RFC 5424 §6.3.3).
-fn push_param_value(out: &mut Vec<u8>, value: &str) {
-    for b in value.bytes() {
-        if matches!(b, b'"' | b'\\' | b']') {
-            out.push(b'\\');
-        }
-        out.push(b);
-    }
-}
-
-/// An RFC 3339 time RFC 5424 §6.2.3 accepts (upper-case `T` and `Z`, at most 6 fractional
-/// digits), checked cheaply: the collector writes `2026-11-22T19:42:24.948Z`.
-fn is_syslog_timestamp(t: &str) -> bool {
-    let b = t.as_bytes();
-    b.len() >= 20
-        && b.len() <= 32
-        && b[4] == b'-'
-        && b[10] == b'T'
-        && b[13] == b':'
-        && (b[b.len() - 1] == b'Z' || b[b.len() - 6] == b'+' || b[b.len() - 6] == b'-')
-        && b.iter()
-            .all(|c| c.is_ascii_digit() || b"-T:.Z+".contains(c))
-        && t.split_once('.')
-            .is_none_or(|(_, frac)| frac.bytes().take_while(u8::is_ascii_digit).count() <= 6)
-}
-
-/// The fields a message is made of, borrowed from the record; the rest is skipped. A field
-/// that is not a string (an app's JSON `message` may be an object) counts as absent, so it
-/// cannot make the record lose its id.
-#[derive(Debug, Default, Deserialize)]
-struct MessageFields<'a> {
-    #[serde(borrow, default, deserialize_with = "string_or_absent")]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "string_or_absent")]
-    collected_at: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "string_or_absent")]
-    log_category: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "string_or_absent")]
-    message: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "string_or_absent")]
-    line: Option<Cow<'a, str>>,
-}
-
-/// Formats records as RFC 5424 messages.
-#[derive(Debug, Clone)]
-struct Formatter {
-    facility: Facility,
-    default_severity: Severity,
-    hostname: String,
-    app_name: Option<String>,
-    proc_id: String,
-    msg_id: Option<String>,
-    sd_id: String,
-    body: Body,
-    max_message_bytes: usize,
-}
-
-impl Formatter {
-    fn new(spec: &SyslogSpec) -> Self {
-        Self {
-            facility: spec.facility,
-            default_severity: spec.default_severity,
-            hostname: spec.hostname.clone().unwrap_or_else(default_hostname),
-            app_name: spec.app_name.clone(),
-            proc_id: spec.proc_id.clone().unwrap_or_else(|| NIL.into()),
-            msg_id: spec.msg_id.clone(),
-            sd_id: spec.sd_id.clone(),
-            body: spec.body,
-            max_message_bytes: usize::try_from(spec.max_message_bytes()).unwrap_or(usize::MAX),
-        }
-    }
-
-    /// Appends one message for `record` to `out`; returns whether MSG was cut to fit.
-    fn format(&self, out: &mut Vec<u8>, record: &OutRecord<'_>) -> bool {
-        let start = out.len();
-        let fields: MessageFields<'_> = if record.is_decoded() {
-            serde_json::from_slice(record.raw).unwrap_or_default()
-        } else {
-            MessageFields::default()
-        };
-        let severity = record
-            .log_level()
-            .and_then(Severity::from_level)
-            .unwrap_or(self.default_severity);
-        let pri = self.facility as u8 * 8 + severity as u8;
-        // Writing to a Vec cannot fail.
-        let _ = write!(out, "<{pri}>1 ");
-        match fields.collected_at.as_deref() {
-            Some(t) if is_syslog_timestamp(t) => out.extend_from_slice(t.as_bytes()),
-            _ => out.extend_from_slice(NIL.as_bytes()),
-        }
-        out.push(b' ');
-        push_header_field(out, &self.hostname, 255);
-        out.push(b' ');
-        match &self.app_name {
-            Some(name) => push_header_field(out, name, 48),
-            None if record.is_decoded() => {
-                let source = record.source_file();
-                push_header_field(out, source.strip_suffix(".log").unwrap_or(source), 48);
-            }
-            None => out.extend_from_slice(NIL.as_bytes()),
-        }
-        out.push(b' ');
-        push_header_field(out, &self.proc_id, 128);
-        out.push(b' ');
-        match (&self.msg_id, fields.log_category.as_deref()) {
-            (Some(id), _) => push_header_field(out, id, 32),
-            (None, Some(category)) => push_header_field(out, category, 32),
-            (None, None) => out.extend_from_slice(NIL.as_bytes()),
-        }
-        out.push(b' ');
-        self.push_structured_data(out, record, &fields);
-        let body: &[u8] = match self.body {
-            Body::Message => match (&fields.message, &fields.line) {
-                (Some(m), _) => m.as_bytes(),
-                (None, Some(l)) => l.as_bytes(),
-                (None, None) => record.raw,
-            },
-            Body::Record => record.raw,
-        };
-        if !body.is_empty() {
-            out.push(b' ');
-            let room = self.max_message_bytes.saturating_sub(out.len() - start);
-            let cut = utf8_prefix_len(body, room);
-            out.extend_from_slice(&body[..cut]);
-            return cut < body.len();
-        }
-        false
-    }
-
-    fn push_structured_data(
-        &self,
-        out: &mut Vec<u8>,
-        record: &OutRecord<'_>,
-        fields: &MessageFields<'_>,
-    ) {
-        if !record.is_decoded() {
-            out.extend_from_slice(NIL.as_bytes());
-            return;
-        }
-        out.push(b'[');
-        out.extend_from_slice(self.sd_id.as_bytes());
-        let params = [
-            ("id", fields.id.as_deref()),
-            ("source", Some(record.source_file())),
-            ("level", record.log_level()),
-        ];
-        for (name, value) in params {
-            if let Some(value) = value {
-                let _ = write!(out, " {name}=\"");
-                push_param_value(out, value);
-                out.push(b'"');
-            }
-        }
-        out.push(b']');
-    }
-}
-
-/// The longest prefix of `bytes` of at most `max` bytes that does not split a UTF-8 character.
-fn utf8_prefix_len(bytes: &[u8], max: usize) -> usize {
-    if bytes.len() <= max {
-        return bytes.len();
-    }
-    let mut cut = max;
-    // Continuation bytes are 0b10xx_xxxx: step back to the start of the character.
-    while cut > 0 && (bytes[cut] & 0xC0) == 0x80 {
-        cut -= 1;
-    }
-    cut
-}
-
-/// `$HOSTNAME` (the pod's name in Kubernetes), else the kernel's host name.
-fn default_hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-        })
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| NIL.into())
 }
 
 /// What the sink counts; committed with the forwarder's position (see [`Sink::state`]) so the
@@ -968,6 +688,7 @@ impl Sink for SyslogSink {
 
 #[cfg(test)]
 mod tests {
+    use super::rfc5424::{is_syslog_timestamp, utf8_prefix_len};
     use super::*;
 
     fn spec(yaml: &str) -> SyslogSpec {
