@@ -1438,7 +1438,10 @@ fn a_joined_trace_keeps_its_first_line_parsable_and_the_trace_apart() {
     assert_eq!(r["log_level"], "ERROR");
     assert_eq!(r["message"], "Unhandled error");
     assert_eq!(r["stack_trace"], lines[1..].join("\n"));
-    assert!(r.get("line").is_none() && r.get("processing_error").is_none(), "{r:?}");
+    assert!(
+        r.get("line").is_none() && r.get("processing_error").is_none(),
+        "{r:?}"
+    );
 
     let out = rules.process_lines("whole.log", &lines, false);
     let Outcome::Kept(r) = &out[0].0 else {
@@ -1452,7 +1455,10 @@ fn a_joined_trace_keeps_its_first_line_parsable_and_the_trace_apart() {
     let Outcome::Kept(r) = &out[0].0 else {
         panic!("dropped")
     };
-    assert_eq!((&r["line"], &r["frames"]), (&json!("head"), &json!(" a\n b")));
+    assert_eq!(
+        (&r["line"], &r["frames"]),
+        (&json!("head"), &json!(" a\n b"))
+    );
 
     let bad = RuleSet::from_yaml_str(
         "version: 1\nrules:\n  - {name: a, files: [a.log], multiline: {indented: true, into: id}}\n",
