@@ -159,8 +159,7 @@ fn explain_shows_the_matching_rule_each_step_and_the_record() {
     assert!(stdout.contains("\"log_level\": \"ERROR\""), "{stdout}");
 }
 
-use std::fs::{self, OpenOptions};
-use std::io::Write as _;
+use std::fs;
 use std::time::Duration;
 
 use e2e_tests::{
