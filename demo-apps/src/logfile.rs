@@ -167,6 +167,27 @@ impl Batch {
         self.lines.push((file, self.text.len()));
     }
 
+    /// Appends an ERROR text-layout line followed by `traceback` (its lines joined with `\n`,
+    /// no final newline), as Python's `logger.exception` writes them. They are one entry: one
+    /// `write_all`, so a reader never sees half a trace, and one unit of the line budget, as
+    /// they are one log record.
+    pub fn push_exception(
+        &mut self,
+        file: usize,
+        logger: &str,
+        message: fmt::Arguments<'_>,
+        traceback: &str,
+    ) {
+        let level = Level::Error;
+        writeln!(
+            self.text,
+            "{}{SEPARATOR}{logger}{SEPARATOR}{level}{SEPARATOR}{message}\n{traceback}",
+            self.stamp
+        )
+        .expect("writing to a Vec cannot fail");
+        self.lines.push((file, self.text.len()));
+    }
+
     /// Number of lines in the batch.
     pub fn len(&self) -> usize {
         self.lines.len()
@@ -192,7 +213,8 @@ impl Batch {
         }
     }
 
-    /// The lines in order, each with its file index, without newlines.
+    /// The lines in order, each with its file index, without the final newline (a line from
+    /// [`Batch::push_exception`] holds its traceback's lines).
     pub fn lines(&self) -> impl Iterator<Item = (usize, &str)> + '_ {
         self.raw_lines()
             .map(|(file, line)| (file, &line[..line.len() - 1]))
@@ -247,8 +269,8 @@ pub enum LogFileError {
 
 /// The log files of one app, opened for appending, each behind a `BufWriter`.
 ///
-/// Optionally holds a line budget (`--max-lines`): once that many lines were written, further
-/// lines are dropped and [`LogFiles::is_exhausted`] turns true so the app can stop.
+/// Optionally holds a line budget (`--max-lines`), counted in log records (a traceback goes with
+/// its line): once that many were written, further lines are dropped and [`LogFiles::is_exhausted`] turns true so the app can stop.
 #[derive(Debug)]
 pub struct LogFiles {
     files: Vec<LogFile>,
@@ -452,6 +474,25 @@ mod tests {
         assert_eq!(
             batch.lines().nth(1),
             Some((1, "2026-11-22 10:30:45,123 - app - DEBUG - four"))
+        );
+    }
+
+    #[test]
+    fn an_exception_and_its_traceback_are_one_entry() {
+        let mut batch = Batch::new();
+        batch.stamp(fixed_time());
+        batch.push_exception(
+            0,
+            "web-api",
+            format_args!("boom"),
+            "Traceback (most recent call last):\n  File \"a.py\", line 1, in f\n    g()\nValueError: x",
+        );
+        batch.push_text(0, "web-api", Level::Info, format_args!("next"));
+        let lines: Vec<_> = batch.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[0].1,
+            "2026-11-22 10:30:45,123 - web-api - ERROR - boom\nTraceback (most recent call last):\n  File \"a.py\", line 1, in f\n    g()\nValueError: x"
         );
     }
 

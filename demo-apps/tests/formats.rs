@@ -6,7 +6,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use common::{assert_fields, body, json_record, read_lines, text_record};
+use common::{assert_fields, body, json_record, read_lines, text_record, traceback};
 use demo_apps::simulation::{demo_lines, write_lines, App};
 use serde_json::{Map, Value};
 
@@ -132,6 +132,29 @@ fn web_api_files_follow_their_layouts() {
         kinds.insert(kind);
     }
     assert_eq!(kinds.len(), 4, "all error kinds occur: {kinds:?}");
+
+    // Timeouts and cache resets carry a traceback, as `logger.exception` writes it.
+    let mut traces = 0;
+    for record in read_lines(dir.path(), "error.log") {
+        let (_, _, message) = text_record(&record);
+        let exception = message.starts_with("Database connection timeout")
+            || message.starts_with("Connection reset by upstream cache");
+        let Some(trace) = traceback(&record) else {
+            assert!(!exception, "no traceback: {record}");
+            continue;
+        };
+        assert!(exception, "a traceback on a handled error: {record}");
+        let lines: Vec<&str> = trace.lines().collect();
+        assert_eq!(lines[0], "Traceback (most recent call last):");
+        assert!(lines[1].starts_with("  File \"") && lines[2].starts_with("    "));
+        let last = lines.last().unwrap();
+        assert!(
+            last.starts_with("TimeoutError: ") || last.starts_with("ConnectionResetError: "),
+            "{last}"
+        );
+        traces += 1;
+    }
+    assert!(traces > 0, "error.log has tracebacks");
 
     let application = text_lines(dir.path(), "application.log", "application");
     let levels: HashSet<_> = application

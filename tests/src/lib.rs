@@ -595,3 +595,65 @@ pub fn exactly_once(records: &[Value], expected: &[(&str, u64)]) -> String {
     }
     problems.join("; ")
 }
+
+/// Appends `text` to the pod's log file `file` in one write, as a logging library writes a
+/// record (a traceback included).
+pub fn append(pod: &Pod, file: &str, text: &str) {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(pod.path("logs").join(file))
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// The processor's commit file, decoded (`null` before the first commit).
+pub fn processor_commit(pod: &Pod) -> Value {
+    serde_json::from_str(&fs::read_to_string(pod.path("processed/commit.json")).unwrap_or_default())
+        .unwrap_or(Value::Null)
+}
+
+/// Where the collected record whose line is `line` starts in the collected journal:
+/// (segment, offset).
+pub fn collected_position(pod: &Pod, line: &str) -> Option<(u64, u64)> {
+    let mut names: Vec<_> = fs::read_dir(pod.path("collected"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("segment-"))
+        .collect();
+    names.sort();
+    for name in names {
+        let segment: u64 = name
+            .trim_start_matches("segment-")
+            .trim_end_matches(".ndjson")
+            .parse()
+            .ok()?;
+        let text = fs::read_to_string(pod.path("collected").join(&name)).ok()?;
+        let mut offset = 0u64;
+        for record in text.split_inclusive('\n') {
+            let value: Value = serde_json::from_str(record.trim_end()).unwrap_or(Value::Null);
+            if value["line"] == line {
+                return Some((segment, offset));
+            }
+            offset += record.len() as u64;
+        }
+    }
+    None
+}
+
+/// Whether the processor's last commit holds a waiting multiline record back and had read past
+/// the collected line `line`: the record is open in the processor, not yet delivered.
+pub fn processor_holds_open_past(pod: &Pod, line: &str) -> bool {
+    let Some(at) = collected_position(pod, line) else {
+        return false;
+    };
+    let commit = processor_commit(pod);
+    let replay = &commit["input"]["replay"];
+    let end = &replay["end"];
+    replay["pending"].as_object().is_some_and(|p| !p.is_empty())
+        && end.is_object()
+        && (
+            end["segment"].as_u64().unwrap(),
+            end["offset"].as_u64().unwrap(),
+        ) > at
+}

@@ -56,6 +56,25 @@ const RANDOM_CONFLICT_PERCENT: u32 = 5;
 /// error; the request is still served from the database).
 const CACHE_RESET_PERCENT: u32 = 2;
 
+/// What `logger.exception` adds to the line of a listing that timed out: the log files then
+/// show the multi-line records a real Python service writes, which the sidecars must keep whole.
+const LIST_TIMEOUT_TRACEBACK: &str = "Traceback (most recent call last):
+  File \"/app/web_api/handlers.py\", line 88, in list_users
+    rows = db.fetch_page(page, limit)
+  File \"/app/web_api/db.py\", line 41, in fetch_page
+    return self.pool.execute(query, timeout=30)
+  File \"/usr/lib/python3.12/site-packages/psycopg_pool/pool.py\", line 204, in execute
+    raise TimeoutError(f\"couldn't get a connection after {timeout:.2f} sec\")
+TimeoutError: couldn't get a connection after 30.00 sec";
+
+/// The same for a cache read the upstream cut off (the user is then read from the database).
+const CACHE_RESET_TRACEBACK: &str = "Traceback (most recent call last):
+  File \"/app/web_api/cache.py\", line 57, in get
+    return self.client.get(key)
+  File \"/usr/lib/python3.12/site-packages/redis/connection.py\", line 512, in read_response
+    response = self._parser.read_response()
+ConnectionResetError: [Errno 104] Connection reset by peer";
+
 /// A stored user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct User {
@@ -217,13 +236,13 @@ impl Api {
             Err(problem) => return validation_failed("GET /users", &problem, request_id, out),
         };
         if rng.random_ratio(LIST_FAILURE_PERCENT, 100) {
-            out.push_text(
+            out.push_exception(
                 ERROR_LOG,
                 ERROR_LOGGER,
-                Level::Error,
                 format_args!(
                     "Database connection timeout while listing users (request_id={request_id})"
                 ),
+                LIST_TIMEOUT_TRACEBACK,
             );
             let body = json!({"error": "Internal server error", "request_id": request_id});
             return Reply::new(500, body, rng.random_range(1_000..3_000));
@@ -264,14 +283,14 @@ impl Api {
             return validation_failed(&route, "id must be a positive integer", request_id, out);
         };
         if rng.random_ratio(CACHE_RESET_PERCENT, 100) {
-            out.push_text(
+            out.push_exception(
                 ERROR_LOG,
                 ERROR_LOGGER,
-                Level::Error,
                 format_args!(
                     "Connection reset by upstream cache while fetching user {id} \
                      (request_id={request_id})"
                 ),
+                CACHE_RESET_TRACEBACK,
             );
         } else {
             let cache = if rng.random_bool(0.6) { "hit" } else { "miss" };

@@ -39,8 +39,10 @@ pub fn json_record(line: &str) -> Map<String, Value> {
 
 /// A text-layout line's `(logger, level, message)`; panics if it does not match.
 pub fn text_record(line: &str) -> (String, String, String) {
+    // A record's traceback, if any, follows its first line.
+    let first = line.lines().next().unwrap_or(line);
     let captures = TEXT_BODY
-        .captures(body(line))
+        .captures(body(first))
         .unwrap_or_else(|| panic!("not a text-layout line: {line}"));
     (
         captures["logger"].to_owned(),
@@ -49,7 +51,13 @@ pub fn text_record(line: &str) -> (String, String, String) {
     )
 }
 
-/// Lines of `dir/name`; an absent file has none.
+/// The traceback after a record's first line, if it has one.
+pub fn traceback(record: &str) -> Option<&str> {
+    record.split_once('\n').map(|(_, trace)| trace)
+}
+
+/// Log records of `dir/name`, one per timestamped line: the lines after one that have no
+/// timestamp (a traceback) belong to its record, joined with `\n`. An absent file has none.
 pub fn read_lines(dir: &Path, name: &str) -> Vec<String> {
     match std::fs::read_to_string(dir.join(name)) {
         Ok(text) => {
@@ -57,7 +65,17 @@ pub fn read_lines(dir: &Path, name: &str) -> Vec<String> {
                 text.is_empty() || text.ends_with('\n'),
                 "{name} ends mid-line"
             );
-            text.lines().map(str::to_owned).collect()
+            let mut records: Vec<String> = Vec::new();
+            for line in text.lines() {
+                match records.last_mut() {
+                    Some(record) if !PREFIX.is_match(line) => {
+                        record.push('\n');
+                        record.push_str(line);
+                    }
+                    _ => records.push(line.to_owned()),
+                }
+            }
+            records
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(error) => panic!("reading {name}: {error}"),

@@ -4,6 +4,10 @@
 //! thing to get wrong is the commit: a waiting record is not output yet, so whoever commits
 //! input positions must not commit past its first line. [`Joiner::pending`] says where each
 //! waiting record started, and the merged record keeps its first line's id.
+//!
+//! The first line stays alone in `line` and the continuation lines go to a field of their own
+//! (`stack_trace` unless `into:` says otherwise): the steps that parse a line's prefix then
+//! see the first line exactly as they see any other, instead of a text their `$` cannot match.
 
 use std::time::{Duration, Instant};
 
@@ -47,6 +51,8 @@ pub(crate) struct Multiline {
     flush_after: Duration,
     max_lines: usize,
     max_bytes: usize,
+    /// Where continuation lines go; `None`: appended to `line`.
+    into: Option<String>,
     /// How `explain` describes it.
     description: String,
 }
@@ -80,6 +86,13 @@ impl Multiline {
         if spec.max_bytes == 0 {
             return Err(invalid("multiline.max_bytes", "must be at least 1"));
         }
+        if spec.into.is_empty() || spec.into == ID_FIELD || spec.into == SOURCE_FILE_FIELD {
+            return Err(invalid(
+                "multiline.into",
+                "must name a field other than id and source_file",
+            ));
+        }
+        let into = (spec.into != LINE_FIELD).then_some(spec.into);
         let (kind, description) = if let Some(preset) = spec.preset {
             let (pattern, name) = match preset {
                 MultilinePreset::Python => (PYTHON, "python"),
@@ -105,11 +118,16 @@ impl Multiline {
                 "indented lines".to_owned(),
             )
         };
+        let description = match &into {
+            Some(field) => format!("{description}, continuation lines into `{field}`"),
+            None => format!("{description}, continuation lines appended to `line`"),
+        };
         Ok(Multiline {
             kind,
             flush_after: Duration::from_millis(spec.flush_after_ms),
             max_lines: spec.max_lines,
             max_bytes: spec.max_bytes,
+            into,
             description,
         })
     }
@@ -183,7 +201,7 @@ impl<M> Joiner<M> {
     pub fn push(
         &mut self,
         rules: &RuleSet,
-        record: Map<String, Value>,
+        mut record: Map<String, Value>,
         mark: M,
         now: Instant,
         emit: &mut dyn FnMut(Map<String, Value>),
@@ -213,24 +231,50 @@ impl<M> Joiner<M> {
             Some(Value::String(line)) => line.as_str(),
             _ => "",
         };
+        // The ended group's key is reused: a file whose every line starts a record (most lines
+        // of most logs) then costs no allocation here.
+        let mut spare_key = None;
         if let Some(index) = open {
             let group = &mut self.groups[index];
             let fits = group.lines < multiline.max_lines
                 && group.bytes + 1 + line.len() <= multiline.max_bytes;
             if fits && multiline.continues(line) {
-                if let Some(Value::String(text)) = group.record.get_mut(LINE_FIELD) {
-                    text.push('\n');
-                    text.push_str(line);
-                }
                 group.lines += 1;
                 group.bytes += 1 + line.len();
                 group.deadline = now + multiline.flush_after;
+                match &multiline.into {
+                    None => {
+                        if let Some(Value::String(text)) = group.record.get_mut(LINE_FIELD) {
+                            text.push('\n');
+                            text.push_str(line);
+                        }
+                    }
+                    Some(field) => {
+                        let line = match record.remove(LINE_FIELD) {
+                            Some(Value::String(line)) => line,
+                            _ => String::new(),
+                        };
+                        match group.record.get_mut(field.as_str()) {
+                            // From the second continuation on; whatever the first line's
+                            // record held under that name gives way to the first one.
+                            Some(Value::String(text)) if group.lines > 2 => {
+                                text.push('\n');
+                                text.push_str(&line);
+                            }
+                            _ => {
+                                group.record.insert(field.clone(), Value::String(line));
+                            }
+                        }
+                    }
+                }
                 return;
             }
-            emit(self.groups.remove(index).record);
+            let ended = self.groups.remove(index);
+            spare_key = Some(ended.key);
+            emit(ended.record);
         }
         let bytes = line.len();
-        let key = key.to_owned();
+        let key = spare_key.unwrap_or_else(|| key.to_owned());
         self.groups.push(Group {
             key,
             record,

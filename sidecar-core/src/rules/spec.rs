@@ -137,6 +137,10 @@ pub(super) struct MultilineSpec {
     /// Lines starting with a space or tab continue the record.
     #[serde(default)]
     pub(super) indented: bool,
+    /// The field continuation lines go to (default `stack_trace`); `line` appends them to the
+    /// first line instead.
+    #[serde(default = "default_multiline_into")]
+    pub(super) into: String,
     /// A record waiting for more lines is let go after this long without one (default 1000).
     #[serde(default = "default_flush_after_ms")]
     pub(super) flush_after_ms: u64,
@@ -146,6 +150,11 @@ pub(super) struct MultilineSpec {
     /// At most this many bytes per record (default 256 KiB).
     #[serde(default = "default_max_bytes")]
     pub(super) max_bytes: usize,
+}
+
+/// The first line stays alone in `line`, so the steps parse it as they parse any other line.
+fn default_multiline_into() -> String {
+    "stack_trace".to_owned()
 }
 
 /// 1 s: a stack trace is written in one go, so a second without a line means it ended, and

@@ -1346,9 +1346,10 @@ fn multiline_presets_join_stack_traces_and_keep_the_first_id() {
             .into_iter()
             .map(|(outcome, _)| match outcome {
                 Outcome::Kept(r) => format!(
-                    "{}|{}",
+                    "{}|{}|{}",
                     r["id"].as_str().unwrap(),
-                    r["line"].as_str().unwrap()
+                    r["line"].as_str().unwrap(),
+                    r.get("stack_trace").and_then(Value::as_str).unwrap_or("-")
                 ),
                 Outcome::Dropped(reason) => reason,
             })
@@ -1367,8 +1368,8 @@ fn multiline_presets_join_stack_traces_and_keep_the_first_id() {
             ]
         ),
         vec![
-            "test-0|2026-11-22 10:00:00,000 - app - ERROR - boom\nTraceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    f()\nValueError: bad".to_owned(),
-            "test-139|2026-11-22 10:00:01,000 - app - INFO - next".to_owned(),
+            "test-0|2026-11-22 10:00:00,000 - app - ERROR - boom|Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n    f()\nValueError: bad".to_owned(),
+            "test-139|2026-11-22 10:00:01,000 - app - INFO - next|-".to_owned(),
         ]
     );
     assert_eq!(
@@ -1400,10 +1401,74 @@ fn multiline_presets_join_stack_traces_and_keep_the_first_id() {
         ],
     );
     assert_eq!(go.len(), 2, "{go:?}");
+    assert!(go[0].starts_with("test-0|panic: runtime error|\ngoroutine 1"));
     assert!(go[0].ends_with("exit status 2"));
     assert_eq!(run("s.log", &["2026-1 a", "b", "c", "2026-2 d"]).len(), 2);
     // max_lines: 3 cuts a long indented block into records of at most three lines.
     assert_eq!(run("i.log", &["a", " 1", " 2", " 3", " 4"]).len(), 2);
+}
+
+/// Issue 14: a preset composes with the prefix parsing. The first line is parsed as any other
+/// line (timestamp, logger, level from the layout, not from words of the trace) and the trace
+/// is kept verbatim in a field of its own; `into: line` still gives the whole text in `line`.
+#[test]
+fn a_joined_trace_keeps_its_first_line_parsable_and_the_trace_apart() {
+    let rules = yaml(
+        "version: 1\ncommon:\n  - regex: {field: line, pattern: '^(?P<timestamp>\\S+ \\S+) - (?P<logger>\\S+) - (?P<log_level>[A-Z]+) - (?P<message>.*)$', remove_source: true}\nrules:\n  - {name: py, files: [py.log], multiline: {preset: python}}\n  - {name: whole, files: [whole.log], multiline: {preset: python, into: line}}\n  - {name: mine, files: [mine.log], multiline: {indented: true, into: frames}}\n",
+    );
+    let lines: Vec<String> = [
+        "2026-11-22 10:00:00,000 - app - ERROR - Unhandled error",
+        "Traceback (most recent call last):",
+        "  File \"/srv/app.py\", line 12, in handle",
+        "    return compute(x)",
+        "",
+        "During handling of the above exception, another exception occurred:",
+        "KeyError: 'x'",
+    ]
+    .iter()
+    .map(|l| l.to_string())
+    .collect();
+    let out = rules.process_lines("py.log", &lines, false);
+    assert_eq!(out.len(), 1);
+    let Outcome::Kept(r) = &out[0].0 else {
+        panic!("dropped")
+    };
+    assert_eq!(r["timestamp"], "2026-11-22 10:00:00,000");
+    assert_eq!(r["logger"], "app");
+    assert_eq!(r["log_level"], "ERROR");
+    assert_eq!(r["message"], "Unhandled error");
+    assert_eq!(r["stack_trace"], lines[1..].join("\n"));
+    assert!(
+        r.get("line").is_none() && r.get("processing_error").is_none(),
+        "{r:?}"
+    );
+
+    let out = rules.process_lines("whole.log", &lines, false);
+    let Outcome::Kept(r) = &out[0].0 else {
+        panic!("dropped")
+    };
+    assert_eq!(r["line"], lines.join("\n"), "into: line joins as before");
+    assert!(r.get("stack_trace").is_none());
+
+    let indented: Vec<String> = ["head", " a", " b"].iter().map(|l| l.to_string()).collect();
+    let out = rules.process_lines("mine.log", &indented, false);
+    let Outcome::Kept(r) = &out[0].0 else {
+        panic!("dropped")
+    };
+    assert_eq!(
+        (&r["line"], &r["frames"]),
+        (&json!("head"), &json!(" a\n b"))
+    );
+
+    let bad = RuleSet::from_yaml_str(
+        "version: 1\nrules:\n  - {name: a, files: [a.log], multiline: {indented: true, into: id}}\n",
+        "r.yaml",
+    )
+    .expect_err("into: id");
+    assert_eq!(
+        bad.to_string(),
+        r#"r.yaml: rule 1 ("a"): multiline.into: must name a field other than id and source_file"#
+    );
 }
 
 #[test]
@@ -1441,7 +1506,7 @@ fn a_joiner_holds_one_group_per_source_and_times_out() {
         out.push(("".into(), r["line"].clone()))
     });
     assert!(joiner.is_empty());
-    assert_eq!(out[1].1, json!("A1\n A2"));
+    assert_eq!(out[1].1, json!("A1"));
 }
 
 /// Issue 11: a pushed record's service is not a file name. With rules that match every name
