@@ -297,11 +297,7 @@ async fn check_sources(state: &ApiState, sources: &[String]) -> Result<(), Respo
             Some("source"),
             format!(
                 "source: unknown source {unknown:?} (known: {})",
-                if known.is_empty() {
-                    "none yet".to_owned()
-                } else {
-                    known.join(", ")
-                }
+                sidecar_core::query::known_list(&known)
             ),
         ));
     }
@@ -322,11 +318,7 @@ async fn check_category(state: &ApiState, category: &str) -> Result<(), Response
         Some("category"),
         format!(
             "category: unknown category {category:?} (known: {})",
-            if known.is_empty() {
-                "none yet".to_owned()
-            } else {
-                known.join(", ")
-            }
+            sidecar_core::query::known_list(&known)
         ),
     ))
 }

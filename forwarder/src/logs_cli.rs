@@ -284,11 +284,7 @@ fn check_sources(dir: &std::path::Path, sources: &[String]) -> Result<(), CliErr
         let known = index.names();
         return Err(CliError::Usage(format!(
             "unknown source {unknown:?}; known sources: {}",
-            if known.is_empty() {
-                "none yet".to_owned()
-            } else {
-                known.join(", ")
-            }
+            sidecar_core::query::known_list(&known)
         )));
     }
     Ok(())
@@ -313,11 +309,7 @@ fn check_category(dir: &std::path::Path, category: &str) -> Result<(), CliError>
 pub fn unknown_category(category: &str, known: &[String]) -> String {
     format!(
         "--category: unknown category {category:?}; known categories: {}",
-        if known.is_empty() {
-            "none yet".to_owned()
-        } else {
-            known.join(", ")
-        }
+        sidecar_core::query::known_list(known)
     )
 }
 

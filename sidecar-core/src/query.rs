@@ -401,6 +401,15 @@ impl Output {
     }
 }
 
+/// The names a "known: …" part of an error lists, or `none yet`.
+pub fn known_list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none yet".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
 /// The canonical name of a level.
 pub fn level_label(level: Level) -> &'static str {
     match level {
