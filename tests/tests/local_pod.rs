@@ -215,7 +215,7 @@ fn kill(signal: &str, target: &str) {
         .expect("kill(1) runs (procps; scripts/install-test-deps.sh installs it)");
 }
 
-/// The byte offset where each line of a file starts.
+/// The byte offset where each record of a file starts: each log line, with the traceback after it.
 fn line_starts(path: &Path) -> Vec<u64> {
     let bytes = fs::read(path).unwrap();
     let mut starts = Vec::new();
@@ -226,7 +226,12 @@ fn line_starts(path: &Path) -> Vec<u64> {
             "{}: a partial last line after the apps stopped",
             path.display()
         );
-        starts.push(at);
+        // A traceback's lines (indented, `Traceback …`, `SomeError: …`) join the record of the
+        // log line before them (the default rules' multiline preset); every log line starts
+        // with its asctime date.
+        if starts.is_empty() || line.first().is_some_and(u8::is_ascii_digit) {
+            starts.push(at);
+        }
         at += line.len() as u64;
     }
     starts
