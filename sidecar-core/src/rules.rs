@@ -57,6 +57,7 @@
 //! keeps per-file state can instead call [`RuleSet::rules_for`] once per file and pass the
 //! [`MatchedRules`] to [`RuleSet::apply_matched`], which takes no lock.
 
+mod alert;
 mod condition;
 mod explain;
 mod locate;
@@ -70,6 +71,7 @@ mod testcase;
 mod tests;
 mod timestamp;
 
+pub use self::alert::{AlertKind, AlertRule, MATCHED_ALERTS_FIELD};
 pub use self::explain::{Explanation, StepTrace};
 pub use self::multiline::{split_id, Joiner, PendingStart};
 pub use self::testcase::{Outcome, TestCase, TestFailure, TestReport};
@@ -145,6 +147,8 @@ pub struct RuleSet {
     tests: Vec<TestCase>,
     /// Whether any rule has `multiline`.
     joins_lines: bool,
+    /// The `alerts:`, in file order.
+    alerts: Vec<AlertRule>,
     /// Source name → matching rules; see [`MEMO_MAX_SOURCES`].
     memo: Mutex<HashMap<Box<str>, MatchedRules>>,
     /// The same for pushed records' services, kept apart: a service named like a file must
@@ -195,6 +199,8 @@ struct Matched {
     categorized: Option<usize>,
     /// Index of the first matching rule with `multiline`.
     multiline: Option<usize>,
+    /// Indexes into [`RuleSet::alerts`] of the alerts with a `when:` that watch this source.
+    alerts: Box<[usize]>,
 }
 
 impl MatchedRules {
@@ -370,12 +376,14 @@ impl RuleSet {
             .iter()
             .copied()
             .find(|&index| self.rules[index].multiline.is_some());
+        let alerts = self.alerts_with_condition(|alert| alert.watches(source_file));
         MatchedRules(Arc::new(Matched {
             source: source_file.into(),
             rules,
             category,
             categorized,
             multiline,
+            alerts,
         }))
     }
 
@@ -438,6 +446,9 @@ impl RuleSet {
             category: None,
             categorized: None,
             multiline: None,
+            // As rules, alerts that name files do not see pushed records; alerts on every
+            // source do.
+            alerts: self.alerts_with_condition(|alert| alert.watches_every_source()),
         }))
     }
 
@@ -483,7 +494,34 @@ impl RuleSet {
         if present(record, LOG_LEVEL_FIELD).is_none() {
             record.insert(LOG_LEVEL_FIELD.to_owned(), self.default_level.clone());
         }
+        self.tag_matched_alerts(matched, record);
         Verdict::Keep
+    }
+
+    /// The alert rules, in file order.
+    pub fn alerts(&self) -> &[AlertRule] {
+        &self.alerts
+    }
+
+    /// Indexes of the alerts with a `when:` for which `watches` holds.
+    fn alerts_with_condition(&self, watches: impl Fn(&AlertRule) -> bool) -> Box<[usize]> {
+        (0..self.alerts.len())
+            .filter(|&i| self.alerts[i].has_condition() && watches(&self.alerts[i]))
+            .collect()
+    }
+
+    /// Lists in [`MATCHED_ALERTS_FIELD`] the alerts whose `when:` the finished record meets;
+    /// a record no alert matches is left as it is (no allocation).
+    fn tag_matched_alerts(&self, matched: &MatchedRules, record: &mut Map<String, Value>) {
+        let mut names = Vec::new();
+        for alert in matched.0.alerts.iter().filter_map(|&i| self.alerts.get(i)) {
+            if alert.holds(record) {
+                names.push(Value::String(alert.name().to_owned()));
+            }
+        }
+        if !names.is_empty() {
+            record.insert(MATCHED_ALERTS_FIELD.to_owned(), Value::Array(names));
+        }
     }
 
     /// The category a file's records get: the last matching rule's `category`, else the first
@@ -952,6 +990,21 @@ fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, Vec<RulesError>
         }
     }
 
+    let mut alerts: Vec<AlertRule> = Vec::with_capacity(spec.alerts.len());
+    for (index, alert) in spec.alerts.into_iter().enumerate() {
+        let Some(alert) = errors.keep(AlertRule::compile(alert, index, &file)) else {
+            continue;
+        };
+        if alerts.iter().any(|a| a.name() == alert.name()) {
+            errors.0.push(file.invalid(
+                format!("alerts[{index}].name"),
+                format!("{:?} is used twice (alert names must be unique)", alert.name()),
+            ));
+            continue;
+        }
+        alerts.push(alert);
+    }
+
     let joins_lines = rules.iter().any(|rule| rule.multiline.is_some());
     match (errors.0.is_empty(), globs, category_globs) {
         (true, Some(globs), Some(category_globs)) => Ok(RuleSet {
@@ -968,6 +1021,7 @@ fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, Vec<RulesError>
             categories,
             tests,
             joins_lines,
+            alerts,
             memo: Mutex::new(HashMap::new()),
             pushed_memo: Mutex::new(HashMap::new()),
         }),

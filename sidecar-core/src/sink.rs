@@ -50,6 +50,11 @@ struct RecordMeta<'a> {
     log_level: Option<Cow<'a, str>>,
     #[serde(default)]
     processing_error: Option<IgnoredAny>,
+    #[serde(borrow, default)]
+    collected_at: Option<Cow<'a, str>>,
+    /// Absent from most records, so no allocation for them.
+    #[serde(borrow, default)]
+    matched_alerts: Option<Vec<Cow<'a, str>>>,
 }
 
 impl<'a> OutRecord<'a> {
@@ -83,6 +88,19 @@ impl<'a> OutRecord<'a> {
     /// The level the rules gave, if any.
     pub fn log_level(&self) -> Option<&str> {
         self.meta.log_level.as_deref()
+    }
+
+    /// When the collector read the line (RFC 3339), if the record says.
+    pub fn collected_at(&self) -> Option<&str> {
+        self.meta.collected_at.as_deref()
+    }
+
+    /// Whether the processor tagged the record as meeting alert `name`'s condition.
+    pub fn matched_alert(&self, name: &str) -> bool {
+        self.meta
+            .matched_alerts
+            .as_ref()
+            .is_some_and(|names| names.iter().any(|n| n == name))
     }
 
     /// Whether the record carries a `processing_error` or did not decode.

@@ -49,6 +49,9 @@ pub(super) struct RulesFileSpec {
     /// Test cases that `processor test` runs against these rules.
     #[serde(default)]
     pub(super) tests: Vec<TestSpec>,
+    /// Alert rules, evaluated by the forwarder on the records these rules produce.
+    #[serde(default)]
+    pub(super) alerts: Vec<super::alert::AlertSpec>,
 }
 
 /// One entry of `categorize:`.
