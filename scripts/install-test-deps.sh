@@ -18,6 +18,7 @@
 #   rsyslog-gnutls     its TLS driver, lmnsd_gtls.so
 #   promtool           Prometheus' checker of every /metrics endpoint (metrics_format.rs),
 #                      from Debian's prometheus package
+#   prometheus-alertmanager  alerts delivered to a real Alertmanager (alerts.rs)
 # rsyslog only recommends logrotate; --no-install-recommends leaves it (and the rest) out.
 set -euo pipefail
 
@@ -47,6 +48,7 @@ need redis-server "redis-server (redis sink tests)" program redis-server
 need rsyslog "rsyslogd (syslog sink tests)" program rsyslogd
 need rsyslog-gnutls "rsyslog's TLS driver lmnsd_gtls.so (syslog over TLS tests)" tls_driver
 need prometheus "promtool (promtool check metrics on every endpoint)" program promtool
+need prometheus-alertmanager "Alertmanager (alerts tests)" program prometheus-alertmanager
 
 ((${#packages[@]} > 0)) || exit 0
 

@@ -181,6 +181,7 @@ pub async fn serve(
         .route("/logs/{source}", get(source_logs))
         .route("/sources", get(sources))
         .route("/stats", get(stats))
+        .route("/alerts", get(alerts))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text))
         .with_state(state);
@@ -617,6 +618,31 @@ async fn stats(State(state): State<ApiState>) -> Response {
         .unwrap_or(Value::Null);
     state.metrics.count("stats", StatusCode::OK);
     axum::Json(stats_body(snapshot, pipeline)).into_response()
+}
+
+/// `GET /alerts`: the alerts firing now and the latest resolved, as the forwarder's alert
+/// evaluation sees them (`enabled` false when the config has no `alerts:`).
+async fn alerts(State(state): State<ApiState>) -> Response {
+    state.metrics.count("alerts", StatusCode::OK);
+    axum::Json(alerts_body(&sidecar_core::alerts::board())).into_response()
+}
+
+/// The `/alerts` document.
+pub fn alerts_body(board: &sidecar_core::alerts::Board) -> Value {
+    let show = |n: &sidecar_core::alerts::Notification| {
+        json!({
+            "status": n.status(),
+            "labels": n.labels,
+            "annotations": n.annotations,
+            "startsAt": sidecar_core::alerts::format_ms(n.starts_ms),
+            "endsAt": n.resolved_ms.map(sidecar_core::alerts::format_ms),
+        })
+    };
+    json!({
+        "enabled": board.enabled,
+        "firing": board.firing.iter().map(show).collect::<Vec<_>>(),
+        "resolved": board.resolved.iter().rev().map(show).collect::<Vec<_>>(),
+    })
 }
 
 /// The `/stats` document: the index's counts and the forwarder's progress.

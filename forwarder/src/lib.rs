@@ -183,6 +183,7 @@ pub async fn run(
     sink::network::register_metrics(&mut registry);
     sink::redis::register_metrics(&mut registry);
     sink::syslog::register_metrics(&mut registry);
+    sidecar_core::alerts::register_metrics(&mut registry);
     let cursor =
         Cursor::<ForwarderState>::load_own(&config.input_dir, READER_NAME).with_context(|| {
             format!(

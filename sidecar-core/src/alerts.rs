@@ -141,7 +141,10 @@ pub(crate) fn publish<'a>(
     board.enabled = true;
     for rule in rules {
         let count = firing.iter().filter(|n| n.rule == rule).count();
-        METRICS.firing.get_or_create(&rule_label(rule)).set(count as i64);
+        METRICS
+            .firing
+            .get_or_create(&rule_label(rule))
+            .set(count as i64);
     }
     for change in changes {
         if change.resolved_ms.is_some() {
@@ -162,7 +165,10 @@ pub(crate) fn count_fired(rule: &str) {
 
 /// Counts a match its rule had no room to track.
 pub(crate) fn count_refused_group(rule: &str) {
-    METRICS.dropped_groups.get_or_create(&rule_label(rule)).inc();
+    METRICS
+        .dropped_groups
+        .get_or_create(&rule_label(rule))
+        .inc();
 }
 
 /// The report's lines on alerts: what fires, and what resolved since the last report. Empty

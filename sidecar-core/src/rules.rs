@@ -998,7 +998,10 @@ fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, Vec<RulesError>
         if alerts.iter().any(|a| a.name() == alert.name()) {
             errors.0.push(file.invalid(
                 format!("alerts[{index}].name"),
-                format!("{:?} is used twice (alert names must be unique)", alert.name()),
+                format!(
+                    "{:?} is used twice (alert names must be unique)",
+                    alert.name()
+                ),
             ));
             continue;
         }

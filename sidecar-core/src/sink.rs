@@ -10,6 +10,7 @@
 //! Easy to get wrong: retries. A failed `send` may have delivered part of the batch; the sink
 //! must make the retry of the same batch (and a restart from the last commit) idempotent.
 
+pub mod alerts;
 mod batch_metrics;
 pub mod dead_letter;
 pub mod elasticsearch;
@@ -222,6 +223,9 @@ pub struct ForwarderFile {
     /// Where records a server refused for good are kept.
     #[serde(default)]
     pub dead_letter: dead_letter::DeadLetterSpec,
+    /// Alert rules to evaluate and where their alerts go.
+    #[serde(default)]
+    pub alerts: Option<alerts::AlertsSpec>,
 }
 
 /// How the positions of several sinks relate.
@@ -365,14 +369,19 @@ impl ForwarderFile {
                 ));
             }
         }
-        let mut names = vec![report::REPORT_SINK_NAME];
+        if let Some(spec) = &self.alerts {
+            if let Err((field, message)) = spec.validate() {
+                return Err(invalid(format!("alerts.{field}"), &message));
+            }
+        }
+        let mut names = vec![report::REPORT_SINK_NAME, alerts::ALERTS_SINK_NAME];
         for (i, sink) in self.sinks.iter().enumerate() {
             let name = sink.name();
             if names.contains(&name) {
                 return Err(invalid(
                     format!("sinks[{i}].name"),
                     &format!(
-                        "{name:?} is used twice (names must be unique; \"report\" is the report's)"
+                        "{name:?} is used twice (names must be unique; \"report\" and \"alerts\" are taken)"
                     ),
                 ));
             }
@@ -392,6 +401,7 @@ impl ForwarderFile {
             sinks: Vec::new(),
             delivery: Delivery::default(),
             dead_letter: dead_letter::DeadLetterSpec::default(),
+            alerts: None,
         }
     }
 }
@@ -443,6 +453,11 @@ pub fn build(
             SinkSpec::Loki(s) => sinks.push(s.build(&file.dead_letter)?),
             SinkSpec::Elasticsearch(s) => sinks.push(s.build(&file.dead_letter)?),
         }
+    }
+    if let Some(spec) = &file.alerts {
+        sinks.push(Box::new(
+            spec.build(&file.dead_letter, saved.get(alerts::ALERTS_SINK_NAME))?,
+        ));
     }
     Ok(sinks)
 }

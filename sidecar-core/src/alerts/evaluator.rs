@@ -188,7 +188,11 @@ impl Evaluator {
                 }
                 let at = self.record_time(record);
                 match rule.kind() {
-                    AlertKind::Rate { count, window, hold } => {
+                    AlertKind::Rate {
+                        count,
+                        window,
+                        hold,
+                    } => {
                         let fields = fields.get_or_insert_with(|| record_fields(rule, record));
                         let timing = (count, window.as_millis() as i64, hold.as_millis() as i64);
                         self.count_match(state, rule, fields, at, timing);
@@ -210,35 +214,50 @@ impl Evaluator {
             };
             groups.retain(|_, group| {
                 match rule.kind() {
-                    AlertKind::Rate { count, window, hold } => {
+                    AlertKind::Rate {
+                        count,
+                        window,
+                        hold,
+                    } => {
                         let window = window.as_millis() as i64;
                         if holds(group, count, window, now_ms) {
                             if let (None, Some(since)) = (group.firing, group.pending_since_ms) {
                                 if now_ms - since >= hold.as_millis() as i64 {
-                                    out.push(fire(rule, group, since + hold.as_millis() as i64, now_ms));
+                                    out.push(fire(
+                                        rule,
+                                        group,
+                                        since + hold.as_millis() as i64,
+                                        now_ms,
+                                    ));
                                 }
                             }
                         } else {
                             group.pending_since_ms = None;
                             if let Some(firing) = group.firing.take() {
                                 let ended = group.recent.front().map_or(now_ms, |t| t + window);
-                                out.push(resolved(rule, group, firing, ended.clamp(firing.starts_ms, now_ms)));
+                                out.push(resolved(
+                                    rule,
+                                    group,
+                                    firing,
+                                    ended.clamp(firing.starts_ms, now_ms),
+                                ));
                             }
                         }
                     }
                     AlertKind::Absence { after } => {
                         let after = after.as_millis() as i64;
                         if group.firing.is_none() && now_ms - group.last_seen_ms >= after {
-                            group.annotations = rule.annotations(
-                                &alert_values(rule, group),
-                                &Map::new(),
-                            );
+                            group.annotations =
+                                rule.annotations(&alert_values(rule, group), &Map::new());
                             out.push(fire(rule, group, group.last_seen_ms + after, now_ms));
                         }
                     }
                 }
                 if let Some(firing) = group.firing.filter(|f| now_ms - f.sent_ms >= resend_ms) {
-                    group.firing = Some(Firing { sent_ms: now_ms, ..firing });
+                    group.firing = Some(Firing {
+                        sent_ms: now_ms,
+                        ..firing
+                    });
                     out.push(notification(rule, group, firing.starts_ms, None));
                 }
                 // A group with nothing going on is forgotten (and rebuilt by its next match),
@@ -258,7 +277,12 @@ impl Evaluator {
     pub fn firing(&self, state: &AlertState) -> Vec<Notification> {
         let mut out = Vec::new();
         for rule in self.rules.alerts() {
-            for group in state.rules.get(rule.name()).into_iter().flat_map(BTreeMap::values) {
+            for group in state
+                .rules
+                .get(rule.name())
+                .into_iter()
+                .flat_map(BTreeMap::values)
+            {
                 if let Some(firing) = group.firing {
                     out.push(notification(rule, group, firing.starts_ms, None));
                 }
@@ -374,7 +398,10 @@ fn record_fields(rule: &AlertRule, record: &OutRecord<'_>) -> Map<String, Value>
     let only_source = rule.group_by().iter().all(|f| f == "source_file") && !rule.reads_record();
     if only_source {
         let mut fields = Map::new();
-        fields.insert("source_file".to_owned(), Value::String(record.source_file().to_owned()));
+        fields.insert(
+            "source_file".to_owned(),
+            Value::String(record.source_file().to_owned()),
+        );
         fields
     } else {
         record.fields()
@@ -512,7 +539,11 @@ alerts:
     }
 
     fn line(source: &str, ms: i64, error: bool) -> String {
-        let tag = if error { r#","matched_alerts":["Errors"]"# } else { "" };
+        let tag = if error {
+            r#","matched_alerts":["Errors"]"#
+        } else {
+            ""
+        };
         format!(
             r#"{{"source_file":"{source}","collected_at":"{}","log_level":"{}","message":"boom"{tag}}}"#,
             at(ms),
@@ -521,7 +552,10 @@ alerts:
     }
 
     fn observe(e: &mut Evaluator, state: &mut AlertState, lines: &[String]) {
-        let batch: Vec<OutRecord<'_>> = lines.iter().map(|l| OutRecord::decode(l.as_bytes())).collect();
+        let batch: Vec<OutRecord<'_>> = lines
+            .iter()
+            .map(|l| OutRecord::decode(l.as_bytes()))
+            .collect();
         e.observe(state, &batch);
     }
 
@@ -543,24 +577,60 @@ alerts:
     fn a_rate_alert_fires_at_the_nth_match_in_the_window_and_resolves_when_it_empties() {
         let mut e = evaluator();
         let mut state = e.restore(None, T0);
-        observe(&mut e, &mut state, &[line("error.log", T0, true), line("error.log", T0 + 20_000, true), line("error.log", T0 + 21_000, true)]);
+        observe(
+            &mut e,
+            &mut state,
+            &[
+                line("error.log", T0, true),
+                line("error.log", T0 + 20_000, true),
+                line("error.log", T0 + 21_000, true),
+            ],
+        );
         assert!(taken(&mut state).is_empty(), "3 in 21s is not 3 in 10s");
-        observe(&mut e, &mut state, &[line("access.log", T0 + 22_000, false), line("error.log", T0 + 22_000, true)]);
+        observe(
+            &mut e,
+            &mut state,
+            &[
+                line("access.log", T0 + 22_000, false),
+                line("error.log", T0 + 22_000, true),
+            ],
+        );
         assert_eq!(
             taken(&mut state),
-            [("Errors{source_file=\"error.log\"}".to_owned(), "firing", T0 + 22_000, None)]
+            [(
+                "Errors{source_file=\"error.log\"}".to_owned(),
+                "firing",
+                T0 + 22_000,
+                None
+            )]
         );
         assert_eq!(
             e.firing(&state)[0].annotations["summary"],
             "3 errors in 10s from error.log: boom"
         );
-        e.advance(&mut state, T0 + 25_000, HumanDuration(std::time::Duration::from_secs(60)));
+        e.advance(
+            &mut state,
+            T0 + 25_000,
+            HumanDuration(std::time::Duration::from_secs(60)),
+        );
         assert!(taken(&mut state).is_empty(), "still 3 within 10s of 25s");
-        e.advance(&mut state, T0 + 31_000, HumanDuration(std::time::Duration::from_secs(60)));
-        let errors: Vec<_> = taken(&mut state).into_iter().filter(|n| n.0.starts_with("Errors")).collect();
+        e.advance(
+            &mut state,
+            T0 + 31_000,
+            HumanDuration(std::time::Duration::from_secs(60)),
+        );
+        let errors: Vec<_> = taken(&mut state)
+            .into_iter()
+            .filter(|n| n.0.starts_with("Errors"))
+            .collect();
         assert_eq!(
             errors,
-            [("Errors{source_file=\"error.log\"}".to_owned(), "resolved", T0 + 22_000, Some(T0 + 30_000))]
+            [(
+                "Errors{source_file=\"error.log\"}".to_owned(),
+                "resolved",
+                T0 + 22_000,
+                Some(T0 + 30_000)
+            )]
         );
     }
 
@@ -569,7 +639,9 @@ alerts:
         let mut e = evaluator();
         let state = e.restore(None, T0);
         let saved = serde_json::to_value(&state).unwrap();
-        let lines: Vec<String> = (0..3).map(|i| line("error.log", T0 + i * 1000, true)).collect();
+        let lines: Vec<String> = (0..3)
+            .map(|i| line("error.log", T0 + i * 1000, true))
+            .collect();
         let mut first = e.restore(Some(&saved), T0);
         observe(&mut e, &mut first, &lines);
         let mut again = e.restore(Some(&saved), T0 + 5000);
@@ -587,15 +659,36 @@ alerts:
         e.advance(&mut state, T0 + 31_000, resend);
         assert_eq!(
             taken(&mut state),
-            [("Quiet{source_file=\"worker.log\"}".to_owned(), "firing", T0 + 30_000, None)]
+            [(
+                "Quiet{source_file=\"worker.log\"}".to_owned(),
+                "firing",
+                T0 + 30_000,
+                None
+            )]
         );
-        assert_eq!(e.firing(&state)[0].annotations["summary"], "Quiet: no record from worker.log for 30s");
+        assert_eq!(
+            e.firing(&state)[0].annotations["summary"],
+            "Quiet: no record from worker.log for 30s"
+        );
         e.advance(&mut state, T0 + 95_000, resend);
-        assert_eq!(taken(&mut state).len(), 1, "sent again after the resend interval");
-        observe(&mut e, &mut state, &[line("worker.log", T0 + 96_000, false)]);
+        assert_eq!(
+            taken(&mut state).len(),
+            1,
+            "sent again after the resend interval"
+        );
+        observe(
+            &mut e,
+            &mut state,
+            &[line("worker.log", T0 + 96_000, false)],
+        );
         assert_eq!(
             taken(&mut state),
-            [("Quiet{source_file=\"worker.log\"}".to_owned(), "resolved", T0 + 30_000, Some(T0 + 96_000))]
+            [(
+                "Quiet{source_file=\"worker.log\"}".to_owned(),
+                "resolved",
+                T0 + 30_000,
+                Some(T0 + 96_000)
+            )]
         );
     }
 

@@ -165,7 +165,11 @@ impl AlertRule {
     /// Whether the annotations read fields of the record that fired the alert (so the
     /// forwarder decodes that record).
     pub fn reads_record(&self) -> bool {
-        self.summary.reads_fields() || self.description.as_ref().is_some_and(Template::reads_fields)
+        self.summary.reads_fields()
+            || self
+                .description
+                .as_ref()
+                .is_some_and(Template::reads_fields)
     }
 
     /// The `summary` and (if any) `description` annotations, filled from `values` (the
@@ -277,14 +281,18 @@ fn compile_kind(
     invalid: &impl Fn(&str, String) -> RulesError,
 ) -> Result<AlertKind, RulesError> {
     let at_least_a_second = |field: &str, value: Option<HumanDuration>| match value {
-        Some(HumanDuration(d)) if d < Duration::from_secs(1) => {
-            Err(invalid(field, format!("{} is too short: at least 1s", HumanDuration(d))))
-        }
+        Some(HumanDuration(d)) if d < Duration::from_secs(1) => Err(invalid(
+            field,
+            format!("{} is too short: at least 1s", HumanDuration(d)),
+        )),
         other => Ok(other.map(|d| d.0)),
     };
     let not_for = |field: &str, present: bool, kind: &str, hint: &str| {
         if present {
-            Err(invalid(field, format!("does not apply to a {kind} alert{hint}")))
+            Err(invalid(
+                field,
+                format!("does not apply to a {kind} alert{hint}"),
+            ))
         } else {
             Ok(())
         }
@@ -293,7 +301,12 @@ fn compile_kind(
     let hold = spec.hold.map_or(Duration::ZERO, |d| d.0);
     match spec.kind {
         AlertKindSpec::Pattern => {
-            not_for("count", spec.count.is_some(), "pattern", " (it fires on one match; use kind: rate to count)")?;
+            not_for(
+                "count",
+                spec.count.is_some(),
+                "pattern",
+                " (it fires on one match; use kind: rate to count)",
+            )?;
             not_for("absent_for", spec.absent_for.is_some(), "pattern", "")?;
             Ok(AlertKind::Rate {
                 count: 1,
@@ -306,22 +319,40 @@ fn compile_kind(
             let count = match spec.count {
                 Some(count) if (1..=MAX_COUNT).contains(&count) => count,
                 Some(count) => {
-                    return Err(invalid("count", format!("{count} is out of range: 1 to {MAX_COUNT}")))
+                    return Err(invalid(
+                        "count",
+                        format!("{count} is out of range: 1 to {MAX_COUNT}"),
+                    ))
                 }
                 None => return Err(invalid("count", "is required for a rate alert".into())),
             };
             let Some(window) = window else {
-                return Err(invalid("window", "is required for a rate alert (e.g. 1m)".into()));
+                return Err(invalid(
+                    "window",
+                    "is required for a rate alert (e.g. 1m)".into(),
+                ));
             };
-            Ok(AlertKind::Rate { count, window, hold })
+            Ok(AlertKind::Rate {
+                count,
+                window,
+                hold,
+            })
         }
         AlertKindSpec::Absence => {
             not_for("count", spec.count.is_some(), "absence", "")?;
-            not_for("window", spec.window.is_some(), "absence", " (use absent_for)")?;
+            not_for(
+                "window",
+                spec.window.is_some(),
+                "absence",
+                " (use absent_for)",
+            )?;
             not_for("for", spec.hold.is_some(), "absence", " (use absent_for)")?;
             match at_least_a_second("absent_for", spec.absent_for)? {
                 Some(after) => Ok(AlertKind::Absence { after }),
-                None => Err(invalid("absent_for", "is required for an absence alert (e.g. 2m)".into())),
+                None => Err(invalid(
+                    "absent_for",
+                    "is required for an absence alert (e.g. 2m)".into(),
+                )),
             }
         }
     }
@@ -341,7 +372,9 @@ fn check_label_name(name: &str) -> Result<(), String> {
         ));
     }
     if RESERVED_LABELS.contains(&name) {
-        return Err(format!("{name:?} is set by the forwarder; use the rule's name or `severity`"));
+        return Err(format!(
+            "{name:?} is set by the forwarder; use the rule's name or `severity`"
+        ));
     }
     Ok(())
 }
@@ -404,7 +437,11 @@ impl Template {
                     }
                     pieces.push(Piece::Field(name.trim().to_owned()));
                 }
-                '}' => return Err(format!("{text:?}: a `}}` without its `{{` (write }}}} for a brace)")),
+                '}' => {
+                    return Err(format!(
+                        "{text:?}: a `}}` without its `{{` (write }}}} for a brace)"
+                    ))
+                }
                 c => literal.push(c),
             }
         }
@@ -416,9 +453,9 @@ impl Template {
 
     /// Whether a place names a record field rather than one of the alert's own values.
     fn reads_fields(&self) -> bool {
-        self.0.iter().any(|piece| {
-            matches!(piece, Piece::Field(name) if !ALERT_VALUES.contains(&name.as_str()))
-        })
+        self.0.iter().any(
+            |piece| matches!(piece, Piece::Field(name) if !ALERT_VALUES.contains(&name.as_str())),
+        )
     }
 
     /// The text; a place neither in `values` nor in `record` shows as `-`.
@@ -460,13 +497,26 @@ mod tests {
         let alerts = rules.alerts();
         assert_eq!(
             alerts[0].kind(),
-            AlertKind::Rate { count: 5, window: Duration::from_secs(30), hold: Duration::ZERO }
+            AlertKind::Rate {
+                count: 5,
+                window: Duration::from_secs(30),
+                hold: Duration::ZERO
+            }
         );
         assert_eq!(
             alerts[1].kind(),
-            AlertKind::Rate { count: 1, window: DEFAULT_PATTERN_WINDOW, hold: Duration::ZERO }
+            AlertKind::Rate {
+                count: 1,
+                window: DEFAULT_PATTERN_WINDOW,
+                hold: Duration::ZERO
+            }
         );
-        assert_eq!(alerts[2].kind(), AlertKind::Absence { after: Duration::from_secs(120) });
+        assert_eq!(
+            alerts[2].kind(),
+            AlertKind::Absence {
+                after: Duration::from_secs(120)
+            }
+        );
         assert_eq!(alerts[2].literal_files(), ["worker.log"]);
         assert!(alerts[2].watches("/logs/app-1.log") && !alerts[2].watches("error.log"));
         assert!(alerts[1].watches("anything.log"));
@@ -499,11 +549,16 @@ mod tests {
 
     #[test]
     fn templates_fill_values_then_fields_and_keep_escaped_braces() {
-        let template = Template::parse("{count} in {window} from {source_file} {{x}} {missing} {status}").unwrap();
+        let template =
+            Template::parse("{count} in {window} from {source_file} {{x}} {missing} {status}")
+                .unwrap();
         let values = BTreeMap::from([("count", "5".to_owned()), ("window", "30s".to_owned())]);
         let record: Map<String, Value> =
             serde_json::from_str(r#"{"source_file":"error.log","status":500}"#).unwrap();
-        assert_eq!(template.render(&values, &record), "5 in 30s from error.log {x} - 500");
+        assert_eq!(
+            template.render(&values, &record),
+            "5 in 30s from error.log {x} - 500"
+        );
         assert!(Template::parse("a } b").is_err());
         assert!(Template::parse("a {} b").is_err());
     }

@@ -608,6 +608,14 @@ impl Endpoint {
         &self.shown_url
     }
 
+    /// The endpoint with `cancel` ending its requests, for a sink with several endpoints and
+    /// one token.
+    #[must_use]
+    pub fn with_cancel(mut self, cancel: Cancel) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
     /// The token that ends this endpoint's requests at once.
     pub fn cancel_handle(&self) -> Cancel {
         self.cancel.clone()

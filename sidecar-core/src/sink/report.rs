@@ -170,6 +170,9 @@ impl ReportSink {
             out.push('\n');
         }
         let _ = writeln!(out, "{}", self.footprint.line());
+        for line in crate::alerts::report_lines() {
+            let _ = writeln!(out, "{line}");
+        }
         let dead: Vec<String> = super::dead_letter::totals()
             .into_iter()
             .filter(|(_, n)| *n > 0)
