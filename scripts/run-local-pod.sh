@@ -12,6 +12,8 @@
 #   BIN_DIR          take the binaries from here and build nothing (default: build with
 #                    `cargo build --release` and use the release directory of cargo's target
 #                    directory, CARGO_TARGET_DIR included)
+#   ERROR_BURST_EVERY  seconds between the traffic generator's error bursts, which fire the
+#                    WebApiErrorBurst alert in the report (default 90; 0: none)
 #   STOP_TIMEOUT     seconds each process gets to drain after SIGTERM before SIGKILL (default 60)
 # Ports, all on 127.0.0.1 (each must be free; the script stops before starting anything if not):
 #   WEB_API_PORT     the demo web API, which the traffic generator calls (default 8080)
@@ -90,6 +92,10 @@ report:
   sidecars:
     collector: http://127.0.0.1:$collector_port/metrics
     processor: http://127.0.0.1:$processor_port/metrics
+# The default rules' alerts, shown in the report; the traffic generator's error burst fires
+# WebApiErrorBurst and it resolves a minute after the burst.
+alerts:
+  rules_file: $pod/config/rules.yaml
 sinks:
   - type: file
     name: archive
@@ -227,7 +233,7 @@ wait_ready "$started" web-api "$web_port" WEB_API_PORT "http://127.0.0.1:$web_po
 start_app database-client "$bin/database-client" --log-dir "$pod/logs"
 start_app background-worker "$bin/background-worker" --log-dir "$pod/logs"
 start_app traffic-generator "$bin/traffic-generator" --target "http://127.0.0.1:$web_port" \
-  --requests-per-sec 5
+  --requests-per-sec 5 --error-burst-every-secs "${ERROR_BURST_EVERY:-90}" --error-burst-secs 20
 # These apps have nothing to ask; one that cannot start (a bad flag, an unwritable log
 # directory) exits within moments, and a later death is caught by the loop at the end.
 sleep 0.5

@@ -87,6 +87,10 @@ struct Cli {
     /// files, and on the same lines in one file, side by side.
     #[arg(long)]
     files: Option<usize>,
+    /// The forwarder also evaluates the `alerts:` of --rules (no target: the report and
+    /// /alerts only), as a pod with alerts on does.
+    #[arg(long)]
+    alerts: bool,
 }
 
 /// The three binaries and the rules they run with.
@@ -95,6 +99,7 @@ struct Setup {
     processor: PathBuf,
     forwarder: PathBuf,
     rules: PathBuf,
+    alerts: bool,
     fsync: bool,
     timeout: Duration,
     progress: bool,
@@ -310,6 +315,7 @@ fn find_binaries(cli: &Cli) -> anyhow::Result<Setup> {
         processor: find("processor")?,
         forwarder: find("forwarder")?,
         rules,
+        alerts: cli.alerts,
         fsync: cli.fsync,
         timeout: Duration::from_secs(cli.timeout_secs),
         progress: cli.progress,
@@ -354,18 +360,28 @@ fn processor_args(setup: &Setup, dirs: &RunDirs, max_unconsumed: Option<&str>) -
 
 /// Writes the forwarder's config (the report once an hour, so it stays out of the numbers, and a
 /// per-source file sink into `dirs.out`) and returns its flags.
-fn forwarder_args(dirs: &RunDirs) -> anyhow::Result<Vec<String>> {
-    forwarder_args_with(dirs, "")
+fn forwarder_args(setup: &Setup, dirs: &RunDirs) -> anyhow::Result<Vec<String>> {
+    forwarder_args_with(setup, dirs, "")
 }
 
 /// [`forwarder_args`] with more settings of the file sink (YAML lines indented by 4).
-fn forwarder_args_with(dirs: &RunDirs, sink_settings: &str) -> anyhow::Result<Vec<String>> {
+fn forwarder_args_with(
+    setup: &Setup,
+    dirs: &RunDirs,
+    sink_settings: &str,
+) -> anyhow::Result<Vec<String>> {
     let config = dirs.root.join("forwarder.yaml");
     // A JSON string is a valid YAML double-quoted scalar, so any path is quoted correctly.
     let out = serde_json::to_string(&dirs.out.display().to_string())?;
+    let alerts = if setup.alerts {
+        let rules = serde_json::to_string(&setup.rules.display().to_string())?;
+        format!("alerts:\n  rules_file: {rules}\n")
+    } else {
+        String::new()
+    };
     fs::write(
         &config,
-        format!("report:\n  interval: 1h\nsinks:\n  - type: file\n    directory: {out}\n    per_source: true\n{sink_settings}"),
+        format!("report:\n  interval: 1h\n{alerts}sinks:\n  - type: file\n    directory: {out}\n    per_source: true\n{sink_settings}"),
     )?;
     Ok(vec![
         "--config".into(),
@@ -477,7 +493,7 @@ fn run_forwarder(setup: &Setup, dirs: &RunDirs) -> anyhow::Result<Row> {
     let commit = observe::commit(&dirs.processed).context("the processed journal has no commit")?;
     let in_bytes = observe::journal_bytes(&dirs.processed)?;
     print_size("processed journal", in_bytes, commit.records);
-    let args = forwarder_args(dirs)?;
+    let args = forwarder_args(setup, dirs)?;
     let (wall, usage, others_cores) =
         measure_one(setup, "forwarder", &setup.forwarder, &args, dirs, || {
             Ok(observe::cursor(&dirs.processed, "forwarder") == Some(commit.end))
@@ -531,7 +547,7 @@ fn spawn_three(
 /// consumed the processor's last record.
 fn run_pipeline(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow::Result<Vec<Row>> {
     let n = generated.total_lines();
-    let forwarder_args = forwarder_args(dirs)?;
+    let forwarder_args = forwarder_args(setup, dirs)?;
     let load = LoadMeter::start();
     let started = Instant::now();
     let mut procs = spawn_three(
@@ -603,7 +619,7 @@ fn run_idle(
     label: &str,
     pod_api: Option<&str>,
 ) -> anyhow::Result<()> {
-    let forwarder_args = forwarder_args(dirs)?;
+    let forwarder_args = forwarder_args(setup, dirs)?;
     let mut processor_args = processor_args(setup, dirs, None);
     if let Some(url) = pod_api {
         processor_args.extend([

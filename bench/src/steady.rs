@@ -43,6 +43,7 @@ pub fn run(setup: &Setup, dirs: &RunDirs, rate: u64, duration: Duration) -> anyh
     );
     fs::create_dir_all(&dirs.logs)?;
     let forwarder_args = crate::forwarder_args_with(
+        setup,
         dirs,
         // No roll during the run, so the reader follows one plain file per source.
         "    max_file_bytes: 16GiB\n    compress_closed: false\n",

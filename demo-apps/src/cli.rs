@@ -98,6 +98,20 @@ pub struct TrafficArgs {
     /// Stop after this many seconds.
     #[arg(long, env = "DEMO_DURATION_SECS")]
     pub duration_secs: Option<u64>,
+
+    /// Every this many seconds, a burst of bad requests (invalid JSON bodies) makes the web
+    /// API log a run of errors, which sets off the default rules' `WebApiErrorBurst` alert;
+    /// 0 turns bursts off.
+    #[arg(long, env = "DEMO_ERROR_BURST_EVERY_SECS", default_value_t = 300)]
+    pub error_burst_every_secs: u64,
+
+    /// How long each burst lasts, in seconds (less than the period).
+    #[arg(long, env = "DEMO_ERROR_BURST_SECS", default_value_t = 20)]
+    pub error_burst_secs: u64,
+
+    /// Bad requests per second during a burst, on top of the usual mix.
+    #[arg(long, env = "DEMO_ERROR_BURST_PER_SEC", default_value_t = 10.0)]
+    pub error_burst_per_sec: f64,
 }
 
 /// A small fast generator: from `seed` when given, else from the OS.

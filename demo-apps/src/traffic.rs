@@ -170,6 +170,65 @@ pub fn plan_request(rng: &mut impl Rng) -> PlannedRequest {
     }
 }
 
+/// The error bursts: `length` out of every `every` (the first one `every` after the start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BurstSchedule {
+    every: Duration,
+    length: Duration,
+}
+
+impl BurstSchedule {
+    /// The schedule from the flags; `None` when bursts are off.
+    ///
+    /// # Errors
+    /// When a burst would not end before the next begins, or the burst rate is not positive.
+    pub fn from_args(args: &TrafficArgs) -> anyhow::Result<Option<Self>> {
+        if args.error_burst_every_secs == 0 {
+            return Ok(None);
+        }
+        if args.error_burst_secs == 0 || args.error_burst_secs >= args.error_burst_every_secs {
+            anyhow::bail!(
+                "--error-burst-secs {} must be at least 1 and less than --error-burst-every-secs {}",
+                args.error_burst_secs,
+                args.error_burst_every_secs
+            );
+        }
+        if !(args.error_burst_per_sec.is_finite()
+            && args.error_burst_per_sec >= MIN_REQUESTS_PER_SEC)
+        {
+            anyhow::bail!(
+                "--error-burst-per-sec {} must be at least {MIN_REQUESTS_PER_SEC}",
+                args.error_burst_per_sec
+            );
+        }
+        Ok(Some(Self {
+            every: Duration::from_secs(args.error_burst_every_secs),
+            length: Duration::from_secs(args.error_burst_secs),
+        }))
+    }
+
+    /// Whether a burst runs `elapsed` after the start.
+    pub fn bursting(&self, elapsed: Duration) -> bool {
+        elapsed >= self.every
+            && Duration::from_nanos((elapsed.as_nanos() % self.every.as_nanos()) as u64)
+                < self.length
+    }
+}
+
+/// A request of an error burst: a user whose JSON body is cut short, which the web API
+/// rejects and logs at ERROR.
+pub fn plan_burst_request(rng: &mut impl Rng) -> PlannedRequest {
+    let first = FIRST_NAMES[rng.random_range(0..FIRST_NAMES.len())];
+    PlannedRequest {
+        route: Route::CreateUser,
+        method: "POST",
+        path: "/users".to_owned(),
+        query: String::new(),
+        body: Some(format!(r#"{{"name":"{first}","email":"#)),
+        user_agent: USER_AGENTS[rng.random_range(0..USER_AGENTS.len())],
+    }
+}
+
 /// What the traffic generator saw: responses by status code, and requests that got none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -227,6 +286,7 @@ pub async fn run(
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()?;
+    let bursts = BurstSchedule::from_args(&args)?;
     let mut rng = seeded_rng(args.seed);
     let deadline = sleep(
         args.duration_secs
@@ -247,6 +307,12 @@ pub async fn run(
         // At a low --requests-per-sec the request ticks alone would leave the heartbeat stale.
         let mut beats = interval(BEAT_PERIOD);
         beats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut burst_ticks = interval(Duration::from_secs_f64(
+            1.0 / args.error_burst_per_sec.max(MIN_REQUESTS_PER_SEC),
+        ));
+        burst_ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let sending = Instant::now();
+        let mut was_bursting = false;
         let mut in_flight = JoinSet::new();
         loop {
             heartbeat.beat();
@@ -256,6 +322,17 @@ pub async fn run(
                 _ = ticks.tick() => {
                     let request = plan_request(&mut rng);
                     in_flight.spawn(send(client.clone(), args.target.clone(), request));
+                }
+                _ = burst_ticks.tick(), if bursts.is_some() => {
+                    let bursting = bursts.is_some_and(|b| b.bursting(sending.elapsed()));
+                    if bursting != was_bursting {
+                        tracing::info!(bursting, "Error burst {}.", if bursting { "started" } else { "ended" });
+                        was_bursting = bursting;
+                    }
+                    if bursting {
+                        let request = plan_burst_request(&mut rng);
+                        in_flight.spawn(send(client.clone(), args.target.clone(), request));
+                    }
                 }
                 Some(done) = in_flight.join_next() => {
                     summary.count(done.expect("request tasks do not panic"));
@@ -351,6 +428,20 @@ mod tests {
             .iter()
             .any(|r| r.route == Route::ListUsers && r.query.is_empty()));
         assert!(requests.iter().any(|r| r.query.starts_with("page=")));
+    }
+
+    #[test]
+    fn bursts_come_every_period_after_the_first_and_last_their_length() {
+        let schedule = BurstSchedule {
+            every: Duration::from_secs(60),
+            length: Duration::from_secs(20),
+        };
+        let at = |s: u64| schedule.bursting(Duration::from_secs(s));
+        assert!(!at(0) && !at(59) && at(60) && at(79) && !at(80) && at(120) && !at(140));
+        let body = plan_burst_request(&mut SmallRng::seed_from_u64(3))
+            .body
+            .unwrap();
+        assert!(serde_json::from_str::<serde_json::Value>(&body).is_err());
     }
 
     #[test]

@@ -43,10 +43,30 @@ fn the_forwarder_configmap_is_a_valid_forwarder_config() {
     let configmap = repo("manifests/11-configmap-forwarder.yaml");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("forwarder.yaml");
-    std::fs::write(&path, block_scalar(&configmap, "forwarder.yaml")).unwrap();
+    // The rules file is the processor's ConfigMap, mounted at /etc/log-processor in the pod;
+    // here, the same text from the repository.
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../processor/rules/default.yaml");
+    let text = block_scalar(&configmap, "forwarder.yaml");
+    assert!(
+        text.contains("rules_file: /etc/log-processor/rules.yaml"),
+        "{text}"
+    );
+    let text = text.replace(
+        "/etc/log-processor/rules.yaml",
+        &rules.display().to_string(),
+    );
+    std::fs::write(&path, text).unwrap();
     let config = sidecar_core::sink::ForwarderFile::load(&path).unwrap();
     assert_eq!(config.sinks.len(), 1);
     assert_eq!(config.report.interval.0, std::time::Duration::from_secs(60));
+    assert!(config.alerts.is_some());
+    let deployment = repo("manifests/20-deployment.yaml");
+    let forwarder = &deployment[deployment.find("- name: log-forwarder").unwrap()..];
+    let forwarder = &forwarder[..forwarder.find("- name: log-processor").unwrap()];
+    assert!(
+        forwarder.contains("- name: processor-rules\n              mountPath: /etc/log-processor"),
+        "the forwarder must mount the rules ConfigMap where alerts.rules_file points"
+    );
 }
 
 /// The processor gets its pod metadata from the Downward API and the API server (issue #5):

@@ -150,7 +150,7 @@ impl Evaluator {
                 let groups = state.rules.entry(rule.name().to_owned()).or_default();
                 for source in rule.literal_files() {
                     groups.entry(source.clone()).or_insert_with(|| Group {
-                        labels: source_labels(rule, source),
+                        labels: source_labels(source),
                         last_seen_ms: state.started_ms,
                         ..Group::default()
                     });
@@ -333,7 +333,7 @@ impl Evaluator {
     ) {
         let labels = group_labels(rule, fields);
         let key = group_key(&labels);
-        let groups = state.rules.entry(rule.name().to_owned()).or_default();
+        let groups = groups_of(state, rule);
         if !groups.contains_key(&key) && groups.len() >= MAX_GROUPS_PER_RULE {
             count_refused_group(rule.name());
             return;
@@ -367,15 +367,21 @@ impl Evaluator {
 
     /// A record of `source` at `at` for an absence rule.
     fn seen(&self, state: &mut AlertState, rule: &AlertRule, source: &str, at: i64) {
-        let groups = state.rules.entry(rule.name().to_owned()).or_default();
-        if !groups.contains_key(source) && groups.len() >= MAX_GROUPS_PER_RULE {
-            count_refused_group(rule.name());
-            return;
+        let groups = groups_of(state, rule);
+        // Looked up before inserting: every record of a watched source passes here, and the
+        // common case (a known source) must not allocate.
+        if !groups.contains_key(source) {
+            if groups.len() >= MAX_GROUPS_PER_RULE {
+                count_refused_group(rule.name());
+                return;
+            }
+            let group = Group {
+                labels: source_labels(source),
+                ..Group::default()
+            };
+            groups.insert(source.to_owned(), group);
         }
-        let group = groups.entry(source.to_owned()).or_insert_with(|| Group {
-            labels: source_labels(rule, source),
-            ..Group::default()
-        });
+        let group = groups.get_mut(source).expect("the group was just made");
         group.last_seen_ms = group.last_seen_ms.max(at);
         if let Some(firing) = group.firing.take() {
             let resolution = resolved(rule, group, firing, at.max(firing.starts_ms));
@@ -493,8 +499,18 @@ fn group_labels(rule: &AlertRule, fields: &Map<String, Value>) -> BTreeMap<Strin
         .collect()
 }
 
-fn source_labels(rule: &AlertRule, source: &str) -> BTreeMap<String, String> {
-    let _ = rule;
+/// The groups of `rule`, made on its first match.
+fn groups_of<'s>(state: &'s mut AlertState, rule: &AlertRule) -> &'s mut BTreeMap<String, Group> {
+    if !state.rules.contains_key(rule.name()) {
+        state.rules.insert(rule.name().to_owned(), BTreeMap::new());
+    }
+    state
+        .rules
+        .get_mut(rule.name())
+        .expect("the rule's groups were just made")
+}
+
+fn source_labels(source: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("source_file".to_owned(), source.to_owned())])
 }
 
