@@ -43,17 +43,24 @@ pub struct OutRecord<'a> {
 }
 
 /// The fields every sink needs, decoded without copying (the rest of the record is skipped).
+/// `BorrowCow`: serde alone copies a `Cow` inside an `Option`; this borrows it from the line
+/// unless the string has escapes, so a record costs no allocation here.
+#[serde_with::serde_as]
 #[derive(Debug, Default, Deserialize)]
 struct RecordMeta<'a> {
+    #[serde_as(as = "Option<serde_with::BorrowCow>")]
     #[serde(borrow, default)]
     source_file: Option<Cow<'a, str>>,
+    #[serde_as(as = "Option<serde_with::BorrowCow>")]
     #[serde(borrow, default)]
     log_level: Option<Cow<'a, str>>,
     #[serde(default)]
     processing_error: Option<IgnoredAny>,
+    #[serde_as(as = "Option<serde_with::BorrowCow>")]
     #[serde(borrow, default)]
     collected_at: Option<Cow<'a, str>>,
     /// Absent from most records, so no allocation for them.
+    #[serde_as(as = "Option<Vec<serde_with::BorrowCow>>")]
     #[serde(borrow, default)]
     matched_alerts: Option<Vec<Cow<'a, str>>>,
 }

@@ -68,13 +68,29 @@ impl Drop for Alertmanager {
     }
 }
 
-/// Adds `alerts` to the pod's rules file and points the forwarder's alerts at `am`.
+/// The pod's rules file with `alerts` in place of the default rules' alerts.
+fn replace_alerts(pod: &Pod, alerts: &str) {
+    let rules = pod.path("rules.yaml");
+    let text = fs::read_to_string(&rules).unwrap();
+    let start = text
+        .find("\nalerts:\n")
+        .expect("the default rules have alerts")
+        + 1;
+    let body = start + "alerts:\n".len();
+    // The list ends at the next top-level key.
+    let end = text[body..]
+        .match_indices('\n')
+        .map(|(i, _)| body + i + 1)
+        .find(|&line| text[line..].starts_with(|c: char| c.is_ascii_alphabetic()))
+        .unwrap_or(text.len());
+    let replaced = format!("{}alerts:\n{alerts}{}", &text[..start], &text[end..]);
+    fs::write(&rules, replaced).unwrap();
+}
+
+/// Puts `alerts` in the pod's rules file and points the forwarder's alerts at `am`.
 fn configure(pod: &Pod, am: &Alertmanager, alerts: &str) {
     let rules = pod.path("rules.yaml");
-    let mut text = fs::read_to_string(&rules).unwrap();
-    text.push_str("\nalerts:\n");
-    text.push_str(alerts);
-    fs::write(&rules, text).unwrap();
+    replace_alerts(pod, alerts);
     let mut forwarder = fs::read_to_string(pod.path("forwarder.yaml")).unwrap();
     forwarder.push_str(&format!(
         "alerts:\n  rules_file: {}\n  resend_interval: 2s\n  generator_url: http://log-forwarder.test/alerts\n  alertmanager:\n    url: http://127.0.0.1:{}\n",
@@ -248,9 +264,7 @@ fn a_quiet_source_fires_an_absence_alert_that_resolves_when_it_writes_again() {
 fn a_mistake_in_an_alert_rule_stops_the_forwarder_naming_the_file_and_field() {
     let pod = Pod::new();
     let rules = pod.path("rules.yaml");
-    let mut text = fs::read_to_string(&rules).unwrap();
-    text.push_str("\nalerts:\n  - {name: Broken, kind: rate, window: 1m}\n");
-    fs::write(&rules, text).unwrap();
+    replace_alerts(&pod, "  - {name: Broken, kind: rate, window: 1m}\n");
     fs::write(
         pod.path("forwarder.yaml"),
         format!("alerts:\n  rules_file: {}\n", rules.display()),

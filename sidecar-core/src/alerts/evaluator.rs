@@ -52,9 +52,9 @@ pub struct Outgoing {
 struct Group {
     /// The group's labels (its `group_by` values, or `source_file`).
     labels: BTreeMap<String, String>,
-    /// Rate: times of the latest `count` matches, oldest first.
+    /// Rate: the matches within the window.
     #[serde(default)]
-    recent: VecDeque<i64>,
+    recent: Window,
     /// Absence: time of the latest record.
     #[serde(default)]
     last_seen_ms: i64,
@@ -160,17 +160,6 @@ impl Evaluator {
         state
     }
 
-    /// Whether any record of `batch` concerns an alert (so evaluating it can change state).
-    pub fn concerns(&mut self, batch: &[OutRecord<'_>]) -> bool {
-        batch.iter().any(|record| {
-            let watching = self.watching(record.source_file());
-            watching.iter().any(|&i| {
-                let rule = &self.rules.alerts()[i];
-                !rule.has_condition() || record.matched_alert(rule.name())
-            })
-        })
-    }
-
     /// Counts the records of `batch` into `state`; alerts that begin firing or resolve go to
     /// the outbox.
     pub fn observe(&mut self, state: &mut AlertState, batch: &[OutRecord<'_>]) {
@@ -234,7 +223,7 @@ impl Evaluator {
                         } else {
                             group.pending_since_ms = None;
                             if let Some(firing) = group.firing.take() {
-                                let ended = group.recent.front().map_or(now_ms, |t| t + window);
+                                let ended = group.recent.stops_holding_at(count, window);
                                 out.push(resolved(
                                     rule,
                                     group,
@@ -342,18 +331,14 @@ impl Evaluator {
             labels,
             ..Group::default()
         });
-        let position = group.recent.partition_point(|&t| t <= at);
-        group.recent.insert(position, at);
-        while group.recent.len() > count as usize {
-            group.recent.pop_front();
-        }
+        group.recent.add(at, window);
         if !holds(group, count, window, at) || group.firing.is_some() {
             return;
         }
         let since = *group.pending_since_ms.get_or_insert(at);
         if group.annotations.is_empty() || since == at {
             let mut values = alert_values(rule, group);
-            values.insert("count", group.recent.len().to_string());
+            values.insert("count", group.recent.count_at(at, window).to_string());
             group.annotations = rule.annotations(&values, fields);
         }
         if at - since >= hold {
@@ -414,9 +399,9 @@ fn record_fields(rule: &AlertRule, record: &OutRecord<'_>) -> Map<String, Value>
     }
 }
 
-/// Whether the latest `count` matches all lie within `window` before `now`.
+/// Whether `count` matches lie within `window` before `now`.
 fn holds(group: &Group, count: u32, window: i64, now: i64) -> bool {
-    group.recent.len() >= count as usize && group.recent.front().is_some_and(|&t| now - t <= window)
+    group.recent.count_at(now, window) >= u64::from(count)
 }
 
 /// Whether a rate group's latest match is still inside its window (it may hold again soon).
@@ -424,9 +409,71 @@ fn group_is_recent(rule: &AlertRule, group: &Group, now: i64) -> bool {
     match rule.kind() {
         AlertKind::Rate { window, .. } => group
             .recent
-            .back()
-            .is_some_and(|&t| now - t <= window.as_millis() as i64),
+            .latest_end()
+            .is_some_and(|end| end > now - window.as_millis() as i64),
         AlertKind::Absence { .. } => true,
+    }
+}
+
+/// Slots per window: a rate window counts matches per sixtieth of its length.
+const SLOTS_PER_WINDOW: i64 = 60;
+
+/// The matches of a rate group within its window, counted per slot of a sixtieth of the
+/// window: a group costs at most 61 slots however large its `count`, and the alert is
+/// decided at slot granularity (a match counts until its slot has wholly left the window).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Window {
+    /// `(slot number, matches)`, oldest first; slot `n` covers `[n * width, (n + 1) * width)`.
+    slots: VecDeque<(i64, u64)>,
+    /// The slot width in ms.
+    width: i64,
+}
+
+impl Window {
+    /// Counts a match at `at`; slots that left the window before the newest one are dropped.
+    fn add(&mut self, at: i64, window: i64) {
+        self.width = (window / SLOTS_PER_WINDOW).max(1);
+        let slot = at.div_euclid(self.width);
+        match self.slots.iter().rposition(|&(s, _)| s <= slot) {
+            Some(i) if self.slots[i].0 == slot => self.slots[i].1 += 1,
+            Some(i) => self.slots.insert(i + 1, (slot, 1)),
+            None => self.slots.push_front((slot, 1)),
+        }
+        let newest = self.slots.back().map_or(at, |&(s, _)| s * self.width);
+        while self
+            .slots
+            .front()
+            .is_some_and(|&(s, _)| (s + 1) * self.width <= newest - window)
+        {
+            self.slots.pop_front();
+        }
+    }
+
+    /// Matches whose slot still overlaps the window ending at `now`.
+    fn count_at(&self, now: i64, window: i64) -> u64 {
+        self.slots
+            .iter()
+            .filter(|&&(s, _)| (s + 1) * self.width > now - window)
+            .map(|&(_, n)| n)
+            .sum()
+    }
+
+    /// When the count falls below `count` as slots leave the window (the moment a firing
+    /// alert resolves).
+    fn stops_holding_at(&self, count: u32, window: i64) -> i64 {
+        let mut total: u64 = self.slots.iter().map(|&(_, n)| n).sum();
+        for &(slot, n) in &self.slots {
+            total -= n;
+            if total < u64::from(count) {
+                return (slot + 1) * self.width + window;
+            }
+        }
+        0
+    }
+
+    /// The end of the newest slot with a match.
+    fn latest_end(&self) -> Option<i64> {
+        self.slots.back().map(|&(s, _)| (s + 1) * self.width)
     }
 }
 
@@ -465,7 +512,7 @@ fn notification(
 }
 
 /// The values an annotation can use besides the record's fields.
-fn alert_values<'a>(rule: &'a AlertRule, group: &Group) -> BTreeMap<&'static str, String> {
+fn alert_values(rule: &AlertRule, group: &Group) -> BTreeMap<&'static str, String> {
     let mut values = BTreeMap::from([("rule", rule.name().to_owned())]);
     match rule.kind() {
         AlertKind::Rate { count, window, .. } => {
@@ -645,7 +692,7 @@ alerts:
                 "Errors{source_file=\"error.log\"}".to_owned(),
                 "resolved",
                 T0 + 22_000,
-                Some(T0 + 30_000)
+                Some(T0 + 30_090) /* 10 s after the oldest of the three, to the end of its slot (1/60 of the window) */
             )]
         );
     }
@@ -706,6 +753,26 @@ alerts:
                 Some(T0 + 96_000)
             )]
         );
+    }
+
+    #[test]
+    fn a_window_keeps_at_most_a_slot_per_sixtieth_whatever_the_count() {
+        let mut window = Window::default();
+        let minute = 60_000;
+        for i in 0..100_000 {
+            window.add(T0 + i * 7, minute);
+        }
+        assert!(window.slots.len() <= 61, "{}", window.slots.len());
+        let now = T0 + 99_999 * 7;
+        let in_window = window.count_at(now, minute);
+        // Exact up to one slot (1 s here) at the old end.
+        assert!(
+            (minute / 7..=minute / 7 + 1000 / 7 + 1).contains(&(in_window as i64)),
+            "{in_window}"
+        );
+        // An old match arriving late lands in its own slot, in order.
+        window.add(now - 30_000, minute);
+        assert_eq!(window.count_at(now, minute), in_window + 1);
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! fires and resolves to Alertmanager's v2 API and/or a webhook.
 //!
 //! Easy to get wrong: a batch offered again after a failed delivery must not be counted
-//! twice. `send` evaluates the batch into a copy of the state and keeps the copy only once
-//! every target took the notifications it produced; a failure leaves the state as it was, and
-//! the retry evaluates the same batch from the same state. Notifications made by the clock
-//! (`tick`) wait in the state's outbox until delivered, and are committed with it.
+//! twice. `send` evaluates a batch once, remembers which batch that was, and on the offers
+//! that follow a failure only retries delivering the outbox; the forwarder commits nothing
+//! until `send` succeeds, so a restart evaluates the batch from the last committed state.
+//! Notifications made by the clock (`tick`) wait in the state's outbox until delivered, and
+//! are committed with it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -19,7 +20,8 @@ use tracing::{error, info, warn};
 
 use super::dead_letter::{DeadLetter, DeadLetterSpec};
 use super::network::{
-    AuthSpec, BatchSpec, Cancel, Endpoint, EndpointSpec, Reply, RetrySpec, TimeoutSpec, TlsSpec,
+    AuthSpec, BatchId, BatchSpec, Cancel, Endpoint, EndpointSpec, Reply, RetrySpec, TimeoutSpec,
+    TlsSpec,
 };
 use super::{OutRecord, Sink, SinkError};
 use crate::alerts::{self, AlertState, Evaluator, Notification};
@@ -193,6 +195,7 @@ impl AlertsSpec {
             },
             cancel,
             retry_at: None,
+            evaluated: None,
         };
         sink.publish(&[]);
         Ok(sink)
@@ -215,6 +218,8 @@ pub struct AlertSink {
     cancel: Cancel,
     /// After a failed delivery from `tick`: not before then.
     retry_at: Option<Instant>,
+    /// The batch already counted into `state` whose notifications are not all delivered.
+    evaluated: Option<BatchId>,
 }
 
 /// The targets and what delivering to them needs.
@@ -325,21 +330,25 @@ impl Sink for AlertSink {
     }
 
     fn send(&mut self, batch: &[OutRecord<'_>]) -> Result<(), SinkError> {
-        if !self.evaluator.concerns(batch) && self.state.outbox.is_empty() {
-            return Ok(());
+        let id = BatchId::of(batch);
+        if self.evaluated != Some(id) {
+            let before = self.evaluator.firing(&self.state);
+            let known = self.state.outbox.len();
+            self.evaluator.observe(&mut self.state, batch);
+            if self.state.outbox.len() > known {
+                let changes: Vec<Notification> = self.state.outbox[known..]
+                    .iter()
+                    .map(|o| o.notification.clone())
+                    .collect();
+                Self::log_changes(&before, &changes);
+                self.publish(&changes);
+            }
+            self.evaluated = Some(id);
         }
-        let mut next = self.state.clone();
-        let before = self.evaluator.firing(&next);
-        let known = next.outbox.len();
-        self.evaluator.observe(&mut next, batch);
-        let changes: Vec<Notification> = next.outbox[known..]
-            .iter()
-            .map(|o| o.notification.clone())
-            .collect();
-        self.delivery.deliver(&mut next)?;
-        self.state = next;
-        Self::log_changes(&before, &changes);
-        self.publish(&changes);
+        if !self.state.outbox.is_empty() {
+            self.delivery.deliver(&mut self.state)?;
+        }
+        self.evaluated = None;
         Ok(())
     }
 

@@ -974,14 +974,14 @@ struct Owed {
 
 /// Identifies a batch well enough to know that the forwarder offers the same one again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct BatchId {
+pub(super) struct BatchId {
     len: usize,
     first: u64,
     last: u64,
 }
 
 impl BatchId {
-    fn of(batch: &[OutRecord<'_>]) -> Self {
+    pub(super) fn of(batch: &[OutRecord<'_>]) -> Self {
         let hash = |r: Option<&OutRecord<'_>>| r.map_or(0, |r| xxhash_rust::xxh3::xxh3_64(r.raw));
         Self {
             len: batch.len(),
