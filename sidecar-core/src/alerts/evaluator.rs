@@ -96,6 +96,8 @@ pub struct Evaluator {
     targets: BTreeSet<String>,
     /// Source name → indexes of the alerts watching it.
     watching: HashMap<Box<str>, Arc<[usize]>>,
+    /// The last source looked up, and its answer.
+    last_watched: Option<(String, Arc<[usize]>)>,
     /// The last `collected_at` text parsed, and its value.
     last_time: (String, i64),
 }
@@ -107,6 +109,7 @@ impl Evaluator {
             rules,
             targets,
             watching: HashMap::new(),
+            last_watched: None,
             last_time: (String::new(), 0),
         }
     }
@@ -164,6 +167,8 @@ impl Evaluator {
     /// the outbox.
     pub fn observe(&mut self, state: &mut AlertState, batch: &[OutRecord<'_>]) {
         let rules = Arc::clone(&self.rules);
+        // Absence alerts need only the first and last record of each source in the batch.
+        let mut sightings: Vec<(usize, &str, i64, i64)> = Vec::new();
         for record in batch {
             let watching = self.watching(record.source_file());
             if watching.is_empty() {
@@ -186,9 +191,21 @@ impl Evaluator {
                         let timing = (count, window.as_millis() as i64, hold.as_millis() as i64);
                         self.count_match(state, rule, fields, at, timing);
                     }
-                    AlertKind::Absence { .. } => self.seen(state, rule, record.source_file(), at),
+                    AlertKind::Absence { .. } => {
+                        let source = record.source_file();
+                        match sightings
+                            .iter_mut()
+                            .find(|(i, s, _, _)| *i == index && *s == source)
+                        {
+                            Some(seen) => seen.3 = seen.3.max(at),
+                            None => sightings.push((index, source, at, at)),
+                        }
+                    }
                 }
             }
+        }
+        for (index, source, first, last) in sightings {
+            self.seen(state, &rules.alerts()[index], source, first, last);
         }
     }
 
@@ -282,6 +299,23 @@ impl Evaluator {
 
     /// Rules watching `source`, remembered per name.
     fn watching(&mut self, source: &str) -> Arc<[usize]> {
+        // Records come in runs from one source: the last answer usually serves.
+        if let Some((name, found)) = &self.last_watched {
+            if name == source {
+                return Arc::clone(found);
+            }
+        }
+        let found = self.watching_uncached(source);
+        let (name, last) = self
+            .last_watched
+            .get_or_insert_with(|| (String::new(), Arc::clone(&found)));
+        name.clear();
+        name.push_str(source);
+        *last = Arc::clone(&found);
+        found
+    }
+
+    fn watching_uncached(&mut self, source: &str) -> Arc<[usize]> {
         if let Some(found) = self.watching.get(source) {
             return Arc::clone(found);
         }
@@ -350,8 +384,8 @@ impl Evaluator {
         }
     }
 
-    /// A record of `source` at `at` for an absence rule.
-    fn seen(&self, state: &mut AlertState, rule: &AlertRule, source: &str, at: i64) {
+    /// Records of `source` from `first` to `last` for an absence rule: the first resolves it.
+    fn seen(&self, state: &mut AlertState, rule: &AlertRule, source: &str, first: i64, last: i64) {
         let groups = groups_of(state, rule);
         // Looked up before inserting: every record of a watched source passes here, and the
         // common case (a known source) must not allocate.
@@ -367,9 +401,9 @@ impl Evaluator {
             groups.insert(source.to_owned(), group);
         }
         let group = groups.get_mut(source).expect("the group was just made");
-        group.last_seen_ms = group.last_seen_ms.max(at);
+        group.last_seen_ms = group.last_seen_ms.max(last);
         if let Some(firing) = group.firing.take() {
-            let resolution = resolved(rule, group, firing, at.max(firing.starts_ms));
+            let resolution = resolved(rule, group, firing, first.max(firing.starts_ms));
             self.send(state, resolution);
         }
     }
