@@ -1173,3 +1173,86 @@ fn https_with_a_private_ca_and_a_client_certificate() {
     let problems = exactly_once(&records.lock().unwrap(), &[("access", 50)]);
     assert!(problems.is_empty(), "{problems}");
 }
+
+/// The default rules' `WebApiErrorBurst` (120 ERROR lines in error.log within a minute),
+/// delivered to a webhook at `url`.
+fn configure_alert_webhook(pod: &Pod, url: &str) {
+    configure(
+        pod,
+        &format!(
+            "alerts:\n  rules_file: {}\n  webhook:\n    url: {url}/hook\n    retry: {{initial_backoff: 100ms, max_backoff: 500ms}}\n",
+            pod.path("rules.yaml").display()
+        ),
+        "",
+        true,
+    );
+    let burst: String = (0..130)
+        .map(|i| format!("2026-11-22 10:31:02,481 - web-api - ERROR - Database connection timeout (request_id=r{i})\n"))
+        .collect();
+    e2e_tests::append(pod, "error.log", &burst);
+}
+
+#[test]
+fn an_alert_rides_out_a_webhook_outage_and_arrives_in_the_webhook_format() {
+    let mut pod = Pod::new();
+    let mut answered = 0;
+    let server = FakeServer::start(move |_| {
+        answered += 1;
+        Some(Response::status(if answered <= 2 { 503 } else { 200 }))
+    });
+    configure_alert_webhook(&pod, &server.url());
+    let _stages = pod.start_all();
+    server.wait_for("the alert after the outage", || {
+        !server.accepted().is_empty()
+    });
+    let requests = server.requests();
+    assert!(requests.len() >= 3, "two 503s, then the same alert again");
+    // The retry sends the same alert (only `endsAt`, a resend horizon from now, moves).
+    let alerts = |r: &Request| -> Vec<(Value, Value)> {
+        let hook: Value = serde_json::from_slice(&r.body).unwrap();
+        let list = hook["alerts"].as_array().unwrap().clone();
+        list.into_iter()
+            .map(|a| (a["labels"].clone(), a["startsAt"].clone()))
+            .collect()
+    };
+    assert_eq!(alerts(&requests[0]), alerts(&requests[2]));
+    let hook: Value = serde_json::from_slice(&server.accepted()[0].body).unwrap();
+    assert_eq!(hook["status"], "firing");
+    assert_eq!(hook["sender"], "log-forwarder");
+    let alert = &hook["alerts"][0];
+    assert_eq!(alert["status"], "firing");
+    assert_eq!(alert["labels"]["alertname"], "WebApiErrorBurst");
+    assert_eq!(alert["labels"]["source_file"], "error.log");
+    assert_eq!(
+        alert["annotations"]["summary"],
+        "120 errors within 1m in error.log"
+    );
+    assert!(
+        alert["startsAt"].as_str().unwrap().ends_with('Z'),
+        "{alert}"
+    );
+    assert_eq!(requests[0].path, "/hook");
+    assert_eq!(requests[0].header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn an_alert_the_webhook_refuses_for_good_is_dead_lettered_and_records_go_on() {
+    let mut pod = Pod::new();
+    let server = FakeServer::start(|_| Some(Response::json(400, json!({"error": "bad alert"}))));
+    configure_alert_webhook(&pod, &server.url());
+    let _stages = pod.start_all();
+    // The alerts sink's dead-letter journal; each entry names the target that refused it.
+    server.wait_for("the dead-lettered alert", || {
+        !dead_letters(&pod, "alerts").is_empty()
+    });
+    let letter = &dead_letters(&pod, "alerts")[0];
+    assert_eq!(letter["sink"], "alerts-webhook");
+    assert_eq!(letter["status"], 400);
+    assert_eq!(letter["record"]["rule"], "WebApiErrorBurst");
+    assert!(
+        letter["reason"].as_str().unwrap().contains("bad alert"),
+        "{letter}"
+    );
+    // The records that fired it were committed and delivered all the same.
+    pod.wait_delivered(130, TIMEOUT);
+}

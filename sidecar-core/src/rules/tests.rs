@@ -143,6 +143,7 @@ fn error_log_timeout() {
             "error_type": "timeout",
             "log_category": "error",
             "log_level": "ERROR",
+            "matched_alerts": ["WebApiErrorBurst"],
         })
     );
 }
@@ -160,6 +161,7 @@ fn error_log_validation() {
             "error_type": "validation",
             "log_category": "error",
             "log_level": "ERROR",
+            "matched_alerts": ["WebApiErrorBurst"],
         })
     );
 }
@@ -177,6 +179,7 @@ fn error_log_conflict_409_is_unknown_error_type() {
             "error_type": "unknown",
             "log_category": "error",
             "log_level": "ERROR",
+            "matched_alerts": ["WebApiErrorBurst"],
         })
     );
 }
@@ -194,6 +197,7 @@ fn error_log_json_layout_keeps_a_payload_error_type() {
             "severity": "high",
             "log_category": "error",
             "log_level": "ERROR",
+            "matched_alerts": ["WebApiErrorBurst"],
         })
     );
 }
@@ -542,6 +546,7 @@ fn too_long_line_is_kept_whole_flagged_and_categorised() {
             "error_type": "unknown",
             "log_category": "error",
             "log_level": "ERROR",
+            "matched_alerts": ["WebApiErrorBurst"],
         })
     );
 }
