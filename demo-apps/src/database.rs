@@ -15,7 +15,9 @@ use std::fmt;
 use std::future::Future;
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
@@ -27,7 +29,7 @@ use tokio::time::{interval, interval_at, sleep, Instant, MissedTickBehavior};
 use crate::cli::CommonArgs;
 use crate::clock::{Every, SimClock};
 use crate::heartbeat::Heartbeat;
-use crate::logfile::{append, lock, Batch, LogFileError, LogFiles};
+use crate::logfile::{append, Batch, LogFileError, LogFiles};
 use crate::simulation::{self, pick_weighted, Simulation};
 
 /// Index of `database-queries.log` in [`FILE_NAMES`].
@@ -585,7 +587,7 @@ pub async fn run(
         }
         None => run_live(rng, &files, args.duration(), heartbeat, shutdown).await?,
     };
-    lock(&files).flush()?;
+    files.lock().flush()?;
     tracing::info!(lines, "Database client stopped; logs flushed.");
     Ok(())
 }
@@ -639,7 +641,7 @@ async fn run_live(
                 append(files, |batch| batch.push_json(PERFORMANCE_LOG, &pool_status(active, waiting)))?;
             }
             _ = flush.tick() => {
-                let mut files = lock(files);
+                let mut files = files.lock();
                 files.flush()?;
                 if files.is_exhausted() {
                     break;
@@ -652,7 +654,7 @@ async fn run_live(
     }
     // Queries still running end unlogged, as they would if the process were killed.
     queries.shutdown().await;
-    let written = lock(files).lines_written();
+    let written = files.lock().lines_written();
     Ok(written)
 }
 
@@ -671,7 +673,6 @@ async fn execute(
     let connection_id = pool
         .free
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .pop()
         .expect("a permit guarantees a free connection");
     query.connection_id = connection_id;
@@ -683,10 +684,7 @@ async fn execute(
         batch.push_json(QUERIES_LOG, &query.finished());
         batch.push_json(PERFORMANCE_LOG, &query.metrics());
     })?;
-    pool.free
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push(connection_id);
+    pool.free.lock().push(connection_id);
     drop(permit);
     Ok(())
 }

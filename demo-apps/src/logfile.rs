@@ -11,11 +11,11 @@
 //! newline, so the buffer only ever holds whole lines and any flush, explicit or because the
 //! buffer filled up, ends at a line boundary.
 
+use parking_lot::Mutex;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Local};
 use serde::Serialize;
@@ -397,13 +397,7 @@ pub fn append(
 ) -> Result<usize, LogFileError> {
     let mut batch = Batch::new();
     build(&mut batch);
-    lock(files).write(&batch)
-}
-
-/// Locks files shared between tasks. A panic while holding the lock leaves at worst some
-/// whole lines unflushed in the buffers, so a poisoned lock is still safe to use.
-pub fn lock(files: &Mutex<LogFiles>) -> MutexGuard<'_, LogFiles> {
-    files.lock().unwrap_or_else(PoisonError::into_inner)
+    files.lock().write(&batch)
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -20,7 +22,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::database::QuerySimulation;
 use crate::heartbeat::Heartbeat;
-use crate::logfile::{lock, Batch, LogFileError, LogFiles};
+use crate::logfile::{Batch, LogFileError, LogFiles};
 use crate::rate::Pacer;
 use crate::web::SyntheticTraffic;
 use crate::worker::JobSimulation;
@@ -118,7 +120,7 @@ pub fn run<S: Simulation, R: Rng>(
             sim.step(rng, &mut batch);
         }
         let (written, exhausted) = {
-            let mut files = lock(files);
+            let mut files = files.lock();
             let written = files.write(&batch)?;
             // Flush per batch: a batch is at most ~10 ms of lines, so readers see them promptly.
             files.flush()?;
@@ -235,7 +237,7 @@ pub fn write_lines(app: App, dir: &Path, seed: u64, n: u64) -> Result<(), LogFil
             &mut Heartbeat::disabled(),
         ),
     }?;
-    let flushed = lock(&files).flush();
+    let flushed = files.lock().flush();
     flushed
 }
 

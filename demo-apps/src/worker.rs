@@ -12,7 +12,9 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
@@ -24,7 +26,7 @@ use tokio::time::{interval, interval_at, sleep, Instant, MissedTickBehavior};
 use crate::cli::CommonArgs;
 use crate::clock::{Every, SimClock};
 use crate::heartbeat::Heartbeat;
-use crate::logfile::{append, lock, Batch, LogFileError, LogFiles};
+use crate::logfile::{append, Batch, LogFileError, LogFiles};
 use crate::simulation::{self, pick_weighted, Simulation};
 
 /// Index of `job-execution.log` in [`FILE_NAMES`].
@@ -669,7 +671,7 @@ pub async fn run(
         }
         None => run_live(rng, &files, args.duration(), heartbeat, shutdown).await?,
     };
-    lock(&files).flush()?;
+    files.lock().flush()?;
     tracing::info!(lines, "Background worker stopped; logs flushed.");
     Ok(())
 }
@@ -684,12 +686,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn queue(&self) -> std::sync::MutexGuard<'_, JobQueue> {
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    fn queue(&self) -> parking_lot::MutexGuard<'_, JobQueue> {
+        self.queue.lock()
     }
 
-    fn stats(&self) -> std::sync::MutexGuard<'_, Vec<WorkerStats>> {
-        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    fn stats(&self) -> parking_lot::MutexGuard<'_, Vec<WorkerStats>> {
+        self.stats.lock()
     }
 }
 
@@ -747,7 +749,7 @@ async fn run_live(
                 })?;
             }
             _ = flush.tick() => {
-                let mut files = lock(files);
+                let mut files = files.lock();
                 files.flush()?;
                 if files.is_exhausted() {
                     break;
@@ -760,7 +762,7 @@ async fn run_live(
     }
     // Jobs in progress end unlogged, as they would if the process were killed.
     workers.shutdown().await;
-    let written = lock(files).lines_written();
+    let written = files.lock().lines_written();
     Ok(written)
 }
 

@@ -81,9 +81,10 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use parking_lot::Mutex;
 use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Value};
 
@@ -554,9 +555,7 @@ impl RuleSet {
         source_file: &str,
         compute: fn(&Self, &str) -> MatchedRules,
     ) -> MatchedRules {
-        // A panic elsewhere while the lock was held cannot leave the map inconsistent (each
-        // operation on it is one call), so a poisoned lock is used as is.
-        let mut memo = memo.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut memo = memo.lock();
         if let Some(matched) = memo.get(source_file) {
             return matched.clone();
         }

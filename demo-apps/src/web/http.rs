@@ -3,10 +3,12 @@
 //!
 //! The one thing easy to get wrong: the request record must be written when the request
 //! arrives, not with the response, so a slow or hanging request still shows up in the log;
-//! and the `std::sync::Mutex`es here are never held across an `.await`.
+//! and the `parking_lot::Mutex`es here are never held across an `.await`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::body::{Bytes, HttpBody};
@@ -21,7 +23,7 @@ use rand::rngs::SmallRng;
 
 use super::api::{busy_work, Api, Reply};
 use super::{log_slow_request, RequestId, RequestInfo, ACCESS_LOG};
-use crate::logfile::{lock, Batch, LogFiles};
+use crate::logfile::{Batch, LogFiles};
 
 /// Response header carrying the request id, so clients can find their request in the logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -58,8 +60,8 @@ impl WebState {
         self.write(&batch);
     }
 
-    fn core(&self) -> std::sync::MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    fn core(&self) -> parking_lot::MutexGuard<'_, Core> {
+        self.core.lock()
     }
 
     /// Runs one route of the API and writes the lines it produced.
@@ -74,7 +76,7 @@ impl WebState {
     }
 
     fn write(&self, batch: &Batch) {
-        if let Err(error) = lock(&self.files).write(batch) {
+        if let Err(error) = self.files.lock().write(batch) {
             tracing::error!(error = %error, "Log lines lost.");
         }
     }

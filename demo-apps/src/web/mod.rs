@@ -13,7 +13,9 @@ pub mod http;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -27,7 +29,7 @@ use tokio::time::{interval, interval_at, sleep, Instant, MissedTickBehavior};
 use crate::cli::WebApiArgs;
 use crate::clock::{Every, SimClock};
 use crate::heartbeat::Heartbeat;
-use crate::logfile::{lock, Batch, Level, LogFiles};
+use crate::logfile::{Batch, Level, LogFiles};
 use crate::simulation::{self, Simulation};
 use crate::traffic::{plan_request, Route};
 use api::Api;
@@ -336,7 +338,7 @@ pub async fn run(args: WebApiArgs, shutdown: impl Future<Output = ()>) -> anyhow
             () = &mut deadline => break,
             _ = health.tick() => state.log_health_check(),
             _ = flush.tick() => {
-                let mut files = lock(&files);
+                let mut files = files.lock();
                 if let Err(error) = files.flush() {
                     failure = Some(anyhow::Error::from(error));
                     break;
@@ -349,7 +351,7 @@ pub async fn run(args: WebApiArgs, shutdown: impl Future<Output = ()>) -> anyhow
                 // Both tasks run until told to stop, except that the synthetic writer ends once
                 // the line budget is used up; anything else ending early is a failure.
                 match ended {
-                    Ok(Ok(())) if lock(&files).is_exhausted() => {}
+                    Ok(Ok(())) if files.lock().is_exhausted() => {}
                     Ok(Ok(())) => failure = Some(anyhow::anyhow!("a web API task ended unexpectedly")),
                     Ok(Err(error)) => failure = Some(error),
                     Err(panic) => std::panic::resume_unwind(panic.into_panic()),
@@ -376,8 +378,8 @@ pub async fn run(args: WebApiArgs, shutdown: impl Future<Output = ()>) -> anyhow
         tracing::warn!("Requests still running after the grace period were cut off.");
         tasks.shutdown().await;
     }
-    lock(&files).flush()?;
-    let lines = lock(&files).lines_written();
+    files.lock().flush()?;
+    let lines = files.lock().lines_written();
     tracing::info!(
         lines,
         drained = drained.is_ok(),

@@ -6,7 +6,6 @@
 //! collides with an existing field does not replace it unless the step says `overwrite`.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use serde_json::{Map, Number, Value};
@@ -61,7 +60,7 @@ enum TemplatePart {
 
 /// A token bucket per source file, for `rate_limit:`.
 #[derive(Debug, Default)]
-struct Buckets(Mutex<HashMap<Box<str>, Bucket>>);
+struct Buckets(parking_lot::Mutex<HashMap<Box<str>, Bucket>>);
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -1063,7 +1062,7 @@ impl Buckets {
     /// Takes one token from `source`'s bucket; false when it is empty.
     fn take(&self, source: &str, per_second: f64, burst: f64, now: Instant) -> bool {
         // The processor applies rules on one thread; the lock is never contended.
-        let mut buckets = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buckets = self.0.lock();
         let bucket = match buckets.get_mut(source) {
             Some(bucket) => bucket,
             None => buckets.entry(source.into()).or_insert(Bucket {
