@@ -832,7 +832,7 @@ impl Inbox {
                 let record =
                     CollectedRecordOut::new(id, service, collected_at, line, LineFlags::default())
                         .mark_pushed();
-                journal.push_with(|out| record.write_json(out));
+                journal.push_with(|out| record.write(out));
                 first.get_or_insert(id);
                 last = Some(id);
                 if let Some(ids) = ids.as_mut() {

@@ -325,7 +325,7 @@ fn read_and_commit(
     let collected_at = timestamp_now();
     let more = tailer
         .read(config.batch_max_bytes, &collected_at, &mut |record| {
-            journal.push_with(|out| record.write_json(out))
+            journal.push_with(|out| record.write(out))
         })
         .more;
     let changed = tailer.take_changed();

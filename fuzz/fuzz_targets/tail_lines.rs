@@ -21,20 +21,21 @@ fuzz_target!(|data: &[u8]| {
         ..TailOptions::default()
     };
     let mut tailer = Tailer::new(spec, options, None, SourceMetrics::default());
-    let mut records: Vec<CollectedRecord> = Vec::new();
+    let mut records: Vec<(u64, CollectedRecord<'static>)> = Vec::new();
     for _ in 0..4 {
         tailer.rescan();
         tailer.read(1 << 20, "t", &mut |r| {
-            let mut json = Vec::new();
-            r.write_json(&mut json);
-            records.push(serde_json::from_slice(&json).unwrap());
+            let mut written = Vec::new();
+            r.write(&mut written);
+            let back = CollectedRecord::decode(&written).unwrap().into_owned();
+            records.push((r.id.offset, back));
         });
     }
     let mut last = None;
-    for r in &records {
+    for (offset, r) in &records {
         assert!(!r.line.contains('\n'), "a record holds a newline: {r:?}");
-        assert!(r.offset < data.len() as u64, "offset past the file: {r:?}");
-        assert!(last.is_none_or(|l| r.offset > l), "offsets go back: {r:?}");
-        last = Some(r.offset);
+        assert!(*offset < data.len() as u64, "offset past the file: {r:?}");
+        assert!(last.is_none_or(|l| *offset > l), "offsets go back: {r:?}");
+        last = Some(*offset);
     }
 });

@@ -25,7 +25,7 @@ use sidecar_core::config::{ByteSize, HumanDuration};
 use sidecar_core::journal::{
     self as journal, segment_path, Cursor, JournalOptions, JournalReader, JournalWriter, Position,
 };
-use sidecar_core::record::{encode, field, timestamp_now, CollectedRecord};
+use sidecar_core::record::{encode, field, timestamp_now, CollectedRecord, DecodeError};
 use sidecar_core::rules::{split_id, Joiner, RuleSet, Verdict};
 use sidecar_core::signal::{self, DirWatcher, Wakeup};
 use sidecar_core::telemetry::{self, Health};
@@ -524,9 +524,9 @@ impl Stage<'_> {
         };
         for (at, line) in journal::records_with_offsets(&buf[..read]) {
             let position = position_of(&boundaries, at);
-            let collected = serde_json::from_slice::<CollectedRecord>(line);
+            let collected = CollectedRecord::decode(line);
             if let Some(replaying) = replay.as_ref().filter(|r| position < r.end) {
-                let id = collected.as_ref().ok().map(|c| c.id.as_str());
+                let id = collected.as_ref().ok().map(|c| c.id.as_ref());
                 if !replaying.redo(id) {
                     continue;
                 }
@@ -762,12 +762,18 @@ impl CursorPublisher {
 }
 
 /// The fields a collected line starts with, before any rule.
-fn collected_fields(collected: CollectedRecord) -> Map<String, Value> {
+fn collected_fields(collected: CollectedRecord<'_>) -> Map<String, Value> {
     let mut record = Map::new();
-    record.insert(field::ID.into(), collected.id.into());
-    record.insert(field::SOURCE_FILE.into(), collected.source.into());
-    record.insert(field::COLLECTED_AT.into(), collected.collected_at.into());
-    record.insert(field::LINE.into(), collected.line.into());
+    record.insert(field::ID.into(), collected.id.into_owned().into());
+    record.insert(
+        field::SOURCE_FILE.into(),
+        collected.source.into_owned().into(),
+    );
+    record.insert(
+        field::COLLECTED_AT.into(),
+        collected.collected_at.into_owned().into(),
+    );
+    record.insert(field::LINE.into(), collected.line.into_owned().into());
     for (flag, set) in [
         ("partial", collected.partial),
         ("split", collected.split),
@@ -789,7 +795,7 @@ fn collected_fields(collected: CollectedRecord) -> Map<String, Value> {
 /// line that does not decode is kept with its text and a `processing_error`, never dropped;
 /// `None` when the rules drop the record.
 pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Map<String, Value>> {
-    let mut record = match serde_json::from_slice::<CollectedRecord>(line) {
+    let mut record = match CollectedRecord::decode(line) {
         Ok(collected) => {
             let mut record = collected_fields(collected);
             let matched = rules.rules_for_record(&record);
@@ -806,7 +812,7 @@ pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Map<St
 
 /// The record of a journal line that does not decode: it has no source file to choose rules
 /// by, so it skips them.
-fn undecodable(line: &[u8], error: &serde_json::Error) -> Map<String, Value> {
+fn undecodable(line: &[u8], error: &DecodeError) -> Map<String, Value> {
     let mut record = Map::new();
     record.insert(field::SOURCE_FILE.into(), "unknown".into());
     record.insert(
@@ -1084,6 +1090,42 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("undecodable collected record"));
+    }
+
+    /// A journal written before the v2 record format is processed exactly as one written now:
+    /// the same line in either format gives the same record.
+    #[test]
+    fn v1_and_v2_collected_records_give_the_same_processed_record() {
+        use sidecar_core::record::{CollectedRecordOut, LineFlags, RecordId};
+        let rules = default_rules();
+        let id = RecordId {
+            source_id: 0xab,
+            offset: 10,
+        };
+        for (bytes, v1) in [
+            (
+                &b"2026-11-22 10:30:45,123 - {\"path\":\"/users?page=2\",\"status_code\":503}"[..],
+                r#"{"id":"00000000000000ab-10","source":"access.log","offset":10,"collected_at":"2026-11-22T10:00:00.000Z","line":"2026-11-22 10:30:45,123 - {\"path\":\"/users?page=2\",\"status_code\":503}","partial":true}"#,
+            ),
+            (
+                b"a\xff",
+                r#"{"id":"00000000000000ab-10","source":"access.log","offset":10,"collected_at":"2026-11-22T10:00:00.000Z","line":"a\ufffd","partial":true,"invalid_utf8":true,"line_base64":"Yf8="}"#,
+            ),
+        ] {
+            let flags = LineFlags {
+                partial: true,
+                split: false,
+            };
+            let mut v2 = Vec::new();
+            CollectedRecordOut::new(id, "access.log", "2026-11-22T10:00:00.000Z", bytes, flags)
+                .write(&mut v2);
+            assert_eq!(
+                enrich(&rules, &v2, "now"),
+                enrich(&rules, v1.as_bytes(), "now"),
+                "{}",
+                String::from_utf8_lossy(&v2)
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The operator tools: `processor validate`, `processor test` and `processor explain`, run
-//! against a rules file without starting the stage.
+//! against a rules file without starting the stage, and `processor journal-cat`, which prints
+//! the collected journal the processor reads, one JSON object per record.
 //!
 //! Easy to get wrong: exit codes. Scripts and CI gate on them, so every tool exits non-zero
 //! when the file is invalid or a test fails, and prints every problem, not only the first.
@@ -10,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use sidecar_core::journal::{self, JournalReader, Position};
+use sidecar_core::record::CollectedRecord;
 use sidecar_core::rules::{RuleSet, RulesError};
 
 /// A tool, as a subcommand of the processor binary.
@@ -53,6 +56,14 @@ pub enum Tool {
         /// The line(s), as the application wrote them; several may join (multiline).
         #[arg(required = true)]
         lines: Vec<String>,
+    },
+    /// Prints the committed records of a collected journal as NDJSON (`id`, `source`,
+    /// `offset`, `collected_at`, `line` and the flags that are set), whatever format version
+    /// each record was written in (docs/journal-format.md).
+    JournalCat {
+        /// The collected journal's directory.
+        #[arg(long, env = "PROCESSOR_INPUT_DIR", default_value = "/collected-logs")]
+        dir: PathBuf,
     },
 }
 
@@ -127,7 +138,49 @@ pub fn run_with(tool: Tool, out: &mut dyn Write, err: &mut dyn Write) -> ExitCod
             }
             ExitCode::SUCCESS
         }
+        Tool::JournalCat { dir } => match journal_cat(&dir, out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                let _ = writeln!(err, "{}: {error:#}", dir.display());
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// Writes every committed record of the collected journal at `dir` to `out`, decoded; a record
+/// that does not decode is printed as `{"undecodable": "<bytes>", "error": "<why>"}`.
+fn journal_cat(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut reader = JournalReader::new(dir, Position::default());
+    let end = reader.committed_end()?.ok_or_else(|| {
+        anyhow::anyhow!("no commit.json: not a journal, or nothing committed yet")
+    })?;
+    let first = journal::list_segments(dir)?
+        .first()
+        .copied()
+        .unwrap_or_default();
+    reader = JournalReader::new(
+        dir,
+        Position {
+            segment: first,
+            offset: 0,
+        },
+    );
+    let mut batch = Vec::new();
+    while reader.read_batch(end, 1 << 20, &mut batch)? > 0 {
+        for record in journal::records(&batch) {
+            let value = match CollectedRecord::decode(record) {
+                Ok(collected) => collected.to_json(),
+                Err(error) => serde_json::json!({
+                    "undecodable": String::from_utf8_lossy(record),
+                    "error": error.to_string(),
+                }),
+            };
+            serde_json::to_writer(&mut *out, &value)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(())
 }
 
 /// Loads the rules, printing every error to `err`.

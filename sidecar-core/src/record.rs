@@ -1,22 +1,26 @@
 //! The record: one log line and what the stages learn about it.
 //!
-//! The collector writes a [`CollectedRecord`] per line into its journal; the processor turns it
-//! into a processed record (a JSON object whose well-known keys are in [`field`]), and the
+//! The collector writes a [`CollectedRecordOut`] per line into its journal (format in
+//! `collected.rs` and docs/journal-format.md); the processor reads it back as a
+//! [`CollectedRecord`] and turns it into a processed record (a JSON object whose well-known keys are in [`field`]), and the
 //! forwarder ships that. Every record carries its [`RecordId`] unchanged from the collector to
 //! the sinks, where it is the idempotency key.
 //!
-//! Easy to get wrong: a line is bytes, not text. A line that is not UTF-8 keeps its exact bytes
-//! in `line_base64` (lossless) next to a readable lossy `line`, and is flagged, never dropped.
+//! Easy to get wrong: a line is bytes, not text. The collected journal keeps its exact bytes; a
+//! processed record of a line that is not UTF-8 keeps them in `line_base64` (lossless) next to a
+//! readable lossy `line`, and is flagged, never dropped.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::time::SystemTime;
 
-use base64::Engine as _;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 
+mod collected;
 pub mod encode;
 pub mod summary;
+
+pub use collected::{CollectedRecord, CollectedRecordOut, DecodeError};
 
 /// Names of the fields a processed record carries.
 pub mod field {
@@ -80,137 +84,6 @@ pub struct LineFlags {
     /// The line was longer than the limit; this record is one piece, the rest follows in the
     /// next record (whose offset is this one's plus its length).
     pub split: bool,
-}
-
-/// A collected line as the collector writes it into its journal (borrowed, no copies), with
-/// [`CollectedRecordOut::write_json`].
-#[derive(Debug)]
-pub struct CollectedRecordOut<'a> {
-    /// See [`RecordId`].
-    pub id: RecordId,
-    /// The source file's name.
-    pub source: &'a str,
-    /// The line's byte offset in the source file.
-    pub offset: u64,
-    /// When it was read.
-    pub collected_at: &'a str,
-    /// The text (lossy when the bytes are not UTF-8).
-    pub line: Cow<'a, str>,
-    /// Set for a partial last line.
-    pub partial: bool,
-    /// Set for a piece of an over-long line.
-    pub split: bool,
-    /// Set when the bytes are not valid UTF-8.
-    pub invalid_utf8: bool,
-    /// The exact bytes, base64, when they are not valid UTF-8.
-    pub line_base64: Option<String>,
-    /// Set for a record an app pushed to the collector's ingest endpoint (no file behind it):
-    /// the processor runs no file's rules on it. Written only when set, so tailed records
-    /// stay byte-for-byte what they were.
-    pub pushed: bool,
-}
-
-impl<'a> CollectedRecordOut<'a> {
-    /// Builds the record for `bytes` (without its newline or carriage return).
-    pub fn new(
-        id: RecordId,
-        source: &'a str,
-        collected_at: &'a str,
-        bytes: &'a [u8],
-        flags: LineFlags,
-    ) -> Self {
-        let (line, line_base64) = match simdutf8::basic::from_utf8(bytes) {
-            Ok(text) => (Cow::Borrowed(text), None),
-            Err(_) => (
-                String::from_utf8_lossy(bytes),
-                Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
-            ),
-        };
-        Self {
-            id,
-            source,
-            offset: id.offset,
-            collected_at,
-            invalid_utf8: line_base64.is_some(),
-            line,
-            partial: flags.partial,
-            split: flags.split,
-            line_base64,
-            pushed: false,
-        }
-    }
-
-    /// Appends the record as one JSON object (no newline), the keys in the order above and the
-    /// flags only when set: what `serde_json` would write for it, without its cost per record.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"id\":\"");
-        encode::write_hex16(out, self.id.source_id);
-        out.push(b'-');
-        encode::write_u64(out, self.id.offset);
-        out.extend_from_slice(b"\",\"source\":");
-        encode::write_str(out, self.source);
-        out.extend_from_slice(b",\"offset\":");
-        encode::write_u64(out, self.offset);
-        out.extend_from_slice(b",\"collected_at\":");
-        encode::write_str(out, self.collected_at);
-        out.extend_from_slice(b",\"line\":");
-        encode::write_str(out, &self.line);
-        for (set, key) in [
-            (self.partial, &b",\"partial\":true"[..]),
-            (self.split, b",\"split\":true"),
-            (self.invalid_utf8, b",\"invalid_utf8\":true"),
-        ] {
-            if set {
-                out.extend_from_slice(key);
-            }
-        }
-        if let Some(raw) = &self.line_base64 {
-            out.extend_from_slice(b",\"line_base64\":");
-            encode::write_str(out, raw);
-        }
-        if self.pushed {
-            out.extend_from_slice(b",\"pushed\":true");
-        }
-        out.push(b'}');
-    }
-
-    /// Marks the record as pushed to the ingest endpoint rather than read from a file.
-    #[must_use]
-    pub fn mark_pushed(mut self) -> Self {
-        self.pushed = true;
-        self
-    }
-}
-
-/// A collected line as the processor reads it back.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct CollectedRecord {
-    /// See [`RecordId`], in its printed form.
-    pub id: String,
-    /// The source file's name.
-    pub source: String,
-    /// The line's byte offset in the source file.
-    pub offset: u64,
-    /// When it was read.
-    pub collected_at: String,
-    /// The text (lossy when the bytes are not UTF-8).
-    pub line: String,
-    /// A partial last line.
-    #[serde(default)]
-    pub partial: bool,
-    /// A piece of an over-long line.
-    #[serde(default)]
-    pub split: bool,
-    /// The bytes are not valid UTF-8.
-    #[serde(default)]
-    pub invalid_utf8: bool,
-    /// The exact bytes when they are not valid UTF-8.
-    #[serde(default)]
-    pub line_base64: Option<String>,
-    /// Pushed to the ingest endpoint, not read from a file. Absent in journals written before
-    /// the flag existed, which held no pushed records the processor could tell apart.
-    #[serde(default)]
-    pub pushed: bool,
 }
 
 /// Now, as RFC 3339 UTC with milliseconds: `2026-11-22T10:30:45.123Z`.
@@ -282,46 +155,6 @@ pub fn string_or_absent<'de, D: serde::Deserializer<'de>>(
 mod tests {
     use super::*;
 
-    fn json(record: &CollectedRecordOut<'_>) -> String {
-        let mut out = Vec::new();
-        record.write_json(&mut out);
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn a_collected_record_is_written_in_the_journal_format_of_every_version_so_far() {
-        let id = RecordId {
-            source_id: 0x8f3c_2a19_d4e5_b601,
-            offset: 10_472,
-        };
-        let plain = CollectedRecordOut::new(
-            id,
-            "access.log",
-            "2026-11-22T10:30:45.123Z",
-            b"GET /a \"q\"\t\\",
-            LineFlags::default(),
-        );
-        assert_eq!(
-            json(&plain),
-            r#"{"id":"8f3c2a19d4e5b601-10472","source":"access.log","offset":10472,"collected_at":"2026-11-22T10:30:45.123Z","line":"GET /a \"q\"\t\\"}"#
-        );
-        let flagged = CollectedRecordOut::new(
-            id,
-            "a.log",
-            "t",
-            b"\xff",
-            LineFlags {
-                partial: true,
-                split: true,
-            },
-        )
-        .mark_pushed();
-        assert_eq!(
-            json(&flagged),
-            r#"{"id":"8f3c2a19d4e5b601-10472","source":"a.log","offset":10472,"collected_at":"t","line":"�","partial":true,"split":true,"invalid_utf8":true,"line_base64":"/w==","pushed":true}"#
-        );
-    }
-
     #[test]
     fn ids_print_as_hex_source_and_decimal_offset() {
         let id = RecordId {
@@ -332,90 +165,6 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&id).unwrap(),
             "\"0000000000000abc-42\""
-        );
-    }
-
-    #[test]
-    fn utf8_lines_round_trip_without_extra_fields() {
-        let id = RecordId {
-            source_id: 1,
-            offset: 7,
-        };
-        let out = CollectedRecordOut::new(
-            id,
-            "a.log",
-            "t",
-            "héllo \"x\"".as_bytes(),
-            LineFlags::default(),
-        );
-        let json = json(&out);
-        assert!(
-            !json.contains("invalid_utf8") && !json.contains("partial"),
-            "{json}"
-        );
-        let back: CollectedRecord = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.line, "héllo \"x\"");
-        assert_eq!((back.offset, back.source.as_str()), (7, "a.log"));
-    }
-
-    #[test]
-    fn invalid_utf8_keeps_the_exact_bytes() {
-        let bytes = b"ok \xff\xfe end";
-        let id = RecordId {
-            source_id: 1,
-            offset: 0,
-        };
-        let json = json(&CollectedRecordOut::new(
-            id,
-            "a.log",
-            "t",
-            bytes,
-            LineFlags::default(),
-        ));
-        let back: CollectedRecord = serde_json::from_str(&json).unwrap();
-        assert!(back.invalid_utf8);
-        assert_eq!(back.line, "ok \u{fffd}\u{fffd} end");
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(back.line_base64.unwrap())
-            .unwrap();
-        assert_eq!(raw, bytes);
-    }
-
-    #[test]
-    fn the_pushed_mark_is_written_only_when_set_and_old_records_still_decode() {
-        let id = RecordId {
-            source_id: 1,
-            offset: 0,
-        };
-        let plain = CollectedRecordOut::new(id, "a.log", "t", b"x", LineFlags::default());
-        let written = json(&plain);
-        assert!(!written.contains("pushed"), "{written}");
-        let pushed = json(&plain.mark_pushed());
-        assert!(pushed.contains("\"pushed\":true"), "{pushed}");
-        assert!(
-            serde_json::from_str::<CollectedRecord>(&pushed)
-                .unwrap()
-                .pushed
-        );
-        // A line as journals before the flag held it.
-        let old = r#"{"id":"0000000000000001-0","source":"a.log","offset":0,"collected_at":"t","line":"x"}"#;
-        assert!(!serde_json::from_str::<CollectedRecord>(old).unwrap().pushed);
-    }
-
-    #[test]
-    fn flags_are_written_only_when_set() {
-        let id = RecordId {
-            source_id: 1,
-            offset: 0,
-        };
-        let flags = LineFlags {
-            partial: true,
-            split: false,
-        };
-        let json = json(&CollectedRecordOut::new(id, "a", "t", b"x", flags));
-        assert!(
-            json.contains("\"partial\":true") && !json.contains("split"),
-            "{json}"
         );
     }
 }

@@ -1519,7 +1519,7 @@ fn split_lines(
             offset: base + at as u64,
         };
         let record = CollectedRecordOut::new(id, &f.source, collected_at, piece, flags);
-        if record.invalid_utf8 {
+        if simdutf8::basic::from_utf8(piece).is_err() {
             metrics.count_event(&f.source, "invalid_utf8");
         }
         emit(&record);

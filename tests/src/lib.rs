@@ -14,6 +14,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sidecar_core::record::CollectedRecord;
 
 /// The directory holding the workspace's built binaries (`target/debug` for `cargo test`).
 pub fn bin_dir() -> PathBuf {
@@ -628,11 +629,11 @@ pub fn collected_position(pod: &Pod, line: &str) -> Option<(u64, u64)> {
             .trim_end_matches(".ndjson")
             .parse()
             .ok()?;
-        let text = fs::read_to_string(pod.path("collected").join(&name)).ok()?;
+        let bytes = fs::read(pod.path("collected").join(&name)).ok()?;
         let mut offset = 0u64;
-        for record in text.split_inclusive('\n') {
-            let value: Value = serde_json::from_str(record.trim_end()).unwrap_or(Value::Null);
-            if value["line"] == line {
+        for record in bytes.split_inclusive(|&b| b == b'\n') {
+            let decoded = CollectedRecord::decode(record.strip_suffix(b"\n").unwrap_or(record));
+            if decoded.is_ok_and(|r| r.line == line) {
                 return Some((segment, offset));
             }
             offset += record.len() as u64;

@@ -16,7 +16,8 @@ use std::time::Duration;
 use e2e_tests::{free_port, http_get, wait_until, Pod, StageKind};
 use query_http::{get, request, Response};
 use serde_json::Value;
-use sidecar_core::journal::{JournalReader, Position};
+use sidecar_core::journal::{self, JournalReader, Position};
+use sidecar_core::record::CollectedRecord;
 
 fn post(port: u16, headers: &[(&str, &str)], body: &str) -> Response {
     request(port, "POST", "/logs", headers, body.as_bytes())
@@ -37,16 +38,25 @@ fn ids_of(response: &Response) -> Vec<String> {
         .collect()
 }
 
-/// Every record committed to the collected journal.
+/// Every record committed to the collected journal, as JSON (see docs/journal-format.md).
 fn collected(dir: &Path) -> Vec<Value> {
+    committed(dir, |record| {
+        CollectedRecord::decode(record).unwrap().to_json()
+    })
+}
+
+/// Every record committed to the processed journal.
+fn processed(dir: &Path) -> Vec<Value> {
+    committed(dir, |record| serde_json::from_slice(record).unwrap())
+}
+
+fn committed(dir: &Path, decode: impl Fn(&[u8]) -> Value) -> Vec<Value> {
     let mut reader = JournalReader::new(dir, Position::default());
     let end = reader.committed_end().unwrap().unwrap_or_default();
     let mut buf = Vec::new();
     let mut records = Vec::new();
     while reader.read_batch(end, 1 << 20, &mut buf).unwrap() > 0 {
-        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            records.push(serde_json::from_slice(line).unwrap());
-        }
+        records.extend(journal::records(&buf).map(&decode));
     }
     records
 }
@@ -468,16 +478,16 @@ fn a_pushed_record_cannot_take_a_watched_files_name_and_is_marked_pushed() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let _processor = pod.start(StageKind::Processor);
-    let mut processed = Vec::new();
+    let mut records = Vec::new();
     assert!(wait_until(Duration::from_secs(20), || {
-        processed = collected(&pod.path("processed"));
-        processed.len() == 2
+        records = processed(&pod.path("processed"));
+        records.len() == 2
     }));
     let by_source = |source: &str| {
-        processed
+        records
             .iter()
             .find(|r| r["source_file"] == source)
-            .unwrap_or_else(|| panic!("no {source}: {processed:?}"))
+            .unwrap_or_else(|| panic!("no {source}: {records:?}"))
     };
     let tailed = by_source("access.log");
     assert_eq!(tailed["log_category"], "access");

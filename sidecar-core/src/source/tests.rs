@@ -86,7 +86,7 @@ impl Harness {
     }
 
     /// Rescans and reads until nothing more arrives; returns the records.
-    fn collect(&mut self) -> Vec<CollectedRecord> {
+    fn collect(&mut self) -> Vec<Collected> {
         if let Some(position) = self.down.take() {
             self.tailer = Self::tailer_for(self.dir.path(), &self.options, Some(position));
         }
@@ -95,9 +95,17 @@ impl Harness {
             self.tailer.rescan();
             let mut batch = Vec::new();
             let outcome = self.tailer.read(1 << 30, "t", &mut |r| {
-                let mut json = Vec::new();
-                r.write_json(&mut json);
-                batch.push(serde_json::from_slice::<CollectedRecord>(&json).unwrap())
+                let mut written = Vec::new();
+                r.write(&mut written);
+                let back = CollectedRecord::decode(&written).unwrap();
+                batch.push(Collected {
+                    offset: r.id.offset,
+                    id: back.id.into_owned(),
+                    source: back.source.into_owned(),
+                    line: back.line.into_owned(),
+                    partial: back.partial,
+                    split: back.split,
+                })
             });
             let empty = batch.is_empty();
             out.extend(batch);
@@ -113,7 +121,18 @@ impl Harness {
     }
 }
 
-fn lines(records: &[CollectedRecord]) -> Vec<&str> {
+/// A record as the journal gives it back, with the offset its id holds.
+#[derive(Debug, Clone)]
+struct Collected {
+    id: String,
+    source: String,
+    offset: u64,
+    line: String,
+    partial: bool,
+    split: bool,
+}
+
+fn lines(records: &[Collected]) -> Vec<&str> {
     records.iter().map(|r| r.line.as_str()).collect()
 }
 
@@ -442,7 +461,7 @@ fn numbered(from: u32, to: u32) -> Vec<u8> {
         .collect()
 }
 
-fn sorted_lines(records: &[CollectedRecord]) -> Vec<String> {
+fn sorted_lines(records: &[Collected]) -> Vec<String> {
     let mut got: Vec<String> = lines(records).into_iter().map(str::to_owned).collect();
     got.sort();
     got
