@@ -47,12 +47,12 @@ use prometheus_client::registry::Registry;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sidecar_core::checkpoint::{self, Durability};
-use sidecar_core::config::ByteSize;
-use sidecar_core::journal::JournalWriter;
-use sidecar_core::record::{CollectedRecordOut, LineFlags, RecordId};
-use sidecar_core::signal::Wakeup;
-use sidecar_core::source::TailPosition;
+use sidecar_common::checkpoint::{self, Durability};
+use sidecar_common::config::ByteSize;
+use sidecar_common::signal::Wakeup;
+use sidecar_journal::JournalWriter;
+use sidecar_record::{CollectedRecordOut, LineFlags, RecordId};
+use sidecar_source::TailPosition;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 

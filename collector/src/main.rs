@@ -8,8 +8,8 @@ use clap::Parser;
 async fn main() -> ExitCode {
     let cli = collector::Cli::parse();
     let result = async {
-        sidecar_core::telemetry::init(&cli.log_level, cli.log_json)?;
-        collector::run(cli.into_config()?, sidecar_core::signal::shutdown()).await
+        sidecar_common::telemetry::init(&cli.log_level, cli.log_json)?;
+        collector::run(cli.into_config()?, sidecar_common::signal::shutdown()).await
     };
-    sidecar_core::telemetry::exit_code("collector", result.await)
+    sidecar_common::telemetry::exit_code("collector", result.await)
 }

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use sidecar_core::rules::RuleSet;
+use sidecar_rules::RuleSet;
 
 /// The demo apps' files and one line layout each, filled by `line`.
 const FILES: [&str; 6] = [

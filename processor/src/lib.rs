@@ -20,15 +20,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sidecar_core::checkpoint::{self, Durability};
-use sidecar_core::config::{ByteSize, HumanDuration};
-use sidecar_core::journal::{
+use sidecar_common::checkpoint::{self, Durability};
+use sidecar_common::config::{ByteSize, HumanDuration};
+use sidecar_common::signal::{self, DirWatcher, Wakeup};
+use sidecar_common::telemetry::{self, Health};
+use sidecar_journal::{
     self as journal, segment_path, Cursor, JournalOptions, JournalReader, JournalWriter, Position,
 };
-use sidecar_core::record::{encode, field, timestamp_now, CollectedRecord, DecodeError};
-use sidecar_core::rules::{split_id, Joiner, RuleSet, Verdict};
-use sidecar_core::signal::{self, DirWatcher, Wakeup};
-use sidecar_core::telemetry::{self, Health};
+use sidecar_record::{encode, field, timestamp_now, CollectedRecord, DecodeError};
+use sidecar_rules::{split_id, Joiner, RuleSet, Verdict};
 use tracing::{info, warn};
 
 pub mod kubernetes;
@@ -37,7 +37,7 @@ pub mod tools;
 pub use tools::Tool;
 
 use kubernetes::{ApiMetrics, ApiSettings, MetadataConfig, PodMetadata};
-use sidecar_core::mounted::FileWatch;
+use sidecar_common::mounted::FileWatch;
 
 /// The name this stage publishes its cursor under in the collected journal.
 pub const READER_NAME: &str = "processor";
@@ -1100,7 +1100,7 @@ mod tests {
     /// the same line in either format gives the same record.
     #[test]
     fn v1_and_v2_collected_records_give_the_same_processed_record() {
-        use sidecar_core::record::{CollectedRecordOut, LineFlags, RecordId};
+        use sidecar_record::{CollectedRecordOut, LineFlags, RecordId};
         let rules = default_rules();
         let id = RecordId {
             source_id: 0xab,

@@ -13,8 +13,8 @@ async fn main() -> ExitCode {
     }
     let stage = cli.stage;
     let result = async {
-        sidecar_core::telemetry::init(&stage.log_level, stage.log_json)?;
-        processor::run(stage.into_config()?, sidecar_core::signal::shutdown()).await
+        sidecar_common::telemetry::init(&stage.log_level, stage.log_json)?;
+        processor::run(stage.into_config()?, sidecar_common::signal::shutdown()).await
     };
-    sidecar_core::telemetry::exit_code("processor", result.await)
+    sidecar_common::telemetry::exit_code("processor", result.await)
 }

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use sidecar_core::journal::{self, JournalReader, Position};
-use sidecar_core::record::CollectedRecord;
-use sidecar_core::rules::{RuleSet, RulesError};
+use sidecar_journal::{self as journal, JournalReader, Position};
+use sidecar_record::CollectedRecord;
+use sidecar_rules::{RuleSet, RulesError};
 
 /// A tool, as a subcommand of the processor binary.
 #[derive(Debug, Subcommand)]

@@ -1,10 +1,12 @@
-//! Shared library of the log sidecars.
+//! The processor's and the forwarder's library: the [`rules`] that enrich records, the
+//! [`sink`]s that ship them, the [`query`] that reads a journal back for people (`forwarder
+//! logs`, the query API) and the [`alerts`] that fire on what the records say.
 //!
-//! Each module is one noun of the domain: a [`record`] travels through [`journal`]s between
-//! stages; the collector tails a [`source`] and the forwarder ships to a [`sink`]; [`checkpoint`]
-//! files make progress durable; [`rules`] enrich records in the processor; a [`query`] reads
-//! a journal back for people (`forwarder logs`, the query API); [`alerts`] fire on what the
-//! records say.
+//! The crates below it each have one job, and the collector links only those: the record
+//! ([`record`], `sidecar-record`), the journal between stages ([`journal`], `sidecar-journal`),
+//! the tailed files ([`source`], `sidecar-source`) and what every stage shares (checkpoints,
+//! config, signals, backoff, telemetry: `sidecar-common`). They are re-exported here under
+//! their module names, so the processor and the forwarder reach everything through this crate.
 //!
 //! The one thing easy to get wrong everywhere: progress is committed only after what a stage
 //! produced is durable, so a crash at any point neither loses nor repeats a line.
@@ -12,15 +14,11 @@
 #![warn(missing_docs)]
 
 pub mod alerts;
-pub mod backoff;
-pub mod checkpoint;
-pub mod config;
-pub mod journal;
-pub mod mounted;
 pub mod query;
-pub mod record;
-pub mod rules;
-pub mod signal;
 pub mod sink;
-pub mod source;
-pub mod telemetry;
+
+pub use sidecar_common::{backoff, checkpoint, config, mounted, signal, telemetry};
+pub use sidecar_journal as journal;
+pub use sidecar_record as record;
+pub use sidecar_rules as rules;
+pub use sidecar_source as source;

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 use tracing::warn;
 
-use sidecar_core::mounted::FileWatch;
+use sidecar_common::mounted::FileWatch;
 
 /// Environment variables read, with the key each gets in the object.
 const ENV: [(&str, &str); 5] = [

@@ -10,9 +10,10 @@
 //! processed record of a line that is not UTF-8 keeps them in `line_base64` (lossless) next to a
 //! readable lossy `line`, and is flagged, never dropped.
 
+#![warn(missing_docs)]
+
 use std::borrow::Cow;
 use std::fmt;
-use std::time::SystemTime;
 
 use serde::{Serialize, Serializer};
 
@@ -21,6 +22,8 @@ pub mod encode;
 pub mod summary;
 
 pub use collected::{CollectedRecord, CollectedRecordOut, DecodeError};
+/// When a record was collected or processed: the one clock every stage writes.
+pub use sidecar_common::time::timestamp_now;
 
 /// Names of the fields a processed record carries.
 pub mod field {
@@ -84,11 +87,6 @@ pub struct LineFlags {
     /// The line was longer than the limit; this record is one piece, the rest follows in the
     /// next record (whose offset is this one's plus its length).
     pub split: bool,
-}
-
-/// Now, as RFC 3339 UTC with milliseconds: `2026-11-22T10:30:45.123Z`.
-pub fn timestamp_now() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 /// For `deserialize_with` on a record field read without decoding the whole record: a string

@@ -2,7 +2,7 @@
 //!
 //! The processor only tags: a record that meets an alert's `when:` gets the alert's name in
 //! [`MATCHED_ALERTS_FIELD`] (nothing is added to a record no alert matches). Counting, windows,
-//! firing and delivery happen in the forwarder ([`crate::alerts`]), which reads the same file
+//! firing and delivery happen in the forwarder (`sidecar_core::alerts`), which reads the same file
 //! and needs from each record no more than that tag, its source and its collection time.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::condition::Condition;
 use super::spec::ConditionSpec;
 use super::{build_glob, RulesError, Scope};
-use crate::config::HumanDuration;
+use sidecar_common::config::HumanDuration;
 
 /// Field listing the names of the alert rules whose `when:` the record meets.
 pub const MATCHED_ALERTS_FIELD: &str = "matched_alerts";
@@ -481,7 +481,7 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::RuleSet;
+    use crate::RuleSet;
 
     fn compile(alerts: &str) -> Result<RuleSet, String> {
         RuleSet::from_yaml_str(&format!("version: 1\nalerts:\n{alerts}"), "rules.yaml")

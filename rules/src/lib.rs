@@ -57,6 +57,8 @@
 //! keeps per-file state can instead call [`RuleSet::rules_for`] once per file and pass the
 //! [`MatchedRules`] to [`RuleSet::apply_matched`], which takes no lock.
 
+#![warn(missing_docs)]
+
 mod alert;
 mod condition;
 mod explain;
@@ -108,7 +110,7 @@ pub const PROCESSING_ERROR_FIELD: &str = "processing_error";
 pub const LINE_TOO_LONG_FIELD: &str = "line_too_long";
 /// Field set to `true` on a record pushed to the collector's ingest endpoint: its source is a
 /// service, not a file, so no rule's `files`, `files_regex` or `categorize:` glob applies.
-pub const PUSHED_FIELD: &str = crate::record::field::PUSHED;
+pub const PUSHED_FIELD: &str = sidecar_record::field::PUSHED;
 
 /// Compiled size limit of each regex in a rules file: 1 MiB is ample for log patterns and
 /// stops a pattern such as `\w{1000}{1000}` from taking the process's memory.

@@ -10,6 +10,8 @@
 //! file is replaced; after a crash the writer cuts the journal back to the committed end and
 //! resumes its input from the committed input position, so nothing is lost or repeated.
 
+#![warn(missing_docs)]
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::marker::PhantomData;
@@ -24,9 +26,10 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::backoff::Backoff;
-use crate::checkpoint::{self, CheckpointError, Durability, Loaded};
-use crate::signal::Wakeup;
+use sidecar_common::backoff::Backoff;
+use sidecar_common::checkpoint::{self, CheckpointError, Durability, Loaded};
+use sidecar_common::signal::Wakeup;
+use sidecar_common::time::timestamp_now;
 
 /// The commit file's name inside a journal directory.
 pub const COMMIT_FILE: &str = "commit.json";
@@ -148,7 +151,7 @@ impl<S> Cursor<S> {
         Self {
             version: FORMAT_VERSION,
             position,
-            updated_at: crate::record::timestamp_now(),
+            updated_at: timestamp_now(),
             state,
         }
     }
@@ -476,7 +479,7 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             version: FORMAT_VERSION,
             end,
             records: self.records + self.buffered_records,
-            committed_at: crate::record::timestamp_now(),
+            committed_at: timestamp_now(),
             input,
         };
         checkpoint::store_json_with_backup(

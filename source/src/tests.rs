@@ -4,7 +4,7 @@
 use super::*;
 use std::io::Write;
 
-use crate::record::CollectedRecord;
+use sidecar_record::CollectedRecord;
 
 struct Harness {
     dir: tempfile::TempDir,

@@ -9,6 +9,8 @@
 //! so a line is complete, partial (after an idle timeout) or split (over the length limit) —
 //! and each of those exactly once. An incomplete last line is left for the next read.
 
+#![warn(missing_docs)]
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io;
@@ -27,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::record::{CollectedRecordOut, LineFlags, RecordId};
+use sidecar_record::{CollectedRecordOut, LineFlags, RecordId};
 
 /// How many leading bytes identify a file. 1 KiB covers the first lines of any log, which
 /// carry timestamps, so two files rarely share it; the fingerprint grows with the file up to it.

@@ -1,0 +1,14 @@
+//! What every stage of the log sidecars shares, whatever its job: [`checkpoint`] files that
+//! survive a crash whole, [`config`] values as people write them, [`signal`]s and wake-ups for
+//! the stage loops, the one [`backoff`] of every retry, [`telemetry`] (logs, `/healthz`,
+//! `/metrics`), files the kubelet [`mounted`], and the [`time`] records are stamped with.
+
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod checkpoint;
+pub mod config;
+pub mod mounted;
+pub mod signal;
+pub mod telemetry;
+pub mod time;
