@@ -673,31 +673,10 @@ pub fn forwarder_progress(dir: &Path) -> Value {
     json!({
         "committed_end": end,
         "position": position,
-        "lag_bytes": lag_bytes(dir, position, end),
+        "lag_bytes": sidecar_core::journal::bytes_between(dir, position, end),
         "updated_at": updated_at,
         "sinks": state.get("sinks").cloned().unwrap_or(Value::Null),
     })
-}
-
-/// Committed bytes between `from` and `end`.
-pub fn lag_bytes(dir: &Path, from: Position, end: Position) -> u64 {
-    if from >= end {
-        return 0;
-    }
-    if from.segment == end.segment {
-        return end.offset - from.offset;
-    }
-    let mut lag = end.offset;
-    for segment in from.segment..end.segment {
-        let len = std::fs::metadata(sidecar_core::journal::segment_path(dir, segment))
-            .map_or(0, |m| m.len());
-        lag += if segment == from.segment {
-            len.saturating_sub(from.offset)
-        } else {
-            len
-        };
-    }
-    lag
 }
 
 async fn metrics_text(State(state): State<ApiState>, headers: HeaderMap) -> Response {
@@ -707,19 +686,6 @@ async fn metrics_text(State(state): State<ApiState>, headers: HeaderMap) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lag_counts_committed_bytes_across_segments() {
-        let dir = tempfile::tempdir().unwrap();
-        for (segment, len) in [(3u64, 100usize), (4, 50), (5, 70)] {
-            let path = sidecar_core::journal::segment_path(dir.path(), segment);
-            std::fs::write(path, vec![b'x'; len]).unwrap();
-        }
-        let at = |segment, offset| Position { segment, offset };
-        assert_eq!(lag_bytes(dir.path(), at(3, 40), at(5, 30)), 60 + 50 + 30);
-        assert_eq!(lag_bytes(dir.path(), at(5, 10), at(5, 30)), 20);
-        assert_eq!(lag_bytes(dir.path(), at(5, 30), at(5, 30)), 0);
-    }
 
     #[test]
     fn query_strings_decode_repeated_and_escaped_parameters() {

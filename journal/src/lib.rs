@@ -617,6 +617,8 @@ pub struct JournalReader {
     dir: PathBuf,
     position: Position,
     open: Option<(u64, File)>,
+    /// Where each segment's bytes start in the last batch: (batch offset, journal position).
+    batch_starts: Vec<(usize, Position)>,
 }
 
 impl JournalReader {
@@ -626,6 +628,23 @@ impl JournalReader {
             dir: dir.to_owned(),
             position,
             open: None,
+            batch_starts: Vec::new(),
+        }
+    }
+
+    /// The journal position of the byte at `at` in the last batch `read_batch` filled: with
+    /// the record offsets of [`records_with_offsets`], where each record starts.
+    pub fn position_in_batch(&self, at: usize) -> Position {
+        let (base, start) = self
+            .batch_starts
+            .iter()
+            .rev()
+            .find(|(base, _)| *base <= at)
+            .copied()
+            .unwrap_or((0, self.position));
+        Position {
+            segment: start.segment,
+            offset: start.offset + (at - base) as u64,
         }
     }
 
@@ -667,6 +686,7 @@ impl JournalReader {
         out: &mut Vec<u8>,
     ) -> Result<usize, JournalError> {
         out.clear();
+        self.batch_starts.clear();
         let mut budget = max_bytes.max(1);
         while self.position < end && out.len() < budget {
             let limit = self.segment_limit(end)?;
@@ -703,6 +723,14 @@ impl JournalReader {
                 }
             };
             out.truncate(start + kept);
+            if kept > 0
+                && self
+                    .batch_starts
+                    .last()
+                    .is_none_or(|(_, p)| p.segment != self.position.segment)
+            {
+                self.batch_starts.push((start, self.position));
+            }
             self.position.offset += kept as u64;
             if kept < want {
                 break;
@@ -740,6 +768,27 @@ impl JournalReader {
         };
         Ok(&self.open.insert(open).1)
     }
+}
+
+/// Committed bytes between `from` and `end` in the journal at `dir`: how far a reader at
+/// `from` lags. Segments that are gone count as empty.
+pub fn bytes_between(dir: &Path, from: Position, end: Position) -> u64 {
+    if from >= end {
+        return 0;
+    }
+    if from.segment == end.segment {
+        return end.offset - from.offset;
+    }
+    let mut bytes = end.offset;
+    for segment in from.segment..end.segment {
+        let len = fs::metadata(segment_path(dir, segment)).map_or(0, |m| m.len());
+        bytes += if segment == from.segment {
+            len.saturating_sub(from.offset)
+        } else {
+            len
+        };
+    }
+    bytes
 }
 
 /// The records of a batch as [`JournalReader::read_batch`] fills it: each non-empty line with
@@ -915,6 +964,64 @@ mod tests {
         );
         assert_eq!(records(b"").count(), 0);
         assert_eq!(records(b"\n\n").count(), 0);
+    }
+
+    /// Every record of a batch that spans segments is placed where it starts: resuming a
+    /// reader there returns that record first.
+    #[test]
+    fn a_record_in_a_batch_knows_its_journal_position_across_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut w, _) = JournalWriter::<u64>::open(dir.path(), opts(100)).unwrap();
+        for batch in 0..6u64 {
+            for i in 0..3 {
+                w.push(&json!({"batch": batch, "i": i}));
+            }
+            w.commit(&batch).unwrap();
+        }
+        assert!(list_segments(dir.path()).unwrap().len() > 2);
+        let start = Position {
+            segment: 0,
+            offset: 18,
+        };
+        let mut reader = JournalReader::new(dir.path(), start);
+        let mut buf = Vec::new();
+        let read = reader.read_batch(w.end(), 1 << 20, &mut buf).unwrap();
+        let mut seen = 0;
+        for (at, record) in records_with_offsets(&buf[..read]) {
+            let position = reader.position_in_batch(at);
+            let mut again = JournalReader::new(dir.path(), position);
+            let mut first = Vec::new();
+            again.read_batch(w.end(), 1, &mut first).unwrap();
+            assert_eq!(records(&first).next(), Some(record), "at {position:?}");
+            seen += 1;
+        }
+        assert_eq!(seen, 17, "all but the first record, from offset 18 on");
+        assert_eq!(
+            bytes_between(dir.path(), start, w.end()),
+            read as u64,
+            "the batch holds every byte between the two"
+        );
+        assert_eq!(bytes_between(dir.path(), w.end(), start), 0);
+    }
+
+    #[test]
+    fn bytes_between_counts_whole_segments_between_and_gone_ones_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        for (segment, len) in [(3u64, 100usize), (4, 50), (5, 70)] {
+            fs::write(segment_path(dir.path(), segment), vec![b'x'; len]).unwrap();
+        }
+        let at = |segment, offset| Position { segment, offset };
+        assert_eq!(
+            bytes_between(dir.path(), at(3, 40), at(5, 30)),
+            60 + 50 + 30
+        );
+        assert_eq!(bytes_between(dir.path(), at(5, 10), at(5, 30)), 20);
+        assert_eq!(bytes_between(dir.path(), at(5, 30), at(5, 30)), 0);
+        assert_eq!(
+            bytes_between(dir.path(), at(1, 0), at(3, 10)),
+            10,
+            "1 and 2 are gone"
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use sidecar_common::config::{ByteSize, HumanDuration};
 use sidecar_common::signal::{self, DirWatcher, Wakeup};
 use sidecar_common::telemetry::{self, Health};
 use sidecar_journal::{
-    self as journal, segment_path, Cursor, JournalOptions, JournalReader, JournalWriter, Position,
+    self as journal, Cursor, JournalOptions, JournalReader, JournalWriter, Position,
 };
 use sidecar_record::{encode, field, timestamp_now, CollectedRecord, DecodeError};
 use sidecar_rules::{split_id, Joiner, RuleSet, Verdict};
@@ -499,11 +499,6 @@ impl Stage<'_> {
         }
         let processed_at = timestamp_now();
         let now = Instant::now();
-        let boundaries = if read > 0 {
-            segment_boundaries(&self.config.input_dir, start, self.reader.position(), read)?
-        } else {
-            Vec::new()
-        };
         let Stage {
             rules,
             pod,
@@ -523,7 +518,7 @@ impl Stage<'_> {
             emitted: 0,
         };
         for (at, line) in journal::records_with_offsets(&buf[..read]) {
-            let position = position_of(&boundaries, at);
+            let position = self.reader.position_in_batch(at);
             let collected = CollectedRecord::decode(line);
             if let Some(replaying) = replay.as_ref().filter(|r| position < r.end) {
                 let id = collected.as_ref().ok().map(|c| c.id.as_ref());
@@ -642,64 +637,6 @@ impl Stage<'_> {
                 self.metrics.rules_valid.set(0);
             }
         }
-    }
-}
-
-/// Where each segment's bytes start in a batch of `len` bytes read from `start` to `end`:
-/// (batch offset, journal position). Worked out backwards from the end: the last segment holds
-/// the batch's last `end.offset` bytes, and whole segments in between (never consumed yet, so
-/// never deleted) their file length. The first segment's own length is not needed: once read
-/// to its end the collector may already have deleted it.
-fn segment_boundaries(
-    dir: &Path,
-    start: Position,
-    end: Position,
-    len: usize,
-) -> anyhow::Result<Vec<(usize, Position)>> {
-    let mut boundaries = vec![(0, start)];
-    if end.segment == start.segment {
-        return Ok(boundaries);
-    }
-    let inconsistent = || {
-        anyhow::anyhow!(
-            "a batch of {len} bytes from {start:?} to {end:?} does not fit the collected journal's segments"
-        )
-    };
-    let mut at = len
-        .checked_sub(end.offset as usize)
-        .ok_or_else(inconsistent)?;
-    let mut from_end = vec![(
-        at,
-        Position {
-            segment: end.segment,
-            offset: 0,
-        },
-    )];
-    for segment in (start.segment + 1..end.segment).rev() {
-        let path = segment_path(dir, segment);
-        let segment_len = std::fs::metadata(&path)
-            .with_context(|| format!("reading the length of {}", path.display()))?
-            .len();
-        at = at
-            .checked_sub(segment_len as usize)
-            .ok_or_else(inconsistent)?;
-        from_end.push((at, Position { segment, offset: 0 }));
-    }
-    boundaries.extend(from_end.into_iter().rev());
-    Ok(boundaries)
-}
-
-/// The journal position of the byte at `at` in the batch.
-fn position_of(boundaries: &[(usize, Position)], at: usize) -> Position {
-    let (base, position) = boundaries
-        .iter()
-        .rev()
-        .find(|(base, _)| *base <= at)
-        .copied()
-        .unwrap_or((0, Position::default()));
-    Position {
-        segment: position.segment,
-        offset: position.offset + (at - base) as u64,
     }
 }
 
@@ -993,46 +930,6 @@ mod tests {
         })
         .unwrap();
         assert!(text.contains(r#""pending":{"00ab":120}"#), "{text}");
-    }
-
-    #[test]
-    fn batch_offsets_map_to_journal_positions_across_segments_whose_first_is_gone() {
-        let dir = tempfile::tempdir().unwrap();
-        // Segment 3 (read from offset 90) no longer exists; segment 4 is whole (50 bytes);
-        // the batch ends 20 bytes into segment 5.
-        std::fs::write(segment_path(dir.path(), 4), vec![b'x'; 50]).unwrap();
-        let start = Position {
-            segment: 3,
-            offset: 90,
-        };
-        let end = Position {
-            segment: 5,
-            offset: 20,
-        };
-        let boundaries = segment_boundaries(dir.path(), start, end, 10 + 50 + 20).unwrap();
-        assert_eq!(position_of(&boundaries, 0), start);
-        assert_eq!(
-            position_of(&boundaries, 9),
-            Position {
-                segment: 3,
-                offset: 99
-            }
-        );
-        assert_eq!(
-            position_of(&boundaries, 10),
-            Position {
-                segment: 4,
-                offset: 0
-            }
-        );
-        assert_eq!(
-            position_of(&boundaries, 65),
-            Position {
-                segment: 5,
-                offset: 5
-            }
-        );
-        assert!(segment_boundaries(dir.path(), start, end, 30).is_err());
     }
 
     fn default_rules() -> RuleSet {
