@@ -441,10 +441,11 @@ struct Stage<'a> {
 /// Where finished records go: the rules, then the journal or the drop count.
 struct Output<'a> {
     rules: &'a RuleSet,
-    pod: Option<&'a Value>,
+    shared: &'a SharedFields,
+    /// `shared`'s fields, listed once for the batch.
+    extras: Vec<(&'a str, &'a [u8])>,
     journal: &'a mut JournalWriter<ProcessorInput>,
     stats: &'a mut ProcessingStats,
-    processed_at: &'a str,
     emitted: usize,
 }
 
@@ -454,25 +455,58 @@ impl Output<'_> {
         let matched = self.rules.rules_for_record(&record);
         match self.rules.apply_matched(&matched, &mut record) {
             Verdict::Keep => {
-                if let Some(pod) = self.pod {
-                    record.insert(kubernetes::FIELD.into(), pod.clone());
-                }
-                record.insert(field::PROCESSED_AT.into(), self.processed_at.into());
                 self.stats.count(&record);
+                let extras = &self.extras;
                 self.journal
-                    .push_with(|out| encode::write_object(out, &record));
+                    .push_with(|out| encode::write_object_with(out, &record, extras));
             }
             Verdict::Drop(reason) => self.stats.count_drop(matched.source(), reason),
         }
     }
 
     /// A record that skips the rules (an undecodable journal line).
-    fn keep_raw(&mut self, mut record: Map<String, Value>) {
+    fn keep_raw(&mut self, record: Map<String, Value>) {
         self.emitted += 1;
-        record.insert(field::PROCESSED_AT.into(), self.processed_at.into());
         self.stats.count(&record);
+        let extras = [self.shared.processed_at()];
         self.journal
-            .push_with(|out| encode::write_object(out, &record));
+            .push_with(|out| encode::write_object_with(out, &record, &extras));
+    }
+}
+
+/// The fields every record of a batch gets, encoded once for the batch: `processed_at`, and
+/// the pod's metadata when the processor adds it.
+struct SharedFields {
+    processed_at: Vec<u8>,
+    pod: Option<Vec<u8>>,
+}
+
+impl SharedFields {
+    fn new(processed_at: &str, pod: Option<&Value>) -> Self {
+        let mut at = Vec::with_capacity(32);
+        encode::write_str(&mut at, processed_at);
+        Self {
+            processed_at: at,
+            pod: pod.map(|pod| {
+                let mut json = Vec::new();
+                encode::write_value(&mut json, pod);
+                json
+            }),
+        }
+    }
+
+    fn processed_at(&self) -> (&str, &[u8]) {
+        (field::PROCESSED_AT, &self.processed_at)
+    }
+
+    /// The fields in key order (`kubernetes` < `processed_at`), as `write_object_with` wants.
+    fn all(&self) -> Vec<(&str, &[u8])> {
+        let mut fields = Vec::with_capacity(2);
+        if let Some(pod) = &self.pod {
+            fields.push((kubernetes::FIELD, pod.as_slice()));
+        }
+        fields.push(self.processed_at());
+        fields
     }
 }
 
@@ -509,12 +543,13 @@ impl Stage<'_> {
             buf,
             ..
         } = self;
+        let shared = SharedFields::new(&processed_at, pod.as_ref().map(PodMetadata::object));
         let mut output = Output {
             rules,
-            pod: pod.as_ref().map(PodMetadata::object),
+            shared: &shared,
+            extras: shared.all(),
             journal,
             stats,
-            processed_at: &processed_at,
             emitted: 0,
         };
         for (at, line) in journal::records_with_offsets(&buf[..read]) {
@@ -591,12 +626,13 @@ impl Stage<'_> {
             return Ok(());
         }
         let processed_at = timestamp_now();
+        let shared = SharedFields::new(&processed_at, self.pod.as_ref().map(PodMetadata::object));
         let mut output = Output {
             rules: &self.rules,
-            pod: self.pod.as_ref().map(PodMetadata::object),
+            shared: &shared,
+            extras: shared.all(),
             journal: &mut self.journal,
             stats: &mut self.stats,
-            processed_at: &processed_at,
             emitted: 0,
         };
         self.joiner.flush_all(&mut |record| output.finish(record));

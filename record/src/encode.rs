@@ -52,6 +52,53 @@ pub fn write_object(out: &mut Vec<u8>, object: &serde_json::Map<String, Value>) 
     out.push(b'}');
 }
 
+/// As [`write_object`], with `extra` fields merged in key order as if they had been inserted
+/// into `object` (an extra replaces a field of the same name). Each extra's value is JSON text
+/// already encoded, and the extras are sorted by key: fields every record of a batch shares
+/// (`processed_at`, the pod's metadata) are encoded once, not copied into each record.
+pub fn write_object_with(
+    out: &mut Vec<u8>,
+    object: &serde_json::Map<String, Value>,
+    extra: &[(&str, &[u8])],
+) {
+    debug_assert!(
+        extra.windows(2).all(|w| w[0].0 < w[1].0),
+        "extras sorted by key"
+    );
+    out.push(b'{');
+    let mut first = true;
+    let mut separate = |out: &mut Vec<u8>| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+    };
+    let mut extra = extra.iter().peekable();
+    for (key, value) in object {
+        let mut replaced = false;
+        while let Some((name, json)) = extra.next_if(|(name, _)| *name <= key.as_str()) {
+            separate(out);
+            write_str(out, name);
+            out.push(b':');
+            out.extend_from_slice(json);
+            replaced |= *name == key.as_str();
+        }
+        if replaced {
+            continue;
+        }
+        separate(out);
+        write_str(out, key);
+        out.push(b':');
+        write_value(out, value);
+    }
+    for (name, json) in extra {
+        separate(out);
+        write_str(out, name);
+        out.push(b':');
+        out.extend_from_slice(json);
+    }
+    out.push(b'}');
+}
+
 /// Appends `value` as compact JSON, as `serde_json` writes it.
 pub fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
@@ -143,6 +190,37 @@ fn may_need_escape(word: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extras_merge_in_key_order_and_replace_a_field_of_their_name() {
+        let object: serde_json::Map<String, Value> =
+            serde_json::from_str(r#"{"a":1,"kubernetes":"old","m":"x\"y","z":[true,null]}"#)
+                .unwrap();
+        let extras: [(&str, &[u8]); 3] = [
+            ("b", b"2"),
+            ("kubernetes", br#"{"pod":"p"}"#),
+            ("processed_at", br#""now""#),
+        ];
+        let mut out = Vec::new();
+        write_object_with(&mut out, &object, &extras);
+        let mut expected = object.clone();
+        for (key, json) in extras {
+            expected.insert(key.into(), serde_json::from_slice(json).unwrap());
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string(&expected).unwrap()
+        );
+        let mut out = Vec::new();
+        write_object_with(&mut out, &serde_json::Map::new(), &extras[..1]);
+        assert_eq!(out, br#"{"b":2}"#);
+        let mut out = Vec::new();
+        write_object_with(&mut out, &object, &[]);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string(&object).unwrap()
+        );
+    }
     use proptest::prelude::*;
 
     fn written(text: &str) -> String {
