@@ -2,6 +2,11 @@
 //! [`Wakeup`] to nudge a sleeping loop, [`DirWatcher`] to turn inotify events into nudges, and
 //! [`run_stage`] to run a blocking stage loop until shutdown within a grace period.
 //!
+//! One cancellation primitive serves every "stop now" of the sidecars: a
+//! [`CancellationToken`]. A stage loop's [`Wakeup::stop`] fires one (blocking loops see it at
+//! their next wait, async code awaits [`Wakeup::stopped`]), and a network sink's in-flight
+//! requests end when the forwarder fires theirs.
+//!
 //! Easy to get wrong: an inotify event is a hint, never a fact. Loops re-check the files they
 //! care about on every wake and on a slow timer, so a lost or coalesced event costs latency only.
 
@@ -13,6 +18,8 @@ use std::time::Duration;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use parking_lot::{Condvar, Mutex};
 use tracing::{error, info, warn};
+
+pub use tokio_util::sync::CancellationToken;
 
 /// Resolves on the first SIGTERM or SIGINT.
 ///
@@ -32,7 +39,6 @@ pub async fn shutdown() {
 #[derive(Debug, Default)]
 struct WakeState {
     pending: bool,
-    stopping: bool,
 }
 
 /// A level-triggered nudge for a blocking loop, plus the stop flag that ends it.
@@ -42,6 +48,7 @@ struct WakeState {
 #[derive(Debug, Clone, Default)]
 pub struct Wakeup {
     inner: Arc<(Mutex<WakeState>, Condvar)>,
+    stop: CancellationToken,
 }
 
 impl Wakeup {
@@ -66,13 +73,20 @@ impl Wakeup {
     /// Asks the loop to stop; `is_stopping` is true from now on.
     pub fn stop(&self) {
         let (lock, cvar) = &*self.inner;
-        lock.lock().stopping = true;
+        // Fired under the lock, so a loop between its check and its wait cannot miss it.
+        let _state = lock.lock();
+        self.stop.cancel();
         cvar.notify_all();
     }
 
     /// Whether [`Wakeup::stop`] was called.
     pub fn is_stopping(&self) -> bool {
-        self.inner.0.lock().stopping
+        self.stop.is_cancelled()
+    }
+
+    /// Resolves once [`Wakeup::stop`] is called: the same stop, for async code.
+    pub async fn stopped(&self) {
+        self.stop.cancelled().await;
     }
 
     /// Sleeps until woken, stopped, or `timeout` passed; clears the pending wake.
@@ -80,9 +94,10 @@ impl Wakeup {
     pub fn wait(&self, timeout: Duration) -> bool {
         let (lock, cvar) = &*self.inner;
         let mut state = lock.lock();
-        cvar.wait_while_for(&mut state, |s| !s.pending && !s.stopping, timeout);
+        let stop = &self.stop;
+        cvar.wait_while_for(&mut state, |s| !s.pending && !stop.is_cancelled(), timeout);
         state.pending = false;
-        state.stopping
+        stop.is_cancelled()
     }
 
     /// Sleeps for `duration` unless stopped first. Returns true when the loop should stop.
@@ -90,8 +105,9 @@ impl Wakeup {
     pub fn sleep(&self, duration: Duration) -> bool {
         let (lock, cvar) = &*self.inner;
         let mut state = lock.lock();
-        cvar.wait_while_for(&mut state, |s| !s.stopping, duration);
-        state.stopping
+        let stop = &self.stop;
+        cvar.wait_while_for(&mut state, |_| !stop.is_cancelled(), duration);
+        stop.is_cancelled()
     }
 }
 

@@ -209,7 +209,7 @@ pub trait Sink: Send {
 
     /// A token that ends the sink's requests in flight at once, fired when the shutdown
     /// grace period is nearly spent. Default: none (the sink never blocks for long).
-    fn cancel_handle(&self) -> Option<network::Cancel> {
+    fn cancel_handle(&self) -> Option<crate::signal::CancellationToken> {
         None
     }
 }

@@ -20,14 +20,14 @@ use tracing::{error, info, warn};
 
 use super::dead_letter::{DeadLetter, DeadLetterSpec};
 use super::network::{
-    AuthSpec, BatchId, BatchSpec, Cancel, Endpoint, EndpointSpec, Reply, RetrySpec, TimeoutSpec,
-    TlsSpec,
+    AuthSpec, BatchId, BatchSpec, Endpoint, EndpointSpec, Reply, RetrySpec, TimeoutSpec, TlsSpec,
 };
 use super::{OutRecord, Sink, SinkError};
 use crate::alerts::{self, AlertState, Evaluator, Notification};
 use crate::backoff::Backoff;
 use crate::config::HumanDuration;
 use crate::rules::RuleSet;
+use crate::signal::CancellationToken;
 
 /// The sink's name in the checkpoint, logs and metrics; no other sink may take it.
 pub const ALERTS_SINK_NAME: &str = "alerts";
@@ -161,7 +161,7 @@ impl AlertsSpec {
             source,
         };
         let rules = RuleSet::load(&self.rules_file).map_err(|e| setup(Box::new(e)))?;
-        let cancel = Cancel::new();
+        let cancel = CancellationToken::new();
         let mut targets = Vec::new();
         for (kind, spec) in self.targets() {
             let name = format!("{ALERTS_SINK_NAME}-{}", kind.name());
@@ -215,7 +215,7 @@ pub struct AlertSink {
     evaluator: Evaluator,
     state: AlertState,
     delivery: Delivery,
-    cancel: Cancel,
+    cancel: CancellationToken,
     /// After a failed delivery from `tick`: not before then.
     retry_at: Option<Instant>,
     /// The batch already counted into `state` whose notifications are not all delivered.
@@ -386,7 +386,7 @@ impl Sink for AlertSink {
         self.delivery.retry_after
     }
 
-    fn cancel_handle(&self) -> Option<Cancel> {
+    fn cancel_handle(&self) -> Option<CancellationToken> {
         Some(self.cancel.clone())
     }
 }

@@ -3,7 +3,7 @@
 //! metrics. [`NetworkSink`] drives a [`Protocol`] (http, loki, elasticsearch) through all of it.
 //! The pieces have a file each: the settings (`spec.rs`), the client and its runtime
 //! (`endpoint.rs`), the `Authorization` header (`auth.rs`), what a reply means (`reply.rs`),
-//! cancellation (`cancel.rs`) and metrics (`metrics.rs`); this file splits batches and keeps
+//! and metrics (`metrics.rs`); this file splits batches and keeps
 //! what is owed.
 //!
 //! Easy to get wrong: what a failed `send` leaves behind. A batch is split into requests; some
@@ -26,15 +26,14 @@ use tracing::{error, warn};
 use super::dead_letter::{DeadLetter, DeadLetterSpec};
 use super::{OutRecord, Sink, SinkError};
 use crate::backoff::Backoff;
+use crate::signal::CancellationToken;
 
 mod auth;
-mod cancel;
 mod endpoint;
 mod metrics;
 mod reply;
 mod spec;
 
-pub use cancel::Cancel;
 pub use endpoint::{redact_url, Endpoint, EndpointError};
 pub use metrics::register_metrics;
 pub use reply::{excerpt, is_retryable, Reply};
@@ -323,7 +322,7 @@ impl<P: Protocol> Sink for NetworkSink<P> {
         self.batch.linger.0
     }
 
-    fn cancel_handle(&self) -> Option<Cancel> {
+    fn cancel_handle(&self) -> Option<CancellationToken> {
         Some(self.endpoint.cancel_handle())
     }
 }

@@ -7,11 +7,11 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 
 use super::auth::{sensitive_auth_header, RotatingAuth};
-use super::cancel::Cancel;
 use super::gzip;
 use super::metrics::SinkMetrics;
 use super::reply::{classify, describe_error, parse_retry_after, Reply};
 use super::spec::EndpointSpec;
+use crate::signal::CancellationToken;
 
 /// An HTTP endpoint: the client with its timeouts, TLS and auth, and the runtime it runs on.
 pub struct Endpoint {
@@ -22,7 +22,7 @@ pub struct Endpoint {
     auth: Option<RotatingAuth>,
     gzip: bool,
     runtime: Option<tokio::runtime::Runtime>,
-    cancel: Cancel,
+    cancel: CancellationToken,
     pub(super) metrics: SinkMetrics,
 }
 
@@ -122,7 +122,7 @@ impl Endpoint {
             auth: spec.auth.map(|auth| RotatingAuth::new(&sink, auth)),
             gzip: spec.gzip,
             runtime: None,
-            cancel: Cancel::new(),
+            cancel: CancellationToken::new(),
             metrics: SinkMetrics::for_sink(&sink),
         })
     }
@@ -140,13 +140,13 @@ impl Endpoint {
     /// The endpoint with `cancel` ending its requests, for a sink with several endpoints and
     /// one token.
     #[must_use]
-    pub fn with_cancel(mut self, cancel: Cancel) -> Self {
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
         self
     }
 
     /// The token that ends this endpoint's requests at once.
-    pub fn cancel_handle(&self) -> Cancel {
+    pub fn cancel_handle(&self) -> CancellationToken {
         self.cancel.clone()
     }
 
