@@ -44,6 +44,49 @@ pub enum ConfigError {
     },
 }
 
+/// A value a config file may hold but that is not acceptable: the field, as a path under the
+/// part that was checked (`batch.max_bytes`), and why. Checks deep in a config return it; the
+/// caller puts its own place in front ([`FieldError::under`]) and the file around it
+/// ([`FieldError::in_file`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// The field, e.g. `sinks[1].batch.max_bytes`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// `field` is not acceptable, because of `message`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error seen from one level up: the field becomes `prefix.field`.
+    #[must_use]
+    pub fn under(mut self, prefix: &str) -> Self {
+        self.field = match (prefix.is_empty(), self.field.is_empty()) {
+            (true, _) => self.field,
+            (false, true) => prefix.to_owned(),
+            (false, false) => format!("{prefix}.{}", self.field),
+        };
+        self
+    }
+
+    /// The error as the file's: [`ConfigError::Invalid`] naming `path` and the field.
+    pub fn in_file(self, path: &Path) -> ConfigError {
+        ConfigError::Invalid {
+            path: path.to_owned(),
+            field: self.field,
+            message: self.message,
+        }
+    }
+}
+
 /// Reads `path` and deserialises it as TOML when it ends in `.toml`, else as YAML.
 ///
 /// # Errors
@@ -166,6 +209,19 @@ impl<'de> Deserialize<'de> for ByteSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_error_gains_its_place_level_by_level_and_names_the_file() {
+        let error = FieldError::new("batch.max_bytes", "must be at least 1KiB")
+            .under("")
+            .under("sinks[2]");
+        assert_eq!(error.field, "sinks[2].batch.max_bytes");
+        assert_eq!(FieldError::new("", "bad").under("alerts").field, "alerts");
+        assert_eq!(
+            error.in_file(Path::new("/etc/f.yaml")).to_string(),
+            "/etc/f.yaml: sinks[2].batch.max_bytes: must be at least 1KiB"
+        );
+    }
 
     #[test]
     fn sizes_parse_with_si_and_iec_units() {

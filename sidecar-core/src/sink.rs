@@ -31,7 +31,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::config::{ByteSize, ConfigError};
+use crate::config::{ByteSize, ConfigError, FieldError};
 
 /// One processed record: its exact journal bytes and the few fields sinks route and count by.
 #[derive(Debug)]
@@ -298,8 +298,8 @@ impl SinkSpec {
         }
     }
 
-    /// Checks what the types cannot; the error is `(field under the sink, message)`.
-    fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks what the types cannot; the error names the field under the sink.
+    fn validate(&self) -> Result<(), FieldError> {
         match self {
             SinkSpec::File {
                 max_file_bytes,
@@ -307,27 +307,27 @@ impl SinkSpec {
                 ..
             } => {
                 if max_file_bytes.0 < 1024 {
-                    return Err(("max_file_bytes".into(), "must be at least 1KiB".into()));
+                    return Err(FieldError::new("max_file_bytes", "must be at least 1KiB"));
                 }
                 if *max_closed_files == Some(0) {
-                    return Err((
-                        "max_closed_files".into(),
-                        "must be at least 1 (leave it out to keep every file)".into(),
+                    return Err(FieldError::new(
+                        "max_closed_files",
+                        "must be at least 1 (leave it out to keep every file)",
                     ));
                 }
                 Ok(())
             }
-            SinkSpec::Http(s) => s.endpoint().validate(""),
+            SinkSpec::Http(s) => s.endpoint().validate(),
             SinkSpec::Loki(s) => {
-                s.endpoint().validate("")?;
+                s.endpoint().validate()?;
                 s.validate_labels()
             }
             SinkSpec::Elasticsearch(s) => {
-                s.endpoint().validate("")?;
-                s.validate_index().map_err(|m| ("index".into(), m))
+                s.endpoint().validate()?;
+                s.validate_index().map_err(|m| FieldError::new("index", m))
             }
-            SinkSpec::Redis(s) => s.validate().map_err(|(f, m)| (f.to_owned(), m)),
-            SinkSpec::Syslog(s) => s.validate().map_err(|(f, m)| (f.to_owned(), m)),
+            SinkSpec::Redis(s) => s.validate(),
+            SinkSpec::Syslog(s) => s.validate(),
         }
     }
 }
@@ -359,43 +359,38 @@ impl ForwarderFile {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the field.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |field: String, message: &str| ConfigError::Invalid {
-            path: path.to_owned(),
-            field,
-            message: message.to_owned(),
-        };
+        self.check().map_err(|e| e.in_file(path))
+    }
+
+    fn check(&self) -> Result<(), FieldError> {
         if self.report.interval.0 < Duration::from_secs(1) {
-            return Err(invalid("report.interval".into(), "must be at least 1s"));
+            return Err(FieldError::new("report.interval", "must be at least 1s"));
         }
         for (name, url) in &self.report.sidecars {
             if !matches!(reqwest::Url::parse(url), Ok(u) if u.scheme() == "http" || u.scheme() == "https")
             {
-                return Err(invalid(
+                return Err(FieldError::new(
                     format!("report.sidecars.{name}"),
-                    &format!("{url:?} is not an http:// or https:// URL of a /metrics endpoint"),
+                    format!("{url:?} is not an http:// or https:// URL of a /metrics endpoint"),
                 ));
             }
         }
         if let Some(spec) = &self.alerts {
-            if let Err((field, message)) = spec.validate() {
-                return Err(invalid(format!("alerts.{field}"), &message));
-            }
+            spec.validate().map_err(|e| e.under("alerts"))?;
         }
         let mut names = vec![report::REPORT_SINK_NAME, alerts::ALERTS_SINK_NAME];
         for (i, sink) in self.sinks.iter().enumerate() {
             let name = sink.name();
             if names.contains(&name) {
-                return Err(invalid(
+                return Err(FieldError::new(
                     format!("sinks[{i}].name"),
-                    &format!(
+                    format!(
                         "{name:?} is used twice (names must be unique; \"report\" and \"alerts\" are taken)"
                     ),
                 ));
             }
-            if let Err((field, message)) = sink.validate() {
-                let field = field.trim_start_matches('.');
-                return Err(invalid(format!("sinks[{i}].{field}"), &message));
-            }
+            sink.validate()
+                .map_err(|e| e.under(&format!("sinks[{i}]")))?;
             names.push(name);
         }
         Ok(())

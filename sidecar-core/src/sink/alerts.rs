@@ -25,7 +25,7 @@ use super::network::{
 use super::{OutRecord, Sink, SinkError};
 use crate::alerts::{self, AlertState, Evaluator, Notification};
 use crate::backoff::Backoff;
-use crate::config::HumanDuration;
+use crate::config::{FieldError, HumanDuration};
 use crate::rules::RuleSet;
 use crate::signal::CancellationToken;
 
@@ -125,25 +125,22 @@ impl AlertsSpec {
         .filter_map(|(kind, spec)| spec.map(|spec| (kind, spec)))
     }
 
-    /// Checks the targets and the rules file; the error is `(field under alerts, message)`.
-    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks the targets and the rules file; the error names the field under `alerts`.
+    pub(super) fn validate(&self) -> Result<(), FieldError> {
         if self.resend_interval.0 < Duration::from_secs(1) {
-            return Err(("resend_interval".into(), "must be at least 1s".into()));
+            return Err(FieldError::new("resend_interval", "must be at least 1s"));
         }
         for (kind, spec) in self.targets() {
             spec.endpoint(kind.name())
-                .validate("")
-                .map_err(|(field, message)| {
-                    (
-                        format!("{}.{}", kind.name(), field.trim_start_matches('.')),
-                        message,
-                    )
-                })?;
+                .validate()
+                .map_err(|e| e.under(kind.name()))?;
         }
         if let Some(url) = &self.generator_url {
-            Url::parse(url).map_err(|e| ("generator_url".into(), format!("{url:?}: {e}")))?;
+            Url::parse(url)
+                .map_err(|e| FieldError::new("generator_url", format!("{url:?}: {e}")))?;
         }
-        RuleSet::load(&self.rules_file).map_err(|e| ("rules_file".into(), format!("{e}")))?;
+        RuleSet::load(&self.rules_file)
+            .map_err(|e| FieldError::new("rules_file", e.to_string()))?;
         Ok(())
     }
 

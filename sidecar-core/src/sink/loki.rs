@@ -5,6 +5,7 @@
 //! must be few and low-cardinality (namespace, pod, container, source_file, log_level); the
 //! rest of the record travels in the line or as structured metadata, never as labels.
 
+use crate::config::FieldError;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -126,42 +127,41 @@ impl LokiSpec {
     ///
     /// # Errors
     /// `(field, message)` naming the bad label.
-    pub fn validate_labels(&self) -> Result<(), (String, String)> {
+    pub fn validate_labels(&self) -> Result<(), FieldError> {
         for name in &self.label_fields {
             if !is_label_name(name) {
-                return Err((
-                    "label_fields".into(),
+                return Err(FieldError::new(
+                    "label_fields",
                     format!("{name:?} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
                 ));
             }
             if name == field::ID {
-                return Err((
-                    "label_fields".into(),
-                    "\"id\" is unique per record: as a label it would make one stream per record"
-                        .into(),
+                return Err(FieldError::new(
+                    "label_fields",
+                    "\"id\" is unique per record: as a label it would make one stream per record",
                 ));
             }
         }
         for name in self.static_labels.keys() {
             if !is_label_name(name) {
-                return Err((
-                    "static_labels".into(),
+                return Err(FieldError::new(
+                    "static_labels",
                     format!("{name:?} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
                 ));
             }
         }
         for (i, name) in self.label_fields.iter().enumerate() {
             if self.static_labels.contains_key(name) || self.label_fields[..i].contains(name) {
-                return Err((
-                    "label_fields".into(),
+                return Err(FieldError::new(
+                    "label_fields",
                     format!("{name:?} is named twice (label_fields and static_labels together)"),
                 ));
             }
         }
         if self.static_labels.is_empty() && self.label_fields.is_empty() {
-            return Err((
-                "label_fields".into(),
-                "Loki needs at least one label: set label_fields or static_labels".into(),
+            return Err(FieldError::new(
+                "label_fields",
+                "Loki needs at least one label: set label_fields or static_labels",
             ));
         }
         Ok(())

@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 
 use super::batch_metrics::{BatchFamilies, BatchMetrics};
 use super::{OutRecord, Sink, SinkError};
-use crate::config::HumanDuration;
+use crate::config::{FieldError, HumanDuration};
 
 /// A redis sink in `forwarder.yaml` (`type: redis`).
 #[derive(Debug, Clone, Deserialize)]
@@ -94,9 +94,9 @@ impl RedisSpec {
     ///
     /// # Errors
     /// `(field, message)` for the first unacceptable value.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         if !(self.url.starts_with("redis://") || self.url.starts_with("rediss://")) {
-            return Err((
+            return Err(FieldError::new(
                 "url",
                 format!(
                     "{:?} must start with redis:// or rediss:// (TLS)",
@@ -105,7 +105,7 @@ impl RedisSpec {
             ));
         }
         if self.url.as_str().into_connection_info().is_err() {
-            return Err((
+            return Err(FieldError::new(
                 "url",
                 format!(
                     "{:?} is not a valid redis URL (redis://host:port/db)",
@@ -114,52 +114,53 @@ impl RedisSpec {
             ));
         }
         if self.channel.is_none() && self.stream.is_none() {
-            return Err((
+            return Err(FieldError::new(
                 "channel",
-                "set a channel, a stream or both (nothing would be sent)".into(),
+                "set a channel, a stream or both (nothing would be sent)",
             ));
         }
         if self.channel.as_deref() == Some("") {
-            return Err(("channel", "must not be empty".into()));
+            return Err(FieldError::new("channel", "must not be empty"));
         }
         if self.stream.as_deref() == Some("") {
-            return Err(("stream", "must not be empty".into()));
+            return Err(FieldError::new("stream", "must not be empty"));
         }
         if self.ca_file.is_some() && !self.url.starts_with("rediss://") {
-            return Err(("ca_file", "needs a rediss:// (TLS) url".into()));
+            return Err(FieldError::new("ca_file", "needs a rediss:// (TLS) url"));
         }
         if let Some(ca) = &self.ca_file {
-            std::fs::metadata(ca)
-                .map_err(|e| ("ca_file", format!("cannot read {}: {e}", ca.display())))?;
+            std::fs::metadata(ca).map_err(|e| {
+                FieldError::new("ca_file", format!("cannot read {}: {e}", ca.display()))
+            })?;
         }
         for (field, timeout) in [
             ("connect_timeout", self.connect_timeout),
             ("response_timeout", self.response_timeout),
         ] {
             if timeout.0 < Duration::from_millis(10) {
-                return Err((field, "must be at least 10ms".into()));
+                return Err(FieldError::new(field, "must be at least 10ms"));
             }
         }
         self.read_password().map(|_| ())
     }
 
     /// The password from `password_file` or `password_env`, if one is configured.
-    fn read_password(&self) -> Result<Option<String>, (&'static str, String)> {
+    fn read_password(&self) -> Result<Option<String>, FieldError> {
         match (&self.password_file, &self.password_env) {
-            (Some(_), Some(_)) => Err((
+            (Some(_), Some(_)) => Err(FieldError::new(
                 "password_env",
-                "set password_file or password_env, not both".into(),
+                "set password_file or password_env, not both",
             )),
             (Some(path), None) => std::fs::read_to_string(path)
                 .map(|text| Some(text.trim_end_matches(['\r', '\n']).to_owned()))
                 .map_err(|e| {
-                    (
+                    FieldError::new(
                         "password_file",
                         format!("cannot read {}: {e}", path.display()),
                     )
                 }),
             (None, Some(var)) => std::env::var(var).map(Some).map_err(|_| {
-                (
+                FieldError::new(
                     "password_env",
                     format!("environment variable {var} is not set (or not UTF-8)"),
                 )
@@ -231,9 +232,7 @@ impl RedisSink {
     pub fn open(spec: RedisSpec, saved: Option<&Value>) -> Result<Self, SinkError> {
         let target = redact_url(&spec.url);
         let failure = |detail: String| setup_error(&spec.name, &target, detail);
-        let password = spec
-            .read_password()
-            .map_err(|(field, e)| failure(format!("{field}: {e}")))?;
+        let password = spec.read_password().map_err(|e| failure(e.to_string()))?;
         let mut info = spec
             .url
             .as_str()
@@ -653,26 +652,31 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         let err = |yaml: &str| spec(yaml).validate().unwrap_err();
-        assert_eq!(err("url: http://h\nchannel: c\n").0, "url");
-        let (field, message) = err("url: redis://u:topsecret@h:notaport\nchannel: c\n");
+        assert_eq!(err("url: http://h\nchannel: c\n").field, "url");
+        let FieldError { field, message } =
+            err("url: redis://u:topsecret@h:notaport\nchannel: c\n");
         assert_eq!(field, "url");
         assert!(!message.contains("topsecret"), "{message}");
-        assert_eq!(err("url: redis://h\n").0, "channel");
-        assert_eq!(err("url: redis://h\nstream: ''\n").0, "stream");
-        assert_eq!(err("url: redis://h\nstream: s\nca_file: /x\n").0, "ca_file");
+        assert_eq!(err("url: redis://h\n").field, "channel");
+        assert_eq!(err("url: redis://h\nstream: ''\n").field, "stream");
         assert_eq!(
-            err("url: redis://h\nstream: s\nresponse_timeout: 1ms\n").0,
+            err("url: redis://h\nstream: s\nca_file: /x\n").field,
+            "ca_file"
+        );
+        assert_eq!(
+            err("url: redis://h\nstream: s\nresponse_timeout: 1ms\n").field,
             "response_timeout"
         );
-        let (field, message) = err("url: redis://h\nstream: s\npassword_file: /nonexistent/pw\n");
+        let FieldError { field, message } =
+            err("url: redis://h\nstream: s\npassword_file: /nonexistent/pw\n");
         assert_eq!(field, "password_file");
         assert!(message.contains("/nonexistent/pw"), "{message}");
-        let (field, message) =
+        let FieldError { field, message } =
             err("url: redis://h\nstream: s\npassword_env: LOG_SIDECARS_TEST_UNSET_VAR\n");
         assert_eq!(field, "password_env");
         assert!(message.contains("LOG_SIDECARS_TEST_UNSET_VAR"), "{message}");
         assert_eq!(
-            err("url: redis://h\nstream: s\npassword_env: A\npassword_file: /b\n").0,
+            err("url: redis://h\nstream: s\npassword_env: A\npassword_file: /b\n").field,
             "password_env"
         );
         assert!(serde_saphyr::from_str::<RedisSpec>("url: redis://h\nchanel: c\n").is_err());

@@ -30,7 +30,7 @@ use tracing::{info, warn};
 
 use super::batch_metrics::{BatchFamilies, BatchMetrics};
 use super::{OutRecord, Sink, SinkError};
-use crate::config::{ByteSize, HumanDuration};
+use crate::config::{ByteSize, FieldError, HumanDuration};
 
 mod rfc5424;
 mod tls;
@@ -225,9 +225,9 @@ impl SyslogSpec {
     ///
     /// # Errors
     /// `(field, message)` for the first unacceptable value.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), FieldError> {
         if split_host_port(&self.address).is_none() {
-            return Err((
+            return Err(FieldError::new(
                 "address",
                 format!(
                     "{:?} is not host:port (e.g. rsyslog.logging:514)",
@@ -242,29 +242,29 @@ impl SyslogSpec {
             ("msg_id", &self.msg_id, 32),
         ] {
             if let Some(value) = value {
-                check_header_field(value, max).map_err(|m| (field, m))?;
+                check_header_field(value, max).map_err(|m| FieldError::new(field, m))?;
             }
         }
-        check_sd_name(&self.sd_id).map_err(|m| ("sd_id", m))?;
+        check_sd_name(&self.sd_id).map_err(|m| FieldError::new("sd_id", m))?;
         if self.transport != Transport::Tls {
             if self.ca_file.is_some() {
-                return Err(("ca_file", "needs transport: tls".into()));
+                return Err(FieldError::new("ca_file", "needs transport: tls"));
             }
             if self.server_name.is_some() {
-                return Err(("server_name", "needs transport: tls".into()));
+                return Err(FieldError::new("server_name", "needs transport: tls"));
             }
         } else {
             self.tls_config()?;
         }
         let max = self.max_message_bytes();
         if max < MIN_MESSAGE_BYTES {
-            return Err((
+            return Err(FieldError::new(
                 "max_message_bytes",
                 format!("must be at least {MIN_MESSAGE_BYTES} (RFC 5426)"),
             ));
         }
         if self.transport == Transport::Udp && max > MAX_UDP_BYTES {
-            return Err((
+            return Err(FieldError::new(
                 "max_message_bytes",
                 format!("must be at most {MAX_UDP_BYTES} over UDP (one datagram)"),
             ));
@@ -274,7 +274,7 @@ impl SyslogSpec {
             ("write_timeout", self.write_timeout),
         ] {
             if timeout.0 < Duration::from_millis(10) {
-                return Err((field, "must be at least 10ms".into()));
+                return Err(FieldError::new(field, "must be at least 10ms"));
             }
         }
         Ok(())
@@ -390,19 +390,11 @@ impl SyslogSink {
     /// When the TLS settings cannot be made (an unreadable `ca_file`).
     pub fn open(spec: SyslogSpec, saved: Option<&Value>) -> Result<Self, SinkError> {
         let tls = match spec.transport {
-            Transport::Tls => {
-                Some(
-                    spec.tls_config()
-                        .map_err(|(field, message)| SinkError::Io {
-                            sink: spec.name.clone(),
-                            path: spec.ca_file.clone().unwrap_or_default(),
-                            source: io::Error::new(
-                                io::ErrorKind::InvalidInput,
-                                format!("{field}: {message}"),
-                            ),
-                        })?,
-                )
-            }
+            Transport::Tls => Some(spec.tls_config().map_err(|error| SinkError::Io {
+                sink: spec.name.clone(),
+                path: spec.ca_file.clone().unwrap_or_default(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, error),
+            })?),
             _ => None,
         };
         let counters = saved
@@ -811,25 +803,25 @@ mod tests {
     #[test]
     fn validation_names_the_field() {
         let err = |yaml: &str| spec(yaml).validate().unwrap_err();
-        assert_eq!(err("address: nohost\n").0, "address");
-        assert_eq!(err("address: h:99999\n").0, "address");
-        assert_eq!(err("address: h:514\nhostname: 'a b'\n").0, "hostname");
-        assert_eq!(err("address: h:514\napp_name: ''\n").0, "app_name");
+        assert_eq!(err("address: nohost\n").field, "address");
+        assert_eq!(err("address: h:99999\n").field, "address");
+        assert_eq!(err("address: h:514\nhostname: 'a b'\n").field, "hostname");
+        assert_eq!(err("address: h:514\napp_name: ''\n").field, "app_name");
         assert_eq!(
-            err(&format!("address: h:514\nmsg_id: {}\n", "m".repeat(33))).0,
+            err(&format!("address: h:514\nmsg_id: {}\n", "m".repeat(33))).field,
             "msg_id"
         );
-        assert_eq!(err("address: h:514\nsd_id: 'a=b'\n").0, "sd_id");
+        assert_eq!(err("address: h:514\nsd_id: 'a=b'\n").field, "sd_id");
         assert_eq!(
-            err("address: h:514\nmax_message_bytes: 100\n").0,
+            err("address: h:514\nmax_message_bytes: 100\n").field,
             "max_message_bytes"
         );
         assert_eq!(
-            err("address: h:514\ntransport: udp\nmax_message_bytes: 1MiB\n").0,
+            err("address: h:514\ntransport: udp\nmax_message_bytes: 1MiB\n").field,
             "max_message_bytes"
         );
         assert_eq!(
-            err("address: h:514\nwrite_timeout: 0s\n").0,
+            err("address: h:514\nwrite_timeout: 0s\n").field,
             "write_timeout"
         );
         assert!(serde_saphyr::from_str::<SyslogSpec>("address: h:1\nfacility: local9\n").is_err());

@@ -9,7 +9,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::config::{ByteSize, HumanDuration};
+use crate::config::{ByteSize, FieldError, HumanDuration};
 
 /// `tls:` of a network sink. Without it, https URLs are checked against the bundled Mozilla
 /// roots.
@@ -186,12 +186,12 @@ pub struct EndpointSpec<'a> {
 }
 
 impl EndpointSpec<'_> {
-    /// Checks what serde cannot; `field` prefixes each error (e.g. `sinks[2]`).
+    /// Checks what serde cannot.
     ///
     /// # Errors
-    /// A `(field, message)` pair naming what is wrong.
-    pub fn validate(&self, field: &str) -> Result<(), (String, String)> {
-        let bad = |f: &str, m: String| Err((format!("{field}.{f}"), m));
+    /// The first field (under the sink) that is not acceptable.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let bad = |f: &str, m: String| Err(FieldError::new(f, m));
         match Url::parse(self.url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}
             Ok(url) => {

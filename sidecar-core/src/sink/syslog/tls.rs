@@ -1,6 +1,7 @@
 //! The TLS client settings of a syslog sink over TLS (RFC 5425): the CA roots (a file, or the
 //! system's) and the server name to verify.
 
+use crate::config::FieldError;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject as _;
@@ -12,23 +13,25 @@ impl SyslogSpec {
     /// The TLS client settings and the name to verify; errors name the field.
     pub(super) fn tls_config(
         &self,
-    ) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), (&'static str, String)> {
+    ) -> Result<(Arc<rustls::ClientConfig>, ServerName<'static>), FieldError> {
         let mut roots = rustls::RootCertStore::empty();
         match &self.ca_file {
             Some(path) => {
                 let certs = CertificateDer::pem_file_iter(path)
                     .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| ("ca_file", format!("cannot read {}: {e}", path.display())))?;
+                    .map_err(|e| {
+                        FieldError::new("ca_file", format!("cannot read {}: {e}", path.display()))
+                    })?;
                 if certs.is_empty() {
-                    return Err((
+                    return Err(FieldError::new(
                         "ca_file",
                         format!("{} holds no PEM certificate", path.display()),
                     ));
                 }
                 for cert in certs {
-                    roots
-                        .add(cert)
-                        .map_err(|e| ("ca_file", format!("{}: {e}", path.display())))?;
+                    roots.add(cert).map_err(|e| {
+                        FieldError::new("ca_file", format!("{}: {e}", path.display()))
+                    })?;
                 }
             }
             None => {
@@ -44,7 +47,7 @@ impl SyslogSpec {
             None => split_host_port(&self.address).map_or("", |(host, _)| host),
         };
         let name = ServerName::try_from(host.to_owned()).map_err(|e| {
-            (
+            FieldError::new(
                 if self.server_name.is_some() {
                     "server_name"
                 } else {
@@ -58,7 +61,7 @@ impl SyslogSpec {
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
-        .map_err(|e| ("transport", e.to_string()))?
+        .map_err(|e| FieldError::new("transport", e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
         Ok((Arc::new(config), name))
