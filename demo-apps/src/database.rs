@@ -567,29 +567,18 @@ pub async fn run(
     heartbeat: Heartbeat,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let files = Arc::new(Mutex::new(
-        LogFiles::open(&args.log_dir, &FILE_NAMES)?.with_max_lines(args.max_lines),
-    ));
-    tracing::info!(log_dir = %args.log_dir.display(), rate = ?args.rate, "Database client started.");
-    let rng = args.rng();
-    let lines = match args.rate {
-        Some(rate) => {
-            simulation::run_in_background(
-                QuerySimulation::new(),
-                rng,
-                Arc::clone(&files),
-                Some(rate),
-                args.duration(),
-                heartbeat,
-                shutdown,
-            )
-            .await?
-        }
-        None => run_live(rng, &files, args.duration(), heartbeat, shutdown).await?,
-    };
-    files.lock().flush()?;
-    tracing::info!(lines, "Database client stopped; logs flushed.");
-    Ok(())
+    simulation::run_app(
+        "Database client",
+        args,
+        &FILE_NAMES,
+        QuerySimulation::new(),
+        |rng, files, duration, heartbeat, shutdown| async move {
+            run_live(rng, &files, duration, heartbeat, shutdown).await
+        },
+        heartbeat,
+        shutdown,
+    )
+    .await
 }
 
 /// The live pool: permits bound concurrency, ids name the connections.

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::cli::CommonArgs;
 use crate::database::QuerySimulation;
 use crate::heartbeat::Heartbeat;
 use crate::logfile::{Batch, LogFileError, LogFiles};
@@ -147,6 +148,62 @@ fn sleep_until(due: Instant, stopped: &impl Fn(Instant) -> bool) {
         }
         std::thread::sleep((due - now).min(MAX_SLEEP_SLICE));
     }
+}
+
+/// Runs an app that has a synthetic mode and a live one (the database client, the background
+/// worker) until shutdown, `--duration-secs` or `--max-lines`: opens its log files, runs `sim`
+/// at `--rate` when one is given and `live` otherwise, then flushes the files.
+///
+/// # Errors
+///
+/// When the log directory or a file cannot be created or written.
+pub async fn run_app<S, L, F, Sh>(
+    app: &str,
+    args: CommonArgs,
+    file_names: &[&str],
+    sim: S,
+    live: L,
+    heartbeat: Heartbeat,
+    shutdown: Sh,
+) -> anyhow::Result<()>
+where
+    S: Simulation + Send + 'static,
+    L: FnOnce(SmallRng, Arc<Mutex<LogFiles>>, Option<Duration>, Heartbeat, Sh) -> F,
+    F: Future<Output = Result<u64, LogFileError>>,
+    Sh: Future<Output = ()>,
+{
+    let files = Arc::new(Mutex::new(
+        LogFiles::open(&args.log_dir, file_names)?.with_max_lines(args.max_lines),
+    ));
+    tracing::info!(log_dir = %args.log_dir.display(), rate = ?args.rate, "{app} started.");
+    let rng = args.rng();
+    let lines = match args.rate {
+        Some(rate) => {
+            run_in_background(
+                sim,
+                rng,
+                Arc::clone(&files),
+                Some(rate),
+                args.duration(),
+                heartbeat,
+                shutdown,
+            )
+            .await?
+        }
+        None => {
+            live(
+                rng,
+                Arc::clone(&files),
+                args.duration(),
+                heartbeat,
+                shutdown,
+            )
+            .await?
+        }
+    };
+    files.lock().flush()?;
+    tracing::info!(lines, "{app} stopped; logs flushed.");
+    Ok(())
 }
 
 /// Runs `sim` on a blocking thread (see [`run`]) until `shutdown` resolves, `duration` passes
