@@ -64,6 +64,9 @@ struct Cli {
     /// Passed to the collector and processor as --fsync (false: page-cache durability).
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     fsync: bool,
+    /// Passed to all three stages as --linger (their default: 10ms), e.g. 3ms.
+    #[arg(long)]
+    linger: Option<String>,
     /// Seconds to run the three stages with no input for the idle measurement (0: skip).
     #[arg(long, default_value_t = 20)]
     idle_secs: u64,
@@ -101,6 +104,7 @@ struct Setup {
     rules: PathBuf,
     alerts: bool,
     fsync: bool,
+    linger: Option<String>,
     timeout: Duration,
     progress: bool,
 }
@@ -317,6 +321,7 @@ fn find_binaries(cli: &Cli) -> anyhow::Result<Setup> {
         rules,
         alerts: cli.alerts,
         fsync: cli.fsync,
+        linger: cli.linger.clone(),
         timeout: Duration::from_secs(cli.timeout_secs),
         progress: cli.progress,
     })
@@ -336,6 +341,7 @@ fn collector_args(setup: &Setup, dirs: &RunDirs, max_unconsumed: Option<&str>) -
     if let Some(cap) = max_unconsumed {
         args.extend(["--max-unconsumed".into(), cap.into()]);
     }
+    args.extend(setup.linger_args());
     args
 }
 
@@ -355,6 +361,7 @@ fn processor_args(setup: &Setup, dirs: &RunDirs, max_unconsumed: Option<&str>) -
     if let Some(cap) = max_unconsumed {
         args.extend(["--max-unconsumed".into(), cap.into()]);
     }
+    args.extend(setup.linger_args());
     args
 }
 
@@ -383,7 +390,7 @@ fn forwarder_args_with(
         &config,
         format!("report:\n  interval: 1h\n{alerts}sinks:\n  - type: file\n    directory: {out}\n    per_source: true\n{sink_settings}"),
     )?;
-    Ok(vec![
+    let mut args = vec![
         "--config".into(),
         config.display().to_string(),
         "--input-dir".into(),
@@ -392,7 +399,19 @@ fn forwarder_args_with(
         "127.0.0.1:0".into(),
         "--api-listen".into(),
         "127.0.0.1:0".into(),
-    ])
+    ];
+    args.extend(setup.linger_args());
+    Ok(args)
+}
+
+impl Setup {
+    /// `--linger <d>` for a stage, when the bench was given one.
+    fn linger_args(&self) -> Vec<String> {
+        self.linger
+            .iter()
+            .flat_map(|linger| ["--linger".to_owned(), linger.clone()])
+            .collect()
+    }
 }
 
 /// The collector alone on the generated files. The unconsumed cap is lifted, since nothing

@@ -121,6 +121,20 @@ pub fn parse_text<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, Con
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
+impl HumanDuration {
+    /// A stage's `--linger`: a duration up to 1 s (a stage that waits longer looks stuck).
+    ///
+    /// # Errors
+    /// When `text` is not a duration or is longer than 1 s.
+    pub fn parse_linger(text: &str) -> Result<Self, String> {
+        let linger: Self = text.parse()?;
+        if linger.0 > Duration::from_secs(1) {
+            return Err(format!("{text} is longer than 1s"));
+        }
+        Ok(linger)
+    }
+}
+
 impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {

@@ -306,6 +306,13 @@ fn bad_configs_exit_non_zero_naming_file_and_field() {
         err.contains("--grace-period") && err.contains("soon"),
         "{err}"
     );
+    for binary in ["collector", "processor", "forwarder"] {
+        let err = run(binary, &["--linger", "5s"]);
+        assert!(
+            err.contains("--linger") && err.contains("5s is longer than 1s"),
+            "{binary}: {err}"
+        );
+    }
 }
 
 #[test]
