@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use regex::{Captures, Regex, RegexSet, RegexSetBuilder};
 use serde_json::{Map, Value};
 
-use super::spec::RedactBuiltin;
+use super::spec::{RedactBuiltin, RedactSpec};
+use super::step::Compile;
+use super::{build_regex, RulesError};
 
 /// Fields a redaction without `fields:` leaves alone: they are the processor's own.
 const PROTECTED: [&str; 3] = ["id", "source_file", "collected_at"];
@@ -62,6 +64,24 @@ fn builtin(which: RedactBuiltin) -> (&'static str, bool, bool) {
 }
 
 impl Redactor {
+    /// Compiles a `redact:` step: the fields, the built-in patterns and the custom ones.
+    pub(super) fn compile(s: RedactSpec, c: &Compile<'_, '_>) -> Result<Self, RulesError> {
+        if s.builtins.is_empty() && s.patterns.is_empty() {
+            return Err(c.invalid_step("give `builtins`, `patterns`, or both"));
+        }
+        let fields = c.fields(s.fields)?;
+        let custom = s
+            .patterns
+            .iter()
+            .enumerate()
+            .map(|(i, pattern)| build_regex(pattern, c.scope, &c.at(&format!("patterns[{i}]"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let builtins_at = c.at("builtins");
+        Redactor::new(fields, &s.builtins, custom, s.mask, &mut |pattern: &str| {
+            build_regex(pattern, c.scope, &builtins_at)
+        })
+    }
+
     /// Builds the redactor; `compile` is the caller's size-limited regex builder, which
     /// names the field in its error.
     pub(super) fn new<E>(
