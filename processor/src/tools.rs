@@ -140,6 +140,14 @@ pub fn run_with(tool: Tool, out: &mut dyn Write, err: &mut dyn Write) -> ExitCod
         }
         Tool::JournalCat { dir } => match journal_cat(&dir, out) {
             Ok(()) => ExitCode::SUCCESS,
+            // `journal-cat | head`: the reader has what it wanted.
+            Err(error)
+                if error
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+            {
+                ExitCode::SUCCESS
+            }
             Err(error) => {
                 let _ = writeln!(err, "{}: {error:#}", dir.display());
                 ExitCode::FAILURE
@@ -176,7 +184,7 @@ fn journal_cat(dir: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
                     "error": error.to_string(),
                 }),
             };
-            serde_json::to_writer(&mut *out, &value)?;
+            serde_json::to_writer(&mut *out, &value).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
         }
     }

@@ -249,6 +249,28 @@ impl StepSpec {
             StepSpec::Redact(_) => "redact",
         }
     }
+
+    /// Takes the step's `when:` out, leaving the kind's own keys (a `filter` has none: its
+    /// condition is what it does).
+    pub(super) fn take_when(&mut self) -> Option<ConditionSpec> {
+        match self {
+            StepSpec::Regex(s) => s.when.take(),
+            StepSpec::Json(s) => s.when.take(),
+            StepSpec::Set(s) => s.when.take(),
+            StepSpec::Rename(s) => s.when.take(),
+            StepSpec::Remove(s) => s.when.take(),
+            StepSpec::Derive(s) => s.when.take(),
+            StepSpec::Lowercase(s) | StepSpec::Uppercase(s) => s.when.take(),
+            StepSpec::Logfmt(s) => s.when.take(),
+            StepSpec::Timestamp(s) => s.when.take(),
+            StepSpec::Convert(s) => s.when.take(),
+            StepSpec::Keep(s) => s.when.take(),
+            StepSpec::Filter(_) => None,
+            StepSpec::Sample(s) => s.when.take(),
+            StepSpec::RateLimit(s) => s.when.take(),
+            StepSpec::Redact(s) => s.when.take(),
+        }
+    }
 }
 
 /// What a regex step does when its field does not match.

@@ -141,7 +141,7 @@ impl Step {
     /// Empty field names, bad regexes, bad conditions, an empty `fields` or `cases` list,
     /// a rename onto itself.
     pub(super) fn compile(
-        spec: StepSpec,
+        mut spec: StepSpec,
         scope: &Scope<'_>,
         path: &str,
         label: String,
@@ -151,72 +151,25 @@ impl Step {
             path,
             kind: spec.kind(),
         };
+        let when = spec.take_when();
         // The kind's own keys are checked first, then its `when:`.
-        let (action, when) = match spec {
-            StepSpec::Regex(mut s) => {
-                let when = s.when.take();
-                (Action::Regex(parse::Regex::compile(s, &c)?), when)
-            }
-            StepSpec::Json(mut s) => {
-                let when = s.when.take();
-                (Action::Json(parse::Json::compile(s, &c)?), when)
-            }
-            StepSpec::Logfmt(mut s) => {
-                let when = s.when.take();
-                (Action::Logfmt(parse::Logfmt::compile(s, &c)?), when)
-            }
-            StepSpec::Set(mut s) => {
-                let when = s.when.take();
-                (Action::Set(fields::Set::compile(s, &c)?), when)
-            }
-            StepSpec::Rename(mut s) => {
-                let when = s.when.take();
-                (Action::Rename(fields::Rename::compile(s, &c)?), when)
-            }
-            StepSpec::Remove(mut s) => {
-                let when = s.when.take();
-                (Action::Remove(fields::Remove::compile(s, &c)?), when)
-            }
-            StepSpec::Keep(mut s) => {
-                let when = s.when.take();
-                (Action::Keep(fields::Keep::compile(s, &c)?), when)
-            }
-            StepSpec::Lowercase(mut s) => {
-                let when = s.when.take();
-                (Action::Case(fields::Case::compile(s, false, &c)?), when)
-            }
-            StepSpec::Uppercase(mut s) => {
-                let when = s.when.take();
-                (Action::Case(fields::Case::compile(s, true, &c)?), when)
-            }
-            StepSpec::Convert(mut s) => {
-                let when = s.when.take();
-                (Action::Convert(fields::Convert::compile(s, &c)?), when)
-            }
-            StepSpec::Derive(mut s) => {
-                let when = s.when.take();
-                (Action::Derive(derive::Derive::compile(s, &c)?), when)
-            }
-            StepSpec::Timestamp(mut s) => {
-                let when = s.when.take();
-                (
-                    Action::Timestamp(timestamp::Timestamp::compile(s, &c)?),
-                    when,
-                )
-            }
-            StepSpec::Filter(s) => (Action::Filter(drop::Filter::compile(s, &c)?), None),
-            StepSpec::Sample(mut s) => {
-                let when = s.when.take();
-                (Action::Sample(drop::Sample::compile(s, &c)?), when)
-            }
-            StepSpec::RateLimit(mut s) => {
-                let when = s.when.take();
-                (Action::RateLimit(drop::RateLimit::compile(s, &c)?), when)
-            }
-            StepSpec::Redact(mut s) => {
-                let when = s.when.take();
-                (Action::Redact(Redactor::compile(s, &c)?), when)
-            }
+        let action = match spec {
+            StepSpec::Regex(s) => Action::Regex(parse::Regex::compile(s, &c)?),
+            StepSpec::Json(s) => Action::Json(parse::Json::compile(s, &c)?),
+            StepSpec::Logfmt(s) => Action::Logfmt(parse::Logfmt::compile(s, &c)?),
+            StepSpec::Set(s) => Action::Set(fields::Set::compile(s, &c)?),
+            StepSpec::Rename(s) => Action::Rename(fields::Rename::compile(s, &c)?),
+            StepSpec::Remove(s) => Action::Remove(fields::Remove::compile(s, &c)?),
+            StepSpec::Keep(s) => Action::Keep(fields::Keep::compile(s, &c)?),
+            StepSpec::Lowercase(s) => Action::Case(fields::Case::compile(s, false, &c)?),
+            StepSpec::Uppercase(s) => Action::Case(fields::Case::compile(s, true, &c)?),
+            StepSpec::Convert(s) => Action::Convert(fields::Convert::compile(s, &c)?),
+            StepSpec::Derive(s) => Action::Derive(derive::Derive::compile(s, &c)?),
+            StepSpec::Timestamp(s) => Action::Timestamp(timestamp::Timestamp::compile(s, &c)?),
+            StepSpec::Filter(s) => Action::Filter(drop::Filter::compile(s, &c)?),
+            StepSpec::Sample(s) => Action::Sample(drop::Sample::compile(s, &c)?),
+            StepSpec::RateLimit(s) => Action::RateLimit(drop::RateLimit::compile(s, &c)?),
+            StepSpec::Redact(s) => Action::Redact(Redactor::compile(s, &c)?),
         };
         Ok(Step {
             label,
