@@ -1,9 +1,9 @@
 //! What the benchmark reads of the stages' on-disk state, from the outside: commit files,
 //! reader cursors, journal sizes and the file sink's output.
 //!
-//! Easy to get wrong: a half-written file. Commit and cursor files are replaced by rename, so a
-//! read sees the old or the new one whole; one that is missing or does not parse yet reads as
-//! "no progress", never as an error.
+//! Easy to get wrong: a file being written. Commit and cursor files are read the way the stages
+//! read them (the newest whole slot of the two); one that is missing or has no whole slot yet
+//! reads as "no progress", never as an error.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -28,7 +28,7 @@ pub struct CommitInfo {
 
 /// Reads `<dir>/commit.json`; `None` while there is none.
 pub fn commit(dir: &Path) -> Option<CommitInfo> {
-    let value = read_json(&dir.join("commit.json"))?;
+    let value = read_checkpoint(&dir.join("commit.json"))?;
     Some(CommitInfo {
         records: value.get("records")?.as_u64()?,
         end: position(value.get("end")?)?,
@@ -38,7 +38,7 @@ pub fn commit(dir: &Path) -> Option<CommitInfo> {
 /// Reads `<dir>/readers/<reader>.json`, the reader's consumed position; `None` while there is
 /// none.
 pub fn cursor(dir: &Path, reader: &str) -> Option<Position> {
-    let value = read_json(&dir.join("readers").join(format!("{reader}.json")))?;
+    let value = read_checkpoint(&dir.join("readers").join(format!("{reader}.json")))?;
     position(value.get("position")?)
 }
 
@@ -49,8 +49,8 @@ fn position(value: &Value) -> Option<Position> {
     ))
 }
 
-fn read_json(path: &Path) -> Option<Value> {
-    serde_json::from_slice(&fs::read(path).ok()?).ok()
+fn read_checkpoint(path: &Path) -> Option<Value> {
+    sidecar_core::checkpoint::load(path).ok().flatten()
 }
 
 /// The bytes of a journal's segment files (`segment-*.ndjson`) now on disk.

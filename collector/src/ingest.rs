@@ -47,7 +47,7 @@ use prometheus_client::registry::Registry;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use sidecar_common::checkpoint::{self, Durability};
+use sidecar_common::checkpoint::{self, CheckpointFile, Durability};
 use sidecar_common::config::ByteSize;
 use sidecar_common::signal::Wakeup;
 use sidecar_journal::JournalWriter;
@@ -871,7 +871,7 @@ pub fn service_source_id(service: &str) -> u64 {
 
 /// The sequence the offsets of ingested records come from, reserved on disk in blocks.
 struct IdSequence {
-    path: PathBuf,
+    file: CheckpointFile,
     next: u64,
     reserved_until: u64,
 }
@@ -885,7 +885,7 @@ struct IdReservation {
 impl IdSequence {
     fn open(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join(IDS_FILE);
-        let saved = match checkpoint::load_json_or_backup::<IdReservation>(&path) {
+        let saved = match checkpoint::load_or_backup::<IdReservation>(&path) {
             Ok(loaded) => loaded.map_or(0, |l| l.into_value().reserved_until),
             Err(e) => {
                 // The clock below still keeps new ids above any handed out before.
@@ -899,7 +899,7 @@ impl IdSequence {
             .map_or(0, |d| d.as_micros() as u64);
         let start = saved.max(floor);
         let mut sequence = Self {
-            path,
+            file: CheckpointFile::new(path),
             next: start,
             reserved_until: start,
         };
@@ -913,7 +913,8 @@ impl IdSequence {
             version: 1,
             reserved_until: until,
         };
-        checkpoint::store_json_with_backup(&self.path, &reservation, Durability::Fsync)
+        self.file
+            .store(&reservation, Durability::Fsync)
             .context("reserving ingest record ids")?;
         self.reserved_until = until;
         Ok(())

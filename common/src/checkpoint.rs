@@ -1,16 +1,23 @@
 //! Small state files that must survive a crash whole: commit files, reader cursors, stats.
 //!
-//! Easy to get wrong: durability order. The new content is written to a temp file and fsynced
-//! *before* the rename, and the directory is fsynced after it, so a crash leaves the old file or
-//! the new one, never half of one, and never a rename that the disk forgot.
+//! Two kinds. A stage's commit and cursor are stored often, through a [`CheckpointFile`]: two
+//! slots in one file, overwritten in place, one device flush a store ([`slotted`] says why and
+//! how), with a twin copy to fall back on. Advisory files (stats) are replaced whole with
+//! [`store_json`]. [`load_or_backup`] reads either kind, and the single-JSON commit files of
+//! earlier versions.
+//!
+//! Easy to get wrong: durability order. New content is flushed to the device *before* anything
+//! refers to it: a replaced file's temp file before the rename, and the directory after it.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+mod slotted;
+pub use self::slotted::CheckpointFile;
 
 /// Why a checkpoint file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +38,7 @@ pub enum CheckpointError {
         path: PathBuf,
         /// What the decoder said.
         #[source]
-        source: serde_json::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The file has a format version this build does not understand.
     #[error("checkpoint {} has unknown format version {version} (this build reads {expected})", .path.display())]
@@ -110,26 +117,6 @@ fn replace_file(path: &Path, bytes: &[u8], durability: Durability) -> Result<(),
     fs::rename(&tmp, path).map_err(wrap)
 }
 
-/// Rewrites `path` in place (created when missing), for a backup twin: unlike a replace it
-/// makes no new inode, no rename and frees no old one, which at a commit every few milliseconds
-/// was a third of what a commit cost besides its fsyncs. A crash in the middle leaves the twin
-/// torn, never the file it backs: a torn twin does not parse, is never used, and is rewritten
-/// at the owner's next start ([`align_backup`]).
-fn overwrite_in_place(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let wrap = |source| CheckpointError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(wrap)?;
-    file.write_all_at(bytes, 0).map_err(wrap)?;
-    file.set_len(bytes.len() as u64).map_err(wrap)
-}
-
 /// Makes renames in `path`'s directory durable, when asked.
 fn sync_dir_of(path: &Path, durability: Durability) -> Result<(), CheckpointError> {
     if durability == Durability::Fsync {
@@ -161,52 +148,11 @@ pub fn store_json<T: Serialize>(
     write_atomic(path, &json_line(value), durability)
 }
 
-/// Where a checkpoint's backup copy is kept: `commit.json` → `commit.json.backup`.
+/// Where a checkpoint's twin copy is kept: `commit.json` → `commit.json.backup`.
 pub fn backup_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(".backup");
     path.with_file_name(name)
-}
-
-/// As [`store_json`], with a twin copy in `<name>.backup` written just before it, so that a
-/// file found corrupt later (a bad sector, a stray write) can be replaced by its twin and nothing
-/// is redone. The twin is a copy, not a hard link (which would share the damage), and is left
-/// to the page cache. Written first, it is the same version as the file or — after a crash
-/// between the two renames — one ahead of it, describing a commit whose data was already made
-/// durable; the owner brings it back in line at start with [`align_backup`]. It is never
-/// behind, so falling back to it never loses what a reader was given.
-///
-/// # Errors
-/// As [`write_atomic`], for either file; the file then still holds its previous version.
-pub fn store_json_with_backup<T: Serialize>(
-    path: &Path,
-    value: &T,
-    durability: Durability,
-) -> Result<(), CheckpointError> {
-    let bytes = json_line(value);
-    overwrite_in_place(&backup_path(path), &bytes)?;
-    replace_file(path, &bytes, durability)?;
-    // One directory sync covers both renames.
-    sync_dir_of(path, durability)
-}
-
-/// Makes the backup twin of a sound checkpoint file hold the same bytes again. Called by the
-/// file's owner (the one process that writes it) at start, before it acts on the file, so that
-/// a twin left one version ahead by a crash cannot later stand in for the file.
-///
-/// # Errors
-/// When the backup cannot be written.
-pub fn align_backup(path: &Path) -> Result<(), CheckpointError> {
-    let Ok(current) = fs::read(path) else {
-        return Ok(());
-    };
-    let backup = backup_path(path);
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&current).is_err()
-        || fs::read(&backup).is_ok_and(|b| b == current)
-    {
-        return Ok(());
-    }
-    replace_file(&backup, &current, Durability::PageCache)
 }
 
 impl CheckpointError {
@@ -243,17 +189,18 @@ impl<T> Loaded<T> {
     }
 }
 
-/// Loads a checkpoint written by [`store_json_with_backup`], falling back to the backup copy
-/// when the file is corrupt (empty, garbage, NUL-filled).
+/// Loads a checkpoint, falling back to its twin copy when the file is corrupt (empty, garbage,
+/// NUL-filled, no whole slot). Reads the two-slot files of [`CheckpointFile`] and the single
+/// JSON files of earlier versions and of [`store_json`].
 ///
 /// # Errors
-/// The file's error when it is unreadable, or corrupt with no usable backup.
-pub fn load_json_or_backup<T: DeserializeOwned>(
+/// The file's error when it is unreadable, or corrupt with no usable twin.
+pub fn load_or_backup<T: DeserializeOwned>(
     path: &Path,
 ) -> Result<Option<Loaded<T>>, CheckpointError> {
-    match load_json(path) {
+    match load(path) {
         Ok(value) => Ok(value.map(Loaded::Current)),
-        Err(error @ CheckpointError::Corrupt { .. }) => match load_json(&backup_path(path)) {
+        Err(error @ CheckpointError::Corrupt { .. }) => match load(&backup_path(path)) {
             Ok(Some(value)) => Ok(Some(Loaded::Backup { value, error })),
             _ => Err(error),
         },
@@ -261,12 +208,13 @@ pub fn load_json_or_backup<T: DeserializeOwned>(
     }
 }
 
-/// Reads a JSON checkpoint; `Ok(None)` when the file does not exist.
+/// Reads a checkpoint (the newest whole slot of a two-slot file, or a single JSON file);
+/// `Ok(None)` when the file does not exist.
 ///
 /// # Errors
 /// [`CheckpointError::Read`] for I/O errors, [`CheckpointError::Corrupt`] when the content does
 /// not decode as `T` (a zero-length file included).
-pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, CheckpointError> {
+pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, CheckpointError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -277,11 +225,14 @@ pub fn load_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Checkpoi
             })
         }
     };
+    if slotted::is_slotted(&bytes) {
+        return slotted::decode(path, &bytes).map(Some);
+    }
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|source| CheckpointError::Corrupt {
             path: path.to_owned(),
-            source,
+            source: source.into(),
         })
 }
 
@@ -330,12 +281,12 @@ mod tests {
     fn stores_and_loads_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("commit.json");
-        assert_eq!(load_json::<State>(&path).unwrap(), None);
+        assert_eq!(load::<State>(&path).unwrap(), None);
         for offset in [1, 2] {
             store_json(&path, &State { version: 1, offset }, Durability::Fsync).unwrap();
         }
         assert_eq!(
-            load_json::<State>(&path).unwrap(),
+            load::<State>(&path).unwrap(),
             Some(State {
                 version: 1,
                 offset: 2
@@ -354,68 +305,146 @@ mod tests {
         let path = dir.path().join("commit.json");
         for content in [&b""[..], b"\0\0\0\0", b"{\"version\":1,"] {
             fs::write(&path, content).unwrap();
-            let err = load_json::<State>(&path).unwrap_err();
+            let err = load::<State>(&path).unwrap_err();
             assert!(matches!(err, CheckpointError::Corrupt { .. }));
             assert!(err.to_string().contains("commit.json is corrupt"), "{err}");
         }
     }
 
+    fn state(offset: u64) -> State {
+        State { version: 1, offset }
+    }
+
+    fn stored(path: &Path, offsets: impl IntoIterator<Item = u64>) -> CheckpointFile {
+        let mut file = CheckpointFile::new(path.to_owned());
+        for offset in offsets {
+            file.store(&state(offset), Durability::Fsync).unwrap();
+        }
+        file
+    }
+
+    fn loaded(path: &Path) -> Loaded<State> {
+        load_or_backup::<State>(path).unwrap().unwrap()
+    }
+
     #[test]
-    fn a_corrupt_checkpoint_is_replaced_by_its_backup_of_the_same_version() {
+    fn a_checkpoint_file_is_overwritten_in_place_and_reads_back_its_latest_store() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("commit.json");
-        for offset in [1, 2] {
-            store_json_with_backup(&path, &State { version: 1, offset }, Durability::Fsync)
-                .unwrap();
+        let mut file = stored(&path, [1]);
+        let inode = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).unwrap());
+        for offset in 2..=5 {
+            file.store(&state(offset), Durability::Fsync).unwrap();
+            assert!(matches!(loaded(&path), Loaded::Current(s) if s.offset == offset));
         }
-        for garbage in [&b""[..], b"\0\0\0\0", b"garbage"] {
+        let metadata = fs::metadata(&path).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::ino(&metadata), inode, "no new file");
+        assert_eq!(metadata.len(), 8192, "two 4 KiB slots");
+        assert_eq!(fs::read(&path).unwrap(), fs::read(backup_path(&path)).unwrap());
+        let text = fs::read_to_string(&path).unwrap();
+        let values: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&text)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(values.len(), 4, "both slots read as JSON with plain tools: {text}");
+        // A new writer (a restarted stage) goes on from what is on disk.
+        stored(&path, [6]);
+        assert_eq!(loaded(&path).into_value(), state(6));
+    }
+
+    #[test]
+    fn a_torn_store_leaves_the_previous_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commit.json");
+        stored(&path, [1, 2, 3]);
+        // Store 3 went to slot 1 (bytes 4096..); tear it as a crash in its write would.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[4096 + 30..4096 + 40].fill(b'#');
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(loaded(&path), Loaded::Current(s) if s.offset == 2));
+        // The next store takes the torn slot's turn and is read back.
+        stored(&path, [4]);
+        assert_eq!(loaded(&path).into_value(), state(4));
+    }
+
+    #[test]
+    fn a_damaged_file_falls_back_to_its_twin_of_the_same_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commit.json");
+        for garbage in [&b""[..], b"\0\0\0\0", b"garbage", b"{\"slot\":{\"seq\":9"] {
+            stored(&path, [1, 2]);
             fs::write(&path, garbage).unwrap();
-            match load_json_or_backup::<State>(&path).unwrap().unwrap() {
+            match loaded(&path) {
                 Loaded::Backup { value, error } => {
                     assert_eq!(value.offset, 2, "the latest version, nothing to redo");
                     assert!(error.to_string().contains("commit.json is corrupt"));
                 }
                 Loaded::Current(_) => panic!("a corrupt file was accepted"),
             }
+            // The owner's next store makes the file whole again.
+            stored(&path, [3]);
+            assert!(matches!(loaded(&path), Loaded::Current(s) if s.offset == 3));
         }
+        fs::write(&path, b"garbage").unwrap();
         fs::remove_file(backup_path(&path)).unwrap();
-        assert!(
-            load_json_or_backup::<State>(&path).is_err(),
-            "no fallback left: an error"
-        );
+        assert!(load_or_backup::<State>(&path).is_err(), "no fallback left");
     }
 
     #[test]
-    fn a_backup_left_ahead_by_a_crash_is_aligned_by_the_owner() {
+    fn a_twin_left_ahead_by_a_crash_is_aligned_by_the_owner() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("commit.json");
-        store_json_with_backup(
-            &path,
-            &State {
-                version: 1,
-                offset: 1,
-            },
-            Durability::Fsync,
-        )
-        .unwrap();
-        // A crash between the two renames of the next store: the twin is one ahead.
-        store_json(
-            &backup_path(&path),
-            &State {
-                version: 1,
-                offset: 2,
-            },
-            Durability::Fsync,
-        )
-        .unwrap();
-        align_backup(&path).unwrap();
+        stored(&path, [1]);
+        let at_one = fs::read(&path).unwrap();
+        stored(&path, [2]);
+        // A crash after the twin's write of store 2 and before the file's.
+        fs::write(&path, &at_one).unwrap();
+        let mut owner = CheckpointFile::new(path.clone());
+        assert_eq!(loaded(&path).into_value(), state(1));
+        owner.store(&state(3), Durability::Fsync).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), fs::read(backup_path(&path)).unwrap());
         fs::write(&path, b"garbage").unwrap();
-        let loaded = load_json_or_backup::<State>(&path).unwrap().unwrap();
-        assert_eq!(
-            loaded.into_value().offset,
-            1,
-            "the twin matches the file again"
-        );
+        assert_eq!(loaded(&path).into_value(), state(3));
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Big {
+        names: Vec<String>,
+    }
+
+    #[test]
+    fn a_checkpoint_that_outgrows_its_slots_moves_to_larger_ones_with_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commit.json");
+        let big = |n: usize| Big {
+            names: (0..n).map(|i| format!("file-{i:05}.log")).collect(),
+        };
+        let mut file = CheckpointFile::new(path.clone());
+        file.store(&big(10), Durability::Fsync).unwrap();
+        file.store(&big(1000), Durability::Fsync).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 2 * 32768);
+        assert_eq!(load::<Big>(&path).unwrap().unwrap(), big(1000));
+        // Store 2 (the growth) is in slot 0; tear it: store 1, kept in slot 1, remains.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[100] = b'#';
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(load::<Big>(&path).unwrap().unwrap(), big(10));
+    }
+
+    #[test]
+    fn a_single_json_checkpoint_of_the_first_format_loads_and_is_converted_by_the_next_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commit.json");
+        store_json(&path, &state(7), Durability::Fsync).unwrap();
+        store_json(&backup_path(&path), &state(7), Durability::Fsync).unwrap();
+        assert!(matches!(loaded(&path), Loaded::Current(s) if s.offset == 7));
+        fs::write(&path, b"").unwrap();
+        assert!(matches!(loaded(&path), Loaded::Backup { value, .. } if value.offset == 7));
+        store_json(&path, &state(7), Durability::Fsync).unwrap();
+        stored(&path, [8]);
+        assert!(slotted::is_slotted(&fs::read(&path).unwrap()));
+        assert!(slotted::is_slotted(&fs::read(backup_path(&path)).unwrap()));
+        assert_eq!(loaded(&path).into_value(), state(8));
     }
 
     #[test]

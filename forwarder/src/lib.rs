@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 use sidecar_core::backoff::Backoff;
 use sidecar_core::checkpoint::Durability;
 use sidecar_core::config::HumanDuration;
-use sidecar_core::journal::{Cursor, JournalReader, Position};
+use sidecar_core::journal::{Cursor, CursorFile, JournalReader, Position};
 use sidecar_core::signal::{self, DirWatcher, Wakeup};
 use sidecar_core::sink::{self, Delivery, ForwarderFile, OutRecord, Sink};
 use sidecar_core::telemetry::{self, Health};
@@ -189,7 +189,7 @@ pub async fn run(
     sink::syslog::register_metrics(&mut registry);
     sidecar_core::alerts::register_metrics(&mut registry);
     let cursor =
-        Cursor::<ForwarderState>::load_own(&config.input_dir, READER_NAME).with_context(|| {
+        Cursor::<ForwarderState>::load(&config.input_dir, READER_NAME).with_context(|| {
             format!(
                 "reading the forwarder checkpoint in {}",
                 config.input_dir.display()
@@ -210,7 +210,7 @@ pub async fn run(
     let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
     info!(listen = %bound, input = %config.input_dir.display(), sinks = ?names, delivery = ?config.file.delivery, segment = position.segment, offset = position.offset, "Forwarder started.");
     let shutdown = cancel_requests_late(shutdown, &sinks, config.grace);
-    let checkpoint = Checkpoint::new(&sinks, position, state);
+    let checkpoint = Checkpoint::new(&sinks, position, state, &config.input_dir);
     let wakeup = Wakeup::new();
     let loop_wakeup = wakeup.clone();
     signal::run_stage("forwarder", wakeup, config.grace, shutdown, move || {
@@ -258,13 +258,19 @@ struct Shared<'a> {
     checkpoint: Mutex<Checkpoint>,
 }
 
-/// The one checkpoint file's content, updated by each lane under the lock.
+/// The one checkpoint file and its content, updated by each lane under the lock.
 struct Checkpoint {
     state: ForwarderState,
+    file: CursorFile,
 }
 
 impl Checkpoint {
-    fn new(sinks: &[Box<dyn Sink>], position: Position, saved: ForwarderState) -> Self {
+    fn new(
+        sinks: &[Box<dyn Sink>],
+        position: Position,
+        saved: ForwarderState,
+        input_dir: &Path,
+    ) -> Self {
         let positions = sinks
             .iter()
             .map(|s| {
@@ -284,6 +290,7 @@ impl Checkpoint {
                 sinks: states,
                 positions,
             },
+            file: CursorFile::new(input_dir, READER_NAME),
         }
     }
 
@@ -538,7 +545,8 @@ impl<'a, 's> Lane<'a, 's> {
     fn commit(&mut self) -> anyhow::Result<()> {
         let position = self.reader.position();
         {
-            let mut checkpoint = self.shared.checkpoint.lock();
+            let mut guard = self.shared.checkpoint.lock();
+            let checkpoint = &mut *guard;
             for sink in &self.sinks {
                 let name = sink.name().to_owned();
                 checkpoint.state.positions.insert(name.clone(), position);
@@ -546,7 +554,7 @@ impl<'a, 's> Lane<'a, 's> {
             }
             let slowest = checkpoint.slowest(position);
             let cursor = Cursor::new(slowest, &checkpoint.state);
-            store_when_space(&cursor, &self.shared.config.input_dir, self.wakeup)?;
+            store_when_space(&cursor, &mut checkpoint.file, self.wakeup)?;
         }
         for sink in &mut self.sinks {
             sink.committed();
@@ -559,12 +567,12 @@ impl<'a, 's> Lane<'a, 's> {
 /// checkpoint is only late).
 fn store_when_space(
     cursor: &Cursor<&ForwarderState>,
-    input_dir: &Path,
+    file: &mut CursorFile,
     wakeup: &Wakeup,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        match cursor.store(input_dir, READER_NAME, Durability::Fsync) {
+        match file.store(cursor, Durability::Fsync) {
             Ok(()) => return Ok(()),
             Err(error) if error.is_out_of_space() => {
                 let delay = backoff.next_delay();
@@ -697,7 +705,7 @@ mod tests {
         }))
         .unwrap();
         let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Named("archive")), Box::new(Named("es"))];
-        let checkpoint = Checkpoint::new(&sinks, at(2, 500), saved);
+        let checkpoint = Checkpoint::new(&sinks, at(2, 500), saved, Path::new("unused"));
         assert_eq!(checkpoint.position_of("archive"), at(3, 10));
         // A new sink starts at the published (slowest) position.
         assert_eq!(checkpoint.position_of("es"), at(2, 500));
@@ -713,7 +721,7 @@ mod tests {
         let old: ForwarderState =
             serde_json::from_value(serde_json::json!({"sinks": {"report": {}}})).unwrap();
         let sinks: Vec<Box<dyn Sink>> = vec![Box::new(Named("report"))];
-        let checkpoint = Checkpoint::new(&sinks, at(1, 42), old);
+        let checkpoint = Checkpoint::new(&sinks, at(1, 42), old, Path::new("unused"));
         assert_eq!(checkpoint.position_of("report"), at(1, 42));
     }
 }

@@ -12,5 +12,5 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(segment, b"{\"a\":1}\n{\"a\":2}\n{\"a\"").unwrap();
     std::fs::write(dir.path().join("commit.json"), data).unwrap();
     let _ = JournalWriter::<TailPosition>::open(dir.path(), JournalOptions::default());
-    let _ = sidecar_core::checkpoint::load_json::<TailPosition>(&dir.path().join("commit.json"));
+    let _ = sidecar_core::checkpoint::load::<TailPosition>(&dir.path().join("commit.json"));
 });

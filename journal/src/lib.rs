@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use sidecar_common::backoff::Backoff;
-use sidecar_common::checkpoint::{self, CheckpointError, Durability, Loaded};
+use sidecar_common::checkpoint::{self, CheckpointError, CheckpointFile, Durability, Loaded};
 use sidecar_common::signal::Wakeup;
 use sidecar_common::time::timestamp_now;
 
@@ -169,7 +169,7 @@ impl<S: DeserializeOwned> Cursor<S> {
     /// When the cursor exists but cannot be read or decoded, or has another version.
     pub fn load(dir: &Path, reader: &str) -> Result<Option<Self>, CheckpointError> {
         let path = Self::path(dir, reader);
-        let cursor = match checkpoint::load_json_or_backup::<Self>(&path)? {
+        let cursor = match checkpoint::load_or_backup::<Self>(&path)? {
             Some(Loaded::Backup { value, error }) => {
                 error!(error = %error, "A reader checkpoint is corrupt; using its backup copy.");
                 Some(value)
@@ -183,20 +183,9 @@ impl<S: DeserializeOwned> Cursor<S> {
     }
 }
 
-impl<S: DeserializeOwned> Cursor<S> {
-    /// As [`Cursor::load`], for the reader that owns the cursor, at its start: also brings
-    /// the cursor's backup twin in line with it.
-    ///
-    /// # Errors
-    /// As [`Cursor::load`], or when the backup cannot be written.
-    pub fn load_own(dir: &Path, reader: &str) -> Result<Option<Self>, CheckpointError> {
-        checkpoint::align_backup(&Self::path(dir, reader))?;
-        Self::load(dir, reader)
-    }
-}
-
 impl<S: Serialize> Cursor<S> {
-    /// Publishes this cursor atomically.
+    /// Publishes this cursor once, opening its file for this store only; a reader that
+    /// publishes often keeps a [`CursorFile`] instead.
     ///
     /// # Errors
     /// When the file cannot be written; the previous cursor then stands.
@@ -206,9 +195,38 @@ impl<S: Serialize> Cursor<S> {
         reader: &str,
         durability: Durability,
     ) -> Result<(), JournalError> {
-        let readers = dir.join(READERS_DIR);
-        fs::create_dir_all(&readers).map_err(io_err(&readers))?;
-        checkpoint::store_json_with_backup(&Self::path(dir, reader), self, durability)?;
+        CursorFile::new(dir, reader).store(self, durability)
+    }
+}
+
+/// Where a reader publishes its cursor, kept open for the reader's life: each store
+/// overwrites the file in place ([`CheckpointFile`]).
+#[derive(Debug)]
+pub struct CursorFile {
+    dir: PathBuf,
+    file: CheckpointFile,
+}
+
+impl CursorFile {
+    /// `reader`'s cursor file in the journal at `dir`; nothing is touched until a store.
+    pub fn new(dir: &Path, reader: &str) -> Self {
+        Self {
+            dir: dir.join(READERS_DIR),
+            file: CheckpointFile::new(Cursor::<()>::path(dir, reader)),
+        }
+    }
+
+    /// Publishes `cursor`.
+    ///
+    /// # Errors
+    /// When the file cannot be written; the previous cursor then stands.
+    pub fn store<S: Serialize>(
+        &mut self,
+        cursor: &Cursor<S>,
+        durability: Durability,
+    ) -> Result<(), JournalError> {
+        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        self.file.store(cursor, durability)?;
         Ok(())
     }
 }
@@ -300,6 +318,8 @@ pub struct JournalWriter<I> {
     dir: PathBuf,
     options: JournalOptions,
     segment: File,
+    /// `commit.json`, stored in place.
+    commit_file: CheckpointFile,
     end: Position,
     records: u64,
     buffer: Vec<u8>,
@@ -320,8 +340,7 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     pub fn open(dir: &Path, options: JournalOptions) -> Result<(Self, Option<I>), JournalError> {
         fs::create_dir_all(dir.join(READERS_DIR)).map_err(io_err(dir))?;
         let commit_path = dir.join(COMMIT_FILE);
-        checkpoint::align_backup(&commit_path)?;
-        let (commit, recovery) = match checkpoint::load_json_or_backup::<Commit<I>>(&commit_path) {
+        let (commit, recovery) = match checkpoint::load_or_backup::<Commit<I>>(&commit_path) {
             Ok(None) => (None, Recovery::None),
             Ok(Some(Loaded::Current(c))) => (Some(c), Recovery::None),
             Ok(Some(Loaded::Backup { value, error })) => {
@@ -343,8 +362,9 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             None => (Position::default(), 0, None),
         };
         match recovery {
-            Recovery::None => {}
-            Recovery::FromBackup => end = keep_consumed_records(dir, end, &options.readers),
+            Recovery::None | Recovery::FromBackup => {
+                end = keep_consumed_records(dir, end, &options.readers);
+            }
             Recovery::FromNothing => end = keep_complete_records(dir, end)?,
         }
         remove_uncommitted_segments(dir, end.segment)?;
@@ -354,6 +374,7 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             dir: dir.to_owned(),
             options,
             segment,
+            commit_file: CheckpointFile::new(commit_path),
             end,
             records,
             buffer: Vec::with_capacity(1 << 20),
@@ -482,11 +503,7 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             committed_at: timestamp_now(),
             input,
         };
-        checkpoint::store_json_with_backup(
-            &self.dir.join(COMMIT_FILE),
-            &commit,
-            self.options.durability,
-        )?;
+        self.commit_file.store(&commit, self.options.durability)?;
         self.metrics.commits.inc();
         self.metrics.records.inc_by(self.buffered_records);
         self.metrics.bytes.inc_by(self.buffer.len() as u64);
@@ -666,7 +683,7 @@ impl JournalReader {
         let path = self.dir.join(COMMIT_FILE);
         // A corrupt commit falls back to the one before it: an earlier end, so never too far.
         let commit =
-            checkpoint::load_json_or_backup::<Commit<IgnoredAny>>(&path)?.map(Loaded::into_value);
+            checkpoint::load_or_backup::<Commit<IgnoredAny>>(&path)?.map(Loaded::into_value);
         if let Some(c) = &commit {
             checkpoint::check_version(&path, c.version, FORMAT_VERSION)?;
         }
@@ -845,11 +862,11 @@ enum Recovery {
     FromNothing,
 }
 
-/// After falling back to the backup commit. The backup is the same version as the lost file
-/// or one ahead of it, so records past its end were never committed and no reader has seen them:
-/// they are cut and produced again. As a defence against a backup found behind all the same (a
-/// power loss before its page cache reached the disk, then damage to the file), records a
-/// reader's cursor has passed are kept rather than pulled from under it.
+/// At open, before cutting what is past the commit. Records past the commit's end were never
+/// committed and no reader has seen them, so they are cut and produced again: the commit (or
+/// its twin, the same version or one ahead) is never behind a reader. As a defence against one
+/// found behind all the same (a power loss that kept a reader's cursor but not the commit it
+/// read), records a reader's cursor has passed are kept rather than pulled from under it.
 fn keep_consumed_records(dir: &Path, end: Position, readers: &[String]) -> Position {
     let consumed = readers
         .iter()
@@ -858,7 +875,7 @@ fn keep_consumed_records(dir: &Path, end: Position, readers: &[String]) -> Posit
         .max()
         .unwrap_or_default();
     if consumed > end {
-        warn!(backup_commit = ?end, consumed = ?consumed, "The backup commit is behind what a reader consumed: keeping those records, so the last batch's records repeat.");
+        warn!(commit_end = ?end, consumed = ?consumed, "The commit is behind what a reader consumed: keeping those records, so the last batch's records repeat.");
         consumed
     } else {
         end

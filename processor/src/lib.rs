@@ -25,7 +25,7 @@ use sidecar_common::config::{ByteSize, HumanDuration};
 use sidecar_common::signal::{self, DirWatcher, Wakeup};
 use sidecar_common::telemetry::{self, Health};
 use sidecar_journal::{
-    self as journal, Cursor, JournalOptions, JournalReader, JournalWriter, Position,
+    self as journal, Cursor, CursorFile, JournalOptions, JournalReader, JournalWriter, Position,
 };
 use sidecar_record::{encode, field, timestamp_now, CollectedRecord, DecodeError};
 use sidecar_rules::{split_id, Joiner, RuleSet, Verdict};
@@ -690,7 +690,7 @@ const CURSOR_EVERY: Duration = Duration::from_millis(250);
 /// the collector's volume) was a tenth of the processor's CPU. Our own commit file, not this,
 /// is where we resume.
 struct CursorPublisher {
-    input_dir: PathBuf,
+    file: CursorFile,
     pending: Option<Position>,
     published_at: Instant,
 }
@@ -699,7 +699,7 @@ impl CursorPublisher {
     /// Publishes `position` at once.
     fn start(input_dir: &Path, position: Position) -> Self {
         let mut publisher = Self {
-            input_dir: input_dir.to_owned(),
+            file: CursorFile::new(input_dir, READER_NAME),
             pending: Some(position),
             published_at: Instant::now(),
         };
@@ -730,8 +730,9 @@ impl CursorPublisher {
             return;
         };
         self.published_at = Instant::now();
-        if let Err(e) =
-            Cursor::new(position, ()).store(&self.input_dir, READER_NAME, Durability::PageCache)
+        if let Err(e) = self
+            .file
+            .store(&Cursor::new(position, ()), Durability::PageCache)
         {
             warn!(error = %e, "Cannot publish the processor's cursor; the collector keeps its segments longer.");
         }

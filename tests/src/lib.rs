@@ -610,7 +610,14 @@ pub fn append(pod: &Pod, file: &str, text: &str) {
 
 /// The processor's commit file, decoded (`null` before the first commit).
 pub fn processor_commit(pod: &Pod) -> Value {
-    serde_json::from_str(&fs::read_to_string(pod.path("processed/commit.json")).unwrap_or_default())
+    checkpoint(&pod.path("processed/commit.json"))
+}
+
+/// A commit or cursor file's content, decoded (`null` while there is none).
+pub fn checkpoint(path: &Path) -> Value {
+    sidecar_core::checkpoint::load::<Value>(path)
+        .ok()
+        .flatten()
         .unwrap_or(Value::Null)
 }
 

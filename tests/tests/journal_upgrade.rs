@@ -41,11 +41,11 @@ fn rewrite_as_v1(dir: &Path, from: u64) -> u64 {
     }
     assert!(converted > 0, "nothing to rewrite after offset {from}");
     fs::write(&path, &out).unwrap();
+    // The commit file as the v1 collector wrote it: one JSON object, and its twin the same.
+    let mut commit = e2e_tests::checkpoint(&dir.join("commit.json"));
+    commit["end"]["offset"] = out.len().into();
     for name in ["commit.json", "commit.json.backup"] {
-        let commit_path = dir.join(name);
-        let mut commit: Value = serde_json::from_slice(&fs::read(&commit_path).unwrap()).unwrap();
-        commit["end"]["offset"] = out.len().into();
-        fs::write(&commit_path, serde_json::to_vec(&commit).unwrap()).unwrap();
+        fs::write(dir.join(name), serde_json::to_vec(&commit).unwrap()).unwrap();
     }
     out.len() as u64
 }
@@ -145,9 +145,7 @@ fn a_v1_journal_with_unread_records_is_carried_on_by_the_new_binaries() {
 
 /// Committed records in a collected journal, from its commit file.
 fn committed_records(dir: &Path) -> u64 {
-    fs::read(dir.join("commit.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|c| c["records"].as_u64())
+    e2e_tests::checkpoint(&dir.join("commit.json"))["records"]
+        .as_u64()
         .unwrap_or(0)
 }

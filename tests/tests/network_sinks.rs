@@ -918,10 +918,7 @@ fn decoupled_sinks_keep_going_while_one_is_down_and_it_catches_up() {
     assert!(received(&server).is_empty());
     assert!(!server.requests().is_empty(), "the http sink kept trying");
     // The checkpoint: per-sink positions, the cursor at the slowest (the http sink's).
-    let cursor: Value = serde_json::from_str(
-        &std::fs::read_to_string(pod.path("processed/readers/forwarder.json")).unwrap(),
-    )
-    .unwrap();
+    let cursor = e2e_tests::checkpoint(&pod.path("processed/readers/forwarder.json"));
     let positions = &cursor["state"]["positions"];
     assert_eq!(cursor["position"], positions["http"], "{cursor}");
     assert_ne!(positions["archive"], positions["http"], "{cursor}");

@@ -302,8 +302,10 @@ fn sink_state(pod: &Pod, name: &str) -> Option<Value> {
             _ => None,
         }
     }
-    let text = fs::read_to_string(pod.path("processed/readers/forwarder.json")).ok()?;
-    find(&serde_json::from_str(&text).ok()?, name)
+    find(
+        &e2e_tests::checkpoint(&pod.path("processed/readers/forwarder.json")),
+        name,
+    )
 }
 
 #[test]

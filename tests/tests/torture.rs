@@ -769,9 +769,7 @@ fn disk_full(_opts: &Opts) -> Row {
         }
         for file in ["commit.json", "commit.json.backup"] {
             let path = pod.path(volume).join(file);
-            if serde_json::from_slice::<serde_json::Value>(&fs::read(&path).unwrap_or_default())
-                .is_err()
-            {
+            if sidecar_core::checkpoint::load::<serde_json::Value>(&path).is_err() {
                 problems.push(format!("{} was not whole while full", path.display()));
             }
         }
