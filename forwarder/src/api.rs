@@ -158,7 +158,7 @@ pub async fn serve(
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let (tx, commits) = watch::channel(0u64);
-    // File events in the journal (a commit replaces commit.json) wake the followers at once.
+    // File events in the journal (a commit writes commit.json) wake the followers at once.
     let watcher = DirWatcher::start_with([dir], &Wakeup::new(), move |_| {
         tx.send_modify(|n| *n = n.wrapping_add(1));
     });

@@ -211,7 +211,7 @@ fn local(args: &LogsArgs, request: &LogsRequest, out: &mut Printer) -> Result<()
     let start = request::follow_start(dir, request, request.tail.map(|_| end.end))
         .map_err(|e| CliError::Failed(format!("{e:#}")))?;
     let mut follower = Follower::new(dir, start);
-    // A commit replaces commit.json: the watch wakes us within milliseconds.
+    // A commit writes commit.json: the watch wakes us within milliseconds.
     let wakeup = Wakeup::new();
     let _watcher = DirWatcher::start([dir.as_path()], &wakeup);
     let mut skipped = 0;
