@@ -338,15 +338,26 @@ mod tests {
             assert!(matches!(loaded(&path), Loaded::Current(s) if s.offset == offset));
         }
         let metadata = fs::metadata(&path).unwrap();
-        assert_eq!(std::os::unix::fs::MetadataExt::ino(&metadata), inode, "no new file");
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::ino(&metadata),
+            inode,
+            "no new file"
+        );
         assert_eq!(metadata.len(), 8192, "two 4 KiB slots");
-        assert_eq!(fs::read(&path).unwrap(), fs::read(backup_path(&path)).unwrap());
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            fs::read(backup_path(&path)).unwrap()
+        );
         let text = fs::read_to_string(&path).unwrap();
         let values: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&text)
             .into_iter()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(values.len(), 4, "both slots read as JSON with plain tools: {text}");
+        assert_eq!(
+            values.len(),
+            4,
+            "both slots read as JSON with plain tools: {text}"
+        );
         // A new writer (a restarted stage) goes on from what is on disk.
         stored(&path, [6]);
         assert_eq!(loaded(&path).into_value(), state(6));
@@ -402,7 +413,10 @@ mod tests {
         let mut owner = CheckpointFile::new(path.clone());
         assert_eq!(loaded(&path).into_value(), state(1));
         owner.store(&state(3), Durability::Fsync).unwrap();
-        assert_eq!(fs::read(&path).unwrap(), fs::read(backup_path(&path)).unwrap());
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            fs::read(backup_path(&path)).unwrap()
+        );
         fs::write(&path, b"garbage").unwrap();
         assert_eq!(loaded(&path).into_value(), state(3));
     }

@@ -77,7 +77,7 @@ fn slot_text(seq: u64, payload: &[u8]) -> Vec<u8> {
 /// The newest whole slot of a slotted file's bytes: its sequence number, its text (header to
 /// payload newline) and its payload's range.
 fn newest_slot(bytes: &[u8]) -> Option<(u64, &[u8], std::ops::Range<usize>)> {
-    if bytes.is_empty() || bytes.len() % 2 != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(2) {
         return None;
     }
     let slot_bytes = bytes.len() / 2;
@@ -103,8 +103,8 @@ fn parse_slot(slot: &[u8]) -> Option<(u64, usize, std::ops::Range<usize>)> {
     let start = header_end + 1;
     let end = start.checked_add(header.slot.len)?;
     let payload = slot.get(start..end)?;
-    let whole = slot.get(end) == Some(&b'\n')
-        && format!("{:016x}", xxh3_64(payload)) == header.slot.xxh3;
+    let whole =
+        slot.get(end) == Some(&b'\n') && format!("{:016x}", xxh3_64(payload)) == header.slot.xxh3;
     whole.then_some((header.slot.seq, end + 1, start..end))
 }
 
@@ -175,7 +175,11 @@ impl CheckpointFile {
         result
     }
 
-    fn store_payload(&mut self, payload: &[u8], durability: Durability) -> Result<(), CheckpointError> {
+    fn store_payload(
+        &mut self,
+        payload: &[u8],
+        durability: Durability,
+    ) -> Result<(), CheckpointError> {
         if self.open.is_none() {
             self.open = self.open_existing()?;
         }
@@ -202,8 +206,7 @@ impl CheckpointFile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(wrap(&self.path)(source)),
         };
-        let Some((seq, newest, _)) = newest_slot(&bytes).filter(|_| is_slotted(&bytes))
-        else {
+        let Some((seq, newest, _)) = newest_slot(&bytes).filter(|_| is_slotted(&bytes)) else {
             return Ok(None);
         };
         let file = OpenOptions::new()
