@@ -1057,6 +1057,7 @@ mod tests {
             let flags = LineFlags {
                 partial: true,
                 split: false,
+                ..LineFlags::default()
             };
             let mut v2 = Vec::new();
             CollectedRecordOut::new(id, "access.log", "2026-11-22T10:00:00.000Z", bytes, flags)

@@ -29,7 +29,11 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
-use sidecar_record::{CollectedRecordOut, LineFlags, RecordId};
+use sidecar_record::{CollectedRecordOut, ContainerOrigin, LineFlags, RecordId};
+
+pub mod container;
+pub use container::LogFormat;
+use container::PendingLine;
 
 /// How many leading bytes identify a file. 1 KiB covers the first lines of any log, which
 /// carry timestamps, so two files rarely share it; the fingerprint grows with the file up to it.
@@ -66,28 +70,33 @@ pub struct SourceSpec {
 struct WatchedDir {
     dir: PathBuf,
     names: GlobSet,
+    /// The format of each glob in `names`, by its index.
+    formats: Vec<LogFormat>,
 }
 
 impl SourceSpec {
-    /// Compiles `include` globs (e.g. `/logs/*.log`) and `exclude` globs (matched against the
-    /// full path and against the file name).
+    /// Compiles `include` globs (e.g. `/logs/*.log`, or `cri:/var/log/containers/*.log` for
+    /// files in a container runtime's format: `raw:` (the default), `cri:`, `docker:`, `auto:`)
+    /// and `exclude` globs (matched against the full path and against the file name).
     ///
     /// # Errors
     /// [`SourceError::Pattern`] naming the pattern when it does not compile, has wildcards in
     /// its directory part, or has no file-name part.
     pub fn compile(include: &[String], exclude: &[String]) -> Result<Self, SourceError> {
-        let mut dirs: Vec<(PathBuf, GlobSetBuilder)> = Vec::new();
+        let mut dirs: Vec<(PathBuf, GlobSetBuilder, Vec<LogFormat>)> = Vec::new();
         for pattern in include {
-            let (dir, name) = split_pattern(pattern)?;
+            let (format, path) = split_format(pattern);
+            let (dir, name) = split_pattern(path)?;
             let glob = compile_glob("watch", pattern, &name)?;
-            match dirs.iter_mut().find(|(d, _)| *d == dir) {
-                Some((_, builder)) => {
+            match dirs.iter_mut().find(|(d, _, _)| *d == dir) {
+                Some((_, builder, formats)) => {
                     builder.add(glob);
+                    formats.push(format);
                 }
                 None => {
                     let mut builder = GlobSetBuilder::new();
                     builder.add(glob);
-                    dirs.push((dir, builder));
+                    dirs.push((dir, builder, vec![format]));
                 }
             }
         }
@@ -112,10 +121,11 @@ impl SourceSpec {
         Ok(Self {
             dirs: dirs
                 .into_iter()
-                .map(|(dir, b)| {
+                .map(|(dir, b, formats)| {
                     Ok(WatchedDir {
                         dir,
                         names: build("watch", b)?,
+                        formats,
                     })
                 })
                 .collect::<Result<_, SourceError>>()?,
@@ -126,6 +136,17 @@ impl SourceSpec {
     /// The directories holding the watched files.
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
         self.dirs.iter().map(|d| d.dir.as_path())
+    }
+
+    /// The format of the files named `source`: that of the first glob matching the name.
+    pub fn format_of(&self, source: &str) -> LogFormat {
+        self.dirs
+            .iter()
+            .find_map(|d| {
+                let first = d.names.matches(source).into_iter().min()?;
+                d.formats.get(first).copied()
+            })
+            .unwrap_or_default()
     }
 
     fn is_excluded(&self, path: &Path, name: &str) -> bool {
@@ -142,6 +163,15 @@ impl SourceSpec {
             .any(|d| d.dir == dir && d.names.is_match(name));
         (watched && !self.is_excluded(path, name)).then_some(name)
     }
+}
+
+/// A `--watch` pattern's format prefix (`cri:`…) and the glob after it; no known prefix is
+/// `raw` and the whole pattern.
+fn split_format(pattern: &str) -> (LogFormat, &str) {
+    pattern
+        .split_once(':')
+        .and_then(|(prefix, glob)| Some((LogFormat::from_prefix(prefix)?, glob)))
+        .unwrap_or((LogFormat::Raw, pattern))
 }
 
 fn split_pattern(pattern: &str) -> Result<(PathBuf, String), SourceError> {
@@ -236,6 +266,16 @@ pub struct SavedFile {
     /// the epoch) may hold generations never read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseen_since_ms: Option<u64>,
+    /// The format the file's lines are read in (`auto` decided by the first line).
+    #[serde(default, skip_serializing_if = "is_raw")]
+    pub format: LogFormat,
+    /// Pieces of a container's line read before the offset and waiting for their last piece.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingLine>,
+}
+
+fn is_raw(format: &LogFormat) -> bool {
+    *format == LogFormat::Raw
 }
 
 /// The tailer's whole position: the collector's input position in its journal commit.
@@ -354,6 +394,10 @@ struct TrackedFile {
     /// A rotated copy whose content was replaced (a new copy written over it): never read
     /// again, closed at the end of the read.
     rewritten: bool,
+    /// How its lines are written; `auto` until its first line is read.
+    format: LogFormat,
+    /// A container's lines read in part (see [`container`]).
+    pending: Vec<PendingLine>,
 }
 
 /// What one [`Tailer::read`] did.
@@ -620,6 +664,8 @@ impl Tailer {
             copy: false,
             unseen_since: None,
             rewritten: false,
+            format: self.spec.format_of(name),
+            pending: Vec::new(),
         };
         refresh_head(&mut tracked, size);
         tracked.unseen_since = self.regenerated.remove(&key);
@@ -684,7 +730,9 @@ impl Tailer {
             if let Ok(Some((opened, path, meta))) = find_by_inode(&file) {
                 if meta.len() > file.offset {
                     info!(source = %file.source, path = %path.display(), offset = file.offset, "A finished rotated file grew; reading its new lines.");
-                    self.files.push(resumed(&file, opened, path, &meta, true));
+                    let format = self.restored_format(&file);
+                    self.files
+                        .push(resumed(&file, opened, path, &meta, true, format));
                 } else {
                     self.finished.push_back(file);
                 }
@@ -695,12 +743,22 @@ impl Tailer {
         }
     }
 
+    /// The format to go on reading a saved file in: the one its glob names now, or, for
+    /// `auto`, the one its first line decided.
+    fn restored_format(&self, saved: &SavedFile) -> LogFormat {
+        match self.spec.format_of(&saved.source) {
+            LogFormat::Auto if saved.offset > 0 => saved.format,
+            format => format,
+        }
+    }
+
     /// Resumes a saved file found on disk at its committed offset. Found at another path it
     /// was rotated while the collector was down; the rescan re-attaches it if that path is
     /// watched.
     fn resume(&mut self, saved: &SavedFile, (file, path, meta): Found, message: &str) {
         let detached = path != saved.path;
-        let mut tracked = resumed(saved, file, path, &meta, detached);
+        let format = self.restored_format(saved);
+        let mut tracked = resumed(saved, file, path, &meta, detached, format);
         // Found by content elsewhere: a copy, whatever the file it continues was.
         tracked.copy |= FileKey::of(&meta)
             != (FileKey {
@@ -921,7 +979,7 @@ impl Tailer {
                 for old in self.files.iter_mut().filter(|t| t.key == key) {
                     old.rewritten = true;
                 }
-                let mut copy = resumed(&read, file, path, &meta, true);
+                let mut copy = resumed(&read, file, path, &meta, true, read.format);
                 copy.copy = true;
                 self.files.push(copy);
                 copy_found = Some(self.files.len() - 1);
@@ -949,6 +1007,8 @@ impl Tailer {
         f.tail = None;
         f.size_seen = 0;
         f.incomplete_since = None;
+        // Lines in pieces belong to the generation read before: its copy carries them on.
+        f.pending.clear();
         copy_found
     }
 
@@ -1059,6 +1119,27 @@ impl Tailer {
                     outcome.records += emitted.records;
                     outcome.bytes += emitted.bytes;
                 }
+                let mut pending = std::mem::take(&mut tracked.pending);
+                for line in container::unfinished(&mut pending) {
+                    // The runtime never wrote the last piece; what it wrote goes on, flagged.
+                    let id = RecordId {
+                        source_id: tracked.source_id,
+                        offset: line.offset,
+                    };
+                    let flags = LineFlags {
+                        partial: true,
+                        ..LineFlags::default()
+                    };
+                    let origin = ContainerOrigin {
+                        stream: line.stream,
+                        logged_at: &line.logged_at,
+                    };
+                    let record =
+                        CollectedRecordOut::new(id, &tracked.source, collected_at, &line.text, flags)
+                            .from_container(origin);
+                    emit(&record);
+                    outcome.records += 1;
+                }
                 info!(source = %tracked.source, path = %tracked.path.display(), offset = tracked.offset, "Finished a rotated or deleted file; closing it.");
                 let mut closed = self.files.swap_remove(index);
                 let saved = saved_file(&mut closed);
@@ -1099,6 +1180,8 @@ fn saved_file(f: &mut TrackedFile) -> SavedFile {
         drained: f.detached_since.is_some() && f.offset >= f.size_seen,
         copy: f.copy,
         unseen_since_ms: f.unseen_since.map(epoch_ms),
+        format: f.format,
+        pending: f.pending.clone(),
     }
 }
 
@@ -1132,6 +1215,7 @@ fn resumed(
     path: PathBuf,
     meta: &fs::Metadata,
     detached: bool,
+    format: LogFormat,
 ) -> TrackedFile {
     TrackedFile {
         key: FileKey::of(meta),
@@ -1153,6 +1237,8 @@ fn resumed(
             .unseen_since_ms
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
         rewritten: false,
+        format,
+        pending: saved.pending.clone(),
     }
 }
 
@@ -1470,6 +1556,8 @@ fn emit_partial(
         let flags = LineFlags {
             partial: last,
             split: !last,
+            // A container runtime's line cut short: kept whole as written, not parsed.
+            malformed: f.format.is_container(),
         };
         emit(&CollectedRecordOut::new(
             id,
@@ -1507,7 +1595,7 @@ fn remember_tail(f: &mut TrackedFile, read: &[u8]) {
 fn split_lines(
     data: &[u8],
     base: u64,
-    f: &TrackedFile,
+    f: &mut TrackedFile,
     max_line_bytes: usize,
     collected_at: &str,
     emit: &mut dyn FnMut(&CollectedRecordOut<'_>),
@@ -1515,61 +1603,88 @@ fn split_lines(
 ) -> (u64, u64) {
     let mut start = 0usize;
     let mut records = 0u64;
-    let mut emit_piece = |piece: &[u8], at: usize, flags: LineFlags| {
+    let mut format = f.format;
+    let mut pending = std::mem::take(&mut f.pending);
+    let file: &TrackedFile = f;
+    let mut emit_piece = |piece: &[u8], at: u64, flags: LineFlags, origin: Option<ContainerOrigin<'_>>| {
         let id = RecordId {
-            source_id: f.source_id,
-            offset: base + at as u64,
+            source_id: file.source_id,
+            offset: at,
         };
-        let record = CollectedRecordOut::new(id, &f.source, collected_at, piece, flags);
+        let mut record = CollectedRecordOut::new(id, &file.source, collected_at, piece, flags);
+        if let Some(origin) = origin {
+            record = record.from_container(origin);
+        }
         if simdutf8::basic::from_utf8(piece).is_err() {
-            metrics.count_event(&f.source, "invalid_utf8");
+            metrics.count_event(&file.source, "invalid_utf8");
         }
         emit(&record);
         records += 1;
+    };
+    let split = LineFlags {
+        split: true,
+        ..LineFlags::default()
     };
     for newline in memchr::memchr_iter(b'\n', data) {
         let mut line_start = start + leading_nuls(&data[start..newline]);
         if line_start > start {
             // A writer without O_APPEND that kept its offset after a truncation leaves a hole
             // of NUL bytes before its next line: padding, not content.
-            metrics.count_event(&f.source, "nul_padding_skipped");
+            metrics.count_event(&file.source, "nul_padding_skipped");
             if line_start == newline {
                 start = newline + 1;
                 continue;
             }
         }
         while newline - line_start > max_line_bytes {
-            metrics.count_event(&f.source, "split_line");
-            emit_piece(
-                &data[line_start..line_start + max_line_bytes],
-                line_start,
-                LineFlags {
-                    partial: false,
-                    split: true,
-                },
-            );
+            metrics.count_event(&file.source, "split_line");
+            let malformed = format.is_container();
+            let flags = LineFlags { malformed, ..split };
+            let piece = &data[line_start..line_start + max_line_bytes];
+            emit_piece(piece, base + line_start as u64, flags, None);
             line_start += max_line_bytes;
         }
-        emit_piece(
-            trim_cr(&data[line_start..newline]),
-            line_start,
-            LineFlags::default(),
-        );
+        let line = &data[line_start..newline];
+        let at = base + line_start as u64;
+        if format == LogFormat::Auto {
+            format = format.resolve(line);
+        }
+        if !format.is_container() {
+            emit_piece(trim_cr(line), at, LineFlags::default(), None);
+        } else if let Some(piece) = container::parse(format, line) {
+            if let Some(joined) = container::join(&mut pending, piece, at, max_line_bytes) {
+                let flags = LineFlags {
+                    split: joined.split,
+                    ..LineFlags::default()
+                };
+                let origin = ContainerOrigin {
+                    stream: joined.stream,
+                    logged_at: &joined.logged_at,
+                };
+                emit_piece(&joined.text, joined.offset, flags, Some(origin));
+            }
+        } else {
+            metrics.count_event(&file.source, "malformed_line");
+            let flags = LineFlags {
+                malformed: true,
+                ..LineFlags::default()
+            };
+            emit_piece(line, at, flags, None);
+        }
         start = newline + 1;
     }
     // An unterminated tail that is already over the limit cannot become a shorter line.
     while data.len() - start > max_line_bytes {
-        metrics.count_event(&f.source, "split_line");
-        emit_piece(
-            &data[start..start + max_line_bytes],
-            start,
-            LineFlags {
-                partial: false,
-                split: true,
-            },
-        );
+        metrics.count_event(&file.source, "split_line");
+        let flags = LineFlags {
+            malformed: format.is_container(),
+            ..split
+        };
+        emit_piece(&data[start..start + max_line_bytes], base + start as u64, flags, None);
         start += max_line_bytes;
     }
+    f.format = format;
+    f.pending = pending;
     (start as u64, records)
 }
 
