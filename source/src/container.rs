@@ -6,14 +6,15 @@
 //! - **docker json-file**: `{"log":"<text>\n","stream":"stdout","time":"<RFC 3339 nano>"}`. A
 //!   line over 16 KiB is written in pieces whose `log` lacks the trailing newline.
 //!
-//! Pieces of one stream are joined into one record whose id is the offset of its first piece;
-//! pieces of the other stream may come between. Easy to get wrong: exactly once across a
-//! restart. The tailer's offset moves past a piece as soon as it is read, so the pieces not yet
-//! joined travel in the commit with it ([`PendingLine`]): a restart between a `P` and its `F`
-//! neither repeats the piece nor cuts the line.
+//! Pieces of one stream are joined into one record whose id is that of its first piece; pieces
+//! of the other stream may come between, and the last pieces may be in the file that replaced
+//! a rotated one. Easy to get wrong: exactly once across a restart. The tailer's offset moves
+//! past a piece as soon as it is read, so the pieces not yet joined travel in the commit with
+//! it ([`PendingLine`]): a restart between a `P` and its `F` neither repeats the piece nor cuts
+//! the line.
 
 use serde::{Deserialize, Serialize};
-use sidecar_record::Stream;
+use sidecar_record::{RecordId, Stream};
 
 /// How a watched file's lines are written: chosen per `--watch` glob by a prefix
 /// (`cri:/var/log/containers/*.log`).
@@ -148,13 +149,24 @@ pub fn parse_docker(line: &[u8]) -> Option<Piece<'_>> {
 pub struct PendingLine {
     /// The stream the pieces are on.
     pub stream: Stream,
-    /// The offset of the first piece's line: the joined record's id.
+    /// The identity of the file the first piece is in.
+    pub source_id: u64,
+    /// The offset of the first piece's line: with `source_id`, the joined record's id.
     pub offset: u64,
     /// The runtime's time of the first piece.
     pub logged_at: String,
     /// The text so far, base64 (exact whatever the bytes).
     #[serde(with = "base64_bytes")]
     pub text: Vec<u8>,
+}
+
+impl PendingLine {
+    fn id(&self) -> RecordId {
+        RecordId {
+            source_id: self.source_id,
+            offset: self.offset,
+        }
+    }
 }
 
 mod base64_bytes {
@@ -176,8 +188,8 @@ mod base64_bytes {
 /// A whole line, ready to become a record.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Joined<'a> {
-    /// The first piece's offset.
-    pub offset: u64,
+    /// The first piece's id.
+    pub id: RecordId,
     /// The stream.
     pub stream: Stream,
     /// The runtime's time of the first piece.
@@ -190,19 +202,19 @@ pub struct Joined<'a> {
     pub partial: bool,
 }
 
-/// Adds `piece`, read at `offset`, to the lines waiting in `pending`, and returns the line it
-/// finishes, if any. A line whose pieces pass `max_bytes` is handed on in parts flagged
+/// Adds `piece`, the line with id `id`, to the lines waiting in `pending`, and returns the
+/// line it finishes, if any. A line whose pieces pass `max_bytes` is handed on in parts flagged
 /// `split` rather than held without bound.
 pub fn join<'a>(
     pending: &mut Vec<PendingLine>,
     piece: Piece<'a>,
-    offset: u64,
+    id: RecordId,
     max_bytes: usize,
 ) -> Option<Joined<'a>> {
     let waiting = pending.iter().position(|p| p.stream == piece.stream);
     match (waiting, piece.partial) {
         (None, false) => Some(Joined {
-            offset,
+            id,
             stream: piece.stream,
             logged_at: piece.time,
             text: piece.text,
@@ -212,7 +224,8 @@ pub fn join<'a>(
         (None, true) => {
             pending.push(PendingLine {
                 stream: piece.stream,
-                offset,
+                source_id: id.source_id,
+                offset: id.offset,
                 logged_at: piece.time.into_owned(),
                 text: piece.text.into_owned(),
             });
@@ -225,7 +238,7 @@ pub fn join<'a>(
             }
             let line = pending.swap_remove(at);
             Some(Joined {
-                offset: line.offset,
+                id: line.id(),
                 stream: line.stream,
                 logged_at: std::borrow::Cow::Owned(line.logged_at),
                 text: std::borrow::Cow::Owned(line.text),
@@ -239,7 +252,7 @@ pub fn join<'a>(
 /// The lines still waiting when their file is closed, handed on as they are, flagged partial.
 pub fn unfinished(pending: &mut Vec<PendingLine>) -> impl Iterator<Item = Joined<'static>> + '_ {
     pending.drain(..).map(|line| Joined {
-        offset: line.offset,
+        id: line.id(),
         stream: line.stream,
         logged_at: std::borrow::Cow::Owned(line.logged_at),
         text: std::borrow::Cow::Owned(line.text),
@@ -296,6 +309,13 @@ mod tests {
         assert_eq!(LogFormat::Cri.resolve(b"plain"), LogFormat::Cri);
     }
 
+    fn id(offset: u64) -> RecordId {
+        RecordId {
+            source_id: 7,
+            offset,
+        }
+    }
+
     fn cri(stream: &str, tag: &str, text: &str) -> Vec<u8> {
         format!("2026-12-06T10:30:45.{}Z {stream} {tag} {text}", text.len()).into_bytes()
     }
@@ -315,8 +335,8 @@ mod tests {
             let saved = serde_json::to_string(&pending).unwrap();
             pending = serde_json::from_str(&saved).unwrap();
             let piece = parse_cri(line).unwrap();
-            if let Some(joined) = join(&mut pending, piece, offset as u64 * 100, 1 << 20) {
-                lines.push((joined.offset, joined.stream, joined.text.into_owned()));
+            if let Some(joined) = join(&mut pending, piece, id(offset as u64 * 100), 1 << 20) {
+                lines.push((joined.id.offset, joined.stream, joined.text.into_owned()));
             }
         }
         assert_eq!(
@@ -333,14 +353,14 @@ mod tests {
     fn pieces_past_the_limit_are_handed_on_in_split_parts_and_unfinished_ones_at_close() {
         let mut pending = Vec::new();
         let a = cri("stdout", "P", "aaaa");
-        assert_eq!(join(&mut pending, parse_cri(&a).unwrap(), 0, 6), None);
+        assert_eq!(join(&mut pending, parse_cri(&a).unwrap(), id(0), 6), None);
         let b = cri("stdout", "P", "bbbb");
-        let joined = join(&mut pending, parse_cri(&b).unwrap(), 40, 6).unwrap();
-        assert_eq!((&*joined.text, joined.split, joined.offset), (&b"aaaabbbb"[..], true, 0));
+        let joined = join(&mut pending, parse_cri(&b).unwrap(), id(40), 6).unwrap();
+        assert_eq!((&*joined.text, joined.split, joined.id), (&b"aaaabbbb"[..], true, id(0)));
         let c = cri("stdout", "P", "cc");
-        assert_eq!(join(&mut pending, parse_cri(&c).unwrap(), 80, 6), None);
+        assert_eq!(join(&mut pending, parse_cri(&c).unwrap(), id(80), 6), None);
         let rest: Vec<_> = unfinished(&mut pending).collect();
         assert_eq!(rest.len(), 1);
-        assert!(rest[0].partial && rest[0].offset == 80 && &*rest[0].text == b"cc");
+        assert!(rest[0].partial && rest[0].id == id(80) && &*rest[0].text == b"cc");
     }
 }

@@ -11,7 +11,7 @@
 
 #![warn(missing_docs)]
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -138,10 +138,14 @@ impl SourceSpec {
         self.dirs.iter().map(|d| d.dir.as_path())
     }
 
-    /// The format of the files named `source`: that of the first glob matching the name.
-    pub fn format_of(&self, source: &str) -> LogFormat {
+    /// The format of the file at `path` whose source is named `source` (its own name, or for
+    /// a rotated copy the name of the file it was): that of the first glob of the file's
+    /// directory matching the name.
+    pub fn format_of(&self, path: &Path, source: &str) -> LogFormat {
+        let dir = path.parent().unwrap_or(Path::new("."));
         self.dirs
             .iter()
+            .filter(|d| d.dir == dir)
             .find_map(|d| {
                 let first = d.names.matches(source).into_iter().min()?;
                 d.formats.get(first).copied()
@@ -269,9 +273,6 @@ pub struct SavedFile {
     /// The format the file's lines are read in (`auto` decided by the first line).
     #[serde(default, skip_serializing_if = "is_raw")]
     pub format: LogFormat,
-    /// Pieces of a container's line read before the offset and waiting for their last piece.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pending: Vec<PendingLine>,
 }
 
 fn is_raw(format: &LogFormat) -> bool {
@@ -291,6 +292,10 @@ pub struct TailPosition {
     /// after a restart they are not mistaken for files rotated while the collector was down.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finished: Vec<SavedFile>,
+    /// Per source, pieces of a container's lines read before the files' offsets and waiting
+    /// for their last piece (which may come in the source's next file, after a rotation).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<String, Vec<PendingLine>>,
 }
 
 /// How many finished rotated files a position remembers.
@@ -396,7 +401,8 @@ struct TrackedFile {
     rewritten: bool,
     /// How its lines are written; `auto` until its first line is read.
     format: LogFormat,
-    /// A container's lines read in part (see [`container`]).
+    /// While the file is read, its source's lines in pieces, lent by the tailer (which keeps
+    /// them per source between reads); empty otherwise.
     pending: Vec<PendingLine>,
 }
 
@@ -428,6 +434,10 @@ pub struct Tailer {
     options: TailOptions,
     files: Vec<TrackedFile>,
     finished: VecDeque<SavedFile>,
+    /// By source, a container's lines read in part (see [`container`]): kept per source, not
+    /// per file, since a line the runtime was writing when the kubelet rotated the file ends
+    /// in the next one.
+    pending: BTreeMap<String, Vec<PendingLine>>,
     /// Inodes of files found truncated or rewritten at a restart, with the time of the last
     /// commit: their new generation may have been copied away since (see `unseen_since`).
     regenerated: HashMap<FileKey, SystemTime>,
@@ -466,6 +476,7 @@ impl Tailer {
             options,
             files: Vec::new(),
             finished: VecDeque::new(),
+            pending: BTreeMap::new(),
             regenerated: HashMap::new(),
             unreadable: HashSet::new(),
             buf: Vec::new(),
@@ -664,7 +675,7 @@ impl Tailer {
             copy: false,
             unseen_since: None,
             rewritten: false,
-            format: self.spec.format_of(name),
+            format: self.spec.format_of(path, name),
             pending: Vec::new(),
         };
         refresh_head(&mut tracked, size);
@@ -688,6 +699,7 @@ impl Tailer {
     }
 
     fn restore(&mut self, saved: TailPosition) {
+        self.pending = saved.pending;
         let saved_at = UNIX_EPOCH + Duration::from_millis(saved.saved_at_ms);
         let known: Vec<SavedFile> = (saved.files.iter().chain(&saved.finished))
             .cloned()
@@ -746,7 +758,7 @@ impl Tailer {
     /// The format to go on reading a saved file in: the one its glob names now, or, for
     /// `auto`, the one its first line decided.
     fn restored_format(&self, saved: &SavedFile) -> LogFormat {
-        match self.spec.format_of(&saved.source) {
+        match self.spec.format_of(&saved.path, &saved.source) {
             LogFormat::Auto if saved.offset > 0 => saved.format,
             format => format,
         }
@@ -899,9 +911,12 @@ impl Tailer {
         if self.buf.len() < chunk {
             self.buf.resize(chunk, 0);
         }
-        // Start at a different file each call so one busy file cannot starve the others.
-        for step in 0..count {
-            let index = (self.next_file + step) % count;
+        // Start at a different file each call so one busy file cannot starve the others; but a
+        // rotated file before the rest, so a line it ends in pieces is whole before the pieces
+        // that finish it in the file that replaced it.
+        let mut order: Vec<usize> = (0..count).map(|step| (self.next_file + step) % count).collect();
+        order.sort_by_key(|&index| self.files[index].detached_since.is_none());
+        for index in order {
             if outcome.bytes >= budget_bytes {
                 outcome.more = true;
                 self.next_file = index;
@@ -933,15 +948,24 @@ impl Tailer {
         collected_at: &str,
         emit: &mut dyn FnMut(&CollectedRecordOut<'_>),
     ) -> FileOutcome {
-        read_file(
-            &mut self.files[index],
+        let f = &mut self.files[index];
+        if f.format != LogFormat::Raw {
+            f.pending = self.pending.remove(&f.source).unwrap_or_default();
+        }
+        let outcome = read_file(
+            f,
             &mut self.buf,
             &self.options,
             budget,
             collected_at,
             emit,
             &self.metrics,
-        )
+        );
+        if !f.pending.is_empty() {
+            self.pending
+                .insert(f.source.clone(), std::mem::take(&mut f.pending));
+        }
+        outcome
     }
 
     /// A file shrank below its offset or its first bytes changed. A rotated copy that changes
@@ -1007,8 +1031,6 @@ impl Tailer {
         f.tail = None;
         f.size_seen = 0;
         f.incomplete_since = None;
-        // Lines in pieces belong to the generation read before: its copy carries them on.
-        f.pending.clear();
         copy_found
     }
 
@@ -1119,13 +1141,18 @@ impl Tailer {
                     outcome.records += emitted.records;
                     outcome.bytes += emitted.bytes;
                 }
-                let mut pending = std::mem::take(&mut tracked.pending);
+                let source = tracked.source.clone();
+                let last_of_source = !(self.files.iter().enumerate())
+                    .any(|(i, f)| i != index && f.source == source);
+                let mut pending = match last_of_source {
+                    true => self.pending.remove(&source).unwrap_or_default(),
+                    false => Vec::new(),
+                };
+                let tracked = &mut self.files[index];
                 for line in container::unfinished(&mut pending) {
-                    // The runtime never wrote the last piece; what it wrote goes on, flagged.
-                    let id = RecordId {
-                        source_id: tracked.source_id,
-                        offset: line.offset,
-                    };
+                    // No file of the source is left to hold the last piece the runtime never
+                    // wrote; what it wrote goes on, flagged.
+                    let id = line.id;
                     let flags = LineFlags {
                         partial: true,
                         ..LineFlags::default()
@@ -1161,6 +1188,10 @@ impl Tailer {
                 .collect(),
             saved_at_ms: epoch_ms(SystemTime::now()),
             finished: self.finished.iter().cloned().collect(),
+            pending: (self.pending.iter())
+                .filter(|(_, lines)| !lines.is_empty())
+                .map(|(source, lines)| (source.clone(), lines.clone()))
+                .collect(),
         }
     }
 }
@@ -1181,7 +1212,6 @@ fn saved_file(f: &mut TrackedFile) -> SavedFile {
         copy: f.copy,
         unseen_since_ms: f.unseen_since.map(epoch_ms),
         format: f.format,
-        pending: f.pending.clone(),
     }
 }
 
@@ -1238,7 +1268,7 @@ fn resumed(
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
         rewritten: false,
         format,
-        pending: saved.pending.clone(),
+        pending: Vec::new(),
     }
 }
 
@@ -1606,11 +1636,11 @@ fn split_lines(
     let mut format = f.format;
     let mut pending = std::mem::take(&mut f.pending);
     let file: &TrackedFile = f;
-    let mut emit_piece = |piece: &[u8], at: u64, flags: LineFlags, origin: Option<ContainerOrigin<'_>>| {
-        let id = RecordId {
-            source_id: file.source_id,
-            offset: at,
-        };
+    let id_at = |at: u64| RecordId {
+        source_id: file.source_id,
+        offset: at,
+    };
+    let mut emit_record = |piece: &[u8], id: RecordId, flags: LineFlags, origin: Option<ContainerOrigin<'_>>| {
         let mut record = CollectedRecordOut::new(id, &file.source, collected_at, piece, flags);
         if let Some(origin) = origin {
             record = record.from_container(origin);
@@ -1641,7 +1671,7 @@ fn split_lines(
             let malformed = format.is_container();
             let flags = LineFlags { malformed, ..split };
             let piece = &data[line_start..line_start + max_line_bytes];
-            emit_piece(piece, base + line_start as u64, flags, None);
+            emit_record(piece, id_at(base + line_start as u64), flags, None);
             line_start += max_line_bytes;
         }
         let line = &data[line_start..newline];
@@ -1650,9 +1680,9 @@ fn split_lines(
             format = format.resolve(line);
         }
         if !format.is_container() {
-            emit_piece(trim_cr(line), at, LineFlags::default(), None);
+            emit_record(trim_cr(line), id_at(at), LineFlags::default(), None);
         } else if let Some(piece) = container::parse(format, line) {
-            if let Some(joined) = container::join(&mut pending, piece, at, max_line_bytes) {
+            if let Some(joined) = container::join(&mut pending, piece, id_at(at), max_line_bytes) {
                 let flags = LineFlags {
                     split: joined.split,
                     ..LineFlags::default()
@@ -1661,7 +1691,7 @@ fn split_lines(
                     stream: joined.stream,
                     logged_at: &joined.logged_at,
                 };
-                emit_piece(&joined.text, joined.offset, flags, Some(origin));
+                emit_record(&joined.text, joined.id, flags, Some(origin));
             }
         } else {
             metrics.count_event(&file.source, "malformed_line");
@@ -1669,7 +1699,7 @@ fn split_lines(
                 malformed: true,
                 ..LineFlags::default()
             };
-            emit_piece(line, at, flags, None);
+            emit_record(line, id_at(at), flags, None);
         }
         start = newline + 1;
     }
@@ -1680,7 +1710,8 @@ fn split_lines(
             malformed: format.is_container(),
             ..split
         };
-        emit_piece(&data[start..start + max_line_bytes], base + start as u64, flags, None);
+        let piece = &data[start..start + max_line_bytes];
+        emit_record(piece, id_at(base + start as u64), flags, None);
         start += max_line_bytes;
     }
     f.format = format;

@@ -1015,3 +1015,23 @@ fn pieces_left_when_a_rotated_file_closes_go_on_flagged_partial() {
     assert_eq!(lines(&got), ["never finished"]);
     assert!(got[0].partial);
 }
+
+#[test]
+fn a_line_the_runtime_was_writing_when_the_kubelet_rotated_ends_in_the_next_file() {
+    let mut h = Harness::watching(&["cri:{dir}/*.log"], TailOptions {
+        rotated_close_after: Duration::ZERO,
+        ..TailOptions::default()
+    });
+    h.append("0.log", cri("stdout", "P", "started in the old file, ").as_bytes());
+    assert!(h.collect().is_empty());
+    fs::rename(h.path("0.log"), h.path("0.log.20261206-103045")).unwrap();
+    h.append("0.log.20261206-103045", cri("stdout", "P", "still there, ").as_bytes());
+    h.append("0.log", cri("stdout", "F", "ended in the new one").as_bytes());
+    let got = h.collect();
+    assert_eq!(
+        lines(&got),
+        ["started in the old file, still there, ended in the new one"]
+    );
+    assert!(!got[0].partial);
+    assert_eq!(got[0].offset, 0);
+}
