@@ -271,9 +271,11 @@ fn decode_v2(bytes: &[u8]) -> Result<CollectedRecord<'_>, DecodeError> {
     let collected_at = next("collected_at")?;
     let flags = next("flags")?;
     let stream = match (flags.contains('o'), flags.contains('e')) {
-        (true, true) => return Err(invalid(format!(
-            "a v2 collected record's flags `{flags}` name both streams"
-        ))),
+        (true, true) => {
+            return Err(invalid(format!(
+                "a v2 collected record's flags `{flags}` name both streams"
+            )))
+        }
         (true, false) => Some(Stream::Stdout),
         (false, true) => Some(Stream::Stderr),
         (false, false) => None,
@@ -509,12 +511,21 @@ mod tests {
             let back = CollectedRecord::decode(&bytes).unwrap();
             assert_eq!(back.stream, Some(stream));
             assert_eq!(back.logged_at.as_deref(), Some(origin.logged_at));
-            assert_eq!((back.source.as_ref(), back.line.as_ref()), ("my pod.log", "a\tb c"));
+            assert_eq!(
+                (back.source.as_ref(), back.line.as_ref()),
+                ("my pod.log", "a\tb c")
+            );
             assert_eq!(back.malformed, malformed);
             let json = back.to_json();
             assert_eq!(json["stream"], stream.as_str());
         }
-        let plain = written(&CollectedRecordOut::new(ID, "a b.log", "t", b"x", LineFlags::default()));
+        let plain = written(&CollectedRecordOut::new(
+            ID,
+            "a b.log",
+            "t",
+            b"x",
+            LineFlags::default(),
+        ));
         let back = CollectedRecord::decode(&plain).unwrap();
         assert_eq!((back.stream, back.logged_at), (None, None));
         assert_eq!(back.source, "a b.log");
@@ -530,8 +541,14 @@ mod tests {
             (b"2 zz-0 t - \"a\"\tline", "is not <16 hex digits>"),
             (b"2 0000000000000001-0 t q \"a\"\tline", "unknown flag `q`"),
             (b"2 0000000000000001-0 t - a\tline", "not a JSON string"),
-            (b"2 0000000000000001-0 t oe x \"a\"\tline", "name both streams"),
-            (b"2 0000000000000001-0 t o \"a\"\tline", "lacks its logged_at"),
+            (
+                b"2 0000000000000001-0 t oe x \"a\"\tline",
+                "name both streams",
+            ),
+            (
+                b"2 0000000000000001-0 t o \"a\"\tline",
+                "lacks its logged_at",
+            ),
             (b"{\"id\":1}", "v1 collected record does not decode"),
         ] {
             let error = CollectedRecord::decode(bytes).unwrap_err().to_string();

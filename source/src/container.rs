@@ -272,10 +272,24 @@ mod tests {
         assert!(!piece.partial);
         assert_eq!(&*piece.text, b"oops: a b");
         assert_eq!(piece.time, "2026-12-06T10:30:45.123456789Z");
-        assert!(parse_cri(b"2026-12-06T10:30:45Z stdout P part").unwrap().partial);
-        assert!(!parse_cri(b"2026-12-06T10:30:45Z stdout F:x y").unwrap().partial);
-        assert_eq!(&*parse_cri(b"2026-12-06T10:30:45Z stdout F").unwrap().text, b"");
-        assert_eq!(&*parse_cri(b"2026-12-06T10:30:45Z stdout F ").unwrap().text, b"");
+        assert!(
+            parse_cri(b"2026-12-06T10:30:45Z stdout P part")
+                .unwrap()
+                .partial
+        );
+        assert!(
+            !parse_cri(b"2026-12-06T10:30:45Z stdout F:x y")
+                .unwrap()
+                .partial
+        );
+        assert_eq!(
+            &*parse_cri(b"2026-12-06T10:30:45Z stdout F").unwrap().text,
+            b""
+        );
+        assert_eq!(
+            &*parse_cri(b"2026-12-06T10:30:45Z stdout F ").unwrap().text,
+            b""
+        );
         for bad in [
             &b"hello world"[..],
             b"2026-12-06T10:30:45Z stdin F x",
@@ -289,13 +303,20 @@ mod tests {
 
     #[test]
     fn docker_lines_parse_and_a_log_without_its_newline_is_a_piece() {
-        let piece =
-            parse_docker(br#"{"log":"a \"b\"\n","stream":"stdout","time":"2026-12-06T10:30:45.1Z"}"#)
-                .unwrap();
+        let piece = parse_docker(
+            br#"{"log":"a \"b\"\n","stream":"stdout","time":"2026-12-06T10:30:45.1Z"}"#,
+        )
+        .unwrap();
         assert_eq!((&*piece.text, piece.partial), (&b"a \"b\""[..], false));
         let piece = parse_docker(br#"{"log":"abc","stream":"stderr","time":"t"}"#).unwrap();
-        assert_eq!((&*piece.text, piece.partial, piece.stream), (&b"abc"[..], true, Stream::Stderr));
-        assert_eq!(parse_docker(br#"{"log":"x\n","stream":"other","time":"t"}"#), None);
+        assert_eq!(
+            (&*piece.text, piece.partial, piece.stream),
+            (&b"abc"[..], true, Stream::Stderr)
+        );
+        assert_eq!(
+            parse_docker(br#"{"log":"x\n","stream":"other","time":"t"}"#),
+            None
+        );
         assert_eq!(parse_docker(b"{not json"), None);
     }
 
@@ -356,7 +377,10 @@ mod tests {
         assert_eq!(join(&mut pending, parse_cri(&a).unwrap(), id(0), 6), None);
         let b = cri("stdout", "P", "bbbb");
         let joined = join(&mut pending, parse_cri(&b).unwrap(), id(40), 6).unwrap();
-        assert_eq!((&*joined.text, joined.split, joined.id), (&b"aaaabbbb"[..], true, id(0)));
+        assert_eq!(
+            (&*joined.text, joined.split, joined.id),
+            (&b"aaaabbbb"[..], true, id(0))
+        );
         let c = cri("stdout", "P", "cc");
         assert_eq!(join(&mut pending, parse_cri(&c).unwrap(), id(80), 6), None);
         let rest: Vec<_> = unfinished(&mut pending).collect();

@@ -326,7 +326,7 @@ impl SourceMetrics {
         );
         registry.register(
             "collector_file_events",
-            "Rotations, truncations, copies found, split, partial and invalid UTF-8 lines, unreadable files, per source file",
+            "Rotations, truncations, copies found, split, partial, malformed and invalid UTF-8 lines, unreadable files, per source file",
             self.events.clone(),
         );
         registry.register(
@@ -914,7 +914,9 @@ impl Tailer {
         // Start at a different file each call so one busy file cannot starve the others; but a
         // rotated file before the rest, so a line it ends in pieces is whole before the pieces
         // that finish it in the file that replaced it.
-        let mut order: Vec<usize> = (0..count).map(|step| (self.next_file + step) % count).collect();
+        let mut order: Vec<usize> = (0..count)
+            .map(|step| (self.next_file + step) % count)
+            .collect();
         order.sort_by_key(|&index| self.files[index].detached_since.is_none());
         for index in order {
             if outcome.bytes >= budget_bytes {
@@ -1142,8 +1144,8 @@ impl Tailer {
                     outcome.bytes += emitted.bytes;
                 }
                 let source = tracked.source.clone();
-                let last_of_source = !(self.files.iter().enumerate())
-                    .any(|(i, f)| i != index && f.source == source);
+                let last_of_source =
+                    !(self.files.iter().enumerate()).any(|(i, f)| i != index && f.source == source);
                 let mut pending = match last_of_source {
                     true => self.pending.remove(&source).unwrap_or_default(),
                     false => Vec::new(),
@@ -1161,9 +1163,14 @@ impl Tailer {
                         stream: line.stream,
                         logged_at: &line.logged_at,
                     };
-                    let record =
-                        CollectedRecordOut::new(id, &tracked.source, collected_at, &line.text, flags)
-                            .from_container(origin);
+                    let record = CollectedRecordOut::new(
+                        id,
+                        &tracked.source,
+                        collected_at,
+                        &line.text,
+                        flags,
+                    )
+                    .from_container(origin);
                     emit(&record);
                     outcome.records += 1;
                 }
@@ -1640,17 +1647,18 @@ fn split_lines(
         source_id: file.source_id,
         offset: at,
     };
-    let mut emit_record = |piece: &[u8], id: RecordId, flags: LineFlags, origin: Option<ContainerOrigin<'_>>| {
-        let mut record = CollectedRecordOut::new(id, &file.source, collected_at, piece, flags);
-        if let Some(origin) = origin {
-            record = record.from_container(origin);
-        }
-        if simdutf8::basic::from_utf8(piece).is_err() {
-            metrics.count_event(&file.source, "invalid_utf8");
-        }
-        emit(&record);
-        records += 1;
-    };
+    let mut emit_record =
+        |piece: &[u8], id: RecordId, flags: LineFlags, origin: Option<ContainerOrigin<'_>>| {
+            let mut record = CollectedRecordOut::new(id, &file.source, collected_at, piece, flags);
+            if let Some(origin) = origin {
+                record = record.from_container(origin);
+            }
+            if simdutf8::basic::from_utf8(piece).is_err() {
+                metrics.count_event(&file.source, "invalid_utf8");
+            }
+            emit(&record);
+            records += 1;
+        };
     let split = LineFlags {
         split: true,
         ..LineFlags::default()

@@ -45,7 +45,11 @@ impl Harness {
         }
     }
 
-    fn tailer_for(watch: &[String], options: &TailOptions, position: Option<TailPosition>) -> Tailer {
+    fn tailer_for(
+        watch: &[String],
+        options: &TailOptions,
+        position: Option<TailPosition>,
+    ) -> Tailer {
         let spec = SourceSpec::compile(watch, &["*skip*".into()]).unwrap();
         Tailer::new(spec, options.clone(), position, SourceMetrics::default())
     }
@@ -944,7 +948,10 @@ mod model {
 }
 
 fn cri(stream: &str, tag: &str, text: &str) -> String {
-    format!("2026-12-06T10:30:45.000000{:03}Z {stream} {tag} {text}\n", text.len())
+    format!(
+        "2026-12-06T10:30:45.000000{:03}Z {stream} {tag} {text}\n",
+        text.len()
+    )
 }
 
 #[test]
@@ -953,7 +960,11 @@ fn cri_pieces_join_into_one_record_exactly_once_across_restarts() {
     let mut h = Harness::watching(&["cri:{dir}/*.log"], TailOptions::default());
     h.append("0.log", cri("stdout", "P", "hello ").as_bytes());
     h.append("0.log", cri("stderr", "F", "E1").as_bytes());
-    assert_eq!(lines(&h.collect()), ["E1"], "the stdout line waits for its last piece");
+    assert_eq!(
+        lines(&h.collect()),
+        ["E1"],
+        "the stdout line waits for its last piece"
+    );
     // Killed with the piece read and committed: it travels in the position.
     h.kill();
     h.append("0.log", cri("stdout", "P", "big ").as_bytes());
@@ -966,17 +977,26 @@ fn cri_pieces_join_into_one_record_exactly_once_across_restarts() {
     assert_eq!(lines(&got), ["hello big world", "not a cri line"]);
     assert_eq!(got[0].offset, 0, "the id is the first piece's offset");
     assert_eq!(got[0].stream, Some(Stream::Stdout));
-    assert_eq!(got[0].logged_at.as_deref(), Some("2026-12-06T10:30:45.000000006Z"));
+    assert_eq!(
+        got[0].logged_at.as_deref(),
+        Some("2026-12-06T10:30:45.000000006Z")
+    );
     assert!(!got[0].malformed && got[1].malformed && got[1].stream.is_none());
 }
 
 #[test]
 fn docker_json_lines_and_their_16k_pieces_join_and_auto_decides_per_file() {
     use sidecar_record::Stream;
-    let mut h = Harness::watching(&["docker:{dir}/*.log", "auto:{dir}/*.out"], TailOptions::default());
+    let mut h = Harness::watching(
+        &["docker:{dir}/*.log", "auto:{dir}/*.out"],
+        TailOptions::default(),
+    );
     let piece = "x".repeat(16 * 1024);
     let doc = |log: &str, stream: &str| {
-        format!("{}\n", serde_json::json!({"log": log, "stream": stream, "time": "2026-12-06T10:30:45.1Z"}))
+        format!(
+            "{}\n",
+            serde_json::json!({"log": log, "stream": stream, "time": "2026-12-06T10:30:45.1Z"})
+        )
     };
     h.append("c.log", doc(&piece, "stdout").as_bytes());
     h.append("c.log", doc("tail\n", "stdout").as_bytes());
@@ -1004,10 +1024,13 @@ fn docker_json_lines_and_their_16k_pieces_join_and_auto_decides_per_file() {
 
 #[test]
 fn pieces_left_when_a_rotated_file_closes_go_on_flagged_partial() {
-    let mut h = Harness::watching(&["cri:{dir}/*.log"], TailOptions {
-        rotated_close_after: Duration::ZERO,
-        ..TailOptions::default()
-    });
+    let mut h = Harness::watching(
+        &["cri:{dir}/*.log"],
+        TailOptions {
+            rotated_close_after: Duration::ZERO,
+            ..TailOptions::default()
+        },
+    );
     h.append("0.log", cri("stdout", "P", "never finished").as_bytes());
     assert!(h.collect().is_empty());
     fs::rename(h.path("0.log"), h.path("0.log.20261206-103045")).unwrap();
@@ -1018,15 +1041,27 @@ fn pieces_left_when_a_rotated_file_closes_go_on_flagged_partial() {
 
 #[test]
 fn a_line_the_runtime_was_writing_when_the_kubelet_rotated_ends_in_the_next_file() {
-    let mut h = Harness::watching(&["cri:{dir}/*.log"], TailOptions {
-        rotated_close_after: Duration::ZERO,
-        ..TailOptions::default()
-    });
-    h.append("0.log", cri("stdout", "P", "started in the old file, ").as_bytes());
+    let mut h = Harness::watching(
+        &["cri:{dir}/*.log"],
+        TailOptions {
+            rotated_close_after: Duration::ZERO,
+            ..TailOptions::default()
+        },
+    );
+    h.append(
+        "0.log",
+        cri("stdout", "P", "started in the old file, ").as_bytes(),
+    );
     assert!(h.collect().is_empty());
     fs::rename(h.path("0.log"), h.path("0.log.20261206-103045")).unwrap();
-    h.append("0.log.20261206-103045", cri("stdout", "P", "still there, ").as_bytes());
-    h.append("0.log", cri("stdout", "F", "ended in the new one").as_bytes());
+    h.append(
+        "0.log.20261206-103045",
+        cri("stdout", "P", "still there, ").as_bytes(),
+    );
+    h.append(
+        "0.log",
+        cri("stdout", "F", "ended in the new one").as_bytes(),
+    );
     let got = h.collect();
     assert_eq!(
         lines(&got),

@@ -114,9 +114,11 @@ impl CriWriter {
         fs::rename(self.dir.join(&self.name), self.dir.join(&rotated)).unwrap();
         self.file = Self::open_new(&self.dir.join(&self.name));
         if self.rotations >= 2 {
-            let older = self
-                .dir
-                .join(format!("{}.20261206-1030{:02}", self.name, self.rotations - 1));
+            let older = self.dir.join(format!(
+                "{}.20261206-1030{:02}",
+                self.name,
+                self.rotations - 1
+            ));
             let status = Command::new("gzip").arg(&older).status().unwrap();
             assert!(status.success(), "gzip {}", older.display());
         }
@@ -184,7 +186,11 @@ fn cri_lines_in_pieces_arrive_once_whole_with_their_stream_through_kills_and_rot
         }
     }
     let first: Vec<_> = problems.iter().take(10).collect();
-    assert!(problems.is_empty(), "{} problems, first: {first:?}", problems.len());
+    assert!(
+        problems.is_empty(),
+        "{} problems, first: {first:?}",
+        problems.len()
+    );
     assert_eq!(records.len(), w.written.len());
 
     // `forwarder logs --stderr web.log`: exactly that container's stderr lines, in order.
@@ -218,7 +224,9 @@ fn docker_pieces_join_and_lines_not_in_the_format_are_kept_flagged() {
     fs::create_dir_all(pod.path("docker")).unwrap();
     fs::create_dir_all(pod.path("containers")).unwrap();
     let _stages = pod.start_all();
-    let long: String = (0..40 * 1024).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+    let long: String = (0..40 * 1024)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
     let mut docker = String::new();
     // docker cuts a line every 16 KiB; only the last piece ends with the newline.
     let pieces: Vec<&str> = long
@@ -247,10 +255,7 @@ fn docker_pieces_join_and_lines_not_in_the_format_are_kept_flagged() {
     )
     .unwrap();
     let records = pod.wait_delivered(6, DELIVERY_TIMEOUT);
-    let by_text: HashMap<&str, &Value> = records
-        .iter()
-        .map(|r| (text_of(r).unwrap(), r))
-        .collect();
+    let by_text: HashMap<&str, &Value> = records.iter().map(|r| (text_of(r).unwrap(), r)).collect();
     let texts: Vec<String> = by_text.keys().map(|t| format!("{t:.60}")).collect();
     assert_eq!(records.len(), 6, "{texts:?}");
     let joined = by_text[long.as_str()];

@@ -365,7 +365,11 @@ mod tests {
     fn a_stream_keeps_only_what_containers_wrote_to_it_and_timestamps_show_the_runtime_time() {
         let now = SystemTime::now();
         let stderr = LogsRequest::from_params(
-            &params(&[("stream", "stderr"), ("format", "text"), ("timestamps", "true")]),
+            &params(&[
+                ("stream", "stderr"),
+                ("format", "text"),
+                ("timestamps", "true"),
+            ]),
             now,
         )
         .unwrap();
