@@ -122,6 +122,12 @@ pub fn seeded_rng(seed: Option<u64>) -> SmallRng {
     }
 }
 
+/// Prints one plain line on stdout, as many apps do besides their log files (a banner, a
+/// status): a container's stdout is what a node-level shipper reads from the runtime's files.
+pub fn announce(app: &str, what: &str) {
+    println!("{app}: {what}");
+}
+
 /// Sends the binary's own diagnostics (not the demo logs) to stderr, filtered by `RUST_LOG`
 /// (default `info`). Does nothing if a subscriber is already set.
 pub fn init_tracing() {

@@ -176,6 +176,10 @@ where
         LogFiles::open(&args.log_dir, file_names)?.with_max_lines(args.max_lines),
     ));
     tracing::info!(log_dir = %args.log_dir.display(), rate = ?args.rate, "{app} started.");
+    crate::cli::announce(
+        app,
+        &format!("started, logging to {}", args.log_dir.display()),
+    );
     let rng = args.rng();
     let lines = match args.rate {
         Some(rate) => {
@@ -203,6 +207,7 @@ where
     };
     files.lock().flush()?;
     tracing::info!(lines, "{app} stopped; logs flushed.");
+    crate::cli::announce(app, &format!("stopped after {lines} lines"));
     Ok(())
 }
 

@@ -47,9 +47,16 @@ pub struct LogsArgs {
     /// Records collected until a time (same forms as --since).
     #[arg(long, allow_hyphen_values = true)]
     pub until: Option<String>,
-    /// Start each text line with the record's collected_at time.
+    /// Start each text line with the record's time: the container runtime's for a container's
+    /// line, else collected_at.
     #[arg(short = 't', long)]
     pub timestamps: bool,
+    /// Only what containers wrote to stdout (with --stderr too: both, the default).
+    #[arg(long)]
+    pub stdout: bool,
+    /// Only what containers wrote to stderr (with --stdout too: both, the default).
+    #[arg(long)]
+    pub stderr: bool,
     /// Minimum level: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     #[arg(long)]
     pub level: Option<String>,
@@ -132,6 +139,11 @@ impl LogsArgs {
             if let Some(v) = value {
                 add(name, v);
             }
+        }
+        match (self.stdout, self.stderr) {
+            (true, false) => add("stream", "stdout"),
+            (false, true) => add("stream", "stderr"),
+            _ => {}
         }
         if self.follow {
             add("follow", "true");

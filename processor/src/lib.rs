@@ -758,10 +758,17 @@ fn collected_fields(collected: CollectedRecord<'_>) -> Map<String, Value> {
         ("invalid_utf8", collected.invalid_utf8),
         // Marks the source as a pushed service, not a file: the rules choose by it.
         (field::PUSHED, collected.pushed),
+        (field::MALFORMED, collected.malformed),
     ] {
         if set {
             record.insert(flag.into(), true.into());
         }
+    }
+    if let Some(stream) = collected.stream {
+        record.insert(field::STREAM.into(), stream.as_str().into());
+    }
+    if let Some(logged_at) = collected.logged_at {
+        record.insert(field::LOGGED_AT.into(), logged_at.into_owned().into());
     }
     if let Some(raw) = collected.line_base64 {
         record.insert("line_base64".into(), raw.into());
@@ -1057,6 +1064,7 @@ mod tests {
             let flags = LineFlags {
                 partial: true,
                 split: false,
+                ..LineFlags::default()
             };
             let mut v2 = Vec::new();
             CollectedRecordOut::new(id, "access.log", "2026-11-22T10:00:00.000Z", bytes, flags)
@@ -1067,6 +1075,34 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(&v2)
             );
+        }
+    }
+
+    #[test]
+    fn a_container_line_gets_its_stream_and_runtime_time_and_rules_can_match_on_them() {
+        use sidecar_record::{CollectedRecordOut, ContainerOrigin, LineFlags, RecordId, Stream};
+        let rules = RuleSet::from_yaml_str(
+            "version: 1\nrules:\n  - name: errors\n    files: ['*.log']\n    steps:\n      - set: {field: log_level, value: ERROR, when: {field: stream, equals: [stderr]}}\n",
+            "inline.yaml",
+        )
+        .unwrap();
+        let id = RecordId {
+            source_id: 1,
+            offset: 0,
+        };
+        for (stream, level) in [(Stream::Stderr, "ERROR"), (Stream::Stdout, "INFO")] {
+            let origin = ContainerOrigin {
+                stream,
+                logged_at: "2026-12-06T10:30:45.123456789Z",
+            };
+            let mut v2 = Vec::new();
+            CollectedRecordOut::new(id, "app.log", "t", b"hello", LineFlags::default())
+                .from_container(origin)
+                .write(&mut v2);
+            let record = enrich(&rules, &v2, "now").unwrap();
+            assert_eq!(record["stream"], stream.as_str());
+            assert_eq!(record["logged_at"], origin.logged_at);
+            assert_eq!(record["log_level"], level);
         }
     }
 

@@ -2,7 +2,9 @@
 //! the processor. The format is versioned per record (docs/journal-format.md):
 //!
 //! - **v2** (written today): a short text header, a tab, then the line's exact bytes:
-//!   `2 <id> <collected_at> <flags> <source as a JSON string>\t<line bytes>`. The line is
+//!   `2 <id> <collected_at> <flags> [<logged_at>] <source as a JSON string>\t<line bytes>`,
+//!   `logged_at` (the container runtime's time) only on a container's line, whose flags name
+//!   its stream (`o` stdout, `e` stderr). The line is
 //!   stored raw, so writing it costs a copy and reading it costs nothing, whatever it holds
 //!   (quotes, backslashes, bytes that are not UTF-8). `cut -f2- segment-*` prints the lines.
 //! - **v1** (written before): one JSON object, `{"id":…,"source":…,"offset":…,
@@ -21,7 +23,7 @@ use std::fmt;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{encode, LineFlags, RecordId};
+use super::{encode, ContainerOrigin, LineFlags, RecordId, Stream};
 
 /// The first byte of a v2 record.
 const V2_TAG: u8 = b'2';
@@ -58,6 +60,8 @@ pub struct CollectedRecordOut<'a> {
     /// Set for a record an app pushed to the collector's ingest endpoint (no file behind it):
     /// the processor runs no file's rules on it.
     pub pushed: bool,
+    /// Set for a line a container runtime wrote (CRI or docker json-file).
+    pub container: Option<ContainerOrigin<'a>>,
 }
 
 impl<'a> CollectedRecordOut<'a> {
@@ -76,7 +80,15 @@ impl<'a> CollectedRecordOut<'a> {
             bytes,
             flags,
             pushed: false,
+            container: None,
         }
+    }
+
+    /// Marks the record as a container runtime's line, of this stream and time.
+    #[must_use]
+    pub fn from_container(mut self, origin: ContainerOrigin<'a>) -> Self {
+        self.container = Some(origin);
+        self
     }
 
     /// Marks the record as pushed to the ingest endpoint rather than read from a file.
@@ -97,10 +109,14 @@ impl<'a> CollectedRecordOut<'a> {
         push_header_token(out, self.collected_at);
         out.push(b' ');
         let flags_at = out.len();
+        let stream = self.container.map(|c| c.stream);
         for (set, letter) in [
             (self.flags.partial, b'p'),
             (self.flags.split, b's'),
             (self.pushed, b'u'),
+            (self.flags.malformed, b'm'),
+            (stream == Some(Stream::Stdout), b'o'),
+            (stream == Some(Stream::Stderr), b'e'),
         ] {
             if set {
                 out.push(letter);
@@ -110,6 +126,10 @@ impl<'a> CollectedRecordOut<'a> {
             out.push(b'-');
         }
         out.push(b' ');
+        if let Some(container) = &self.container {
+            push_header_token(out, container.logged_at);
+            out.push(b' ');
+        }
         encode::write_str(out, self.source);
         out.push(b'\t');
         out.extend_from_slice(self.bytes);
@@ -150,6 +170,12 @@ pub struct CollectedRecord<'a> {
     pub invalid_utf8: bool,
     /// Pushed to the ingest endpoint, not read from a file.
     pub pushed: bool,
+    /// A container runtime's line that was not in its file's format.
+    pub malformed: bool,
+    /// The container stream, on a container runtime's line.
+    pub stream: Option<Stream>,
+    /// The container runtime's time, on a container runtime's line.
+    pub logged_at: Option<Cow<'a, str>>,
 }
 
 impl<'a> CollectedRecord<'a> {
@@ -180,6 +206,9 @@ impl<'a> CollectedRecord<'a> {
             split: self.split,
             invalid_utf8: self.invalid_utf8,
             pushed: self.pushed,
+            malformed: self.malformed,
+            stream: self.stream,
+            logged_at: self.logged_at.map(|t| Cow::Owned(t.into_owned())),
         }
     }
 
@@ -204,10 +233,17 @@ impl<'a> CollectedRecord<'a> {
             ("split", self.split),
             ("invalid_utf8", self.invalid_utf8),
             ("pushed", self.pushed),
+            ("malformed", self.malformed),
         ] {
             if set {
                 object.insert(name.into(), true.into());
             }
+        }
+        if let Some(stream) = self.stream {
+            object.insert("stream".into(), stream.as_str().into());
+        }
+        if let Some(logged_at) = &self.logged_at {
+            object.insert("logged_at".into(), logged_at.as_ref().into());
         }
         if let Some(raw) = &self.line_base64 {
             object.insert("line_base64".into(), raw.as_str().into());
@@ -222,6 +258,7 @@ fn decode_v2(bytes: &[u8]) -> Result<CollectedRecord<'_>, DecodeError> {
     let (header, line) = (&bytes[..tab], &bytes[tab + 1..]);
     let header = std::str::from_utf8(header)
         .map_err(|_| invalid("a v2 collected record's header is not UTF-8"))?;
+    // The source comes last and may hold spaces; logged_at, when there, comes before it.
     let mut fields = header.splitn(5, ' ');
     let mut next = |name: &str| {
         fields
@@ -233,13 +270,35 @@ fn decode_v2(bytes: &[u8]) -> Result<CollectedRecord<'_>, DecodeError> {
     let id = next("id")?;
     let collected_at = next("collected_at")?;
     let flags = next("flags")?;
-    let source = decode_source(next("source")?)?;
+    let stream = match (flags.contains('o'), flags.contains('e')) {
+        (true, true) => {
+            return Err(invalid(format!(
+                "a v2 collected record's flags `{flags}` name both streams"
+            )))
+        }
+        (true, false) => Some(Stream::Stdout),
+        (false, true) => Some(Stream::Stderr),
+        (false, false) => None,
+    };
+    let rest = next("source")?;
+    let (logged_at, source) = match stream {
+        Some(_) => rest
+            .split_once(' ')
+            .filter(|(at, _)| !at.is_empty())
+            .map(|(at, source)| (Some(at), source))
+            .ok_or_else(|| invalid("a v2 collected record of a stream lacks its logged_at"))?,
+        None => (None, rest),
+    };
+    let source = decode_source(source)?;
     if !is_record_id(id) {
         return Err(invalid(format!(
             "a v2 collected record's id `{id}` is not <16 hex digits>-<offset>"
         )));
     }
-    if let Some(unknown) = flags.chars().find(|c| !matches!(c, 'p' | 's' | 'u' | '-')) {
+    if let Some(unknown) = flags
+        .chars()
+        .find(|c| !matches!(c, 'p' | 's' | 'u' | 'm' | 'o' | 'e' | '-'))
+    {
         return Err(invalid(format!(
             "a v2 collected record's flags `{flags}` hold the unknown flag `{unknown}`"
         )));
@@ -261,6 +320,9 @@ fn decode_v2(bytes: &[u8]) -> Result<CollectedRecord<'_>, DecodeError> {
         partial: flags.contains('p'),
         split: flags.contains('s'),
         pushed: flags.contains('u'),
+        malformed: flags.contains('m'),
+        stream,
+        logged_at: logged_at.map(Cow::Borrowed),
     })
 }
 
@@ -328,6 +390,9 @@ fn decode_v1(bytes: &[u8]) -> Result<CollectedRecord<'_>, DecodeError> {
         split: v1.split,
         invalid_utf8: v1.invalid_utf8,
         pushed: v1.pushed,
+        malformed: false,
+        stream: None,
+        logged_at: None,
     })
 }
 
@@ -368,6 +433,7 @@ mod tests {
             LineFlags {
                 partial: true,
                 split: true,
+                ..LineFlags::default()
             },
         )
         .mark_pushed();
@@ -429,6 +495,43 @@ mod tests {
     }
 
     #[test]
+    fn a_container_line_keeps_its_stream_and_the_runtime_time() {
+        for (stream, malformed) in [(Stream::Stdout, false), (Stream::Stderr, true)] {
+            let flags = LineFlags {
+                malformed,
+                ..LineFlags::default()
+            };
+            let origin = ContainerOrigin {
+                stream,
+                logged_at: "2026-12-06T10:30:45.123456789Z",
+            };
+            let out = CollectedRecordOut::new(ID, "my pod.log", "t", b"a\tb c", flags)
+                .from_container(origin);
+            let bytes = written(&out);
+            let back = CollectedRecord::decode(&bytes).unwrap();
+            assert_eq!(back.stream, Some(stream));
+            assert_eq!(back.logged_at.as_deref(), Some(origin.logged_at));
+            assert_eq!(
+                (back.source.as_ref(), back.line.as_ref()),
+                ("my pod.log", "a\tb c")
+            );
+            assert_eq!(back.malformed, malformed);
+            let json = back.to_json();
+            assert_eq!(json["stream"], stream.as_str());
+        }
+        let plain = written(&CollectedRecordOut::new(
+            ID,
+            "a b.log",
+            "t",
+            b"x",
+            LineFlags::default(),
+        ));
+        let back = CollectedRecord::decode(&plain).unwrap();
+        assert_eq!((back.stream, back.logged_at), (None, None));
+        assert_eq!(back.source, "a b.log");
+    }
+
+    #[test]
     fn broken_records_are_refused_with_the_reason() {
         for (bytes, reason) in [
             (&b""[..], "empty"),
@@ -438,6 +541,14 @@ mod tests {
             (b"2 zz-0 t - \"a\"\tline", "is not <16 hex digits>"),
             (b"2 0000000000000001-0 t q \"a\"\tline", "unknown flag `q`"),
             (b"2 0000000000000001-0 t - a\tline", "not a JSON string"),
+            (
+                b"2 0000000000000001-0 t oe x \"a\"\tline",
+                "name both streams",
+            ),
+            (
+                b"2 0000000000000001-0 t o \"a\"\tline",
+                "lacks its logged_at",
+            ),
             (b"{\"id\":1}", "v1 collected record does not decode"),
         ] {
             let error = CollectedRecord::decode(bytes).unwrap_err().to_string();
@@ -455,6 +566,7 @@ mod tests {
             LineFlags {
                 partial: true,
                 split: false,
+                ..LineFlags::default()
             },
         ));
         let v1 = br#"{"id":"8f3c2a19d4e5b601-10472","source":"a.log","offset":10472,"collected_at":"t","line":"x","partial":true}"#;
@@ -476,7 +588,7 @@ mod tests {
             pushed in any::<bool>(),
         ) {
             let id = RecordId { source_id, offset };
-            let mut out = CollectedRecordOut::new(id, &source, "2026-11-22T10:30:45.123Z", &line, LineFlags { partial, split });
+            let mut out = CollectedRecordOut::new(id, &source, "2026-11-22T10:30:45.123Z", &line, LineFlags { partial, split, ..LineFlags::default() });
             out.pushed = pushed;
             let bytes = written(&out);
             prop_assert!(!bytes.contains(&b'\n'));

@@ -50,6 +50,51 @@ pub mod field {
     /// `true` on a record an app pushed to the collector's ingest endpoint: its `source_file`
     /// names a service, not a file, and no file's rules ran on it.
     pub const PUSHED: &str = "pushed";
+    /// `stdout` or `stderr`, on a line a container runtime wrote (CRI or docker json-file).
+    pub const STREAM: &str = "stream";
+    /// When the container runtime received the line (its own RFC 3339 time, as written).
+    pub const LOGGED_AT: &str = "logged_at";
+    /// `true` on a line of a container runtime's file that is not in the file's format: kept
+    /// whole, as written, in `line`.
+    pub const MALFORMED: &str = "malformed";
+}
+
+/// Which of a container's output streams a line was written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    /// `stdout` or `stderr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    /// The stream named `name` (`stdout` or `stderr`).
+    pub fn from_name(name: &[u8]) -> Option<Self> {
+        match name {
+            b"stdout" => Some(Stream::Stdout),
+            b"stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+}
+
+/// Where a container runtime's line came from: its stream and the runtime's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContainerOrigin<'a> {
+    /// stdout or stderr.
+    pub stream: Stream,
+    /// The runtime's time of the line (of its first piece when it was written in pieces).
+    pub logged_at: &'a str,
 }
 
 /// The id of a record: the source file's identity and the line's byte offset in it.
@@ -87,6 +132,8 @@ pub struct LineFlags {
     /// The line was longer than the limit; this record is one piece, the rest follows in the
     /// next record (whose offset is this one's plus its length).
     pub split: bool,
+    /// The line is in a container runtime's file but not in its format: kept as written.
+    pub malformed: bool,
 }
 
 /// For `deserialize_with` on a record field read without decoding the whole record: a string

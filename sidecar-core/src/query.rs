@@ -24,7 +24,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::record::{field, string_or_absent};
+use crate::record::{field, string_or_absent, Stream};
 
 /// The hint every bad time parameter carries.
 pub const TIME_HINT: &str = "use 30s, 5m, 1h, 7d or RFC 3339";
@@ -160,6 +160,9 @@ pub struct RecordView<'a> {
     /// `line` (kept when the processor could not parse it).
     #[serde(borrow, default, deserialize_with = "string_or_absent")]
     pub line: Option<Cow<'a, str>>,
+    /// `stream` (a container's stdout or stderr).
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
+    pub stream: Option<Cow<'a, str>>,
 }
 
 impl<'a> RecordView<'a> {
@@ -190,6 +193,8 @@ pub struct Filter {
     pub category: Option<String>,
     /// Records whose message (else raw line, else whole record) matches.
     pub grep: Option<Regex>,
+    /// Records a container wrote to this stream.
+    pub stream: Option<Stream>,
 }
 
 impl Filter {
@@ -246,6 +251,11 @@ impl Filter {
                 return false;
             }
         }
+        if let Some(stream) = self.stream {
+            if view.stream.as_deref() != Some(stream.as_str()) {
+                return false;
+            }
+        }
         if let Some(grep) = &self.grep {
             let text = match (&view.message, &view.line) {
                 (Some(m), _) => Cow::Borrowed(m.as_ref()),
@@ -266,6 +276,20 @@ impl Filter {
             && self.min_level.is_none()
             && self.category.is_none()
             && self.grep.is_none()
+            && self.stream.is_none()
+    }
+
+    /// Parses a `stream` parameter.
+    ///
+    /// # Errors
+    /// When it is neither `stdout` nor `stderr`.
+    pub fn parse_stream(parameter: &str, text: &str) -> Result<Stream, ParamError> {
+        Stream::from_name(text.trim().as_bytes()).ok_or_else(|| {
+            ParamError::new(
+                parameter,
+                format!("unknown stream {text:?} (use stdout or stderr)"),
+            )
+        })
     }
 }
 
@@ -274,14 +298,15 @@ impl Filter {
 pub struct Output {
     /// Human lines instead of NDJSON.
     pub text: bool,
-    /// In text mode, start each line with the record's `collected_at`.
+    /// In text mode, start each line with the record's time: the container runtime's
+    /// (`logged_at`) on a container's line, else `collected_at`.
     pub timestamps: bool,
     /// Keep only these fields (NDJSON) or show only these (text); empty: all.
     pub fields: Vec<String>,
 }
 
 /// Fields the text form shows in its fixed columns, not again as `key=value`.
-const TEXT_COLUMNS: [&str; 8] = [
+const TEXT_COLUMNS: [&str; 10] = [
     field::ID,
     field::SOURCE_FILE,
     field::COLLECTED_AT,
@@ -290,6 +315,8 @@ const TEXT_COLUMNS: [&str; 8] = [
     field::LOG_CATEGORY,
     field::MESSAGE,
     field::TIMESTAMP,
+    field::STREAM,
+    field::LOGGED_AT,
 ];
 
 impl Output {
@@ -349,7 +376,7 @@ impl Output {
         let str_of = |k: &str| record.get(k).and_then(Value::as_str);
         let mut line = String::new();
         if self.timestamps {
-            if let Some(t) = str_of(field::COLLECTED_AT) {
+            if let Some(t) = str_of(field::LOGGED_AT).or_else(|| str_of(field::COLLECTED_AT)) {
                 line.push_str(t);
                 line.push(' ');
             }

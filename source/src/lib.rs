@@ -11,7 +11,7 @@
 
 #![warn(missing_docs)]
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -29,7 +29,11 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
-use sidecar_record::{CollectedRecordOut, LineFlags, RecordId};
+use sidecar_record::{CollectedRecordOut, ContainerOrigin, LineFlags, RecordId};
+
+pub mod container;
+pub use container::LogFormat;
+use container::PendingLine;
 
 /// How many leading bytes identify a file. 1 KiB covers the first lines of any log, which
 /// carry timestamps, so two files rarely share it; the fingerprint grows with the file up to it.
@@ -66,28 +70,33 @@ pub struct SourceSpec {
 struct WatchedDir {
     dir: PathBuf,
     names: GlobSet,
+    /// The format of each glob in `names`, by its index.
+    formats: Vec<LogFormat>,
 }
 
 impl SourceSpec {
-    /// Compiles `include` globs (e.g. `/logs/*.log`) and `exclude` globs (matched against the
-    /// full path and against the file name).
+    /// Compiles `include` globs (e.g. `/logs/*.log`, or `cri:/var/log/containers/*.log` for
+    /// files in a container runtime's format: `raw:` (the default), `cri:`, `docker:`, `auto:`)
+    /// and `exclude` globs (matched against the full path and against the file name).
     ///
     /// # Errors
     /// [`SourceError::Pattern`] naming the pattern when it does not compile, has wildcards in
     /// its directory part, or has no file-name part.
     pub fn compile(include: &[String], exclude: &[String]) -> Result<Self, SourceError> {
-        let mut dirs: Vec<(PathBuf, GlobSetBuilder)> = Vec::new();
+        let mut dirs: Vec<(PathBuf, GlobSetBuilder, Vec<LogFormat>)> = Vec::new();
         for pattern in include {
-            let (dir, name) = split_pattern(pattern)?;
+            let (format, path) = split_format(pattern);
+            let (dir, name) = split_pattern(path)?;
             let glob = compile_glob("watch", pattern, &name)?;
-            match dirs.iter_mut().find(|(d, _)| *d == dir) {
-                Some((_, builder)) => {
+            match dirs.iter_mut().find(|(d, _, _)| *d == dir) {
+                Some((_, builder, formats)) => {
                     builder.add(glob);
+                    formats.push(format);
                 }
                 None => {
                     let mut builder = GlobSetBuilder::new();
                     builder.add(glob);
-                    dirs.push((dir, builder));
+                    dirs.push((dir, builder, vec![format]));
                 }
             }
         }
@@ -112,10 +121,11 @@ impl SourceSpec {
         Ok(Self {
             dirs: dirs
                 .into_iter()
-                .map(|(dir, b)| {
+                .map(|(dir, b, formats)| {
                     Ok(WatchedDir {
                         dir,
                         names: build("watch", b)?,
+                        formats,
                     })
                 })
                 .collect::<Result<_, SourceError>>()?,
@@ -126,6 +136,21 @@ impl SourceSpec {
     /// The directories holding the watched files.
     pub fn dirs(&self) -> impl Iterator<Item = &Path> {
         self.dirs.iter().map(|d| d.dir.as_path())
+    }
+
+    /// The format of the file at `path` whose source is named `source` (its own name, or for
+    /// a rotated copy the name of the file it was): that of the first glob of the file's
+    /// directory matching the name.
+    pub fn format_of(&self, path: &Path, source: &str) -> LogFormat {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        self.dirs
+            .iter()
+            .filter(|d| d.dir == dir)
+            .find_map(|d| {
+                let first = d.names.matches(source).into_iter().min()?;
+                d.formats.get(first).copied()
+            })
+            .unwrap_or_default()
     }
 
     fn is_excluded(&self, path: &Path, name: &str) -> bool {
@@ -142,6 +167,15 @@ impl SourceSpec {
             .any(|d| d.dir == dir && d.names.is_match(name));
         (watched && !self.is_excluded(path, name)).then_some(name)
     }
+}
+
+/// A `--watch` pattern's format prefix (`cri:`…) and the glob after it; no known prefix is
+/// `raw` and the whole pattern.
+fn split_format(pattern: &str) -> (LogFormat, &str) {
+    pattern
+        .split_once(':')
+        .and_then(|(prefix, glob)| Some((LogFormat::from_prefix(prefix)?, glob)))
+        .unwrap_or((LogFormat::Raw, pattern))
 }
 
 fn split_pattern(pattern: &str) -> Result<(PathBuf, String), SourceError> {
@@ -236,6 +270,13 @@ pub struct SavedFile {
     /// the epoch) may hold generations never read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseen_since_ms: Option<u64>,
+    /// The format the file's lines are read in (`auto` decided by the first line).
+    #[serde(default, skip_serializing_if = "is_raw")]
+    pub format: LogFormat,
+}
+
+fn is_raw(format: &LogFormat) -> bool {
+    *format == LogFormat::Raw
 }
 
 /// The tailer's whole position: the collector's input position in its journal commit.
@@ -251,6 +292,10 @@ pub struct TailPosition {
     /// after a restart they are not mistaken for files rotated while the collector was down.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub finished: Vec<SavedFile>,
+    /// Per source, pieces of a container's lines read before the files' offsets and waiting
+    /// for their last piece (which may come in the source's next file, after a rotation).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending: BTreeMap<String, Vec<PendingLine>>,
 }
 
 /// How many finished rotated files a position remembers.
@@ -281,7 +326,7 @@ impl SourceMetrics {
         );
         registry.register(
             "collector_file_events",
-            "Rotations, truncations, copies found, split, partial and invalid UTF-8 lines, unreadable files, per source file",
+            "Rotations, truncations, copies found, split, partial, malformed and invalid UTF-8 lines, unreadable files, per source file",
             self.events.clone(),
         );
         registry.register(
@@ -354,6 +399,11 @@ struct TrackedFile {
     /// A rotated copy whose content was replaced (a new copy written over it): never read
     /// again, closed at the end of the read.
     rewritten: bool,
+    /// How its lines are written; `auto` until its first line is read.
+    format: LogFormat,
+    /// While the file is read, its source's lines in pieces, lent by the tailer (which keeps
+    /// them per source between reads); empty otherwise.
+    pending: Vec<PendingLine>,
 }
 
 /// What one [`Tailer::read`] did.
@@ -384,6 +434,10 @@ pub struct Tailer {
     options: TailOptions,
     files: Vec<TrackedFile>,
     finished: VecDeque<SavedFile>,
+    /// By source, a container's lines read in part (see [`container`]): kept per source, not
+    /// per file, since a line the runtime was writing when the kubelet rotated the file ends
+    /// in the next one.
+    pending: BTreeMap<String, Vec<PendingLine>>,
     /// Inodes of files found truncated or rewritten at a restart, with the time of the last
     /// commit: their new generation may have been copied away since (see `unseen_since`).
     regenerated: HashMap<FileKey, SystemTime>,
@@ -422,6 +476,7 @@ impl Tailer {
             options,
             files: Vec::new(),
             finished: VecDeque::new(),
+            pending: BTreeMap::new(),
             regenerated: HashMap::new(),
             unreadable: HashSet::new(),
             buf: Vec::new(),
@@ -620,6 +675,8 @@ impl Tailer {
             copy: false,
             unseen_since: None,
             rewritten: false,
+            format: self.spec.format_of(path, name),
+            pending: Vec::new(),
         };
         refresh_head(&mut tracked, size);
         tracked.unseen_since = self.regenerated.remove(&key);
@@ -642,6 +699,7 @@ impl Tailer {
     }
 
     fn restore(&mut self, saved: TailPosition) {
+        self.pending = saved.pending;
         let saved_at = UNIX_EPOCH + Duration::from_millis(saved.saved_at_ms);
         let known: Vec<SavedFile> = (saved.files.iter().chain(&saved.finished))
             .cloned()
@@ -684,7 +742,9 @@ impl Tailer {
             if let Ok(Some((opened, path, meta))) = find_by_inode(&file) {
                 if meta.len() > file.offset {
                     info!(source = %file.source, path = %path.display(), offset = file.offset, "A finished rotated file grew; reading its new lines.");
-                    self.files.push(resumed(&file, opened, path, &meta, true));
+                    let format = self.restored_format(&file);
+                    self.files
+                        .push(resumed(&file, opened, path, &meta, true, format));
                 } else {
                     self.finished.push_back(file);
                 }
@@ -695,12 +755,22 @@ impl Tailer {
         }
     }
 
+    /// The format to go on reading a saved file in: the one its glob names now, or, for
+    /// `auto`, the one its first line decided.
+    fn restored_format(&self, saved: &SavedFile) -> LogFormat {
+        match self.spec.format_of(&saved.path, &saved.source) {
+            LogFormat::Auto if saved.offset > 0 => saved.format,
+            format => format,
+        }
+    }
+
     /// Resumes a saved file found on disk at its committed offset. Found at another path it
     /// was rotated while the collector was down; the rescan re-attaches it if that path is
     /// watched.
     fn resume(&mut self, saved: &SavedFile, (file, path, meta): Found, message: &str) {
         let detached = path != saved.path;
-        let mut tracked = resumed(saved, file, path, &meta, detached);
+        let format = self.restored_format(saved);
+        let mut tracked = resumed(saved, file, path, &meta, detached, format);
         // Found by content elsewhere: a copy, whatever the file it continues was.
         tracked.copy |= FileKey::of(&meta)
             != (FileKey {
@@ -841,9 +911,14 @@ impl Tailer {
         if self.buf.len() < chunk {
             self.buf.resize(chunk, 0);
         }
-        // Start at a different file each call so one busy file cannot starve the others.
-        for step in 0..count {
-            let index = (self.next_file + step) % count;
+        // Start at a different file each call so one busy file cannot starve the others; but a
+        // rotated file before the rest, so a line it ends in pieces is whole before the pieces
+        // that finish it in the file that replaced it.
+        let mut order: Vec<usize> = (0..count)
+            .map(|step| (self.next_file + step) % count)
+            .collect();
+        order.sort_by_key(|&index| self.files[index].detached_since.is_none());
+        for index in order {
             if outcome.bytes >= budget_bytes {
                 outcome.more = true;
                 self.next_file = index;
@@ -875,15 +950,24 @@ impl Tailer {
         collected_at: &str,
         emit: &mut dyn FnMut(&CollectedRecordOut<'_>),
     ) -> FileOutcome {
-        read_file(
-            &mut self.files[index],
+        let f = &mut self.files[index];
+        if f.format != LogFormat::Raw {
+            f.pending = self.pending.remove(&f.source).unwrap_or_default();
+        }
+        let outcome = read_file(
+            f,
             &mut self.buf,
             &self.options,
             budget,
             collected_at,
             emit,
             &self.metrics,
-        )
+        );
+        if !f.pending.is_empty() {
+            self.pending
+                .insert(f.source.clone(), std::mem::take(&mut f.pending));
+        }
+        outcome
     }
 
     /// A file shrank below its offset or its first bytes changed. A rotated copy that changes
@@ -921,7 +1005,7 @@ impl Tailer {
                 for old in self.files.iter_mut().filter(|t| t.key == key) {
                     old.rewritten = true;
                 }
-                let mut copy = resumed(&read, file, path, &meta, true);
+                let mut copy = resumed(&read, file, path, &meta, true, read.format);
                 copy.copy = true;
                 self.files.push(copy);
                 copy_found = Some(self.files.len() - 1);
@@ -1059,6 +1143,37 @@ impl Tailer {
                     outcome.records += emitted.records;
                     outcome.bytes += emitted.bytes;
                 }
+                let source = tracked.source.clone();
+                let last_of_source =
+                    !(self.files.iter().enumerate()).any(|(i, f)| i != index && f.source == source);
+                let mut pending = match last_of_source {
+                    true => self.pending.remove(&source).unwrap_or_default(),
+                    false => Vec::new(),
+                };
+                let tracked = &mut self.files[index];
+                for line in container::unfinished(&mut pending) {
+                    // No file of the source is left to hold the last piece the runtime never
+                    // wrote; what it wrote goes on, flagged.
+                    let id = line.id;
+                    let flags = LineFlags {
+                        partial: true,
+                        ..LineFlags::default()
+                    };
+                    let origin = ContainerOrigin {
+                        stream: line.stream,
+                        logged_at: &line.logged_at,
+                    };
+                    let record = CollectedRecordOut::new(
+                        id,
+                        &tracked.source,
+                        collected_at,
+                        &line.text,
+                        flags,
+                    )
+                    .from_container(origin);
+                    emit(&record);
+                    outcome.records += 1;
+                }
                 info!(source = %tracked.source, path = %tracked.path.display(), offset = tracked.offset, "Finished a rotated or deleted file; closing it.");
                 let mut closed = self.files.swap_remove(index);
                 let saved = saved_file(&mut closed);
@@ -1080,6 +1195,10 @@ impl Tailer {
                 .collect(),
             saved_at_ms: epoch_ms(SystemTime::now()),
             finished: self.finished.iter().cloned().collect(),
+            pending: (self.pending.iter())
+                .filter(|(_, lines)| !lines.is_empty())
+                .map(|(source, lines)| (source.clone(), lines.clone()))
+                .collect(),
         }
     }
 }
@@ -1099,6 +1218,7 @@ fn saved_file(f: &mut TrackedFile) -> SavedFile {
         drained: f.detached_since.is_some() && f.offset >= f.size_seen,
         copy: f.copy,
         unseen_since_ms: f.unseen_since.map(epoch_ms),
+        format: f.format,
     }
 }
 
@@ -1132,6 +1252,7 @@ fn resumed(
     path: PathBuf,
     meta: &fs::Metadata,
     detached: bool,
+    format: LogFormat,
 ) -> TrackedFile {
     TrackedFile {
         key: FileKey::of(meta),
@@ -1153,6 +1274,8 @@ fn resumed(
             .unseen_since_ms
             .map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
         rewritten: false,
+        format,
+        pending: Vec::new(),
     }
 }
 
@@ -1470,6 +1593,8 @@ fn emit_partial(
         let flags = LineFlags {
             partial: last,
             split: !last,
+            // A container runtime's line cut short: kept whole as written, not parsed.
+            malformed: f.format.is_container(),
         };
         emit(&CollectedRecordOut::new(
             id,
@@ -1507,7 +1632,7 @@ fn remember_tail(f: &mut TrackedFile, read: &[u8]) {
 fn split_lines(
     data: &[u8],
     base: u64,
-    f: &TrackedFile,
+    f: &mut TrackedFile,
     max_line_bytes: usize,
     collected_at: &str,
     emit: &mut dyn FnMut(&CollectedRecordOut<'_>),
@@ -1515,61 +1640,90 @@ fn split_lines(
 ) -> (u64, u64) {
     let mut start = 0usize;
     let mut records = 0u64;
-    let mut emit_piece = |piece: &[u8], at: usize, flags: LineFlags| {
-        let id = RecordId {
-            source_id: f.source_id,
-            offset: base + at as u64,
+    let mut format = f.format;
+    let mut pending = std::mem::take(&mut f.pending);
+    let file: &TrackedFile = f;
+    let id_at = |at: u64| RecordId {
+        source_id: file.source_id,
+        offset: at,
+    };
+    let mut emit_record =
+        |piece: &[u8], id: RecordId, flags: LineFlags, origin: Option<ContainerOrigin<'_>>| {
+            let mut record = CollectedRecordOut::new(id, &file.source, collected_at, piece, flags);
+            if let Some(origin) = origin {
+                record = record.from_container(origin);
+            }
+            if simdutf8::basic::from_utf8(piece).is_err() {
+                metrics.count_event(&file.source, "invalid_utf8");
+            }
+            emit(&record);
+            records += 1;
         };
-        let record = CollectedRecordOut::new(id, &f.source, collected_at, piece, flags);
-        if simdutf8::basic::from_utf8(piece).is_err() {
-            metrics.count_event(&f.source, "invalid_utf8");
-        }
-        emit(&record);
-        records += 1;
+    let split = LineFlags {
+        split: true,
+        ..LineFlags::default()
     };
     for newline in memchr::memchr_iter(b'\n', data) {
         let mut line_start = start + leading_nuls(&data[start..newline]);
         if line_start > start {
             // A writer without O_APPEND that kept its offset after a truncation leaves a hole
             // of NUL bytes before its next line: padding, not content.
-            metrics.count_event(&f.source, "nul_padding_skipped");
+            metrics.count_event(&file.source, "nul_padding_skipped");
             if line_start == newline {
                 start = newline + 1;
                 continue;
             }
         }
         while newline - line_start > max_line_bytes {
-            metrics.count_event(&f.source, "split_line");
-            emit_piece(
-                &data[line_start..line_start + max_line_bytes],
-                line_start,
-                LineFlags {
-                    partial: false,
-                    split: true,
-                },
-            );
+            metrics.count_event(&file.source, "split_line");
+            let malformed = format.is_container();
+            let flags = LineFlags { malformed, ..split };
+            let piece = &data[line_start..line_start + max_line_bytes];
+            emit_record(piece, id_at(base + line_start as u64), flags, None);
             line_start += max_line_bytes;
         }
-        emit_piece(
-            trim_cr(&data[line_start..newline]),
-            line_start,
-            LineFlags::default(),
-        );
+        let line = &data[line_start..newline];
+        let at = base + line_start as u64;
+        if format == LogFormat::Auto {
+            format = format.resolve(line);
+        }
+        if !format.is_container() {
+            emit_record(trim_cr(line), id_at(at), LineFlags::default(), None);
+        } else if let Some(piece) = container::parse(format, line) {
+            if let Some(joined) = container::join(&mut pending, piece, id_at(at), max_line_bytes) {
+                let flags = LineFlags {
+                    split: joined.split,
+                    ..LineFlags::default()
+                };
+                let origin = ContainerOrigin {
+                    stream: joined.stream,
+                    logged_at: &joined.logged_at,
+                };
+                emit_record(&joined.text, joined.id, flags, Some(origin));
+            }
+        } else {
+            metrics.count_event(&file.source, "malformed_line");
+            let flags = LineFlags {
+                malformed: true,
+                ..LineFlags::default()
+            };
+            emit_record(line, id_at(at), flags, None);
+        }
         start = newline + 1;
     }
     // An unterminated tail that is already over the limit cannot become a shorter line.
     while data.len() - start > max_line_bytes {
-        metrics.count_event(&f.source, "split_line");
-        emit_piece(
-            &data[start..start + max_line_bytes],
-            start,
-            LineFlags {
-                partial: false,
-                split: true,
-            },
-        );
+        metrics.count_event(&file.source, "split_line");
+        let flags = LineFlags {
+            malformed: format.is_container(),
+            ..split
+        };
+        let piece = &data[start..start + max_line_bytes];
+        emit_record(piece, id_at(base + start as u64), flags, None);
         start += max_line_bytes;
     }
+    f.format = format;
+    f.pending = pending;
     (start as u64, records)
 }
 

@@ -13,6 +13,8 @@ struct Harness {
     /// The position of a killed tailer, restored at the next collect: what happens to the
     /// files in between happens while the collector is down.
     down: Option<TailPosition>,
+    /// `--watch` patterns, `{dir}` standing for the temp directory.
+    watch: Vec<String>,
 }
 
 impl Harness {
@@ -24,19 +26,31 @@ impl Harness {
     }
 
     fn with_options(options: TailOptions) -> Self {
+        Self::watching(&["{dir}/*.log"], options)
+    }
+
+    fn watching(watch: &[&str], options: TailOptions) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let tailer = Self::tailer_for(dir.path(), &options, None);
+        let watch: Vec<String> = watch
+            .iter()
+            .map(|w| w.replace("{dir}", &dir.path().display().to_string()))
+            .collect();
+        let tailer = Self::tailer_for(&watch, &options, None);
         Self {
             dir,
             tailer,
             options,
             down: None,
+            watch,
         }
     }
 
-    fn tailer_for(dir: &Path, options: &TailOptions, position: Option<TailPosition>) -> Tailer {
-        let spec =
-            SourceSpec::compile(&[format!("{}/*.log", dir.display())], &["*skip*".into()]).unwrap();
+    fn tailer_for(
+        watch: &[String],
+        options: &TailOptions,
+        position: Option<TailPosition>,
+    ) -> Tailer {
+        let spec = SourceSpec::compile(watch, &["*skip*".into()]).unwrap();
         Tailer::new(spec, options.clone(), position, SourceMetrics::default())
     }
 
@@ -88,7 +102,7 @@ impl Harness {
     /// Rescans and reads until nothing more arrives; returns the records.
     fn collect(&mut self) -> Vec<Collected> {
         if let Some(position) = self.down.take() {
-            self.tailer = Self::tailer_for(self.dir.path(), &self.options, Some(position));
+            self.tailer = Self::tailer_for(&self.watch, &self.options, Some(position));
         }
         let mut out = Vec::new();
         loop {
@@ -105,6 +119,9 @@ impl Harness {
                     line: back.line.into_owned(),
                     partial: back.partial,
                     split: back.split,
+                    malformed: back.malformed,
+                    stream: back.stream,
+                    logged_at: back.logged_at.map(|t| t.into_owned()),
                 })
             });
             let empty = batch.is_empty();
@@ -117,7 +134,7 @@ impl Harness {
 
     fn restart(&mut self) {
         let position = self.tailer.position();
-        self.tailer = Self::tailer_for(self.dir.path(), &self.options, Some(position));
+        self.tailer = Self::tailer_for(&self.watch, &self.options, Some(position));
     }
 }
 
@@ -130,6 +147,9 @@ struct Collected {
     line: String,
     partial: bool,
     split: bool,
+    malformed: bool,
+    stream: Option<sidecar_record::Stream>,
+    logged_at: Option<String>,
 }
 
 fn lines(records: &[Collected]) -> Vec<&str> {
@@ -294,7 +314,7 @@ fn rotation_while_down_finishes_the_old_file_found_by_inode() {
     let position = h.tailer.position();
     fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
     h.append("app.log", b"3\n");
-    h.tailer = Harness::tailer_for(h.dir.path(), &h.options, Some(position));
+    h.tailer = Harness::tailer_for(&h.watch, &h.options, Some(position));
     let mut got = lines(&h.collect())
         .into_iter()
         .map(str::to_owned)
@@ -311,7 +331,7 @@ fn a_different_file_at_a_saved_inode_is_read_from_zero() {
     let position = h.tailer.position();
     // Same path and inode, other content, longer than the offset (rewritten while down).
     fs::write(h.path("a.log"), b"second generation, longer\n").unwrap();
-    h.tailer = Harness::tailer_for(h.dir.path(), &h.options, Some(position));
+    h.tailer = Harness::tailer_for(&h.watch, &h.options, Some(position));
     assert_eq!(lines(&h.collect()), ["second generation, longer"]);
 }
 
@@ -417,7 +437,7 @@ fn a_file_created_and_rotated_away_while_down_is_still_read() {
     h.append("app.log", b"2\n");
     fs::rename(h.path("app.log"), h.path("app.log.2")).unwrap();
     h.append("app.log", b"3\n");
-    h.tailer = Harness::tailer_for(h.dir.path(), &h.options, Some(position));
+    h.tailer = Harness::tailer_for(&h.watch, &h.options, Some(position));
     let mut got: Vec<String> = lines(&h.collect()).into_iter().map(str::to_owned).collect();
     got.sort();
     assert_eq!(got, ["2", "3"]);
@@ -925,4 +945,128 @@ mod model {
             prop_assert!(wrong.is_empty(), "lines not read exactly once: {:?}", wrong);
         }
     }
+}
+
+fn cri(stream: &str, tag: &str, text: &str) -> String {
+    format!(
+        "2026-12-06T10:30:45.000000{:03}Z {stream} {tag} {text}\n",
+        text.len()
+    )
+}
+
+#[test]
+fn cri_pieces_join_into_one_record_exactly_once_across_restarts() {
+    use sidecar_record::Stream;
+    let mut h = Harness::watching(&["cri:{dir}/*.log"], TailOptions::default());
+    h.append("0.log", cri("stdout", "P", "hello ").as_bytes());
+    h.append("0.log", cri("stderr", "F", "E1").as_bytes());
+    assert_eq!(
+        lines(&h.collect()),
+        ["E1"],
+        "the stdout line waits for its last piece"
+    );
+    // Killed with the piece read and committed: it travels in the position.
+    h.kill();
+    h.append("0.log", cri("stdout", "P", "big ").as_bytes());
+    let got = h.collect();
+    assert!(got.is_empty(), "{got:?}");
+    h.restart();
+    h.append("0.log", cri("stdout", "F", "world").as_bytes());
+    h.append("0.log", "not a cri line\n".as_bytes());
+    let got = h.collect();
+    assert_eq!(lines(&got), ["hello big world", "not a cri line"]);
+    assert_eq!(got[0].offset, 0, "the id is the first piece's offset");
+    assert_eq!(got[0].stream, Some(Stream::Stdout));
+    assert_eq!(
+        got[0].logged_at.as_deref(),
+        Some("2026-12-06T10:30:45.000000006Z")
+    );
+    assert!(!got[0].malformed && got[1].malformed && got[1].stream.is_none());
+}
+
+#[test]
+fn docker_json_lines_and_their_16k_pieces_join_and_auto_decides_per_file() {
+    use sidecar_record::Stream;
+    let mut h = Harness::watching(
+        &["docker:{dir}/*.log", "auto:{dir}/*.out"],
+        TailOptions::default(),
+    );
+    let piece = "x".repeat(16 * 1024);
+    let doc = |log: &str, stream: &str| {
+        format!(
+            "{}\n",
+            serde_json::json!({"log": log, "stream": stream, "time": "2026-12-06T10:30:45.1Z"})
+        )
+    };
+    h.append("c.log", doc(&piece, "stdout").as_bytes());
+    h.append("c.log", doc("tail\n", "stdout").as_bytes());
+    h.append("c.log", doc("err \"quoted\"\n", "stderr").as_bytes());
+    h.append("cri.out", cri("stderr", "F", "from cri").as_bytes());
+    h.append("plain.out", b"2026-11-22 10:30:45,123 - plain\n");
+    let mut got = h.collect();
+    got.sort_by(|a, b| (&a.source, a.offset).cmp(&(&b.source, b.offset)));
+    let summary: Vec<_> = got
+        .iter()
+        .map(|r| (r.source.as_str(), r.line.len(), r.stream))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("c.log", 16 * 1024 + 4, Some(Stream::Stdout)),
+            ("c.log", 12, Some(Stream::Stderr)),
+            ("cri.out", 8, Some(Stream::Stderr)),
+            ("plain.out", 31, None),
+        ]
+    );
+    assert_eq!(got[1].line, "err \"quoted\"");
+    assert!(got.iter().all(|r| !r.malformed));
+}
+
+#[test]
+fn pieces_left_when_a_rotated_file_closes_go_on_flagged_partial() {
+    let mut h = Harness::watching(
+        &["cri:{dir}/*.log"],
+        TailOptions {
+            rotated_close_after: Duration::ZERO,
+            ..TailOptions::default()
+        },
+    );
+    h.append("0.log", cri("stdout", "P", "never finished").as_bytes());
+    assert!(h.collect().is_empty());
+    fs::rename(h.path("0.log"), h.path("0.log.20261206-103045")).unwrap();
+    let got = h.collect();
+    assert_eq!(lines(&got), ["never finished"]);
+    assert!(got[0].partial);
+}
+
+#[test]
+fn a_line_the_runtime_was_writing_when_the_kubelet_rotated_ends_in_the_next_file() {
+    let mut h = Harness::watching(
+        &["cri:{dir}/*.log"],
+        TailOptions {
+            rotated_close_after: Duration::ZERO,
+            ..TailOptions::default()
+        },
+    );
+    h.append(
+        "0.log",
+        cri("stdout", "P", "started in the old file, ").as_bytes(),
+    );
+    assert!(h.collect().is_empty());
+    fs::rename(h.path("0.log"), h.path("0.log.20261206-103045")).unwrap();
+    h.append(
+        "0.log.20261206-103045",
+        cri("stdout", "P", "still there, ").as_bytes(),
+    );
+    h.append(
+        "0.log",
+        cri("stdout", "F", "ended in the new one").as_bytes(),
+    );
+    let got = h.collect();
+    assert_eq!(
+        lines(&got),
+        ["started in the old file, still there, ended in the new one"]
+    );
+    assert!(!got[0].partial);
+    assert_eq!(got[0].offset, 0);
 }

@@ -325,6 +325,14 @@ pub async fn run(args: WebApiArgs, shutdown: impl Future<Output = ()>) -> anyhow
         rate = ?common.rate,
         "Web API started."
     );
+    crate::cli::announce(
+        "web-api",
+        &format!(
+            "listening on {}, logging to {}",
+            args.listen,
+            common.log_dir.display()
+        ),
+    );
 
     let mut flush = interval(FLUSH_INTERVAL);
     flush.set_missed_tick_behavior(MissedTickBehavior::Delay);

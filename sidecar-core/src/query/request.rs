@@ -14,8 +14,9 @@ use crate::journal::records as lines;
 use crate::journal::{JournalError, Position};
 
 /// Every parameter `GET /logs` knows.
-pub const PARAMETERS: [&str; 11] = [
+pub const PARAMETERS: [&str; 12] = [
     "source",
+    "stream",
     "tail",
     "since",
     "until",
@@ -69,6 +70,7 @@ impl LogsRequest {
                 "grep" => request.filter.grep = Some(Filter::compile_grep(name, value)?),
                 "level" => request.filter.min_level = Some(Level::from_param(name, value)?),
                 "category" => request.filter.category = Some(value.clone()),
+                "stream" => request.filter.stream = Some(Filter::parse_stream(name, value)?),
                 "fields" => request.output.fields = Output::parse_fields(name, value)?,
                 "format" => {
                     request.output.text = match value.as_str() {
@@ -348,6 +350,7 @@ mod tests {
             ("level", "loud"),
             ("follow", "maybe"),
             ("format", "xml"),
+            ("stream", "stdin"),
             ("colour", "red"),
         ] {
             let e = LogsRequest::from_params(&params(&[(name, value)]), now).unwrap_err();
@@ -356,6 +359,31 @@ mod tests {
         let e = LogsRequest::from_params(&params(&[("since", "1h"), ("until", "2h")]), now)
             .unwrap_err();
         assert_eq!(e.parameter, "until");
+    }
+
+    #[test]
+    fn a_stream_keeps_only_what_containers_wrote_to_it_and_timestamps_show_the_runtime_time() {
+        let now = SystemTime::now();
+        let stderr = LogsRequest::from_params(
+            &params(&[
+                ("stream", "stderr"),
+                ("format", "text"),
+                ("timestamps", "true"),
+            ]),
+            now,
+        )
+        .unwrap();
+        let err = br#"{"source_file":"app","stream":"stderr","logged_at":"2026-12-06T10:30:45.123456789Z","collected_at":"2026-12-06T10:30:46.000Z","message":"boom"}"#;
+        let out_line = br#"{"source_file":"app","stream":"stdout","message":"fine"}"#;
+        let file_line = br#"{"source_file":"a.log","message":"plain"}"#;
+        assert!(stderr.filter.matches(err));
+        assert!(!stderr.filter.matches(out_line) && !stderr.filter.matches(file_line));
+        let mut text = Vec::new();
+        stderr.output.write(err, &mut text);
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "2026-12-06T10:30:45.123456789Z app INFO    boom\n"
+        );
     }
 
     #[test]
