@@ -61,7 +61,8 @@ struct Cli {
     /// the stages fsync.
     #[arg(long)]
     tmp_dir: Option<PathBuf>,
-    /// Passed to the collector and processor as --fsync (false: page-cache durability).
+    /// Passed to the three stages as --fsync (false: page-cache durability; the forwarder gets
+    /// it only when false, so binaries from before it had the flag still run).
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     fsync: bool,
     /// Passed to all three stages as --linger (their default: 10ms), e.g. 3ms.
@@ -401,6 +402,9 @@ fn forwarder_args_with(
         "127.0.0.1:0".into(),
     ];
     args.extend(setup.linger_args());
+    if !setup.fsync {
+        args.extend(["--fsync".into(), "false".into()]);
+    }
     Ok(args)
 }
 
@@ -962,7 +966,7 @@ fn print_machine(setup: &Setup, tmp: &Path) {
         );
     }
     println!(
-        "rules: {}; collector/processor --fsync {}",
+        "rules: {}; stages' --fsync {}",
         setup.rules.display(),
         setup.fsync
     );

@@ -70,6 +70,10 @@ pub struct Cli {
     /// means fewer, larger commits (less CPU, one fsync each), shorter means less latency.
     #[arg(long, env = "FORWARDER_LINGER", default_value = "10ms", value_parser = HumanDuration::parse_linger)]
     pub linger: HumanDuration,
+    /// fsync the checkpoint and the file sinks' writes at every commit (survives a node
+    /// crash); false leaves both to the page cache, which survives a container crash.
+    #[arg(long, env = "FORWARDER_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fsync: bool,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "FORWARDER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -99,6 +103,8 @@ pub struct ForwarderConfig {
     pub batch_max_bytes: usize,
     /// How long to let the processor's commits gather after a wake (default 10 ms).
     pub linger: Duration,
+    /// Whether commits (the checkpoint, the file sinks' writes) are fsynced.
+    pub durability: Durability,
     /// The periodic check that backs up inotify and drives reports (default 1 s).
     pub poll_interval: Duration,
     /// The query API's address, `None` when it is off.
@@ -134,6 +140,7 @@ impl Cli {
             grace: self.grace_period.0,
             batch_max_bytes: 4 << 20,
             linger: self.linger.0,
+            durability: Durability::from_fsync_flag(self.fsync),
             poll_interval: Duration::from_secs(1),
         })
     }
@@ -199,7 +206,8 @@ pub async fn run(
         Some(c) => (c.position, c.state),
         None => (Position::default(), ForwarderState::default()),
     };
-    let sinks = sink::build(&config.file, &state.sinks).context("starting the sinks")?;
+    let sinks =
+        sink::build(&config.file, &state.sinks, config.durability).context("starting the sinks")?;
     let health = Health::new(Duration::from_secs(60));
     let api_metrics = api::ApiMetrics::default();
     api_metrics.register(&mut registry);
@@ -554,7 +562,8 @@ impl<'a, 's> Lane<'a, 's> {
             }
             let slowest = checkpoint.slowest(position);
             let cursor = Cursor::new(slowest, &checkpoint.state);
-            store_when_space(&cursor, &mut checkpoint.file, self.wakeup)?;
+            let durability = self.shared.config.durability;
+            store_when_space(&cursor, &mut checkpoint.file, durability, self.wakeup)?;
         }
         for sink in &mut self.sinks {
             sink.committed();
@@ -568,11 +577,12 @@ impl<'a, 's> Lane<'a, 's> {
 fn store_when_space(
     cursor: &Cursor<&ForwarderState>,
     file: &mut CursorFile,
+    durability: Durability,
     wakeup: &Wakeup,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        match file.store(cursor, Durability::Fsync) {
+        match file.store(cursor, durability) {
             Ok(()) => return Ok(()),
             Err(error) if error.is_out_of_space() => {
                 let delay = backoff.next_delay();

@@ -31,6 +31,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::checkpoint::Durability;
 use crate::config::{ByteSize, ConfigError, FieldError};
 
 /// One processed record: its exact journal bytes and the few fields sinks route and count by.
@@ -415,6 +416,7 @@ impl ForwarderFile {
 pub fn build(
     file: &ForwarderFile,
     saved: &Map<String, Value>,
+    durability: Durability,
 ) -> Result<Vec<Box<dyn Sink>>, SinkError> {
     let mut sinks: Vec<Box<dyn Sink>> = Vec::new();
     if file.report.enabled {
@@ -440,6 +442,7 @@ pub fn build(
                     max_file_bytes: max_file_bytes.0,
                     compress_closed: *compress_closed,
                     max_closed_files: *max_closed_files,
+                    durability,
                 },
                 saved.get(name),
             )?)),

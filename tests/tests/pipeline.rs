@@ -312,7 +312,35 @@ fn bad_configs_exit_non_zero_naming_file_and_field() {
             err.contains("--linger") && err.contains("5s is longer than 1s"),
             "{binary}: {err}"
         );
+        let err = run(binary, &["--fsync", "maybe"]);
+        assert!(
+            err.contains("--fsync") && err.contains("maybe"),
+            "{binary}: {err}"
+        );
     }
+}
+
+#[test]
+fn every_stage_without_fsync_still_delivers_every_line_once_across_restarts() {
+    let mut pod = Pod::new();
+    for kind in StageKind::ALL {
+        pod.extra_args
+            .insert(kind, vec!["--fsync".into(), "false".into()]);
+    }
+    let mut stages: Vec<_> = pod.start_all().into_iter().map(Some).collect();
+    let expected = run_under_load(&mut pod, 30, |pod, round| {
+        if round % 10 == 5 {
+            let index = (round / 10) as usize % 3;
+            let stage = stages[index].take().unwrap();
+            let kind = stage.kind;
+            stage.kill9();
+            stages[index] = Some(pod.start(kind));
+        }
+    });
+    let total = expected.iter().map(|(_, n)| *n as usize).sum();
+    let records = pod.wait_delivered(total, DELIVERY_TIMEOUT);
+    let problems = exactly_once(&records, &expected);
+    assert!(problems.is_empty(), "{problems}");
 }
 
 #[test]

@@ -19,7 +19,7 @@ mod closed;
 use closed::ClosedFiles;
 
 use super::{OutRecord, Sink, SinkError};
-use crate::checkpoint::sync_dir;
+use crate::checkpoint::{sync_dir, Durability};
 
 const ALL_RECORDS: &str = "all";
 
@@ -39,6 +39,8 @@ pub struct FileSinkOptions {
     /// Keep at most this many closed files per stream, deleting the oldest once a roll is
     /// committed; `None` keeps them all.
     pub max_closed_files: Option<u64>,
+    /// Whether each batch's writes are fsynced before the batch counts as delivered.
+    pub durability: Durability,
 }
 
 /// Committed state of one output stream: which file number is open and how long it is.
@@ -208,11 +210,13 @@ impl FileSink {
             }
             writer.flush().map_err(|e| (path.clone(), e))?;
             drop(writer);
-            file.sync_data().map_err(|e| (path.clone(), e))?;
+            if self.options.durability == Durability::Fsync {
+                file.sync_data().map_err(|e| (path.clone(), e))?;
+            }
             state.len += written;
             self.pending.insert(stream.to_owned(), state);
         }
-        if created {
+        if created && self.options.durability == Durability::Fsync {
             sync_dir(&self.options.directory).map_err(|e| (self.options.directory.clone(), e))?;
         }
         Ok(())
@@ -332,6 +336,7 @@ mod tests {
             max_file_bytes,
             compress_closed: true,
             max_closed_files: None,
+            durability: Durability::Fsync,
         }
     }
 
