@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sidecar_common::checkpoint::{self, CheckpointFile, Durability};
 use sidecar_common::config::ByteSize;
-use sidecar_common::signal::Wakeup;
+use sidecar_common::signal::{Background, Wakeup};
 use sidecar_journal::JournalWriter;
 use sidecar_record::{CollectedRecordOut, LineFlags, RecordId};
 use sidecar_source::TailPosition;
@@ -979,6 +979,7 @@ pub async fn serve(
     journal_dir: &Path,
     wakeup: Wakeup,
     metrics: IngestMetrics,
+    background: &Background,
 ) -> anyhow::Result<(Inbox, SocketAddr)> {
     let ids = IdSequence::open(journal_dir)?;
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -997,8 +998,9 @@ pub async fn serve(
         .route("/logs", post(ingest))
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .with_state(state);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+    background.spawn_graceful(|stopping| async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(stopping);
+        if let Err(e) = server.await {
             tracing::error!(error = %e, "The ingest server stopped.");
         }
     });

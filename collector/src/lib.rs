@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use sidecar_common::checkpoint::{self, Durability};
 use sidecar_common::config::{ByteSize, HumanDuration};
-use sidecar_common::signal::{self, DirWatcher, Wakeup};
+use sidecar_common::signal::{self, Background, DirWatcher, Wakeup};
 use sidecar_common::telemetry::{self, Health};
 use sidecar_journal::{JournalOptions, JournalWriter};
 use sidecar_record::timestamp_now;
@@ -227,13 +227,14 @@ pub async fn run(
             })?;
     journal.metrics().register("collector", &mut registry);
     let wakeup = Wakeup::new();
+    let background = Background::default();
     let inbox = match &config.ingest {
         Some(options) => {
             let metrics = ingest::IngestMetrics::default();
             metrics.register(&mut registry);
             let dir = &config.journal_dir;
             Some(
-                ingest::serve(options.clone(), dir, wakeup.clone(), metrics)
+                ingest::serve(options.clone(), dir, wakeup.clone(), metrics, &background)
                     .await?
                     .0,
             )
@@ -241,7 +242,7 @@ pub async fn run(
         None => None,
     };
     let health = Health::new(Duration::from_secs(60));
-    let bound = telemetry::serve(config.listen, registry, health.clone()).await?;
+    let bound = telemetry::serve(config.listen, registry, health.clone(), &background).await?;
     info!(listen = %bound, journal = %config.journal_dir.display(), resumed = position.is_some(), "Collector started.");
     let tailer = Tailer::new(
         config.spec.clone(),
@@ -250,10 +251,12 @@ pub async fn run(
         source_metrics,
     );
     let loop_wakeup = wakeup.clone();
-    signal::run_stage("collector", wakeup, config.grace, shutdown, move || {
+    let result = signal::run_stage("collector", wakeup, config.grace, shutdown, move || {
         collect(&config, journal, tailer, inbox, &loop_wakeup, &health)
     })
-    .await
+    .await;
+    background.stop(signal::BACKGROUND_STOP).await;
+    result
 }
 
 /// What `collection_stats.json` holds, refreshed every few seconds.

@@ -1,6 +1,7 @@
 //! Signals between the outside world and a stage's loop: SIGTERM/SIGINT as a shutdown future,
-//! [`Wakeup`] to nudge a sleeping loop, [`DirWatcher`] to turn inotify events into nudges, and
-//! [`run_stage`] to run a blocking stage loop until shutdown within a grace period.
+//! [`Wakeup`] to nudge a sleeping loop, [`DirWatcher`] to turn inotify events into nudges,
+//! [`run_stage`] to run a blocking stage loop until shutdown within a grace period, and
+//! [`Background`] for the tasks a stage runs beside its loop (its servers, its watches).
 //!
 //! One cancellation primitive serves every "stop now" of the sidecars: a
 //! [`CancellationToken`]. A stage loop's [`Wakeup::stop`] fires one (blocking loops see it at
@@ -20,6 +21,61 @@ use parking_lot::{Condvar, Mutex};
 use tracing::{error, info, warn};
 
 pub use tokio_util::sync::CancellationToken;
+use tokio_util::sync::WaitForCancellationFutureOwned;
+use tokio_util::task::TaskTracker;
+
+/// How long a stage waits for its [`Background`] tasks after its loop ended: servers finish
+/// the requests they are answering, no longer.
+pub const BACKGROUND_STOP: Duration = Duration::from_secs(1);
+
+/// The tasks a stage runs beside its loop: its HTTP servers and watches. They are the stage's,
+/// not the runtime's: [`Background::stop`] cancels them all and waits for them (bounded) once
+/// the loop has drained, so `/healthz` and `/metrics` answer through the drain and nothing is
+/// left running after the stage returns.
+#[derive(Debug, Clone, Default)]
+pub struct Background {
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Background {
+    /// Runs `task` on the current runtime until it ends or the stage stops (it is dropped
+    /// then, wherever it was).
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = task => {}
+            }
+        });
+    }
+
+    /// Runs the task `start` makes from a future that fires when the stage stops, and lets it
+    /// end by itself: for a server, which then finishes the requests it is answering.
+    pub fn spawn_graceful<F>(&self, start: impl FnOnce(WaitForCancellationFutureOwned) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks
+            .spawn(start(self.cancel.clone().cancelled_owned()));
+    }
+
+    /// Stops every task and waits up to `within` for them to end.
+    pub async fn stop(&self, within: Duration) {
+        self.cancel.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                tasks = self.tasks.len(),
+                "Background tasks did not end in time; leaving them to the exit."
+            );
+        }
+    }
+}
 
 /// Resolves on the first SIGTERM or SIGINT.
 ///
@@ -255,6 +311,32 @@ fn flatten(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn background_tasks_end_when_the_stage_stops_and_servers_see_it_coming() {
+        let background = Background::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        background.spawn(async move {
+            // Runs until cancelled; dropping `tx` tells the test it ended.
+            let _tx = tx;
+            std::future::pending::<()>().await;
+        });
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+        background.spawn_graceful(|stopping| async move {
+            stopping.await;
+            // A server finishing its last request after the stop was announced.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = seen_tx.send(());
+        });
+        let started = std::time::Instant::now();
+        background.stop(Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(rx.await.is_err(), "the endless task was stopped");
+        assert!(
+            seen_rx.await.is_ok(),
+            "the graceful task finished before stop returned"
+        );
+    }
     use std::time::Instant;
 
     #[test]

@@ -16,6 +16,8 @@ use axum::Router;
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
 
+use crate::signal::Background;
+
 /// Starts logging to stderr at `level` (a level such as `info`, or a filter such as
 /// `info,sidecar_core=debug`), as text or as JSON lines.
 ///
@@ -97,7 +99,7 @@ struct ServerState {
 }
 
 /// Binds `listen` now (so a port in use fails the start) and serves `/healthz` and
-/// `/metrics` (Prometheus text format) in a background task until the runtime ends.
+/// `/metrics` (Prometheus text format) as one of the stage's `background` tasks, until it stops.
 ///
 /// # Errors
 /// When the address cannot be bound.
@@ -105,6 +107,7 @@ pub async fn serve(
     listen: SocketAddr,
     registry: Registry,
     health: Health,
+    background: &Background,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -120,8 +123,9 @@ pub async fn serve(
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state);
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+    background.spawn_graceful(|stopping| async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(stopping);
+        if let Err(e) = server.await {
             tracing::error!(error = %e, "The health and metrics server stopped.");
         }
     });

@@ -30,7 +30,7 @@ use sidecar_core::query::index::{IndexSnapshot, SourceIndex};
 use sidecar_core::query::request::{self, LogsRequest, QueryLimits};
 use sidecar_core::query::scan::{self, Follower};
 use sidecar_core::query::ParamError;
-use sidecar_core::signal::{DirWatcher, Wakeup};
+use sidecar_core::signal::{Background, DirWatcher, Wakeup};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
@@ -150,6 +150,7 @@ pub async fn serve(
     flags: &ApiFlags,
     dir: &Path,
     metrics: ApiMetrics,
+    background: &Background,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -185,9 +186,10 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text))
         .with_state(state);
-    tokio::spawn(async move {
+    background.spawn_graceful(|stopping| async move {
         let _watcher = watcher;
-        if let Err(e) = axum::serve(listener, app).await {
+        let server = axum::serve(listener, app).with_graceful_shutdown(stopping);
+        if let Err(e) = server.await {
             tracing::error!(error = %e, "The query API server stopped.");
         }
     });

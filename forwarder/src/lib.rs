@@ -30,7 +30,7 @@ use sidecar_core::backoff::Backoff;
 use sidecar_core::checkpoint::Durability;
 use sidecar_core::config::HumanDuration;
 use sidecar_core::journal::{Cursor, CursorFile, JournalReader, Position};
-use sidecar_core::signal::{self, DirWatcher, Wakeup};
+use sidecar_core::signal::{self, Background, DirWatcher, Wakeup};
 use sidecar_core::sink::{self, Delivery, ForwarderFile, OutRecord, Sink};
 use sidecar_core::telemetry::{self, Health};
 use tracing::{info, warn};
@@ -211,17 +211,25 @@ pub async fn run(
     let health = Health::new(Duration::from_secs(60));
     let api_metrics = api::ApiMetrics::default();
     api_metrics.register(&mut registry);
-    let bound = telemetry::serve(config.listen, registry, health.clone()).await?;
+    let background = Background::default();
+    let bound = telemetry::serve(config.listen, registry, health.clone(), &background).await?;
     if let Some(listen) = config.api_listen {
-        api::serve(listen, &config.api, &config.input_dir, api_metrics).await?;
+        api::serve(
+            listen,
+            &config.api,
+            &config.input_dir,
+            api_metrics,
+            &background,
+        )
+        .await?;
     }
     let names: Vec<&str> = sinks.iter().map(|s| s.name()).collect();
     info!(listen = %bound, input = %config.input_dir.display(), sinks = ?names, delivery = ?config.file.delivery, segment = position.segment, offset = position.offset, "Forwarder started.");
-    let shutdown = cancel_requests_late(shutdown, &sinks, config.grace);
+    let shutdown = cancel_requests_late(shutdown, &sinks, config.grace, background.clone());
     let checkpoint = Checkpoint::new(&sinks, position, state, &config.input_dir);
     let wakeup = Wakeup::new();
     let loop_wakeup = wakeup.clone();
-    signal::run_stage("forwarder", wakeup, config.grace, shutdown, move || {
+    let result = signal::run_stage("forwarder", wakeup, config.grace, shutdown, move || {
         let shared = Shared {
             config: &config,
             metrics: &metrics,
@@ -233,7 +241,9 @@ pub async fn run(
             Delivery::Decoupled => forward_decoupled(&shared, sinks, &loop_wakeup),
         }
     })
-    .await
+    .await;
+    background.stop(signal::BACKGROUND_STOP).await;
+    result
 }
 
 /// Resolves with `shutdown`; a quarter of the grace period before it ends, requests still in
@@ -243,12 +253,13 @@ fn cancel_requests_late(
     shutdown: impl Future<Output = ()>,
     sinks: &[Box<dyn Sink>],
     grace: Duration,
+    background: Background,
 ) -> impl Future<Output = ()> {
     let cancels: Vec<_> = sinks.iter().filter_map(|s| s.cancel_handle()).collect();
     async move {
         shutdown.await;
         if !cancels.is_empty() {
-            tokio::spawn(async move {
+            background.spawn(async move {
                 tokio::time::sleep(grace.mul_f64(0.75)).await;
                 for cancel in cancels {
                     cancel.cancel();

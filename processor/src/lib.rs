@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sidecar_common::checkpoint::{self, Durability};
 use sidecar_common::config::{ByteSize, HumanDuration};
-use sidecar_common::signal::{self, DirWatcher, Wakeup};
+use sidecar_common::signal::{self, Background, DirWatcher, Wakeup};
 use sidecar_common::telemetry::{self, Health};
 use sidecar_journal::{
     self as journal, Cursor, CursorFile, JournalOptions, JournalReader, JournalWriter, Position,
@@ -312,7 +312,8 @@ pub async fn run(
         metrics.rules_valid.clone(),
     );
     metrics.rules_valid.set(1);
-    let api_view = watch_pod_api(&config, &mut registry).await;
+    let background = Background::default();
+    let api_view = watch_pod_api(&config, &mut registry, &background).await;
     let (journal, input) =
         JournalWriter::<ProcessorInput>::open(&config.journal_dir, config.journal.clone())
             .with_context(|| {
@@ -323,13 +324,13 @@ pub async fn run(
             })?;
     journal.metrics().register("processor", &mut registry);
     let health = Health::new(Duration::from_secs(60));
-    let bound = telemetry::serve(config.listen, registry, health.clone()).await?;
+    let bound = telemetry::serve(config.listen, registry, health.clone(), &background).await?;
     let input = input.unwrap_or_default();
     let start = input.position;
     info!(listen = %bound, rules = config.rules.origin(), input = %config.input_dir.display(), segment = start.segment, offset = start.offset, replay = input.replay.is_some(), "Processor started.");
     let wakeup = Wakeup::new();
     let loop_wakeup = wakeup.clone();
-    signal::run_stage("processor", wakeup, config.grace, shutdown, move || {
+    let result = signal::run_stage("processor", wakeup, config.grace, shutdown, move || {
         let reader = JournalReader::new(&config.input_dir, start);
         let cursor = CursorPublisher::start(&config.input_dir, reader.position());
         let stage = Stage {
@@ -353,7 +354,9 @@ pub async fn run(
         };
         process(stage, &loop_wakeup, &health)
     })
-    .await
+    .await;
+    background.stop(signal::BACKGROUND_STOP).await;
+    result
 }
 
 /// Starts the pod watch when the API path is on, and gives it a moment to answer so the first
@@ -361,11 +364,12 @@ pub async fn run(
 async fn watch_pod_api(
     config: &ProcessorConfig,
     registry: &mut Registry,
+    background: &Background,
 ) -> Option<tokio::sync::watch::Receiver<kubernetes::ApiView>> {
     let settings = config.pod_metadata.as_ref()?.api.clone()?;
     let metrics = ApiMetrics::default();
     metrics.register(registry);
-    let mut view = kubernetes::api::spawn(settings, metrics);
+    let mut view = kubernetes::api::spawn(settings, metrics, background);
     kubernetes::api::first_answer(&mut view, kubernetes::api::FIRST_ANSWER_WAIT).await;
     Some(view)
 }

@@ -25,6 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Map, Value};
+use sidecar_common::signal::Background;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -212,9 +213,13 @@ impl ApiMetrics {
 /// Starts watching the pod in a background task on the current runtime; the receiver sees
 /// each new view. Never fails: without credentials or a reachable server the view stays
 /// empty, with one warning and the metrics saying why.
-pub fn spawn(settings: ApiSettings, metrics: ApiMetrics) -> watch::Receiver<ApiView> {
+pub fn spawn(
+    settings: ApiSettings,
+    metrics: ApiMetrics,
+    background: &Background,
+) -> watch::Receiver<ApiView> {
     let (sender, receiver) = watch::channel(ApiView::default());
-    tokio::spawn(async move {
+    background.spawn(async move {
         let mut outage = Outage::default();
         let client = match client(&settings) {
             Ok(client) => client,
