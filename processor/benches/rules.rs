@@ -94,9 +94,12 @@ fn input(records: u64) -> Vec<Vec<u8>> {
 /// The default rules plus 45 rules: 3 more per demo file (regex, derive, set) and 27 for
 /// files no demo app writes, so both matching and non-matching rules are in the set.
 fn fifty_rules(default: &str) -> String {
+    // Only the rules: the extra ones go at the end of the `rules:` list, before `alerts:` and
+    // `tests:` (which would not hold for the extra fields).
     let mut text = default
-        .split("\ntests:")
+        .split("\nalerts:")
         .next()
+        .and_then(|t| t.split("\ntests:").next())
         .unwrap_or(default)
         .to_owned();
     text.push('\n');
