@@ -790,6 +790,12 @@ fn collected_fields(collected: CollectedRecord<'_>) -> Fields {
 /// line that does not decode is kept with its text and a `processing_error`, never dropped;
 /// `None` when the rules drop the record.
 pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Map<String, Value>> {
+    enrich_fields(rules, line, processed_at).map(Fields::into_map)
+}
+
+/// As [`enrich`], the record's fields as the stage holds them (unsorted; [`Fields::sort`]
+/// them before writing).
+pub fn enrich_fields(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Fields> {
     let mut record = match CollectedRecord::decode(line) {
         Ok(collected) => {
             let mut record = collected_fields(collected);
@@ -802,7 +808,7 @@ pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Map<St
         Err(e) => undecodable(line, &e),
     };
     record.insert(field::PROCESSED_AT.into(), processed_at.into());
-    Some(record.into_map())
+    Some(record)
 }
 
 /// The record of a journal line that does not decode: it has no source file to choose rules

@@ -122,7 +122,9 @@ impl Fields {
 
     /// The fields with their values to change in place.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut Value)> {
-        self.entries.iter_mut().map(|e| (e.key.as_str(), &mut e.value))
+        self.entries
+            .iter_mut()
+            .map(|e| (e.key.as_str(), &mut e.value))
     }
 
     /// Whether the fields are in key order (after [`Fields::sort`], until the next insert).
@@ -132,10 +134,11 @@ impl Fields {
 
     /// Puts the fields in key order, as a record is written.
     pub fn sort(&mut self) {
-        self.entries.sort_unstable_by(|a, b| match a.tag.cmp(&b.tag) {
-            Ordering::Equal => a.key.cmp(&b.key),
-            unequal => unequal,
-        });
+        self.entries
+            .sort_unstable_by(|a, b| match a.tag.cmp(&b.tag) {
+                Ordering::Equal => a.key.cmp(&b.key),
+                unequal => unequal,
+            });
     }
 
     /// The fields as a JSON object (in key order).
@@ -197,8 +200,17 @@ mod tests {
     fn fields_behave_as_a_map_and_sort_into_key_order() {
         let mut fields = Fields::new();
         let keys = [
-            "timestamp", "id", "a", "", "processed_at", "process", "log_level", "log_category",
-            "abcdefgh", "abcdefghi", "abcdefgg",
+            "timestamp",
+            "id",
+            "a",
+            "",
+            "processed_at",
+            "process",
+            "log_level",
+            "log_category",
+            "abcdefgh",
+            "abcdefghi",
+            "abcdefgg",
         ];
         for (i, key) in keys.iter().enumerate() {
             assert_eq!(fields.insert((*key).to_owned(), json!(i)), None);

@@ -418,11 +418,7 @@ impl RuleSet {
     }
 
     /// As [`RuleSet::apply`], with the rules already looked up by [`RuleSet::rules_for`].
-    pub fn apply_matched(
-        &self,
-        matched: &MatchedRules,
-        record: &mut Fields,
-    ) -> Verdict<'_> {
+    pub fn apply_matched(&self, matched: &MatchedRules, record: &mut Fields) -> Verdict<'_> {
         self.run(matched, record, None)
     }
 

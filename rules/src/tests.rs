@@ -653,7 +653,10 @@ rules:
     let matched = rules.rules_for("web-1.log");
     let mut again = record("x");
     rules.apply_matched(&matched, &mut again);
-    assert_eq!(Value::Object(again.into_map()), enrich(&rules, "web-1.log", "x"));
+    assert_eq!(
+        Value::Object(again.into_map()),
+        enrich(&rules, "web-1.log", "x")
+    );
     assert_eq!(
         enrich(&rules, "web-1.txt", "x")["log_category"],
         "web",

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use sidecar_core::record::Fields;
 use sidecar_core::alerts::Evaluator;
+use sidecar_core::record::Fields;
 use sidecar_core::rules::RuleSet;
 use sidecar_core::sink::OutRecord;
 

@@ -1,7 +1,7 @@
 //! `derive:` a field's value chosen by the first case whose condition holds.
 
-use sidecar_record::Fields;
 use serde_json::Value;
+use sidecar_record::Fields;
 
 use super::Compile;
 use crate::condition::Condition;

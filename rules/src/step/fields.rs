@@ -1,8 +1,8 @@
 //! Steps that write, move, remove or retype fields: `set`, `rename`, `remove`, `keep`,
 //! `lowercase`, `uppercase` and `convert`.
 
-use sidecar_record::Fields;
 use serde_json::{Number, Value};
+use sidecar_record::Fields;
 
 use super::{Compile, Run};
 use crate::spec::{
@@ -160,9 +160,7 @@ impl Keep {
     }
 
     pub(super) fn apply(&self, record: &mut Fields) {
-        record.retain(|key, _| {
-            ALWAYS_KEPT.contains(&key) || self.fields.iter().any(|f| f == key)
-        });
+        record.retain(|key, _| ALWAYS_KEPT.contains(&key) || self.fields.iter().any(|f| f == key));
     }
 }
 

@@ -1,8 +1,8 @@
 //! Steps that parse a field into more fields: `regex`, `json` and `logfmt`. A parse that fails
 //! leaves its source field where it was.
 
-use sidecar_record::Fields;
 use serde_json::{Map, Value};
+use sidecar_record::Fields;
 
 use super::{Compile, Run};
 use crate::pattern::FieldPattern;

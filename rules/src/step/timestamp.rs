@@ -1,7 +1,7 @@
 //! `timestamp:` a time in one of the given layouts becomes RFC 3339 UTC.
 
-use sidecar_record::Fields;
 use serde_json::Value;
+use sidecar_record::Fields;
 
 use super::{Compile, Run};
 use crate::spec::{OnMismatch, TimestampLayout, TimestampSpec};
