@@ -27,7 +27,7 @@ use sidecar_common::telemetry::{self, Health};
 use sidecar_journal::{
     self as journal, Cursor, CursorFile, JournalOptions, JournalReader, JournalWriter, Position,
 };
-use sidecar_record::{encode, field, timestamp_now, CollectedRecord, DecodeError};
+use sidecar_record::{encode, field, timestamp_now, CollectedRecord, DecodeError, Fields};
 use sidecar_rules::{split_id, Joiner, RuleSet, Verdict};
 use tracing::{info, warn};
 
@@ -458,27 +458,29 @@ struct Output<'a> {
 }
 
 impl Output<'_> {
-    fn finish(&mut self, mut record: Map<String, Value>) {
+    fn finish(&mut self, mut record: Fields) {
         self.emitted += 1;
         let matched = self.rules.rules_for_record(&record);
         match self.rules.apply_matched(&matched, &mut record) {
             Verdict::Keep => {
                 self.stats.count(&record);
+                record.sort();
                 let extras = &self.extras;
                 self.journal
-                    .push_with(|out| encode::write_object_with(out, &record, extras));
+                    .push_with(|out| encode::write_fields_with(out, &record, extras));
             }
             Verdict::Drop(reason) => self.stats.count_drop(matched.source(), reason),
         }
     }
 
     /// A record that skips the rules (an undecodable journal line).
-    fn keep_raw(&mut self, record: Map<String, Value>) {
+    fn keep_raw(&mut self, mut record: Fields) {
         self.emitted += 1;
         self.stats.count(&record);
+        record.sort();
         let extras = [self.shared.processed_at()];
         self.journal
-            .push_with(|out| encode::write_object_with(out, &record, &extras));
+            .push_with(|out| encode::write_fields_with(out, &record, &extras));
     }
 }
 
@@ -743,9 +745,13 @@ impl CursorPublisher {
     }
 }
 
+/// Room for the fields a processed record usually ends with (the collected ones, the parsed
+/// payload's, the derived ones), so the list grows once at most.
+const COMMON_FIELD_COUNT: usize = 24;
+
 /// The fields a collected line starts with, before any rule.
-fn collected_fields(collected: CollectedRecord<'_>) -> Map<String, Value> {
-    let mut record = Map::new();
+fn collected_fields(collected: CollectedRecord<'_>) -> Fields {
+    let mut record = Fields::with_capacity(COMMON_FIELD_COUNT);
     record.insert(field::ID.into(), collected.id.into_owned().into());
     record.insert(
         field::SOURCE_FILE.into(),
@@ -784,6 +790,12 @@ fn collected_fields(collected: CollectedRecord<'_>) -> Map<String, Value> {
 /// line that does not decode is kept with its text and a `processing_error`, never dropped;
 /// `None` when the rules drop the record.
 pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Map<String, Value>> {
+    enrich_fields(rules, line, processed_at).map(Fields::into_map)
+}
+
+/// As [`enrich`], the record's fields as the stage holds them (unsorted; [`Fields::sort`]
+/// them before writing).
+pub fn enrich_fields(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Fields> {
     let mut record = match CollectedRecord::decode(line) {
         Ok(collected) => {
             let mut record = collected_fields(collected);
@@ -801,8 +813,8 @@ pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Map<St
 
 /// The record of a journal line that does not decode: it has no source file to choose rules
 /// by, so it skips them.
-fn undecodable(line: &[u8], error: &DecodeError) -> Map<String, Value> {
-    let mut record = Map::new();
+fn undecodable(line: &[u8], error: &DecodeError) -> Fields {
+    let mut record = Fields::new();
     record.insert(field::SOURCE_FILE.into(), "unknown".into());
     record.insert(
         field::LINE.into(),
@@ -854,7 +866,7 @@ impl ProcessingStats {
         bump(by_reason, reason);
     }
 
-    fn count(&mut self, record: &Map<String, Value>) {
+    fn count(&mut self, record: &Fields) {
         let text = |key| record.get(key).and_then(Value::as_str).unwrap_or("unknown");
         let (source, level, category) = (
             text(field::SOURCE_FILE),

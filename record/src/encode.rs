@@ -8,6 +8,8 @@
 
 use serde_json::Value;
 
+use crate::Fields;
+
 /// Appends `text` as a JSON string, quoted and escaped exactly as `serde_json` does: `"` and
 /// `\` escaped, control characters as `\b \t \n \f \r` or `\u00XX`, everything else verbatim.
 pub fn write_str(out: &mut Vec<u8>, text: &str) {
@@ -61,6 +63,21 @@ pub fn write_object_with(
     object: &serde_json::Map<String, Value>,
     extra: &[(&str, &[u8])],
 ) {
+    write_pairs_with(out, object.iter().map(|(k, v)| (k.as_str(), v)), extra);
+}
+
+/// As [`write_object_with`], for a record's [`Fields`], which must be sorted
+/// ([`Fields::sort`]).
+pub fn write_fields_with(out: &mut Vec<u8>, fields: &Fields, extra: &[(&str, &[u8])]) {
+    debug_assert!(fields.is_sorted(), "fields sorted by key");
+    write_pairs_with(out, fields.iter(), extra);
+}
+
+fn write_pairs_with<'a>(
+    out: &mut Vec<u8>,
+    pairs: impl Iterator<Item = (&'a str, &'a Value)>,
+    extra: &[(&str, &[u8])],
+) {
     debug_assert!(
         extra.windows(2).all(|w| w[0].0 < w[1].0),
         "extras sorted by key"
@@ -73,14 +90,14 @@ pub fn write_object_with(
         }
     };
     let mut extra = extra.iter().peekable();
-    for (key, value) in object {
+    for (key, value) in pairs {
         let mut replaced = false;
-        while let Some((name, json)) = extra.next_if(|(name, _)| *name <= key.as_str()) {
+        while let Some((name, json)) = extra.next_if(|(name, _)| *name <= key) {
             separate(out);
             write_str(out, name);
             out.push(b':');
             out.extend_from_slice(json);
-            replaced |= *name == key.as_str();
+            replaced |= *name == key;
         }
         if replaced {
             continue;

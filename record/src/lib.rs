@@ -19,9 +19,11 @@ use serde::{Serialize, Serializer};
 
 mod collected;
 pub mod encode;
+mod fields;
 pub mod summary;
 
 pub use collected::{CollectedRecord, CollectedRecordOut, DecodeError};
+pub use fields::Fields;
 /// When a record was collected or processed: the one clock every stage writes.
 pub use sidecar_common::time::timestamp_now;
 

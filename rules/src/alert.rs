@@ -5,13 +5,14 @@
 //! firing and delivery happen in the forwarder (`sidecar_core::alerts`), which reads the same file
 //! and needs from each record no more than that tag, its source and its collection time.
 
+use sidecar_record::Fields;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use globset::{GlobSet, GlobSetBuilder};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::condition::Condition;
 use super::spec::ConditionSpec;
@@ -138,7 +139,7 @@ impl AlertRule {
     }
 
     /// Whether `record` meets the rule's `when:` (true without one).
-    pub fn holds(&self, record: &Map<String, Value>) -> bool {
+    pub fn holds(&self, record: &Fields) -> bool {
         self.when.as_ref().is_none_or(|when| when.holds(record))
     }
 
@@ -177,7 +178,7 @@ impl AlertRule {
     pub fn annotations(
         &self,
         values: &BTreeMap<&str, String>,
-        record: &Map<String, Value>,
+        record: &Fields,
     ) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         out.insert("summary".to_owned(), self.summary.render(values, record));
@@ -459,7 +460,7 @@ impl Template {
     }
 
     /// The text; a place neither in `values` nor in `record` shows as `-`.
-    fn render(&self, values: &BTreeMap<&str, String>, record: &Map<String, Value>) -> String {
+    fn render(&self, values: &BTreeMap<&str, String>, record: &Fields) -> String {
         let mut out = String::new();
         for piece in &self.0 {
             match piece {
@@ -553,8 +554,9 @@ mod tests {
             Template::parse("{count} in {window} from {source_file} {{x}} {missing} {status}")
                 .unwrap();
         let values = BTreeMap::from([("count", "5".to_owned()), ("window", "30s".to_owned())]);
-        let record: Map<String, Value> =
+        let record: serde_json::Map<String, Value> =
             serde_json::from_str(r#"{"source_file":"error.log","status":500}"#).unwrap();
+        let record = Fields::from(record);
         assert_eq!(
             template.render(&values, &record),
             "5 in 30s from error.log {x} - 500"

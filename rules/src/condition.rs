@@ -4,10 +4,11 @@
 //! `exists: false`, so `gt: 5` on a record without the field is false, and `not: {gt: 5}` on
 //! it is true. A JSON null counts as absent everywhere in the rules engine.
 
+use sidecar_record::Fields;
 use std::borrow::Cow;
 
 use regex::Regex;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::spec::{ConditionSpec, ScalarText};
 use super::{build_regex, present, RulesError, Scope};
@@ -231,7 +232,7 @@ impl Condition {
     }
 
     /// Whether the condition holds for `record`.
-    pub(super) fn holds(&self, record: &Map<String, Value>) -> bool {
+    pub(super) fn holds(&self, record: &Fields) -> bool {
         match self {
             Condition::All(parts) => parts.iter().all(|part| part.holds(record)),
             Condition::Any(parts) => parts.iter().any(|part| part.holds(record)),

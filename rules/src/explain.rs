@@ -5,9 +5,10 @@
 //! same [`RuleSet::run`] the processor uses, with a hook per step; the hook clones the record
 //! before each step to say what changed, which only `explain` pays for.
 
+use sidecar_record::Fields;
 use std::fmt;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::step::StepResult;
 use super::testcase::Outcome;
@@ -29,8 +30,8 @@ impl StepTrace {
     pub(super) fn new(
         label: &str,
         result: StepResult<'_>,
-        before: &Map<String, Value>,
-        after: &Map<String, Value>,
+        before: &Fields,
+        after: &Fields,
     ) -> StepTrace {
         let result = match result {
             StepResult::Skipped => "skipped (its `when` did not hold)".to_owned(),
@@ -38,7 +39,7 @@ impl StepTrace {
             StepResult::Drop(reason) => format!("dropped the record ({reason})"),
         };
         let mut changes = Vec::new();
-        for (key, value) in after {
+        for (key, value) in in_key_order(after) {
             match before.get(key) {
                 None => changes.push(format!("set {key} = {}", short(value))),
                 Some(old) if old != value => {
@@ -47,7 +48,10 @@ impl StepTrace {
                 Some(_) => {}
             }
         }
-        for key in before.keys().filter(|key| !after.contains_key(*key)) {
+        for (key, _) in in_key_order(before)
+            .into_iter()
+            .filter(|(key, _)| !after.contains_key(key))
+        {
             changes.push(format!("removed {key}"));
         }
         let result = if result == "ran" && changes.is_empty() {
@@ -142,4 +146,11 @@ impl fmt::Display for Explanation {
             Outcome::Dropped(reason) => writeln!(f, "dropped: {reason}"),
         }
     }
+}
+
+/// The fields in key order, as a person reads a change list.
+fn in_key_order(fields: &Fields) -> Vec<(&str, &Value)> {
+    let mut pairs: Vec<(&str, &Value)> = fields.iter().collect();
+    pairs.sort_unstable_by_key(|(key, _)| *key);
+    pairs
 }

@@ -78,6 +78,7 @@ pub use self::explain::{Explanation, StepTrace};
 pub use self::multiline::{split_id, Joiner, PendingStart};
 pub use self::testcase::{Outcome, TestCase, TestFailure, TestReport};
 
+use sidecar_record::Fields;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
@@ -88,7 +89,7 @@ use std::sync::Arc;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use parking_lot::Mutex;
 use regex::{Regex, RegexBuilder};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use self::multiline::Multiline;
 use self::spec::{RulesFileSpec, VersionProbe, SUPPORTED_VERSION};
@@ -411,23 +412,19 @@ impl RuleSet {
     /// matching rule in file order, then `log_category` and (if still absent) `log_level`.
     /// Never panics; failures go to `processing_error`. A `filter`, `sample` or `rate_limit`
     /// step may drop the record: the steps after it do not run.
-    pub fn apply(&self, source_file: &str, record: &mut Map<String, Value>) -> Verdict<'_> {
+    pub fn apply(&self, source_file: &str, record: &mut Fields) -> Verdict<'_> {
         let matched = self.memoised_rules_for(source_file);
         self.apply_matched(&matched, record)
     }
 
     /// As [`RuleSet::apply`], with the rules already looked up by [`RuleSet::rules_for`].
-    pub fn apply_matched(
-        &self,
-        matched: &MatchedRules,
-        record: &mut Map<String, Value>,
-    ) -> Verdict<'_> {
+    pub fn apply_matched(&self, matched: &MatchedRules, record: &mut Fields) -> Verdict<'_> {
         self.run(matched, record, None)
     }
 
     /// [`RuleSet::rules_for`] the record's `source_file`, remembered per name: no allocation
     /// once a name was seen. A record marked [`PUSHED_FIELD`] gets [`RuleSet::rules_for_pushed`].
-    pub fn rules_for_record(&self, record: &Map<String, Value>) -> MatchedRules {
+    pub fn rules_for_record(&self, record: &Fields) -> MatchedRules {
         let source = match record.get(SOURCE_FILE_FIELD) {
             Some(Value::String(source)) => source.as_str(),
             _ => "",
@@ -459,7 +456,7 @@ impl RuleSet {
     fn run(
         &self,
         matched: &MatchedRules,
-        record: &mut Map<String, Value>,
+        record: &mut Fields,
         mut trace: Option<&mut Vec<StepTrace>>,
     ) -> Verdict<'_> {
         let too_long = matches!(
@@ -515,7 +512,7 @@ impl RuleSet {
 
     /// Lists in [`MATCHED_ALERTS_FIELD`] the alerts whose `when:` the finished record meets;
     /// a record no alert matches is left as it is (no allocation).
-    fn tag_matched_alerts(&self, matched: &MatchedRules, record: &mut Map<String, Value>) {
+    fn tag_matched_alerts(&self, matched: &MatchedRules, record: &mut Fields) {
         let mut names = Vec::new();
         for alert in matched.0.alerts.iter().filter_map(|&i| self.alerts.get(i)) {
             if alert.holds(record) {
@@ -790,16 +787,16 @@ fn build_regex(pattern: &str, scope: &Scope<'_>, field: &str) -> Result<Regex, R
 
 /// A field's value unless it is absent or null: "present" everywhere in the rules.
 /// Whether the record was pushed to the ingest endpoint (see [`PUSHED_FIELD`]).
-pub(crate) fn is_pushed(record: &Map<String, Value>) -> bool {
+pub(crate) fn is_pushed(record: &Fields) -> bool {
     matches!(record.get(PUSHED_FIELD), Some(Value::Bool(true)))
 }
 
-fn present<'a>(record: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
+fn present<'a>(record: &'a Fields, field: &str) -> Option<&'a Value> {
     record.get(field).filter(|value| !value.is_null())
 }
 
 /// Appends `message` to the record's `processing_error`.
-fn push_error(record: &mut Map<String, Value>, message: String) {
+fn push_error(record: &mut Fields, message: String) {
     match record.get_mut(PROCESSING_ERROR_FIELD) {
         Some(Value::String(existing)) => {
             existing.push_str("; ");

@@ -9,10 +9,11 @@
 //! (`stack_trace` unless `into:` says otherwise): the steps that parse a line's prefix then
 //! see the first line exactly as they see any other, instead of a text their `$` cannot match.
 
+use sidecar_record::Fields;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::spec::{MultilinePreset, MultilineSpec};
 use super::{RuleSet, ID_FIELD, LINE_FIELD, SOURCE_FILE_FIELD};
@@ -152,7 +153,7 @@ struct Group<M> {
     /// The group's key (the source file generation).
     key: String,
     /// The first line's record, its `line` growing.
-    record: Map<String, Value>,
+    record: Fields,
     /// The first line's offset in its source.
     first_offset: u64,
     /// The caller's mark of the first line (its input position).
@@ -201,10 +202,10 @@ impl<M> Joiner<M> {
     pub fn push(
         &mut self,
         rules: &RuleSet,
-        mut record: Map<String, Value>,
+        mut record: Fields,
         mark: M,
         now: Instant,
-        emit: &mut dyn FnMut(Map<String, Value>),
+        emit: &mut dyn FnMut(Fields),
     ) {
         let id = match record.get(ID_FIELD) {
             Some(Value::String(id)) => split_id(id),
@@ -287,7 +288,7 @@ impl<M> Joiner<M> {
     }
 
     /// Emits every waiting record whose flush timeout passed.
-    pub fn flush_idle(&mut self, now: Instant, emit: &mut dyn FnMut(Map<String, Value>)) {
+    pub fn flush_idle(&mut self, now: Instant, emit: &mut dyn FnMut(Fields)) {
         let mut index = 0;
         while index < self.groups.len() {
             if self.groups[index].deadline <= now {
@@ -299,7 +300,7 @@ impl<M> Joiner<M> {
     }
 
     /// Emits every waiting record (at shutdown, or at the end of a test case).
-    pub fn flush_all(&mut self, emit: &mut dyn FnMut(Map<String, Value>)) {
+    pub fn flush_all(&mut self, emit: &mut dyn FnMut(Fields)) {
         for group in self.groups.drain(..) {
             emit(group.record);
         }

@@ -4,10 +4,11 @@
 //! pass decides whether any pattern matches at all; only then are the matching patterns run
 //! to replace, and only then is a new string allocated.
 
+use sidecar_record::Fields;
 use std::borrow::Cow;
 
 use regex::{Captures, Regex, RegexSet, RegexSetBuilder};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::spec::{RedactBuiltin, RedactSpec};
 use super::step::Compile;
@@ -130,11 +131,11 @@ impl Redactor {
     }
 
     /// Masks in place; returns whether anything changed.
-    pub(super) fn apply(&self, record: &mut Map<String, Value>) -> bool {
+    pub(super) fn apply(&self, record: &mut Fields) -> bool {
         let mut changed = false;
         if self.fields.is_empty() {
             for (key, value) in record.iter_mut() {
-                if !PROTECTED.contains(&key.as_str()) {
+                if !PROTECTED.contains(&key) {
                     changed |= self.apply_value(value);
                 }
             }
@@ -271,7 +272,8 @@ mod tests {
         })
         .as_object()
         .unwrap()
-        .clone();
+        .clone()
+        .into();
         assert!(r.apply(&mut record));
         assert_eq!(record["id"], "a@b.cd-1");
         assert_eq!(record["user"]["email"], "[REDACTED]");

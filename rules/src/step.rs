@@ -10,7 +10,7 @@
 //! uppercase, convert), [`derive`], [`timestamp`], [`drop`] (filter, sample, rate_limit), and
 //! redact in `crate::redact`. This file compiles a step's `when:` and dispatches.
 
-use serde_json::{Map, Value};
+use sidecar_record::Fields;
 
 use super::condition::Condition;
 use super::redact::Redactor;
@@ -188,7 +188,7 @@ impl Step {
     pub(super) fn apply(
         &self,
         source: &str,
-        record: &mut Map<String, Value>,
+        record: &mut Fields,
         line_too_long: bool,
     ) -> StepResult<'_> {
         let parses = matches!(
@@ -210,7 +210,7 @@ impl Step {
     }
 
     /// Does what the step does; `Some(reason)` when it drops the record.
-    fn act(&self, source: &str, record: &mut Map<String, Value>) -> Option<&str> {
+    fn act(&self, source: &str, record: &mut Fields) -> Option<&str> {
         let run = Run {
             label: &self.label,
             source,

@@ -5,6 +5,7 @@
 //! multiline [`Joiner`] and the same [`RuleSet::apply`], so a test that passes here passes in
 //! the pod; only the record ids are synthetic (`test-<offset>`), which matters for `sample:`.
 
+use sidecar_record::Fields;
 use std::fmt;
 use std::time::Instant;
 
@@ -233,7 +234,7 @@ impl RuleSet {
         let now = Instant::now();
         let mut offset = 0u64;
         for line in lines {
-            let mut record = Map::new();
+            let mut record = Fields::new();
             record.insert("id".into(), Value::String(format!("test-{offset}")));
             record.insert("source_file".into(), Value::String(source.to_owned()));
             record.insert(LINE_FIELD.into(), Value::String(line.clone()));
@@ -248,7 +249,7 @@ impl RuleSet {
                 let mut steps = Vec::new();
                 let verdict = self.run(&matched, &mut record, trace.then_some(&mut steps));
                 let outcome = match verdict {
-                    Verdict::Keep => Outcome::Kept(record),
+                    Verdict::Keep => Outcome::Kept(record.into_map()),
                     Verdict::Drop(reason) => Outcome::Dropped(reason.to_owned()),
                 };
                 (outcome, steps)

@@ -4,9 +4,10 @@
 use std::error::Error as _;
 use std::path::Path;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::{RuleSet, RulesError, PUSHED_FIELD};
+use sidecar_record::Fields;
 
 /// The rules file the processor ships.
 const DEFAULT_RULES: &str = concat!(
@@ -23,8 +24,8 @@ fn yaml(text: &str) -> RuleSet {
 }
 
 /// A record as the processor hands it over: just the line.
-fn record(line: &str) -> Map<String, Value> {
-    let mut record = Map::new();
+fn record(line: &str) -> Fields {
+    let mut record = Fields::new();
     record.insert("line".to_owned(), Value::String(line.to_owned()));
     record
 }
@@ -33,7 +34,7 @@ fn record(line: &str) -> Map<String, Value> {
 fn enrich(rules: &RuleSet, source: &str, line: &str) -> Value {
     let mut record = record(line);
     rules.apply(source, &mut record);
-    Value::Object(record)
+    Value::Object(record.into_map())
 }
 
 fn yaml_error(text: &str) -> RulesError {
@@ -511,7 +512,7 @@ fn malformed_json_remainder_keeps_line_and_sets_processing_error() {
         "{error}"
     );
     assert_eq!(
-        Value::Object(out),
+        Value::Object(out.into_map()),
         json!({
             "line": line,
             "timestamp": "2026-11-22 10:30:45,123",
@@ -560,7 +561,7 @@ fn processor_fields_survive_and_colliding_payload_keys_are_kept_aside() {
     out.insert("source_file".to_owned(), json!("access.log"));
     default_rules().apply("access.log", &mut out);
     assert_eq!(
-        Value::Object(out),
+        Value::Object(out.into_map()),
         json!({
             "id": "c0ffee:42",
             "source_file": "access.log",
@@ -587,18 +588,18 @@ fn json_payload_level_is_normalised_into_log_level() {
 #[test]
 fn apply_never_panics_on_odd_records() {
     let rules = default_rules();
-    let mut no_line = Map::new();
+    let mut no_line = Fields::new();
     rules.apply("access.log", &mut no_line);
     assert_eq!(
-        Value::Object(no_line),
+        Value::Object(no_line.into_map()),
         json!({"log_category": "access", "log_level": "INFO"})
     );
 
-    let mut number_line = Map::new();
+    let mut number_line = Fields::new();
     number_line.insert("line".to_owned(), json!(7));
     rules.apply("", &mut number_line);
     assert_eq!(
-        Value::Object(number_line),
+        Value::Object(number_line.into_map()),
         json!({"message": 7, "log_category": "unknown", "log_level": "INFO"})
     );
 
@@ -652,7 +653,10 @@ rules:
     let matched = rules.rules_for("web-1.log");
     let mut again = record("x");
     rules.apply_matched(&matched, &mut again);
-    assert_eq!(Value::Object(again), enrich(&rules, "web-1.log", "x"));
+    assert_eq!(
+        Value::Object(again.into_map()),
+        enrich(&rules, "web-1.log", "x")
+    );
     assert_eq!(
         enrich(&rules, "web-1.txt", "x")["log_category"],
         "web",
@@ -711,7 +715,7 @@ common:
 "#,
     );
     let derive = |v: Option<Value>, w: Option<Value>| {
-        let mut record = Map::new();
+        let mut record = Fields::new();
         if let Some(v) = v {
             record.insert("v".to_owned(), v);
         }
@@ -764,7 +768,7 @@ common:
   - set: {field: ran, value: 1, when: {field: user, equals: [bob]}}
 "#,
     );
-    let mut out = Map::new();
+    let mut out = Fields::new();
     for (key, value) in [
         ("kept", json!("old")),
         ("lvl", json!("WARN")),
@@ -777,7 +781,7 @@ common:
     }
     rules.apply("x.log", &mut out);
     assert_eq!(
-        Value::Object(out),
+        Value::Object(out.into_map()),
         json!({
             "kept": "old",
             "fresh": 3,
@@ -810,7 +814,7 @@ common:
     out.insert("path".to_owned(), json!("/api/v1"));
     rules.apply("x", &mut out);
     assert_eq!(
-        Value::Object(out),
+        Value::Object(out.into_map()),
         json!({
             "line": "replaced",
             "data": {"a": [1, 2]},
@@ -833,7 +837,7 @@ fn memo_is_bounded_and_rules_set_is_shareable() {
     assert_send_sync::<RuleSet>();
     let rules = default_rules();
     for i in 0..(super::MEMO_MAX_SOURCES + 10) {
-        let mut out = Map::new();
+        let mut out = Fields::new();
         rules.apply(&format!("job-{i}.log"), &mut out);
         assert_eq!(out["log_category"], "job");
     }
@@ -1137,7 +1141,7 @@ fn invalid_values_name_the_field() {
 use super::{Joiner, Outcome, Verdict};
 
 /// Applies `rules` and returns the verdict's drop reason, if any, with the record.
-fn verdict(rules: &RuleSet, source: &str, record: &mut Map<String, Value>) -> Option<String> {
+fn verdict(rules: &RuleSet, source: &str, record: &mut Fields) -> Option<String> {
     match rules.apply(source, record) {
         Verdict::Keep => None,
         Verdict::Drop(reason) => Some(reason.to_owned()),
@@ -1238,7 +1242,7 @@ fn set_from_env_and_templates_and_keep_only() {
     r.insert("noise".into(), json!(true));
     rules.apply("a.log", &mut r);
     assert_eq!(
-        Value::Object(r),
+        Value::Object(r.into_map()),
         json!({
             "id": "1-0",
             "source_file": "a.log",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use sidecar_core::alerts::Evaluator;
+use sidecar_core::record::Fields;
 use sidecar_core::rules::RuleSet;
 use sidecar_core::sink::OutRecord;
 
@@ -32,11 +33,12 @@ alerts:
   - {name: AccessQuiet, kind: absence, files: [access.log], absent_for: 5m}
 "#;
 
-fn record(i: usize) -> Map<String, Value> {
-    serde_json::from_str(&format!(
+fn record(i: usize) -> Fields {
+    serde_json::from_str::<Map<String, Value>>(&format!(
         r#"{{"source_file":"access.log","status_code":200,"path":"/users/{i}","method":"GET","message":"GET /users/{i} -> 200","log_level":"INFO"}}"#
     ))
     .unwrap()
+    .into()
 }
 
 #[test]
@@ -57,7 +59,7 @@ fn tagging_a_record_no_alert_matches_allocates_nothing_more_than_without_alerts(
         with.apply_matched(&matched_with, &mut record(0));
         without.apply_matched(&matched_without, &mut record(0));
     }
-    let mut records: Vec<Map<String, Value>> = (0..1000).map(record).collect();
+    let mut records: Vec<Fields> = (0..1000).map(record).collect();
     let mut copies = records.clone();
     let cost_with = allocations_during(|| {
         for r in &mut records {

@@ -1,6 +1,7 @@
 //! `derive:` a field's value chosen by the first case whose condition holds.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use sidecar_record::Fields;
 
 use super::Compile;
 use crate::condition::Condition;
@@ -45,7 +46,7 @@ impl Derive {
         })
     }
 
-    pub(super) fn apply(&self, record: &mut Map<String, Value>) {
+    pub(super) fn apply(&self, record: &mut Fields) {
         if self.only_if_missing && present(record, &self.field).is_some() {
             return;
         }

@@ -2,10 +2,11 @@
 //! `rate_limit` (a token bucket per source file). Each drop names its reason, which the
 //! processor counts.
 
+use sidecar_record::Fields;
 use std::collections::HashMap;
 use std::time::Instant;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{Compile, Run};
 use crate::condition::Condition;
@@ -57,7 +58,7 @@ impl Filter {
     }
 
     /// `Some(reason)` when the record goes.
-    pub(super) fn apply(&self, record: &Map<String, Value>) -> Option<&str> {
+    pub(super) fn apply(&self, record: &Fields) -> Option<&str> {
         (self.condition.holds(record) != self.keep).then_some(self.reason.as_str())
     }
 }
@@ -98,7 +99,7 @@ impl Sample {
     }
 
     /// `Some(reason)` when the record goes.
-    pub(super) fn apply(&self, record: &Map<String, Value>) -> Option<&'static str> {
+    pub(super) fn apply(&self, record: &Fields) -> Option<&'static str> {
         let n = match &self.by_value {
             None => self.one_in,
             Some((field, rates)) => {
@@ -158,7 +159,7 @@ struct Bucket {
 
 /// Whether a record is in the kept 1-in-`n`: decided by a hash of its id, so the same record
 /// is kept or dropped the same way after a restart (no repeats, no gaps in what was kept).
-fn sampled_in(record: &Map<String, Value>, n: u64) -> bool {
+fn sampled_in(record: &Fields, n: u64) -> bool {
     let key = match record.get("id").or_else(|| record.get("line")) {
         Some(Value::String(text)) => text.as_str(),
         _ => "",

@@ -1,7 +1,8 @@
 //! Steps that write, move, remove or retype fields: `set`, `rename`, `remove`, `keep`,
 //! `lowercase`, `uppercase` and `convert`.
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
+use sidecar_record::Fields;
 
 use super::{Compile, Run};
 use crate::spec::{
@@ -61,7 +62,7 @@ impl Set {
         })
     }
 
-    pub(super) fn apply(&self, record: &mut Map<String, Value>) {
+    pub(super) fn apply(&self, record: &mut Fields) {
         if self.only_if_missing && present(record, &self.field).is_some() {
             return;
         }
@@ -98,7 +99,7 @@ impl Rename {
         })
     }
 
-    pub(super) fn apply(&self, record: &mut Map<String, Value>) {
+    pub(super) fn apply(&self, record: &mut Fields) {
         let Self {
             from,
             to,
@@ -135,7 +136,7 @@ impl Remove {
         })
     }
 
-    pub(super) fn apply(&self, record: &mut Map<String, Value>) {
+    pub(super) fn apply(&self, record: &mut Fields) {
         for field in &self.fields {
             record.remove(field);
         }
@@ -158,10 +159,8 @@ impl Keep {
         })
     }
 
-    pub(super) fn apply(&self, record: &mut Map<String, Value>) {
-        record.retain(|key, _| {
-            ALWAYS_KEPT.contains(&key.as_str()) || self.fields.iter().any(|f| f == key)
-        });
+    pub(super) fn apply(&self, record: &mut Fields) {
+        record.retain(|key, _| ALWAYS_KEPT.contains(&key) || self.fields.iter().any(|f| f == key));
     }
 }
 
@@ -184,7 +183,7 @@ impl Case {
         })
     }
 
-    pub(super) fn apply(&self, record: &mut Map<String, Value>) {
+    pub(super) fn apply(&self, record: &mut Fields) {
         let Some(Value::String(text)) = record.get_mut(&self.field) else {
             return;
         };
@@ -216,7 +215,7 @@ impl Convert {
         })
     }
 
-    pub(super) fn apply(&self, run: &Run<'_>, record: &mut Map<String, Value>) {
+    pub(super) fn apply(&self, run: &Run<'_>, record: &mut Fields) {
         for (field, to) in &self.fields {
             let Some(value) = record.get_mut(field) else {
                 continue;
@@ -284,7 +283,7 @@ fn compile_template(template: &str) -> Result<Vec<TemplatePart>, String> {
 }
 
 /// A template with the record's fields filled in.
-fn fill_template(parts: &[TemplatePart], record: &Map<String, Value>) -> String {
+fn fill_template(parts: &[TemplatePart], record: &Fields) -> String {
     let mut out = String::new();
     for part in parts {
         match part {

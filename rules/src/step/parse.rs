@@ -2,6 +2,7 @@
 //! leaves its source field where it was.
 
 use serde_json::{Map, Value};
+use sidecar_record::Fields;
 
 use super::{Compile, Run};
 use crate::pattern::FieldPattern;
@@ -53,7 +54,7 @@ impl Regex {
         })
     }
 
-    pub(super) fn apply(&self, run: &Run<'_>, record: &mut Map<String, Value>) {
+    pub(super) fn apply(&self, run: &Run<'_>, record: &mut Fields) {
         let Self {
             field,
             regex,
@@ -124,7 +125,7 @@ impl Json {
         })
     }
 
-    pub(super) fn apply(&self, run: &Run<'_>, record: &mut Map<String, Value>) {
+    pub(super) fn apply(&self, run: &Run<'_>, record: &mut Fields) {
         let Self {
             field,
             into,
@@ -189,7 +190,7 @@ impl Logfmt {
         })
     }
 
-    pub(super) fn apply(&self, record: &mut Map<String, Value>) {
+    pub(super) fn apply(&self, record: &mut Fields) {
         let Some(Value::String(text)) = record.get(&self.field) else {
             return;
         };
@@ -205,7 +206,7 @@ impl Logfmt {
 /// Where a parse step's fields go: under `into`, or merged into the record; the parsed
 /// `source` field is removed first when the step says so.
 fn place_parsed(
-    record: &mut Map<String, Value>,
+    record: &mut Fields,
     parsed: Map<String, Value>,
     source: Option<&str>,
     into: Option<&str>,
@@ -225,7 +226,7 @@ fn place_parsed(
 /// Merges a decoded payload into the record. Without `overwrite`, a key the record already has
 /// keeps its value and the payload's goes to `json_<key>`: payload keys come from the data, so
 /// a line must not be able to replace fields such as `id` or `timestamp` unnoticed.
-fn merge(record: &mut Map<String, Value>, object: Map<String, Value>, overwrite: bool) {
+fn merge(record: &mut Fields, object: Map<String, Value>, overwrite: bool) {
     for (key, value) in object {
         if overwrite || !record.contains_key(&key) {
             record.insert(key, value);

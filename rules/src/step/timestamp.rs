@@ -1,6 +1,7 @@
 //! `timestamp:` a time in one of the given layouts becomes RFC 3339 UTC.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+use sidecar_record::Fields;
 
 use super::{Compile, Run};
 use crate::spec::{OnMismatch, TimestampLayout, TimestampSpec};
@@ -40,7 +41,7 @@ impl Timestamp {
         })
     }
 
-    pub(super) fn apply(&self, run: &Run<'_>, record: &mut Map<String, Value>) {
+    pub(super) fn apply(&self, run: &Run<'_>, record: &mut Fields) {
         let Self {
             field,
             target,

@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{count_fired, count_refused_group, parse_ms, Notification};
 use crate::config::HumanDuration;
+use crate::record::Fields;
 use crate::rules::{AlertKind, AlertRule, RuleSet};
 use crate::sink::OutRecord;
 
@@ -174,7 +175,7 @@ impl Evaluator {
             if watching.is_empty() {
                 continue;
             }
-            let mut fields: Option<Map<String, Value>> = None;
+            let mut fields: Option<Fields> = None;
             for &index in watching.iter() {
                 let rule = &rules.alerts()[index];
                 if rule.has_condition() && !record.matched_alert(rule.name()) {
@@ -254,7 +255,7 @@ impl Evaluator {
                         let after = after.as_millis() as i64;
                         if group.firing.is_none() && now_ms - group.last_seen_ms >= after {
                             group.annotations =
-                                rule.annotations(&alert_values(rule, group), &Map::new());
+                                rule.annotations(&alert_values(rule, group), &Fields::new());
                             out.push(fire(rule, group, group.last_seen_ms + after, now_ms));
                         }
                     }
@@ -350,7 +351,7 @@ impl Evaluator {
         &self,
         state: &mut AlertState,
         rule: &AlertRule,
-        fields: &Map<String, Value>,
+        fields: &Fields,
         at: i64,
         (count, window, hold): (u32, i64, i64),
     ) {
@@ -419,17 +420,17 @@ impl Evaluator {
 
 /// The fields a rule needs of a record: all of them when it groups by or shows a field the
 /// record must be decoded for, else only `source_file` (no decoding).
-fn record_fields(rule: &AlertRule, record: &OutRecord<'_>) -> Map<String, Value> {
+fn record_fields(rule: &AlertRule, record: &OutRecord<'_>) -> Fields {
     let only_source = rule.group_by().iter().all(|f| f == "source_file") && !rule.reads_record();
     if only_source {
-        let mut fields = Map::new();
+        let mut fields = Fields::new();
         fields.insert(
             "source_file".to_owned(),
             Value::String(record.source_file().to_owned()),
         );
         fields
     } else {
-        record.fields()
+        Fields::from(record.fields())
     }
 }
 
@@ -566,7 +567,7 @@ fn alert_values(rule: &AlertRule, group: &Group) -> BTreeMap<&'static str, Strin
 }
 
 /// The labels a record's `group_by` values give (absent fields give none).
-fn group_labels(rule: &AlertRule, fields: &Map<String, Value>) -> BTreeMap<String, String> {
+fn group_labels(rule: &AlertRule, fields: &Fields) -> BTreeMap<String, String> {
     rule.group_by()
         .iter()
         .filter_map(|field| {
