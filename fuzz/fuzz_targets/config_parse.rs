@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     .into_iter()
     .flatten()
     {
-        let mut record = serde_json::Map::new();
+        let mut record = sidecar_core::record::Fields::new();
         record.insert("line".into(), "2026-11-22 10:30:45,123 - application - INFO - x".into());
         rules.apply("access.log", &mut record);
     }
