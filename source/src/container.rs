@@ -14,7 +14,7 @@
 //! the line.
 
 use serde::{Deserialize, Serialize};
-use sidecar_record::{RecordId, Stream};
+use sidecar_record::{ContainerOrigin, LineFlags, RecordId, Stream};
 
 /// How a watched file's lines are written: chosen per `--watch` glob by a prefix
 /// (`cri:/var/log/containers/*.log`).
@@ -200,6 +200,25 @@ pub struct Joined<'a> {
     pub split: bool,
     /// The pieces were never finished (the file was closed first).
     pub partial: bool,
+}
+
+impl Joined<'_> {
+    /// The record's flags: `split` or `partial` as the joining ended.
+    pub fn flags(&self) -> LineFlags {
+        LineFlags {
+            split: self.split,
+            partial: self.partial,
+            ..LineFlags::default()
+        }
+    }
+
+    /// The stream and the runtime's time the record carries.
+    pub fn origin(&self) -> ContainerOrigin<'_> {
+        ContainerOrigin {
+            stream: self.stream,
+            logged_at: &self.logged_at,
+        }
+    }
 }
 
 /// Adds `piece`, the line with id `id`, to the lines waiting in `pending`, and returns the

@@ -1154,23 +1154,10 @@ impl Tailer {
                 for line in container::unfinished(&mut pending) {
                     // No file of the source is left to hold the last piece the runtime never
                     // wrote; what it wrote goes on, flagged.
-                    let id = line.id;
-                    let flags = LineFlags {
-                        partial: true,
-                        ..LineFlags::default()
-                    };
-                    let origin = ContainerOrigin {
-                        stream: line.stream,
-                        logged_at: &line.logged_at,
-                    };
-                    let record = CollectedRecordOut::new(
-                        id,
-                        &tracked.source,
-                        collected_at,
-                        &line.text,
-                        flags,
-                    )
-                    .from_container(origin);
+                    let (id, source, flags) = (line.id, &tracked.source, line.flags());
+                    let record =
+                        CollectedRecordOut::new(id, source, collected_at, &line.text, flags)
+                            .from_container(line.origin());
                     emit(&record);
                     outcome.records += 1;
                 }
@@ -1691,15 +1678,12 @@ fn split_lines(
             emit_record(trim_cr(line), id_at(at), LineFlags::default(), None);
         } else if let Some(piece) = container::parse(format, line) {
             if let Some(joined) = container::join(&mut pending, piece, id_at(at), max_line_bytes) {
-                let flags = LineFlags {
-                    split: joined.split,
-                    ..LineFlags::default()
-                };
-                let origin = ContainerOrigin {
-                    stream: joined.stream,
-                    logged_at: &joined.logged_at,
-                };
-                emit_record(&joined.text, joined.id, flags, Some(origin));
+                emit_record(
+                    &joined.text,
+                    joined.id,
+                    joined.flags(),
+                    Some(joined.origin()),
+                );
             }
         } else {
             metrics.count_event(&file.source, "malformed_line");
