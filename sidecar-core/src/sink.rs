@@ -318,13 +318,13 @@ impl SinkSpec {
                 }
                 Ok(())
             }
-            SinkSpec::Http(s) => s.endpoint().validate(),
+            SinkSpec::Http(s) => s.endpoint_spec().validate(),
             SinkSpec::Loki(s) => {
-                s.endpoint().validate()?;
+                s.endpoint_spec().validate()?;
                 s.validate_labels()
             }
             SinkSpec::Elasticsearch(s) => {
-                s.endpoint().validate()?;
+                s.endpoint_spec().validate()?;
                 s.validate_index().map_err(|m| FieldError::new("index", m))
             }
             SinkSpec::Redis(s) => s.validate(),
@@ -521,6 +521,20 @@ mod tests {
             ),
             "{err}"
         );
+        for kind in ["http", "loki", "elasticsearch"] {
+            let ok = parse(&format!(
+                "sinks:\n  - type: {kind}\n    url: 'http://x:1'\n    gzip: true\n    \
+                 headers: {{X-A: b}}\n    timeouts: {{connect: 2s}}\n    batch: {{max_records: 7}}\n"
+            ))
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(ok.sinks[0].name(), kind);
+            let err = parse(&format!(
+                "sinks:\n  - type: {kind}\n    url: 'http://x:1'\n    timeout: {{connect: 2s}}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("unknown field `timeout`"), "{kind}: {err}");
+        }
         let err = parse("sinks:\n  - {type: http, url: 'ftp://x'}\n")
             .unwrap_err()
             .to_string();

@@ -16,46 +16,27 @@ use serde::Deserialize;
 
 use super::dead_letter::DeadLetterSpec;
 use super::network::{
-    excerpt, is_retryable, AuthSpec, BatchSpec, EndpointSpec, ItemResults, NetworkSink, Protocol,
-    RetrySpec, TimeoutSpec, TlsSpec,
+    excerpt, is_retryable, EndpointSpec, HttpEndpointFields, ItemResults, NetworkSink, NoOtherKeys,
+    Protocol,
 };
 use super::{OutRecord, SinkError};
 
 /// `type: elasticsearch` in the forwarder's config file.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ElasticsearchSpec {
     /// Unique name (default `elasticsearch`).
     #[serde(default = "default_name")]
     pub name: String,
-    /// The cluster's base URL (`https://es:9200`); requests go to `<url>/_bulk`.
-    pub url: String,
     /// Index name; `%Y`, `%m`, `%d`, `%H` take the record's `collected_at` (UTC) date
     /// (default `logs-%Y.%m.%d`).
     #[serde(default = "default_index")]
     pub index: String,
-    /// Extra request headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// gzip request bodies (default false; Elasticsearch and OpenSearch accept
-    /// `Content-Encoding: gzip`).
-    #[serde(default)]
-    pub gzip: bool,
-    /// Basic or bearer (API key: use `headers`) auth.
-    #[serde(default)]
-    pub auth: Option<AuthSpec>,
-    /// CA and client certificate.
-    #[serde(default)]
-    pub tls: TlsSpec,
-    /// Connect and request timeouts.
-    #[serde(default)]
-    pub timeouts: TimeoutSpec,
-    /// Backoff between retries.
-    #[serde(default)]
-    pub retry: RetrySpec,
-    /// Records and bytes per bulk request.
-    #[serde(default)]
-    pub batch: BatchSpec,
+    /// `url`, `headers`, `gzip`, `auth`, `tls`, `timeouts`, `retry`, `batch`.
+    #[serde(flatten)]
+    pub endpoint: HttpEndpointFields,
+    /// Refuses any other key.
+    #[serde(flatten)]
+    pub _no_other_keys: NoOtherKeys,
 }
 
 fn default_name() -> String {
@@ -67,18 +48,8 @@ fn default_index() -> String {
 
 impl ElasticsearchSpec {
     /// The shared network settings.
-    pub fn endpoint(&self) -> EndpointSpec<'_> {
-        EndpointSpec {
-            name: &self.name,
-            url: &self.url,
-            headers: self.headers.clone(),
-            auth: self.auth.as_ref(),
-            tls: &self.tls,
-            timeouts: &self.timeouts,
-            retry: &self.retry,
-            batch: &self.batch,
-            gzip: self.gzip,
-        }
+    pub fn endpoint_spec(&self) -> EndpointSpec<'_> {
+        self.endpoint.spec(&self.name)
     }
 
     /// Checks the index pattern.
@@ -98,14 +69,17 @@ impl ElasticsearchSpec {
             sink: self.name.clone(),
             source: message.into(),
         };
-        let url = Url::parse(&format!("{}/_bulk", self.url.trim_end_matches('/')))
-            .map_err(|e| setup(e.to_string()))?;
+        let url = Url::parse(&format!(
+            "{}/_bulk",
+            self.endpoint.url.trim_end_matches('/')
+        ))
+        .map_err(|e| setup(e.to_string()))?;
         let protocol = BulkProtocol {
             url,
             index: IndexPattern::parse(&self.index).map_err(setup)?,
         };
         Ok(Box::new(NetworkSink::new(
-            &self.endpoint(),
+            &self.endpoint_spec(),
             protocol,
             dead_letter,
         )?))

@@ -5,50 +5,28 @@
 //! is never re-encoded on the way out, so what the server receives is exactly what the
 //! processor committed, and a batch costs two copies (into the body, into gzip), not a parse.
 
-use std::collections::BTreeMap;
-
 use reqwest::Url;
 use serde::Deserialize;
 
 use super::dead_letter::DeadLetterSpec;
-use super::network::{
-    AuthSpec, BatchSpec, EndpointSpec, NetworkSink, Protocol, RetrySpec, TimeoutSpec, TlsSpec,
-};
+use super::network::{EndpointSpec, HttpEndpointFields, NetworkSink, NoOtherKeys, Protocol};
 use super::{OutRecord, SinkError};
 
 /// `type: http` in the forwarder's config file.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct HttpSpec {
     /// Unique name (default `http`).
     #[serde(default = "default_name")]
     pub name: String,
-    /// Where batches are POSTed.
-    pub url: String,
     /// `ndjson` (default, `application/x-ndjson`) or `json_array` (`application/json`).
     #[serde(default)]
     pub format: HttpFormat,
-    /// Extra request headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// gzip request bodies (`Content-Encoding: gzip`; default false).
-    #[serde(default)]
-    pub gzip: bool,
-    /// Basic or bearer auth.
-    #[serde(default)]
-    pub auth: Option<AuthSpec>,
-    /// CA and client certificate.
-    #[serde(default)]
-    pub tls: TlsSpec,
-    /// Connect and request timeouts.
-    #[serde(default)]
-    pub timeouts: TimeoutSpec,
-    /// Backoff between retries.
-    #[serde(default)]
-    pub retry: RetrySpec,
-    /// Records and bytes per request.
-    #[serde(default)]
-    pub batch: BatchSpec,
+    /// `url`, `headers`, `gzip`, `auth`, `tls`, `timeouts`, `retry`, `batch`.
+    #[serde(flatten)]
+    pub endpoint: HttpEndpointFields,
+    /// Refuses any other key.
+    #[serde(flatten)]
+    pub _no_other_keys: NoOtherKeys,
 }
 
 fn default_name() -> String {
@@ -68,18 +46,8 @@ pub enum HttpFormat {
 
 impl HttpSpec {
     /// The shared network settings.
-    pub fn endpoint(&self) -> EndpointSpec<'_> {
-        EndpointSpec {
-            name: &self.name,
-            url: &self.url,
-            headers: self.headers.clone(),
-            auth: self.auth.as_ref(),
-            tls: &self.tls,
-            timeouts: &self.timeouts,
-            retry: &self.retry,
-            batch: &self.batch,
-            gzip: self.gzip,
-        }
+    pub fn endpoint_spec(&self) -> EndpointSpec<'_> {
+        self.endpoint.spec(&self.name)
     }
 
     /// Builds the sink.
@@ -87,7 +55,7 @@ impl HttpSpec {
     /// # Errors
     /// When the client or the dead-letter journal cannot be set up.
     pub fn build(&self, dead_letter: &DeadLetterSpec) -> Result<Box<dyn super::Sink>, SinkError> {
-        let url = Url::parse(&self.url).map_err(|e| SinkError::Setup {
+        let url = Url::parse(&self.endpoint.url).map_err(|e| SinkError::Setup {
             sink: self.name.clone(),
             source: Box::new(e),
         })?;
@@ -96,7 +64,7 @@ impl HttpSpec {
             format: self.format,
         };
         Ok(Box::new(NetworkSink::new(
-            &self.endpoint(),
+            &self.endpoint_spec(),
             protocol,
             dead_letter,
         )?))

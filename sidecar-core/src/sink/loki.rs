@@ -17,21 +17,16 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::dead_letter::DeadLetterSpec;
-use super::network::{
-    AuthSpec, BatchSpec, EndpointSpec, NetworkSink, Protocol, RetrySpec, TimeoutSpec, TlsSpec,
-};
+use super::network::{EndpointSpec, HttpEndpointFields, NetworkSink, NoOtherKeys, Protocol};
 use super::{OutRecord, SinkError};
 use crate::record::field;
 
 /// `type: loki` in the forwarder's config file.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LokiSpec {
     /// Unique name (default `loki`).
     #[serde(default = "default_name")]
     pub name: String,
-    /// Loki's base URL (`http://loki:3100`); pushes go to `<url>/loki/api/v1/push`.
-    pub url: String,
     /// Record fields that become stream labels when present (default `source_file`,
     /// `log_level`, `log_category`). Keep them low-cardinality.
     #[serde(default = "default_label_fields")]
@@ -48,27 +43,12 @@ pub struct LokiSpec {
     /// Sent as `X-Scope-OrgID`, for a multi-tenant Loki.
     #[serde(default)]
     pub tenant_id: Option<String>,
-    /// Extra request headers.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// gzip request bodies (default false; Loki accepts `Content-Encoding: gzip`).
-    #[serde(default)]
-    pub gzip: bool,
-    /// Basic or bearer auth (e.g. Grafana Cloud).
-    #[serde(default)]
-    pub auth: Option<AuthSpec>,
-    /// CA and client certificate.
-    #[serde(default)]
-    pub tls: TlsSpec,
-    /// Connect and request timeouts.
-    #[serde(default)]
-    pub timeouts: TimeoutSpec,
-    /// Backoff between retries.
-    #[serde(default)]
-    pub retry: RetrySpec,
-    /// Records and bytes per push.
-    #[serde(default)]
-    pub batch: BatchSpec,
+    /// `url`, `headers`, `gzip`, `auth`, `tls`, `timeouts`, `retry`, `batch`.
+    #[serde(flatten)]
+    pub endpoint: HttpEndpointFields,
+    /// Refuses any other key.
+    #[serde(flatten)]
+    pub _no_other_keys: NoOtherKeys,
 }
 
 /// Where a record's fields go in Loki.
@@ -105,22 +85,12 @@ fn is_label_name(name: &str) -> bool {
 
 impl LokiSpec {
     /// The shared network settings; the tenant goes in as a header.
-    pub fn endpoint(&self) -> EndpointSpec<'_> {
-        let mut headers = self.headers.clone();
+    pub fn endpoint_spec(&self) -> EndpointSpec<'_> {
+        let mut spec = self.endpoint.spec(&self.name);
         if let Some(tenant) = &self.tenant_id {
-            headers.insert("X-Scope-OrgID".into(), tenant.clone());
+            spec.headers.insert("X-Scope-OrgID".into(), tenant.clone());
         }
-        EndpointSpec {
-            name: &self.name,
-            url: &self.url,
-            headers,
-            auth: self.auth.as_ref(),
-            tls: &self.tls,
-            timeouts: &self.timeouts,
-            retry: &self.retry,
-            batch: &self.batch,
-            gzip: self.gzip,
-        }
+        spec
     }
 
     /// Checks label names.
@@ -179,7 +149,7 @@ impl LokiSpec {
         };
         let url = Url::parse(&format!(
             "{}/loki/api/v1/push",
-            self.url.trim_end_matches('/')
+            self.endpoint.url.trim_end_matches('/')
         ))
         .map_err(|e| setup(e.to_string()))?;
         let mut static_labels = Vec::new();
@@ -201,7 +171,7 @@ impl LokiSpec {
             structured_fields: self.structured_fields,
         };
         Ok(Box::new(NetworkSink::new(
-            &self.endpoint(),
+            &self.endpoint_spec(),
             protocol,
             dead_letter,
         )?))

@@ -37,7 +37,10 @@ mod spec;
 pub use endpoint::{redact_url, Endpoint, EndpointError};
 pub use metrics::register_metrics;
 pub use reply::{excerpt, is_retryable, Reply};
-pub use spec::{AuthSpec, BatchSpec, EndpointSpec, RetrySpec, TimeoutSpec, TlsSpec};
+pub use spec::{
+    AuthSpec, BatchSpec, EndpointSpec, HttpEndpointFields, NoOtherKeys, RetrySpec, TimeoutSpec,
+    TlsSpec,
+};
 
 /// gzip at the fastest level: the sidecar's CPU is the scarce resource, and level 1 already
 /// shrinks repetitive JSON logs several times.

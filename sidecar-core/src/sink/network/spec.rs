@@ -162,6 +162,81 @@ fn default_request_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
 
+/// The keys every HTTP sink's entry has besides its own (`url`, `headers`, `gzip`, `auth`,
+/// `tls`, `timeouts`, `retry`, `batch`), flattened into each sink's spec so they are written
+/// and documented once.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpEndpointFields {
+    /// Where requests go (each sink says which path it appends).
+    pub url: String,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// gzip request bodies (`Content-Encoding: gzip`; default false).
+    #[serde(default)]
+    pub gzip: bool,
+    /// Basic, bearer or API-key auth.
+    #[serde(default)]
+    pub auth: Option<AuthSpec>,
+    /// CA and client certificate.
+    #[serde(default)]
+    pub tls: TlsSpec,
+    /// Connect and request timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutSpec,
+    /// Backoff between retries.
+    #[serde(default)]
+    pub retry: RetrySpec,
+    /// Records and bytes per request.
+    #[serde(default)]
+    pub batch: BatchSpec,
+}
+
+impl HttpEndpointFields {
+    /// The endpoint of the sink called `name`.
+    pub fn spec<'a>(&'a self, name: &'a str) -> EndpointSpec<'a> {
+        EndpointSpec {
+            name,
+            url: &self.url,
+            headers: self.headers.clone(),
+            auth: self.auth.as_ref(),
+            tls: &self.tls,
+            timeouts: &self.timeouts,
+            retry: &self.retry,
+            batch: &self.batch,
+            gzip: self.gzip,
+        }
+    }
+}
+
+/// The last flattened field of a sink's spec: refuses any key no other field took, because
+/// serde's `deny_unknown_fields` does nothing once a struct has a flattened field, and a
+/// misspelt `timeout:` must not be ignored silently.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoOtherKeys;
+
+impl<'de> Deserialize<'de> for NoOtherKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Refuse;
+        impl<'de> serde::de::Visitor<'de> for Refuse {
+            type Value = NoOtherKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("no keys besides the sink's own")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<NoOtherKeys, A::Error> {
+                match map.next_key::<String>()? {
+                    Some(key) => Err(serde::de::Error::custom(format!("unknown field `{key}`"))),
+                    None => Ok(NoOtherKeys),
+                }
+            }
+        }
+        deserializer.deserialize_map(Refuse)
+    }
+}
+
 /// The settings every network sink has, gathered from its config entry.
 #[derive(Debug, Clone)]
 pub struct EndpointSpec<'a> {
