@@ -1,6 +1,8 @@
-//! An HTTP endpoint: the client with its timeouts, TLS and auth, and the runtime it runs on.
+//! An HTTP endpoint: the client with its timeouts, TLS and auth, and the runtime every
+//! endpoint's requests run on.
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -13,7 +15,7 @@ use super::reply::{classify, describe_error, parse_retry_after, Reply};
 use super::spec::EndpointSpec;
 use crate::signal::CancellationToken;
 
-/// An HTTP endpoint: the client with its timeouts, TLS and auth, and the runtime it runs on.
+/// An HTTP endpoint: the client with its timeouts, TLS and auth.
 pub struct Endpoint {
     url: Url,
     shown_url: String,
@@ -21,7 +23,6 @@ pub struct Endpoint {
     pub(super) headers: HeaderMap,
     auth: Option<RotatingAuth>,
     gzip: bool,
-    runtime: Option<tokio::runtime::Runtime>,
     cancel: CancellationToken,
     pub(super) metrics: SinkMetrics,
 }
@@ -121,7 +122,6 @@ impl Endpoint {
             headers,
             auth: spec.auth.map(|auth| RotatingAuth::new(&sink, auth)),
             gzip: spec.gzip,
-            runtime: None,
             cancel: CancellationToken::new(),
             metrics: SinkMetrics::for_sink(&sink),
         })
@@ -173,16 +173,18 @@ impl Endpoint {
         if self.gzip {
             request = request.header(reqwest::header::CONTENT_ENCODING, "gzip");
         }
-        if let Err(e) = self.ensure_runtime() {
-            return Reply::Unavailable {
-                reason: format!("cannot start the client's runtime: {e}"),
-                retry_after: None,
-            };
-        }
-        let runtime = self.runtime.as_ref().expect("the runtime was just made");
+        let runtime = match &*CLIENT_RUNTIME {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                return Reply::Unavailable {
+                    reason: format!("cannot start the HTTP client's runtime: {e}"),
+                    retry_after: None,
+                }
+            }
+        };
         let cancel = self.cancel.clone();
         let started = Instant::now();
-        let outcome = runtime.block_on(async move {
+        let outcome = runtime.handle().block_on(async move {
             let exchange = async {
                 let response = request.send().await?;
                 let status = response.status();
@@ -221,29 +223,18 @@ impl Endpoint {
         };
         reply
     }
-
-    pub(super) fn ensure_runtime(&mut self) -> std::io::Result<()> {
-        // Made on first use, on the forwarder's blocking thread: a runtime may not be dropped
-        // inside the async context that builds the sinks.
-        if self.runtime.is_none() {
-            self.runtime = Some(
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?,
-            );
-        }
-        Ok(())
-    }
 }
 
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        // A runtime may not be dropped where blocking is not allowed (inside async code).
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
+/// The runtime every HTTP sink's requests run on: one worker thread for all of them, made on
+/// first use and never dropped, so no sink owns or shuts down a runtime. Sinks wait on it from
+/// their lanes' threads (`Handle::block_on`), which are outside any async context.
+static CLIENT_RUNTIME: LazyLock<std::io::Result<tokio::runtime::Runtime>> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("http-sinks")
+        .enable_all()
+        .build()
+});
 
 /// The URL as it may be logged: without user name and password.
 pub fn redact_url(url: &Url) -> String {
