@@ -37,7 +37,10 @@ const STATS_FILE: &str = "collection_stats.json";
     about = "Tails log files into the collected journal."
 )]
 pub struct Cli {
-    /// Globs of files to tail, comma-separated; wildcards in the file-name part only.
+    /// Globs of files to tail, comma-separated, each optionally prefixed with its lines'
+    /// format (`raw:` default, `cri:`, `docker:`, `auto:`). Wildcards may stand for whole
+    /// directory levels of an absolute pattern (`cri:/var/log/pods/*/*/*.log`, node mode);
+    /// a file's source name is then its path below the literal part, else its file name.
     #[arg(
         long,
         env = "COLLECTOR_WATCH",
@@ -45,7 +48,7 @@ pub struct Cli {
         default_value = "/logs/*.log"
     )]
     pub watch: Vec<String>,
-    /// Globs to leave out, matched against the full path and the file name.
+    /// Globs to leave out, matched against the full path, the source name and the file name.
     #[arg(long, env = "COLLECTOR_EXCLUDE", value_delimiter = ',')]
     pub exclude: Vec<String>,
     /// Where the collected journal (and its commit, which holds the file offsets) lives.
@@ -277,13 +280,15 @@ fn collect(
     wakeup: &Wakeup,
     health: &Health,
 ) -> anyhow::Result<()> {
-    let watcher = DirWatcher::start_with(tailer.dirs(), wakeup, tailer.early_opener());
-    tailer.set_listing_watched(watcher.is_complete());
+    let dirs = tailer.watch_dirs().iter().map(PathBuf::as_path);
+    let mut watcher = DirWatcher::start_with(dirs, wakeup, tailer.early_opener());
+    tailer.set_unwatched_dirs(watcher.unwatched());
     let mut stats_at = Instant::now();
     let mut backpressured = false;
     while !wakeup.is_stopping() {
         health.beat();
         tailer.rescan_when_due(config.rescan_interval);
+        follow_dirs(&mut watcher, &mut tailer);
         backpressured = journal.is_backpressured();
         let mut ingest_waiting = false;
         if let (Some(inbox), false) = (inbox.as_mut(), backpressured) {
@@ -319,6 +324,19 @@ fn collect(
     }
     write_stats(config, &journal, &mut tailer, backpressured);
     Ok(())
+}
+
+/// Keeps the watch on the directories the tailer lists: with wildcard directories they come
+/// and go (a pod's, in node mode).
+fn follow_dirs(watcher: &mut DirWatcher, tailer: &mut Tailer) {
+    if !tailer.take_watch_dirs_changed() {
+        return;
+    }
+    let change = watcher.watch_exactly(tailer.watch_dirs());
+    tailer.set_unwatched_dirs(watcher.unwatched());
+    if change.added > 0 {
+        tailer.request_rescan();
+    }
 }
 
 /// Reads one batch from the files and commits it with the offsets it reached. Returns

@@ -11,8 +11,9 @@
 //! Easy to get wrong: an inotify event is a hint, never a fact. Loops re-check the files they
 //! care about on every wake and on a slow timer, so a lost or coalesced event costs latency only.
 
+use std::collections::HashSet;
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,8 +173,21 @@ impl Wakeup {
 /// Hold it for as long as the wake-ups are wanted; dropping it stops the watch.
 pub struct DirWatcher {
     watcher: Option<RecommendedWatcher>,
-    /// Every directory asked for at start is watched.
-    complete: bool,
+    /// The directories under watch.
+    watched: HashSet<PathBuf>,
+    /// How many directories asked for are not under watch.
+    unwatched: usize,
+    /// A kernel limit was reported already: said once, not per directory.
+    limit_reported: bool,
+}
+
+/// What [`DirWatcher::watch_exactly`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WatchChange {
+    /// Directories newly under watch.
+    pub added: usize,
+    /// Every directory asked for is under watch.
+    pub complete: bool,
 }
 
 impl DirWatcher {
@@ -210,43 +224,125 @@ impl DirWatcher {
             // Errors here include inotify queue overflow; waking makes the loop rescan.
             wakeup.wake();
         });
-        let mut watcher = match watcher {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(error = %e, "Cannot start the file watcher; relying on periodic checks.");
-                return Self {
-                    watcher: None,
-                    complete: false,
-                };
-            }
+        let mut this = Self {
+            watcher: None,
+            watched: HashSet::new(),
+            unwatched: 0,
+            limit_reported: false,
         };
-        let mut complete = true;
-        for dir in dirs {
-            if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-                warn!(dir = %dir.display(), error = %e, "Cannot watch directory; relying on periodic checks.");
-                complete = false;
+        match watcher {
+            Ok(w) => this.watcher = Some(w),
+            Err(e) => {
+                match limit_of(&e) {
+                    Some(limit) => {
+                        error!(error = %e, limit, "Cannot start the file watcher: the kernel's limit on inotify instances per user is reached; relying on periodic checks (slower to see new lines and rotations). Raise it on the node, e.g. sysctl -w {limit}=1024.")
+                    }
+                    None => {
+                        warn!(error = %e, "Cannot start the file watcher; relying on periodic checks.")
+                    }
+                }
+                this.limit_reported = true;
             }
         }
-        Self {
-            watcher: Some(watcher),
-            complete,
+        for dir in dirs {
+            this.add(dir);
         }
+        this
     }
 
-    /// Whether every directory given at start is watched.
+    /// Whether every directory asked for is watched.
     pub fn is_complete(&self) -> bool {
-        self.complete
+        self.watcher.is_some() && self.unwatched == 0
+    }
+
+    /// How many directories asked for are not under watch (left to periodic checks).
+    pub fn unwatched(&self) -> usize {
+        if self.watcher.is_some() {
+            self.unwatched
+        } else {
+            self.unwatched.max(1)
+        }
     }
 
     /// Adds a directory to the watch (e.g. one that did not exist at start).
     /// Returns whether the watch is in place.
     pub fn add(&mut self, dir: &Path) -> bool {
-        match &mut self.watcher {
-            Some(w) => w.watch(dir, RecursiveMode::NonRecursive).is_ok(),
-            None => false,
+        if self.watched.contains(dir) {
+            return true;
+        }
+        let Some(watcher) = &mut self.watcher else {
+            self.unwatched += 1;
+            return false;
+        };
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => {
+                self.watched.insert(dir.to_owned());
+                true
+            }
+            Err(e) => {
+                self.unwatched += 1;
+                match limit_of(&e) {
+                    Some(limit) if !std::mem::replace(&mut self.limit_reported, true) => {
+                        error!(dir = %dir.display(), limit, watched = self.watched.len(), "Cannot watch a log directory: the kernel's limit on inotify watches per user is reached. It and any further ones are listed periodically instead (slower to see new lines and rotations); raise the limit on the node, e.g. sysctl -w {limit}=524288.");
+                    }
+                    Some(_) => {}
+                    None => {
+                        warn!(dir = %dir.display(), error = %e, "Cannot watch directory; relying on periodic checks.");
+                    }
+                }
+                false
+            }
+        }
+    }
+
+    /// Watches exactly `dirs` from now on: adds those not yet watched, drops the watches of
+    /// those no longer asked for (a deleted pod's), and retries those that failed before.
+    pub fn watch_exactly(&mut self, dirs: &[PathBuf]) -> WatchChange {
+        let wanted: HashSet<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        let gone: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|dir| !wanted.contains(dir.as_path()))
+            .cloned()
+            .collect();
+        for dir in gone {
+            if let Some(watcher) = &mut self.watcher {
+                // Fails when the directory is gone, which removed the watch already.
+                let _ = watcher.unwatch(&dir);
+            }
+            self.watched.remove(&dir);
+        }
+        self.unwatched = 0;
+        let mut added = 0;
+        for dir in dirs {
+            if !self.watched.contains(dir) && self.add(dir) {
+                added += 1;
+            }
+        }
+        WatchChange {
+            added,
+            complete: self.is_complete(),
         }
     }
 }
+
+/// The sysctl whose limit `error` says was reached, if it says so.
+fn limit_of(error: &notify::Error) -> Option<&'static str> {
+    match &error.kind {
+        notify::ErrorKind::MaxFilesWatch => Some("fs.inotify.max_user_watches"),
+        notify::ErrorKind::Io(e) if e.raw_os_error() == Some(ENOSPC) => {
+            Some("fs.inotify.max_user_watches")
+        }
+        notify::ErrorKind::Io(e) if e.raw_os_error() == Some(EMFILE) => {
+            Some("fs.inotify.max_user_instances")
+        }
+        _ => None,
+    }
+}
+
+/// `inotify_add_watch`'s "no watches left" and `inotify_init`'s "no instances left".
+const ENOSPC: i32 = 28;
+const EMFILE: i32 = 24;
 
 /// Whether `event` only says that something was opened, read or closed without writing.
 fn is_read_only_access(event: &notify::Event) -> bool {

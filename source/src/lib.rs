@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -32,8 +31,12 @@ use xxhash_rust::xxh3::xxh3_64;
 use sidecar_record::{CollectedRecordOut, ContainerOrigin, LineFlags, RecordId};
 
 pub mod container;
+mod spec;
+
 pub use container::LogFormat;
 use container::PendingLine;
+use spec::file_name_of;
+pub use spec::{DirListing, SourceSpec, WatchedDir};
 
 /// How many leading bytes identify a file. 1 KiB covers the first lines of any log, which
 /// carry timestamps, so two files rarely share it; the fingerprint grows with the file up to it.
@@ -57,156 +60,6 @@ pub enum SourceError {
         /// What is wrong.
         message: String,
     },
-}
-
-/// Which files to tail: globs whose directory part is literal (`/logs/*.log`), and excludes.
-#[derive(Debug, Clone)]
-pub struct SourceSpec {
-    dirs: Vec<WatchedDir>,
-    exclude: GlobSet,
-}
-
-#[derive(Debug, Clone)]
-struct WatchedDir {
-    dir: PathBuf,
-    names: GlobSet,
-    /// The format of each glob in `names`, by its index.
-    formats: Vec<LogFormat>,
-}
-
-impl SourceSpec {
-    /// Compiles `include` globs (e.g. `/logs/*.log`, or `cri:/var/log/containers/*.log` for
-    /// files in a container runtime's format: `raw:` (the default), `cri:`, `docker:`, `auto:`)
-    /// and `exclude` globs (matched against the full path and against the file name).
-    ///
-    /// # Errors
-    /// [`SourceError::Pattern`] naming the pattern when it does not compile, has wildcards in
-    /// its directory part, or has no file-name part.
-    pub fn compile(include: &[String], exclude: &[String]) -> Result<Self, SourceError> {
-        let mut dirs: Vec<(PathBuf, GlobSetBuilder, Vec<LogFormat>)> = Vec::new();
-        for pattern in include {
-            let (format, path) = split_format(pattern);
-            let (dir, name) = split_pattern(path)?;
-            let glob = compile_glob("watch", pattern, &name)?;
-            match dirs.iter_mut().find(|(d, _, _)| *d == dir) {
-                Some((_, builder, formats)) => {
-                    builder.add(glob);
-                    formats.push(format);
-                }
-                None => {
-                    let mut builder = GlobSetBuilder::new();
-                    builder.add(glob);
-                    dirs.push((dir, builder, vec![format]));
-                }
-            }
-        }
-        if dirs.is_empty() {
-            return Err(SourceError::Pattern {
-                what: "watch",
-                pattern: String::new(),
-                message: "at least one pattern is needed, e.g. /logs/*.log".into(),
-            });
-        }
-        let mut excludes = GlobSetBuilder::new();
-        for pattern in exclude {
-            excludes.add(compile_glob("exclude", pattern, pattern)?);
-        }
-        let build = |what, b: GlobSetBuilder| {
-            b.build().map_err(|e| SourceError::Pattern {
-                what,
-                pattern: String::new(),
-                message: e.to_string(),
-            })
-        };
-        Ok(Self {
-            dirs: dirs
-                .into_iter()
-                .map(|(dir, b, formats)| {
-                    Ok(WatchedDir {
-                        dir,
-                        names: build("watch", b)?,
-                        formats,
-                    })
-                })
-                .collect::<Result<_, SourceError>>()?,
-            exclude: build("exclude", excludes)?,
-        })
-    }
-
-    /// The directories holding the watched files.
-    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
-        self.dirs.iter().map(|d| d.dir.as_path())
-    }
-
-    /// The format of the file at `path` whose source is named `source` (its own name, or for
-    /// a rotated copy the name of the file it was): that of the first glob of the file's
-    /// directory matching the name.
-    pub fn format_of(&self, path: &Path, source: &str) -> LogFormat {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        self.dirs
-            .iter()
-            .filter(|d| d.dir == dir)
-            .find_map(|d| {
-                let first = d.names.matches(source).into_iter().min()?;
-                d.formats.get(first).copied()
-            })
-            .unwrap_or_default()
-    }
-
-    fn is_excluded(&self, path: &Path, name: &str) -> bool {
-        self.exclude.is_match(path) || self.exclude.is_match(name)
-    }
-
-    /// The file name of `path` when it is one of the watched files.
-    fn watched_name<'p>(&self, path: &'p Path) -> Option<&'p str> {
-        let name = path.file_name()?.to_str()?;
-        let dir = path.parent()?;
-        let watched = self
-            .dirs
-            .iter()
-            .any(|d| d.dir == dir && d.names.is_match(name));
-        (watched && !self.is_excluded(path, name)).then_some(name)
-    }
-}
-
-/// A `--watch` pattern's format prefix (`cri:`…) and the glob after it; no known prefix is
-/// `raw` and the whole pattern.
-fn split_format(pattern: &str) -> (LogFormat, &str) {
-    pattern
-        .split_once(':')
-        .and_then(|(prefix, glob)| Some((LogFormat::from_prefix(prefix)?, glob)))
-        .unwrap_or((LogFormat::Raw, pattern))
-}
-
-fn split_pattern(pattern: &str) -> Result<(PathBuf, String), SourceError> {
-    let path = Path::new(pattern);
-    let err = |message: &str| SourceError::Pattern {
-        what: "watch",
-        pattern: pattern.to_owned(),
-        message: message.to_owned(),
-    };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| err("has no file-name part (e.g. /logs/*.log)"))?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if dir.to_string_lossy().contains(['*', '?', '[', '{']) {
-        return Err(err(
-            "wildcards are allowed in the file-name part only (e.g. /logs/*.log)",
-        ));
-    }
-    Ok((dir.to_owned(), name.to_owned()))
-}
-
-fn compile_glob(what: &'static str, pattern: &str, glob: &str) -> Result<Glob, SourceError> {
-    Glob::new(glob).map_err(|e| SourceError::Pattern {
-        what,
-        pattern: pattern.to_owned(),
-        message: e.kind().to_string(),
-    })
 }
 
 /// How files are read.
@@ -309,6 +162,7 @@ pub struct SourceMetrics {
     events: Family<Vec<(String, String)>, Counter>,
     unread_bytes: Family<Vec<(String, String)>, Counter>,
     open_files: Gauge,
+    unwatched_dirs: Gauge,
 }
 
 impl SourceMetrics {
@@ -338,6 +192,11 @@ impl SourceMetrics {
             "collector_open_files",
             "Files held open, rotated ones included",
             self.open_files.clone(),
+        );
+        registry.register(
+            "collector_unwatched_dirs",
+            "Log directories without a file watch (the inotify limits reached?), listed on every loop instead",
+            self.unwatched_dirs.clone(),
         );
     }
 
@@ -430,6 +289,9 @@ pub struct Tailer {
     listing_stale: Arc<AtomicBool>,
     /// Whether every directory is watched, so that `listing_stale` can be trusted.
     listing_watched: bool,
+    /// What [`Tailer::watch_dirs`] returns: from the last listing.
+    watch_dirs: Vec<PathBuf>,
+    watch_dirs_changed: bool,
     last_rescan: Option<Instant>,
     options: TailOptions,
     files: Vec<TrackedFile>,
@@ -472,6 +334,8 @@ impl Tailer {
             early_rx,
             listing_stale: Arc::new(AtomicBool::new(true)),
             listing_watched: false,
+            watch_dirs: Vec::new(),
+            watch_dirs_changed: false,
             last_rescan: None,
             options,
             files: Vec::new(),
@@ -485,6 +349,7 @@ impl Tailer {
             generation: 0,
             metrics,
         };
+        tailer.list_dirs();
         // Restored at once, so that position() is the saved one until files are read again.
         if let Some(saved) = position {
             tailer.restore(saved);
@@ -492,9 +357,22 @@ impl Tailer {
         tailer
     }
 
-    /// The directories to watch for changes.
-    pub fn dirs(&self) -> impl Iterator<Item = &Path> {
-        self.spec.dirs()
+    /// The directories to watch for changes, as the last listing found them: those holding
+    /// watched files, and those above them where new ones appear (a new pod's).
+    pub fn watch_dirs(&self) -> &[PathBuf] {
+        &self.watch_dirs
+    }
+
+    /// Whether [`Tailer::watch_dirs`] changed since the last call.
+    pub fn take_watch_dirs_changed(&mut self) -> bool {
+        std::mem::take(&mut self.watch_dirs_changed)
+    }
+
+    /// Has the next [`Tailer::rescan_when_due`] list the directories: a watch was just added
+    /// to one, and a file made there before the watch was in place would wait for the periodic
+    /// listing otherwise.
+    pub fn request_rescan(&self) {
+        self.listing_stale.store(true, Ordering::Release);
     }
 
     /// A handler for file-watch events that opens a watched file the moment it is created or
@@ -524,12 +402,12 @@ impl Tailer {
                 return;
             }
             for path in &event.paths {
-                let Some(name) = spec.watched_name(path) else {
+                let Some(source) = spec.source_of(path) else {
                     continue;
                 };
                 let regular = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
                 if let (true, Ok(file)) = (regular, File::open(path)) {
-                    let _ = tx.send((path.clone(), name.to_owned(), file));
+                    let _ = tx.send((path.clone(), source, file));
                 }
             }
         }
@@ -540,10 +418,12 @@ impl Tailer {
         self.files.len()
     }
 
-    /// Says whether every watched directory is under a file watch whose events reach
-    /// [`Tailer::early_opener`]'s handler. Until then every [`Tailer::rescan_when_due`] lists.
-    pub fn set_listing_watched(&mut self, watched: bool) {
-        self.listing_watched = watched;
+    /// Says how many of [`Tailer::watch_dirs`] are not under a file watch whose events reach
+    /// [`Tailer::early_opener`]'s handler. Until none is, every [`Tailer::rescan_when_due`]
+    /// lists.
+    pub fn set_unwatched_dirs(&mut self, count: usize) {
+        self.listing_watched = count == 0;
+        self.metrics.unwatched_dirs.set(count as i64);
     }
 
     /// Lists the directories ([`Tailer::rescan`]) when their entries may have changed since the
@@ -565,6 +445,28 @@ impl Tailer {
         std::mem::take(&mut self.changed)
     }
 
+    /// Lists the directories the spec names now, notes them for the watch, and reports a root
+    /// that cannot be listed (once, until it can).
+    fn list_dirs(&mut self) -> DirListing {
+        let listing = self.spec.list_dirs();
+        for (dir, e) in &listing.unreadable {
+            if self.unreadable.insert(dir.clone()) {
+                warn!(dir = %dir.display(), error = %e, "Cannot list the log directory; will retry.");
+            }
+        }
+        for parent in &listing.parents {
+            if !listing.unreadable.iter().any(|(dir, _)| dir == parent) {
+                self.unreadable.remove(parent);
+            }
+        }
+        let dirs = listing.dirs.iter().map(|d| &d.path).chain(&listing.parents);
+        if !dirs.clone().eq(self.watch_dirs.iter()) {
+            self.watch_dirs = dirs.cloned().collect();
+            self.watch_dirs_changed = true;
+        }
+        listing
+    }
+
     /// Lists the watched directories: picks up new files, notices rotated and deleted ones.
     pub fn rescan(&mut self) {
         self.last_rescan = Some(Instant::now());
@@ -577,25 +479,23 @@ impl Tailer {
             }
         }
         let mut seen: HashSet<FileKey> = HashSet::with_capacity(self.files.len());
-        for dir_index in 0..self.spec.dirs.len() {
-            let dir = self.spec.dirs[dir_index].dir.clone();
-            let entries = match fs::read_dir(&dir) {
+        let listing = self.list_dirs();
+        for dir in &listing.dirs {
+            let entries = match fs::read_dir(&dir.path) {
                 Ok(entries) => entries,
                 Err(e) => {
-                    if self.unreadable.insert(dir.clone()) {
-                        warn!(dir = %dir.display(), error = %e, "Cannot list the log directory; will retry.");
+                    if dir.prefix.is_empty() && self.unreadable.insert(dir.path.clone()) {
+                        warn!(dir = %dir.path.display(), error = %e, "Cannot list the log directory; will retry.");
                     }
                     continue;
                 }
             };
-            self.unreadable.remove(&dir);
+            self.unreadable.remove(&dir.path);
             for entry in entries.flatten() {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
                 let path = entry.path();
-                if !self.spec.dirs[dir_index].names.is_match(name)
-                    || self.spec.is_excluded(&path, name)
-                {
+                if !self.spec.matches_in(dir, &path, name) {
                     continue;
                 }
                 // Symlinks are never followed: they could lead outside the directory.
@@ -614,7 +514,7 @@ impl Tailer {
                         self.changed = true;
                     }
                 } else {
-                    self.start_file(&path, name, key);
+                    self.start_file(&path, &format!("{}{name}", dir.prefix), key);
                 }
             }
         }
@@ -827,10 +727,18 @@ impl Tailer {
     /// that file is already followed or was read past it; any other is read from the start.
     /// All are closed once read.
     fn adopt_rotated_while_down(&mut self, known: &[SavedFile], saved_at: SystemTime) {
-        let sources: HashSet<&str> = known.iter().map(|f| f.source.as_str()).collect();
-        for dir_index in 0..self.spec.dirs.len() {
-            let dir = self.spec.dirs[dir_index].dir.clone();
-            let Ok(entries) = fs::read_dir(&dir) else {
+        let listing = self.list_dirs();
+        for dir in &listing.dirs {
+            // The sources of this directory, by file name.
+            let sources: HashSet<&str> = known
+                .iter()
+                .filter_map(|f| f.source.strip_prefix(dir.prefix.as_str()))
+                .filter(|name| !name.contains('/'))
+                .collect();
+            if sources.is_empty() {
+                continue;
+            }
+            let Ok(entries) = fs::read_dir(&dir.path) else {
                 continue;
             };
             for entry in entries.flatten() {
@@ -838,14 +746,13 @@ impl Tailer {
                 let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                     continue;
                 };
-                if self.spec.dirs[dir_index].names.is_match(name)
-                    || self.spec.is_excluded(&path, name)
-                {
+                if self.spec.matches_in(dir, &path, name) {
                     continue;
                 }
                 let Some(source) = rotated_name_of(name, sources.iter().copied()) else {
                     continue;
                 };
+                let source = format!("{}{source}", dir.prefix);
                 let Ok(meta) = fs::symlink_metadata(&path) else {
                     continue;
                 };
@@ -863,12 +770,11 @@ impl Tailer {
                 let size = file.metadata().map_or(meta.len(), |m| m.len());
                 let copy_of = known
                     .iter()
-                    .filter(|saved| saved.source == *source)
+                    .filter(|saved| saved.source == source)
                     .find_map(|saved| match likeness(&file, size, saved) {
                         Ok(Likeness::Other) | Err(_) => None,
                         Ok(likeness) => Some((saved, likeness)),
                     });
-                let source = source.to_string();
                 match copy_of {
                     Some((saved, Likeness::Continues))
                         if !self.files.iter().any(|f| f.source_id == saved.source_id) =>
@@ -1063,8 +969,8 @@ impl Tailer {
             let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if rotated_name_of(name, [current.source.as_str()]).is_none()
-                || self.spec.watched_name(&path).is_some()
+            if rotated_name_of(name, [file_name_of(&current.source)]).is_none()
+                || self.spec.source_of(&path).is_some()
             {
                 continue;
             }

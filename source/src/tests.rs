@@ -363,18 +363,92 @@ fn the_budget_bounds_a_read_and_says_there_is_more() {
 }
 
 #[test]
-fn patterns_with_wildcard_directories_are_refused_with_the_pattern_named() {
-    let err = SourceSpec::compile(&["/logs/*/x.log".into()], &[])
+fn patterns_that_cannot_be_watched_are_refused_with_the_pattern_named() {
+    let err = SourceSpec::compile(&["logs/*/x.log".into()], &[])
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("\"/logs/*/x.log\"") && err.contains("file-name part only"),
+        err.contains("\"logs/*/x.log\"") && err.contains("must be absolute"),
         "{err}"
     );
     let err = SourceSpec::compile(&["/logs/[.log".into()], &[])
         .unwrap_err()
         .to_string();
     assert!(err.starts_with("watch pattern \"/logs/[.log\""), "{err}");
+}
+
+/// The kubelet's tree: `<namespace>_<pod>_<uid>/<container>/0.log`, rotated by renaming to
+/// `0.log.<time>` (later gzipped), pods coming and going.
+#[test]
+fn a_kubelet_tree_is_tailed_with_sources_named_by_their_path_below_the_root() {
+    let mut h = Harness::watching(&["{dir}/pods/*/*/*.log"], Harness::new().options);
+    let web = "default_web-1_0f3c/web";
+    let db = "default_db-0_77aa/db";
+    for dir in [web, db] {
+        fs::create_dir_all(h.path(&format!("pods/{dir}"))).unwrap();
+        h.append(
+            &format!("pods/{dir}/0.log"),
+            format!("{dir} 1\n").as_bytes(),
+        );
+    }
+    let got = h.collect();
+    let mut sources: Vec<(&str, &str)> = got
+        .iter()
+        .map(|r| (r.source.as_str(), r.line.as_str()))
+        .collect();
+    sources.sort_unstable();
+    assert_eq!(
+        sources,
+        [
+            ("default_db-0_77aa/db/0.log", "default_db-0_77aa/db 1"),
+            ("default_web-1_0f3c/web/0.log", "default_web-1_0f3c/web 1"),
+        ]
+    );
+    assert!(h
+        .tailer
+        .watch_dirs()
+        .contains(&h.path("pods/default_web-1_0f3c")));
+    // The kubelet rotates web's file while running, and db's while the collector is down.
+    h.append(&format!("pods/{web}/0.log"), b"web 2\n");
+    fs::rename(
+        h.path(&format!("pods/{web}/0.log")),
+        h.path(&format!("pods/{web}/0.log.20261206-040000")),
+    )
+    .unwrap();
+    h.append(&format!("pods/{web}/0.log"), b"web 3\n");
+    let got = h.collect();
+    assert_eq!(lines(&got), ["web 2", "web 3"]);
+    assert!(got
+        .iter()
+        .all(|r| r.source == "default_web-1_0f3c/web/0.log"));
+    h.kill();
+    h.append(&format!("pods/{db}/0.log"), b"db 2\n");
+    fs::rename(
+        h.path(&format!("pods/{db}/0.log")),
+        h.path(&format!("pods/{db}/0.log.20261206-040100")),
+    )
+    .unwrap();
+    h.append(&format!("pods/{db}/0.log"), b"db 3\n");
+    // A new pod starts, and web's pod is deleted with its files.
+    let new = "team_job-9_1b2c/main";
+    fs::create_dir_all(h.path(&format!("pods/{new}"))).unwrap();
+    h.append(&format!("pods/{new}/0.log"), b"job 1\n");
+    fs::remove_dir_all(h.path("pods/default_web-1_0f3c")).unwrap();
+    let got = h.collect();
+    let mut got: Vec<(String, String)> = got.into_iter().map(|r| (r.source, r.line)).collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        [
+            ("default_db-0_77aa/db/0.log".into(), "db 2".into()),
+            ("default_db-0_77aa/db/0.log".into(), "db 3".into()),
+            ("team_job-9_1b2c/main/0.log".into(), "job 1".into()),
+        ]
+    );
+    assert!(!h
+        .tailer
+        .watch_dirs()
+        .contains(&h.path("pods/default_web-1_0f3c")));
 }
 
 #[test]
