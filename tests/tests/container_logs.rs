@@ -270,3 +270,141 @@ fn docker_pieces_join_and_lines_not_in_the_format_are_kept_flagged() {
         assert!(record.get("stream").is_none(), "{record}");
     }
 }
+
+/// Node mode: the kubelet's tree `<namespace>_<pod>_<uid>/<container>/0.log` under one root,
+/// every file called `0.log`, pods starting while the collector runs, rotations and kills.
+/// Every line arrives once, whole, with its stream and the pod and container its path names;
+/// `forwarder logs --stderr --container web --pod …` shows exactly that container's stderr.
+#[test]
+fn node_mode_tails_the_kubelet_tree_and_selects_a_container_by_name() {
+    let mut pod = Pod::new();
+    let root = pod.path("pods");
+    pod.extra_args.insert(
+        StageKind::Collector,
+        vec![
+            "--watch".into(),
+            format!("cri:{}/*/*/*.log", root.display()),
+        ],
+    );
+    pod.extra_args.insert(
+        StageKind::Processor,
+        vec![
+            "--kubernetes-metadata".into(),
+            "node".into(),
+            // No API server in this test: records carry what the path says (the API's part
+            // is tested in kubernetes_api.rs). A closed port answers at once.
+            "--kubernetes-api-url".into(),
+            format!("http://127.0.0.1:{}", e2e_tests::free_port()),
+        ],
+    );
+    pod.extra_env.insert(
+        StageKind::Processor,
+        vec![("NODE_NAME".into(), "node-1".into())],
+    );
+    let containers = [
+        ("default", "web-7c9d5-x2p4q", "0f3c1a2b-0001", "web"),
+        ("default", "web-7c9d5-x2p4q", "0f3c1a2b-0001", "proxy"),
+        ("shop", "web-55d4f-k8s2m", "9a8b7c6d-0002", "web"),
+        ("shop", "db-0", "5e6f7a8b-0003", "db"),
+    ];
+    let dir_of = |(ns, name, uid, container): (&str, &str, &str, &str)| {
+        root.join(format!("{ns}_{name}_{uid}")).join(container)
+    };
+    // The first three pods exist at start; the last starts while the collector runs.
+    let mut writers: Vec<CriWriter> = containers[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CriWriter::new(&dir_of(*c), "0.log", 100 + i as u64))
+        .collect();
+    let mut stages: Vec<_> = pod.start_all().into_iter().map(Some).collect();
+    for round in 0..24 {
+        if round == 6 {
+            writers.push(CriWriter::new(&dir_of(containers[3]), "0.log", 200));
+        }
+        for writer in &mut writers {
+            for _ in 0..40 {
+                writer.step();
+            }
+        }
+        if round % 8 == 5 {
+            for writer in &mut writers {
+                writer.rotate();
+            }
+        }
+        if round % 9 == 4 {
+            stages[0].take().unwrap().kill9();
+            stages[0] = Some(pod.start(StageKind::Collector));
+        }
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    let mut expected = 0;
+    for writer in &mut writers {
+        writer.finish();
+        expected += writer.written.len();
+    }
+    let records = pod.wait_delivered(expected, DELIVERY_TIMEOUT);
+    assert_eq!(records.len(), expected);
+    for (writer, &(ns, name, uid, container)) in writers.iter().zip(&containers) {
+        let source = format!("{ns}_{name}_{uid}/{container}/0.log");
+        let mine: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["source_file"] == source.as_str())
+            .collect();
+        let mut got: Vec<(String, String)> = mine
+            .iter()
+            .map(|r| {
+                (
+                    r["stream"].as_str().unwrap_or("none").to_owned(),
+                    text_of(r).unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let mut want: Vec<(String, String)> = (writer.written.iter())
+            .map(|(s, t)| ((*s).to_owned(), t.clone()))
+            .collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        assert!(
+            got == want,
+            "{source}: {} records, {} lines written",
+            got.len(),
+            want.len()
+        );
+        let k8s = &mine[0]["kubernetes"];
+        assert_eq!(k8s["namespace"], ns, "{k8s}");
+        assert_eq!(k8s["pod_name"], name, "{k8s}");
+        assert_eq!(k8s["pod_uid"], uid, "{k8s}");
+        assert_eq!(k8s["container_name"], container, "{k8s}");
+        assert_eq!(k8s["node_name"], "node-1", "{k8s}");
+    }
+
+    // One container of one pod: `web` runs in two pods, so the pod picks it out.
+    let output = Command::new(bin("forwarder"))
+        .args([
+            "logs",
+            "--stderr",
+            "--container",
+            "web",
+            "--pod",
+            "web-55d4f-k8s2m",
+        ])
+        .args(["-o", "json", "--input-dir"])
+        .arg(pod.path("processed"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let shown: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let record: Value = serde_json::from_str(l).unwrap();
+            text_of(&record).unwrap().to_owned()
+        })
+        .collect();
+    let want: Vec<String> = (writers[2].written.iter())
+        .filter(|(s, _)| *s == "stderr")
+        .map(|(_, t)| t.clone())
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(shown, want, "in the order written, each once");
+}
