@@ -81,13 +81,20 @@ pub fn generate(dir: &Path, lines: u64, line_bytes: usize) -> io::Result<Generat
 ///
 /// # Errors
 /// When a file cannot be created or written.
-pub fn generate_spread(dir: &Path, lines: u64, line_bytes: usize, files: usize) -> io::Result<u64> {
+pub fn generate_spread(
+    dir: &Path,
+    lines: u64,
+    line_bytes: usize,
+    files: usize,
+    layout: Layout,
+) -> io::Result<u64> {
     let mut writers = Vec::with_capacity(files);
     for i in 0..files {
-        writers.push(BufWriter::with_capacity(
-            16 << 10,
-            File::create(dir.join(format!("app-{i:04}.log")))?,
-        ));
+        let path = layout.path_of(dir, i);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        writers.push(BufWriter::with_capacity(16 << 10, File::create(path)?));
     }
     let mut maker = LineMaker::new(line_bytes);
     let mut clock_ms = START_MS;
@@ -103,6 +110,35 @@ pub fn generate_spread(dir: &Path, lines: u64, line_bytes: usize, files: usize) 
         writer.flush()?;
     }
     Ok(bytes)
+}
+
+/// How the files of a spread run are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `app-0000.log`, `app-0001.log`, … in one directory.
+    Flat,
+    /// `ns_app-0000_<uid>/app/0.log`, …: a directory per file, as the kubelet's tree.
+    KubeletTree,
+}
+
+impl Layout {
+    fn path_of(self, dir: &Path, i: usize) -> std::path::PathBuf {
+        match self {
+            Layout::Flat => dir.join(format!("app-{i:04}.log")),
+            Layout::KubeletTree => dir
+                .join(format!("bench_app-{i:04}_{i:08x}-0000-4000-8000-000000000000"))
+                .join("app")
+                .join("0.log"),
+        }
+    }
+
+    /// The `--watch` glob below the directory that finds the files.
+    pub fn watch_glob(self) -> &'static str {
+        match self {
+            Layout::Flat => "*.log",
+            Layout::KubeletTree => "*/*/*.log",
+        }
+    }
 }
 
 /// Makes the lines, one at a time: which file each goes to and its text.

@@ -91,6 +91,11 @@ struct Cli {
     /// files, and on the same lines in one file, side by side.
     #[arg(long)]
     files: Option<usize>,
+    /// With --files: also the same files each in a directory of its own, laid out as the
+    /// kubelet's `/var/log/pods/<ns>_<pod>_<uid>/<container>/0.log` and watched with
+    /// `*/*/*.log` (node mode).
+    #[arg(long)]
+    kubelet_tree: bool,
     /// The forwarder also evaluates the `alerts:` of --rules (no target: the report and
     /// /alerts only), as a pod with alerts on does.
     #[arg(long)]
@@ -114,6 +119,8 @@ struct Setup {
 struct RunDirs {
     root: PathBuf,
     logs: PathBuf,
+    /// The `--watch` glob below `logs` (`*.log`; `*/*/*.log` for a kubelet-like tree).
+    watch: String,
     collected: PathBuf,
     processed: PathBuf,
     out: PathBuf,
@@ -124,6 +131,7 @@ impl RunDirs {
         fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         Ok(Self {
             logs: logs.to_owned(),
+            watch: "*.log".into(),
             collected: root.join("collected"),
             processed: root.join("processed"),
             out: root.join("out"),
@@ -188,7 +196,7 @@ fn main() -> anyhow::Result<()> {
     println!("temp dir: {}", tmp.path().display());
     if let Some(files) = cli.files {
         anyhow::ensure!(files >= 1, "--files: must be at least 1");
-        let rows = run_many_files(&setup, tmp.path(), cli.lines, cli.line_bytes, files)?;
+        let rows = run_many_files(&setup, tmp.path(), &cli, files)?;
         println!();
         print_table(&rows);
         if cli.keep {
@@ -331,7 +339,7 @@ fn find_binaries(cli: &Cli) -> anyhow::Result<Setup> {
 fn collector_args(setup: &Setup, dirs: &RunDirs, max_unconsumed: Option<&str>) -> Vec<String> {
     let mut args = vec![
         "--watch".into(),
-        format!("{}/*.log", dirs.logs.display()),
+        format!("{}/{}", dirs.logs.display(), dirs.watch),
         "--journal-dir".into(),
         dirs.collected.display().to_string(),
         "--listen".into(),
@@ -430,30 +438,40 @@ fn run_collector(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow
     )
 }
 
-/// The many-files run: the collector alone on `lines` lines in one file, then on the same
-/// lines spread over `files` files.
+/// The many-files run: the collector alone on `--lines` lines in one file, then on the same
+/// lines spread over `files` files, then (with `--kubelet-tree`) over `files` files in
+/// directories of their own.
 fn run_many_files(
     setup: &Setup,
     tmp: &Path,
-    lines: u64,
-    line_bytes: usize,
+    cli: &Cli,
     files: usize,
 ) -> anyhow::Result<Vec<Row>> {
+    let mut runs = vec![
+        (1, generate::Layout::Flat, "1 file".to_owned()),
+        (files, generate::Layout::Flat, format!("{files} files")),
+    ];
+    if cli.kubelet_tree {
+        let label = format!("{files} files, kubelet tree");
+        runs.push((files, generate::Layout::KubeletTree, label));
+    }
     let mut rows = Vec::new();
-    for (count, label) in [(1, "1 file".to_owned()), (files, format!("{files} files"))] {
-        let logs = tmp.join(format!("logs-{count}"));
+    for (i, (count, layout, label)) in runs.into_iter().enumerate() {
+        let logs = tmp.join(format!("logs-{i}"));
         fs::create_dir_all(&logs)?;
-        let bytes = generate::generate_spread(&logs, lines, line_bytes, count)
+        let bytes = generate::generate_spread(&logs, cli.lines, cli.line_bytes, count, layout)
             .context("generating the input")?;
         println!(
-            "input: {lines} lines, {:.1} MB over {label}",
+            "input: {} lines, {:.1} MB over {label}",
+            cli.lines,
             bytes as f64 / 1e6
         );
-        let dirs = RunDirs::create(tmp.join(format!("run-{count}")), &logs)?;
+        let mut dirs = RunDirs::create(tmp.join(format!("run-{i}")), &logs)?;
+        dirs.watch = layout.watch_glob().to_owned();
         rows.push(run_collector_on(
             setup,
             &dirs,
-            lines,
+            cli.lines,
             bytes,
             &format!("collector, {label}"),
         )?);
