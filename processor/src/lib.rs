@@ -29,14 +29,16 @@ use sidecar_journal::{
 };
 use sidecar_record::{encode, field, timestamp_now, CollectedRecord, DecodeError, Fields};
 use sidecar_rules::{split_id, Joiner, RuleSet, Verdict};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub mod kubernetes;
 pub mod tools;
 
 pub use tools::Tool;
 
-use kubernetes::{ApiMetrics, ApiSettings, MetadataConfig, PodMetadata};
+use kubernetes::{
+    ApiMetrics, ApiSettings, MetadataConfig, NodeMetadata, NodeSettings, PodMetadata,
+};
 use sidecar_common::mounted::FileWatch;
 
 /// The name this stage publishes its cursor under in the collected journal.
@@ -108,15 +110,20 @@ pub struct StageArgs {
     pub log_json: bool,
     /// Add pod metadata to every record under `kubernetes`: `off`; `downward` (the Downward
     /// API: POD_NAME, POD_NAMESPACE, NODE_NAME, POD_IP, POD_SERVICE_ACCOUNT and the
-    /// labels/annotations files in --podinfo-dir); or `api` (the Downward API plus the pod as
+    /// labels/annotations files in --podinfo-dir); `api` (the Downward API plus the pod as
     /// the API server has it: labels, annotations, container images, owner chain, kept fresh
-    /// by a watch; needs POD_NAME and a service account allowed to get/list/watch pods).
+    /// by a watch; needs POD_NAME and a service account allowed to get/list/watch pods); or
+    /// `node` (a DaemonSet over the kubelet's /var/log/pods: each record's pod, told by its
+    /// source_file `<namespace>_<pod>_<uid>/<container>/<file>`, as namespace, pod_name,
+    /// pod_uid, container_name, node_name, and from a watch of the node's pods: labels,
+    /// annotations, container_image, owner, owner_chain; needs NODE_NAME and a ClusterRole
+    /// allowed to get/list/watch pods; a deleted pod's metadata stays for 5 minutes).
     #[arg(long, env = "PROCESSOR_KUBERNETES_METADATA", default_value = "off")]
     pub kubernetes_metadata: MetadataSource,
     /// Where the downwardAPI volume with `labels` and `annotations` is mounted.
     #[arg(long, env = "PROCESSOR_PODINFO_DIR", default_value = "/etc/podinfo")]
     pub podinfo_dir: PathBuf,
-    /// With `--kubernetes-metadata api`: the API server's plain-HTTP address without
+    /// With `--kubernetes-metadata api` or `node`: the API server's plain-HTTP address without
     /// credentials, such as `kubectl proxy`'s http://127.0.0.1:8001. Unset: the in-cluster
     /// address and the mounted service account token.
     #[arg(long, env = "PROCESSOR_KUBERNETES_API_URL")]
@@ -132,6 +139,9 @@ pub enum MetadataSource {
     Downward,
     /// The Downward API, plus the pod read and watched on the API server.
     Api,
+    /// Per record, the pod its kubelet log path names, plus the node's pods watched on the
+    /// API server.
+    Node,
 }
 
 /// Checked runtime settings of the processor.
@@ -157,8 +167,10 @@ pub struct ProcessorConfig {
     pub poll_interval: Duration,
     /// The rules file, watched for changes (hot reload); `None`: the rules never change.
     pub rules_path: Option<PathBuf>,
-    /// Where pod metadata comes from, when records get it.
+    /// Where pod metadata comes from, when records get the own pod's.
     pub pod_metadata: Option<MetadataConfig>,
+    /// The node mode's settings, when records get the metadata of the pod each came from.
+    pub node_metadata: Option<NodeSettings>,
 }
 
 impl StageArgs {
@@ -169,6 +181,7 @@ impl StageArgs {
     pub fn into_config(self) -> anyhow::Result<ProcessorConfig> {
         let rules = load_rules(&self.rules)?;
         let pod_metadata = self.metadata_config()?;
+        let node_metadata = self.node_settings()?;
         Ok(ProcessorConfig {
             rules: Arc::new(rules),
             input_dir: self.input_dir,
@@ -188,12 +201,13 @@ impl StageArgs {
             poll_interval: Duration::from_secs(1),
             rules_path: Some(self.rules),
             pod_metadata,
+            node_metadata,
         })
     }
 
     fn metadata_config(&self) -> anyhow::Result<Option<MetadataConfig>> {
         let api = match self.kubernetes_metadata {
-            MetadataSource::Off => return Ok(None),
+            MetadataSource::Off | MetadataSource::Node => return Ok(None),
             MetadataSource::Downward => None,
             MetadataSource::Api => Some(self.api_settings()?),
         };
@@ -208,19 +222,34 @@ impl StageArgs {
         let pod_name = env("POD_NAME").context(
             "--kubernetes-metadata api: POD_NAME is not set; give it the pod's name from the Downward API (env valueFrom fieldRef metadata.name)",
         )?;
-        let url = self
-            .kubernetes_api_url
+        Ok(ApiSettings {
+            url: self.api_url()?,
+            pod_name,
+            namespace: env("POD_NAMESPACE"),
+        })
+    }
+
+    fn node_settings(&self) -> anyhow::Result<Option<NodeSettings>> {
+        if self.kubernetes_metadata != MetadataSource::Node {
+            return Ok(None);
+        }
+        let node_name = std::env::var("NODE_NAME").ok().filter(|v| !v.is_empty()).context(
+            "--kubernetes-metadata node: NODE_NAME is not set; give it the node's name from the Downward API (env valueFrom fieldRef spec.nodeName)",
+        )?;
+        Ok(Some(NodeSettings {
+            url: self.api_url()?,
+            node_name,
+        }))
+    }
+
+    fn api_url(&self) -> anyhow::Result<Option<http::Uri>> {
+        self.kubernetes_api_url
             .as_deref()
             .map(|url| {
                 url.parse::<http::Uri>()
                     .with_context(|| format!("--kubernetes-api-url {url:?}: not a URL"))
             })
-            .transpose()?;
-        Ok(ApiSettings {
-            url,
-            pod_name,
-            namespace: env("POD_NAMESPACE"),
-        })
+            .transpose()
     }
 }
 
@@ -314,6 +343,7 @@ pub async fn run(
     metrics.rules_valid.set(1);
     let background = Background::default();
     let api_view = watch_pod_api(&config, &mut registry, &background).await;
+    let node = watch_node_api(&config, &mut registry, &background).await;
     let (journal, input) =
         JournalWriter::<ProcessorInput>::open(&config.journal_dir, config.journal.clone())
             .with_context(|| {
@@ -341,6 +371,7 @@ pub async fn run(
                 .pod_metadata
                 .as_ref()
                 .map(|metadata| PodMetadata::load(metadata, api_view)),
+            node,
             journal,
             reader,
             joiner: Joiner::new(),
@@ -372,6 +403,22 @@ async fn watch_pod_api(
     let mut view = kubernetes::api::spawn(settings, metrics, background);
     kubernetes::api::first_answer(&mut view, kubernetes::api::FIRST_ANSWER_WAIT).await;
     Some(view)
+}
+
+/// Starts the watch of the node's pods in node mode, and gives it a moment to answer so the
+/// first records carry their pods' metadata.
+async fn watch_node_api(
+    config: &ProcessorConfig,
+    registry: &mut Registry,
+    background: &Background,
+) -> Option<NodeMetadata> {
+    let settings = config.node_metadata.clone()?;
+    let metrics = kubernetes::NodeMetrics::default();
+    metrics.register(registry);
+    let node_name = settings.node_name.clone();
+    let mut view = kubernetes::node::spawn(settings, metrics.clone(), background);
+    kubernetes::node::first_answer(&mut view, kubernetes::api::FIRST_ANSWER_WAIT).await;
+    Some(NodeMetadata::new(node_name, view, &metrics))
 }
 
 fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Result<()> {
@@ -434,6 +481,7 @@ struct Stage<'a> {
     rules: Arc<RuleSet>,
     rules_watch: Option<FileWatch>,
     pod: Option<PodMetadata>,
+    node: Option<NodeMetadata>,
     journal: JournalWriter<ProcessorInput>,
     reader: JournalReader,
     joiner: Joiner<Position>,
@@ -452,6 +500,8 @@ struct Output<'a> {
     shared: &'a SharedFields,
     /// `shared`'s fields, listed once for the batch.
     extras: Vec<(&'a str, &'a [u8])>,
+    /// In node mode, where each record's own `kubernetes` object comes from.
+    node: Option<&'a mut NodeMetadata>,
     journal: &'a mut JournalWriter<ProcessorInput>,
     stats: &'a mut ProcessingStats,
     emitted: usize,
@@ -465,9 +515,26 @@ impl Output<'_> {
             Verdict::Keep => {
                 self.stats.count(&record);
                 record.sort();
-                let extras = &self.extras;
-                self.journal
-                    .push_with(|out| encode::write_fields_with(out, &record, extras));
+                match self.node.as_deref_mut() {
+                    None => {
+                        let extras = &self.extras;
+                        self.journal
+                            .push_with(|out| encode::write_fields_with(out, &record, extras));
+                    }
+                    Some(node) => {
+                        let source = record
+                            .get(field::SOURCE_FILE)
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        // In key order, as `SharedFields::all` lists them.
+                        let extras = [
+                            (kubernetes::FIELD, node.encoded(source)),
+                            self.shared.processed_at(),
+                        ];
+                        self.journal
+                            .push_with(|out| encode::write_fields_with(out, &record, &extras));
+                    }
+                }
             }
             Verdict::Drop(reason) => self.stats.count_drop(matched.source(), reason),
         }
@@ -546,6 +613,7 @@ impl Stage<'_> {
         let Stage {
             rules,
             pod,
+            node,
             journal,
             joiner,
             replay,
@@ -553,11 +621,18 @@ impl Stage<'_> {
             buf,
             ..
         } = self;
+        if let Some(node) = node.as_mut() {
+            // Per batch, not per poll interval: a new pod's first lines should find it.
+            if node.refresh() {
+                debug!("The node's pods changed; new records carry their new metadata.");
+            }
+        }
         let shared = SharedFields::new(&processed_at, pod.as_ref().map(PodMetadata::object));
         let mut output = Output {
             rules,
             shared: &shared,
             extras: shared.all(),
+            node: node.as_mut(),
             journal,
             stats,
             emitted: 0,
@@ -641,6 +716,7 @@ impl Stage<'_> {
             rules: &self.rules,
             shared: &shared,
             extras: shared.all(),
+            node: self.node.as_mut(),
             journal: &mut self.journal,
             stats: &mut self.stats,
             emitted: 0,

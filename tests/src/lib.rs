@@ -5,6 +5,8 @@
 //! Easy to get wrong: readiness. A stage is "up" when its /healthz answers, not when the
 //! process exists; every helper here waits on an observable condition with a deadline.
 
+pub mod kube_api;
+
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,219 +1,28 @@
 //! Pod metadata from the Kubernetes API, end to end: the real collector, processor and
-//! forwarder on real files, with the processor reading its own pod from an API server.
+//! forwarder on real files, with the processor reading its own pod from an API server; and the
+//! processor in node mode, adding to each record the metadata of the pod its line came from.
 //!
-//! No cluster runs on these machines, so the API server here is an in-test HTTP server (axum)
-//! that speaks the documented wire protocol of the core/v1 pods API as far as a pod watch uses
-//! it, serving k8s-openapi `Pod` objects serialized as the API server sends them:
-//! - list: `GET /api/v1/namespaces/{ns}/pods?fieldSelector=metadata.name%3D{pod}` → a `PodList`
-//!   with `metadata.resourceVersion`;
-//! - watch: the same path with `watch=true&resourceVersion=N` → newline-delimited
-//!   `{"type":"MODIFIED","object":Pod}` events for changes after N, kept open; for a version
-//!   the server no longer has, an `{"type":"ERROR","object":Status}` event with code 410
-//!   (reason Expired), the way the API server's watch cache answers;
-//! - a `Status` with code 403 (reason Forbidden) for every request while the service account
-//!   may not read pods.
-//!
-//! The processor never GETs the pod by name: the list by field selector is that GET, and also
-//! gives the resourceVersion to watch from.
+//! No cluster runs on these machines: the API server is the in-test one of
+//! `e2e_tests::kube_api`, which speaks the pods API's list and watch wire protocol (its doc
+//! comment says how far). The processor never GETs a pod by name: the list by field selector is
+//! that GET, and also gives the resourceVersion to watch from.
 
-use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use e2e_tests::kube_api::FakeApiServer;
 use e2e_tests::{bin, free_port, http_get, wait_until, Pod as TestPod, StageKind};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use sidecar_core::journal::{self, JournalOptions, JournalReader, JournalWriter, Position};
+use sidecar_core::record::{CollectedRecordOut, LineFlags, RecordId};
 
 const NAMESPACE: &str = "demo";
 const POD_NAME: &str = "web-7c9d5-x2p4q";
-
-/// What the fake API server holds and what it saw.
-#[derive(Default)]
-struct ApiState {
-    pod: Pod,
-    /// The current resourceVersion (one counter for the whole "cluster").
-    version: u64,
-    /// Watches from a version below this get 410 Gone.
-    oldest_watchable: u64,
-    /// Answer every request with 403.
-    forbidden: bool,
-    lists: usize,
-    /// The resourceVersion each watch started from.
-    watch_versions: Vec<u64>,
-    /// Open watch streams.
-    watchers: Vec<mpsc::UnboundedSender<String>>,
-}
-
-impl ApiState {
-    fn bump(&mut self) {
-        self.version += 1;
-        self.pod.metadata.resource_version = Some(self.version.to_string());
-    }
-
-    fn event(&self, kind: &str) -> String {
-        format!("{}\n", json!({"type": kind, "object": self.pod}))
-    }
-}
-
-struct FakeApiServer {
-    state: Arc<Mutex<ApiState>>,
-    port: u16,
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl FakeApiServer {
-    fn start(pod: Pod, forbidden: bool) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let mut state = ApiState {
-            pod,
-            forbidden,
-            ..ApiState::default()
-        };
-        state.bump();
-        let state = Arc::new(Mutex::new(state));
-        let app = Router::new()
-            .route("/api/v1/namespaces/{namespace}/pods", get(list_or_watch))
-            .with_state(Arc::clone(&state));
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let port = listener.local_addr().unwrap().port();
-        runtime.spawn(async move { axum::serve(listener, app).await.unwrap() });
-        FakeApiServer {
-            state,
-            port,
-            _runtime: runtime,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Changes the pod and sends the new version to every open watch.
-    fn update(&self, change: impl FnOnce(&mut Pod)) {
-        let mut state = self.state.lock().unwrap();
-        change(&mut state.pod);
-        state.bump();
-        let event = state.event("MODIFIED");
-        state
-            .watchers
-            .retain(|watch| watch.send(event.clone()).is_ok());
-    }
-
-    /// Ends every open watch with 410 Gone and forgets the versions they knew, then changes
-    /// the pod while no watch is open: only a new list can show the change.
-    fn expire_watches_then_update(&self, change: impl FnOnce(&mut Pod)) {
-        let mut state = self.state.lock().unwrap();
-        let gone = format!("{}\n", json!({"type": "ERROR", "object": gone_status()}));
-        for watch in state.watchers.drain(..) {
-            let _ = watch.send(gone.clone());
-        }
-        change(&mut state.pod);
-        state.bump();
-        state.oldest_watchable = state.version;
-    }
-
-    fn set_forbidden(&self, forbidden: bool) {
-        self.state.lock().unwrap().forbidden = forbidden;
-    }
-}
-
-fn status(code: u16, reason: &str, message: &str) -> Value {
-    json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {},
-        "status": "Failure", "message": message, "reason": reason, "code": code,
-    })
-}
-
-fn gone_status() -> Value {
-    status(410, "Expired", "too old resource version")
-}
-
-fn forbidden() -> Response {
-    let body = status(
-        403,
-        "Forbidden",
-        "pods is forbidden: User \"system:serviceaccount:demo:default\" cannot list resource \"pods\" in API group \"\" in the namespace \"demo\"",
-    );
-    (StatusCode::FORBIDDEN, axum::Json(body)).into_response()
-}
-
-/// Whether `pod` passes a `fieldSelector` of the form `metadata.name=NAME` (the only one the
-/// processor sends).
-fn selected(pod: &Pod, namespace: &str, query: &HashMap<String, String>) -> bool {
-    let name_matches = match query.get("fieldSelector") {
-        Some(selector) => selector.strip_prefix("metadata.name=") == pod.metadata.name.as_deref(),
-        None => true,
-    };
-    namespace == NAMESPACE && name_matches
-}
-
-async fn list_or_watch(
-    State(state): State<Arc<Mutex<ApiState>>>,
-    UrlPath(namespace): UrlPath<String>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let mut state = state.lock().unwrap();
-    if state.forbidden {
-        return forbidden();
-    }
-    if !matches!(query.get("watch").map(String::as_str), Some("true" | "1")) {
-        state.lists += 1;
-        let items: Vec<&Pod> = Some(&state.pod)
-            .filter(|pod| selected(pod, &namespace, &query))
-            .into_iter()
-            .collect();
-        let list = json!({
-            "apiVersion": "v1", "kind": "PodList",
-            "metadata": {"resourceVersion": state.version.to_string()},
-            "items": items,
-        });
-        return axum::Json(list).into_response();
-    }
-    let from: u64 = query
-        .get("resourceVersion")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    state.watch_versions.push(from);
-    let (sender, receiver) = mpsc::unbounded_channel();
-    if from < state.oldest_watchable {
-        let _ = sender.send(format!(
-            "{}\n",
-            json!({"type": "ERROR", "object": gone_status()})
-        ));
-    } else {
-        if from < state.version && selected(&state.pod, &namespace, &query) {
-            let _ = sender.send(state.event("MODIFIED"));
-        }
-        state.watchers.push(sender);
-    }
-    let events = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        let line = receiver.recv().await?;
-        Some((Ok::<_, Infallible>(line), receiver))
-    });
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        Body::from_stream(events),
-    )
-        .into_response()
-}
 
 /// The pod a Deployment `web` made through its ReplicaSet `web-7c9d5`, with the log
 /// processor as a native sidecar (an init container).
@@ -345,7 +154,7 @@ fn warnings_in(stage_log: &std::path::Path) -> usize {
 /// made meanwhile, and watches on from the new list's resourceVersion.
 #[test]
 fn api_metadata_follows_the_watch_and_a_relist_after_410_gone() {
-    let server = FakeApiServer::start(web_pod("edge"), false);
+    let server = FakeApiServer::start(vec![web_pod("edge")], false);
     let mut pod = pod_with_api(Some(&server.url()));
     let stages = pod.start_all();
     assert_eq!(
@@ -366,31 +175,30 @@ fn api_metadata_follows_the_watch_and_a_relist_after_410_gone() {
         })
     );
 
-    server.update(|pod| set_tier(pod, "api"));
+    server.update(POD_NAME, |pod| set_tier(pod, "api"));
     assert!(
         wait_for_metadata(&pod, |k| k["labels"]["tier"] == "api"),
         "a MODIFIED event did not reach the records"
     );
 
-    let lists_before = server.state.lock().unwrap().lists;
-    server.expire_watches_then_update(|pod| set_tier(pod, "relisted"));
+    let lists_before = server.seen().lists;
+    server.expire_watches_then_update(POD_NAME, |pod| set_tier(pod, "relisted"));
     assert!(
         wait_for_metadata(&pod, |k| k["labels"]["tier"] == "relisted"),
         "the change made while the watch was expired did not arrive through a new list"
     );
     let processor = &stages[1];
     let resumed = wait_until(Duration::from_secs(10), || {
-        let state = server.state.lock().unwrap();
-        state.watch_versions.last() == Some(&state.version) && !state.watchers.is_empty()
+        let seen = server.seen();
+        seen.watch_versions.last() == Some(&seen.version) && seen.open_watches > 0
     });
-    let state = server.state.lock().unwrap();
-    assert!(state.lists > lists_before, "no list after 410 Gone");
+    let seen = server.seen();
+    assert!(seen.lists > lists_before, "no list after 410 Gone");
     assert!(
         resumed,
         "the watch did not resume from the new list's version: watched from {:?}, at {}",
-        state.watch_versions, state.version
+        seen.watch_versions, seen.version
     );
-    drop(state);
     assert!(metric(
         processor.port,
         "processor_kubernetes_api_errors_total{reason=\"gone\"}"
@@ -415,7 +223,7 @@ fn api_metadata_follows_the_watch_and_a_relist_after_410_gone() {
 /// refusals; once access is granted, the API's metadata arrives without a restart.
 #[test]
 fn a_forbidden_api_falls_back_to_the_downward_api_with_one_warning() {
-    let server = FakeApiServer::start(web_pod("edge"), true);
+    let server = FakeApiServer::start(vec![web_pod("edge")], true);
     let mut pod = pod_with_api(Some(&server.url()));
     let stages = pod.start_all();
     let processor = &stages[1];
@@ -515,7 +323,7 @@ fn without_in_cluster_credentials_records_keep_the_downward_metadata() {
 /// namespace, and records keep the Downward API's metadata.
 #[test]
 fn a_pod_the_api_does_not_know_is_named_in_the_warning() {
-    let server = FakeApiServer::start(web_pod("edge"), false);
+    let server = FakeApiServer::start(vec![web_pod("edge")], false);
     let mut pod = pod_with_api(Some(&server.url()));
     for (name, value) in pod.extra_env.get_mut(&StageKind::Processor).unwrap() {
         if name == "POD_NAME" {
@@ -561,6 +369,329 @@ fn the_api_path_without_pod_name_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("POD_NAME is not set") && stderr.contains("metadata.name"),
+        "{stderr}"
+    );
+}
+
+const WEB_UID: &str = "0d1f5c3e-uid";
+const DB_UID: &str = "7a2e90b4-1111-2222-3333-444455556666";
+
+/// A StatefulSet's pod on `node` with one container `postgres`.
+fn db_pod(node: &str, namespace: &str, name: &str, uid: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            uid: Some(uid.into()),
+            labels: Some(BTreeMap::from([("app".into(), "db".into())])),
+            annotations: Some(BTreeMap::from([("backup".into(), "nightly".into())])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "StatefulSet".into(),
+                name: "db".into(),
+                uid: "sts-uid".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            containers: vec![Container {
+                name: "postgres".into(),
+                image: Some("postgres:16".into()),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// Stands in for the collector of a node-mode DaemonSet: commits collected records whose
+/// sources are named as the collector names the kubelet's `/var/log/pods` files (the path
+/// relative to it). The real collector does so only when it watches
+/// `/var/log/pods/*/*/*.log`, and directory wildcards are not in the collector yet.
+struct NodeCollector {
+    journal: JournalWriter<u64>,
+    /// Per source: its source id and the next offset.
+    sources: BTreeMap<String, (u64, u64)>,
+    commits: u64,
+}
+
+impl NodeCollector {
+    fn open(pod: &TestPod) -> Self {
+        let (journal, _) = JournalWriter::open(&pod.path("collected"), JournalOptions::default())
+            .expect("the collected journal opens");
+        NodeCollector {
+            journal,
+            sources: BTreeMap::new(),
+            commits: 0,
+        }
+    }
+
+    /// Commits one line of `source`; returns the record's id.
+    fn write(&mut self, source: &str, text: &str) -> String {
+        let next_id = self.sources.len() as u64 + 1;
+        let (source_id, offset) = self
+            .sources
+            .entry(source.to_owned())
+            .or_insert((next_id, 0));
+        let id = RecordId {
+            source_id: *source_id,
+            offset: *offset,
+        };
+        let line = format!("2026-11-22 10:30:45,123 - INFO {text}");
+        *offset += line.len() as u64 + 1;
+        self.journal.push_with(|out| {
+            CollectedRecordOut::new(
+                id,
+                source,
+                "2026-11-22T10:30:45.200Z",
+                line.as_bytes(),
+                LineFlags::default(),
+            )
+            .write(out)
+        });
+        self.commits += 1;
+        self.journal.commit(&self.commits).unwrap();
+        id.to_string()
+    }
+}
+
+/// Every record the processor committed to its journal, in order.
+fn processed(pod: &TestPod) -> Vec<Value> {
+    let dir = pod.path("processed");
+    let mut reader = JournalReader::new(&dir, Position::default());
+    let Some(end) = reader.committed_end().unwrap() else {
+        return Vec::new();
+    };
+    let mut records = Vec::new();
+    let mut buf = Vec::new();
+    while reader.read_batch(end, 1 << 20, &mut buf).unwrap() > 0 {
+        for record in journal::records(&buf) {
+            records.push(serde_json::from_slice(record).unwrap());
+        }
+    }
+    records
+}
+
+/// The `kubernetes` objects of the records with `ids`, once all are processed.
+fn processed_metadata(pod: &TestPod, ids: &[String]) -> Vec<Value> {
+    let mut found = Vec::new();
+    let all = wait_until(Duration::from_secs(15), || {
+        let records = processed(pod);
+        found = ids
+            .iter()
+            .filter_map(|id| records.iter().find(|r| r["id"] == id.as_str()))
+            .map(|r| r["kubernetes"].clone())
+            .collect();
+        found.len() == ids.len()
+    });
+    assert!(
+        all,
+        "only {} of {} records were processed",
+        found.len(),
+        ids.len()
+    );
+    found
+}
+
+/// Writes a line of `source` now and then until its record's `kubernetes` object satisfies
+/// `check`.
+fn wait_for_source(
+    pod: &TestPod,
+    collector: &mut NodeCollector,
+    source: &str,
+    check: impl Fn(&Value) -> bool,
+) -> bool {
+    wait_until(Duration::from_secs(20), || {
+        let id = collector.write(source, "tick");
+        check(&processed_metadata(pod, &[id])[0])
+    })
+}
+
+/// Node mode: each record carries the pod its source path names (namespace, pod, UID,
+/// container) and what one watch of the node's pods says of it (labels, annotations, the
+/// container's image, init containers included, and the owner chain); a change, a new pod and
+/// a deletion arrive through the watch, and a deleted pod's last lines keep its metadata. Only
+/// this node's pods are ever asked for; a source that is no kubelet path gets the node name
+/// only, is counted, and is warned of once.
+#[test]
+fn node_mode_gives_each_record_the_metadata_of_its_own_pod() {
+    let mut web = web_pod("edge");
+    web.spec.as_mut().unwrap().node_name = Some("node-1".into());
+    let server = FakeApiServer::start(
+        vec![
+            web,
+            db_pod("node-1", "data", "db-0", DB_UID),
+            db_pod("node-2", "data", "db-1", "far-uid"),
+        ],
+        false,
+    );
+    let mut pod = TestPod::new();
+    pod.extra_args.insert(
+        StageKind::Processor,
+        vec![
+            "--kubernetes-metadata".into(),
+            "node".into(),
+            "--kubernetes-api-url".into(),
+            server.url(),
+        ],
+    );
+    pod.extra_env.insert(
+        StageKind::Processor,
+        vec![("NODE_NAME".into(), "node-1".into())],
+    );
+    let mut collector = NodeCollector::open(&pod);
+    let processor = pod.start(StageKind::Processor);
+
+    let web_source = format!("{NAMESPACE}_{POD_NAME}_{WEB_UID}/web/0.log");
+    let db_source = format!("data_db-0_{DB_UID}/postgres/0.log");
+    let ids = [
+        collector.write(&web_source, "web"),
+        collector.write(
+            &format!("{NAMESPACE}_{POD_NAME}_{WEB_UID}/log-processor/0.log"),
+            "init",
+        ),
+        collector.write(&db_source, "db"),
+        collector.write("data_db-1_far-uid/postgres/0.log", "elsewhere"),
+        collector.write("plain.txt", "not a pod log"),
+        collector.write("plain.txt", "still not"),
+    ];
+    let metadata = processed_metadata(&pod, &ids);
+    assert_eq!(
+        metadata[0],
+        json!({
+            "namespace": NAMESPACE,
+            "pod_name": POD_NAME,
+            "pod_uid": WEB_UID,
+            "container_name": "web",
+            "node_name": "node-1",
+            "labels": {"app": "web", "pod-template-hash": "7c9d5", "tier": "edge"},
+            "annotations": {"team": "logs"},
+            "container_image": "demo/web:1.4",
+            "owner": {"kind": "Deployment", "name": "web"},
+            "owner_chain": [
+                {"kind": "ReplicaSet", "name": "web-7c9d5"},
+                {"kind": "Deployment", "name": "web"},
+            ],
+        })
+    );
+    assert_eq!(metadata[1]["container_name"], "log-processor");
+    assert_eq!(metadata[1]["container_image"], "log-sidecars:0.1");
+    let db = json!({
+        "namespace": "data",
+        "pod_name": "db-0",
+        "pod_uid": DB_UID,
+        "container_name": "postgres",
+        "node_name": "node-1",
+        "labels": {"app": "db"},
+        "annotations": {"backup": "nightly"},
+        "container_image": "postgres:16",
+        "owner": {"kind": "StatefulSet", "name": "db"},
+        "owner_chain": [{"kind": "StatefulSet", "name": "db"}],
+    });
+    assert_eq!(metadata[2], db);
+    assert_eq!(
+        metadata[3],
+        json!({
+            "namespace": "data", "pod_name": "db-1", "pod_uid": "far-uid",
+            "container_name": "postgres", "node_name": "node-1",
+        }),
+        "a pod on another node is never known"
+    );
+    assert_eq!(metadata[4], json!({"node_name": "node-1"}));
+    assert_eq!(metadata[5], json!({"node_name": "node-1"}));
+    assert_eq!(
+        metric(
+            processor.port,
+            "processor_kubernetes_unparsed_sources_total"
+        ),
+        Some(2.0)
+    );
+    let log = fs::read_to_string(&processor.log).unwrap();
+    assert_eq!(
+        log.matches("is not a kubelet pod log path").count(),
+        1,
+        "{log}"
+    );
+
+    server.update(POD_NAME, |pod| set_tier(pod, "api"));
+    assert!(
+        wait_for_source(&pod, &mut collector, &web_source, |k| k["labels"]["tier"]
+            == "api"),
+        "a MODIFIED event did not reach the records"
+    );
+    server.add(db_pod("node-1", "data", "db-2", "new-uid"));
+    assert!(
+        wait_for_source(
+            &pod,
+            &mut collector,
+            "data_db-2_new-uid/postgres/0.log",
+            |k| k["owner"]["name"] == "db"
+        ),
+        "an ADDED pod did not reach the records"
+    );
+
+    let updates = |port| metric(port, "processor_kubernetes_api_updates_total").unwrap_or(0.0);
+    let before = updates(processor.port);
+    server.delete("db-0");
+    assert!(
+        wait_until(Duration::from_secs(10), || updates(processor.port) > before),
+        "the deletion did not reach the processor"
+    );
+    let id = collector.write(&db_source, "last words");
+    assert_eq!(
+        processed_metadata(&pod, &[id])[0],
+        db,
+        "a deleted pod's last lines keep its metadata"
+    );
+
+    let seen = server.seen();
+    assert!(
+        seen.paths.iter().all(|path| path == "/api/v1/pods"),
+        "{:?}",
+        seen.paths
+    );
+    assert!(
+        seen.field_selectors
+            .iter()
+            .all(|selector| selector == "spec.nodeName=node-1"),
+        "{:?}",
+        seen.field_selectors
+    );
+    assert!(seen.lists >= 1 && !seen.watch_versions.is_empty());
+    assert_eq!(
+        metric(processor.port, "processor_kubernetes_api_up"),
+        Some(1.0)
+    );
+    assert_eq!(warnings_in(&processor.log), 1, "only the unparsed source's");
+    let (status, _) = processor.terminate(Duration::from_secs(15));
+    assert!(status.success());
+}
+
+/// Node mode needs the node's name; without it the processor refuses to start and says which
+/// variable to set and where it comes from.
+#[test]
+fn node_mode_without_node_name_is_refused_at_start() {
+    let pod = TestPod::new();
+    let out = Command::new(bin("processor"))
+        .arg("--rules")
+        .arg(pod.path("rules.yaml"))
+        .arg("--input-dir")
+        .arg(pod.path("collected"))
+        .arg("--journal-dir")
+        .arg(pod.path("processed"))
+        .args(["--kubernetes-metadata", "node"])
+        .env_remove("NODE_NAME")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("NODE_NAME is not set") && stderr.contains("spec.nodeName"),
         "{stderr}"
     );
 }

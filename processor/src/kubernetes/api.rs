@@ -103,12 +103,18 @@ impl ApiPod {
         object.insert("labels".into(), string_map(&self.labels));
         object.insert("annotations".into(), string_map(&self.annotations));
         object.insert("container_images".into(), string_map(&self.images));
+        self.insert_owners(&mut object);
+        object
+    }
+
+    /// Adds `owner` (the top of the chain) and `owner_chain` (nearest first) when the pod has
+    /// an owner: the one shape both the own-pod and the node paths give.
+    pub fn insert_owners(&self, object: &mut Map<String, Value>) {
         if let Some(top) = self.owners.last() {
             object.insert("owner".into(), top.to_json());
             let chain = self.owners.iter().map(Owner::to_json).collect();
             object.insert("owner_chain".into(), Value::Array(chain));
         }
-        object
     }
 }
 
@@ -122,7 +128,7 @@ fn image_of(container: &Container) -> Option<(String, String)> {
     Some((container.name.clone(), container.image.clone()?))
 }
 
-fn string_map(map: &BTreeMap<String, String>) -> Value {
+pub(super) fn string_map(map: &BTreeMap<String, String>) -> Value {
     Value::Object(
         map.iter()
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
@@ -178,9 +184,9 @@ pub struct ApiView {
 /// The API path's metrics.
 #[derive(Debug, Clone, Default)]
 pub struct ApiMetrics {
-    up: Gauge,
+    pub(super) up: Gauge,
     errors: Family<Vec<(String, String)>, Counter>,
-    updates: Counter,
+    pub(super) updates: Counter,
 }
 
 impl ApiMetrics {
@@ -203,7 +209,7 @@ impl ApiMetrics {
         );
     }
 
-    fn count_error(&self, reason: &str) {
+    pub(super) fn count_error(&self, reason: &str) {
         self.errors
             .get_or_create(&vec![("reason".to_owned(), reason.to_owned())])
             .inc();
@@ -221,11 +227,11 @@ pub fn spawn(
     let (sender, receiver) = watch::channel(ApiView::default());
     background.spawn(async move {
         let mut outage = Outage::default();
-        let client = match client(&settings) {
+        let client = match client(settings.url.as_ref()) {
             Ok(client) => client,
             Err(e) => {
                 metrics.count_error("no_credentials");
-                outage.begin(&settings, "no_credentials", &e.to_string());
+                unavailable(&mut outage, &settings, "no_credentials", &e.to_string());
                 mark_answered(&sender);
                 return;
             }
@@ -240,8 +246,9 @@ pub async fn first_answer(receiver: &mut watch::Receiver<ApiView>, wait: Duratio
     let _ = tokio::time::timeout(wait, receiver.wait_for(|view| view.answered)).await;
 }
 
-fn client(settings: &ApiSettings) -> anyhow::Result<Client> {
-    let config = match &settings.url {
+/// A client for `url` (plain HTTP, no credentials), or the in-cluster address and token.
+pub(super) fn client(url: Option<&http::Uri>) -> anyhow::Result<Client> {
+    let config = match url {
         Some(url) => kube::Config::new(url.clone()),
         None => kube::Config::incluster().map_err(|e| {
             anyhow::anyhow!("no in-cluster API access (is a service account token mounted?): {e}")
@@ -279,7 +286,7 @@ async fn watch_pod(
                 Ok(Event::Init) => listed = false,
                 Ok(Event::InitApply(pod) | Event::Apply(pod)) => {
                     listed = true;
-                    outage.end();
+                    outage.end("pod metadata");
                     metrics.up.set(1);
                     metrics.updates.inc();
                     publish(sender, ApiPod::from_pod(&pod));
@@ -289,7 +296,7 @@ async fn watch_pod(
                     metrics.count_error("not_found");
                     let detail =
                         format!("no pod {:?} in namespace {namespace:?}", settings.pod_name);
-                    outage.begin(settings, "not_found", &detail);
+                    unavailable(outage, settings, "not_found", &detail);
                     mark_answered(sender);
                 }
                 Ok(Event::InitDone) => {}
@@ -302,7 +309,7 @@ async fn watch_pod(
                     metrics.count_error(reason);
                     if reason != "gone" {
                         metrics.up.set(0);
-                        outage.begin(settings, reason, &e.to_string());
+                        unavailable(outage, settings, reason, &e.to_string());
                         mark_answered(sender);
                         continue;
                     }
@@ -337,7 +344,7 @@ fn publish(sender: &watch::Sender<ApiView>, pod: ApiPod) {
 }
 
 /// A short, stable name for why a watch request failed.
-fn reason_of(error: &watcher::Error) -> &'static str {
+pub(super) fn reason_of(error: &watcher::Error) -> &'static str {
     let code = match error {
         watcher::Error::WatchError(status) => Some(status.code),
         watcher::Error::InitialListFailed(e)
@@ -360,36 +367,46 @@ fn reason_of(error: &watcher::Error) -> &'static str {
 
 /// Says once that API metadata is unavailable, and once that it is back.
 #[derive(Debug, Default)]
-struct Outage {
+pub(super) struct Outage {
     since: Option<std::time::Instant>,
 }
 
 impl Outage {
-    fn begin(&mut self, settings: &ApiSettings, reason: &str, detail: &str) {
+    /// Notes a failure; returns whether it starts an outage, which the caller then warns of
+    /// (once, in its own words). A failure during an outage is logged at debug only.
+    pub(super) fn begin(&mut self, reason: &str, detail: &str) -> bool {
         if self.since.is_some() {
             debug!(
                 reason,
                 error = detail,
                 "The Kubernetes API is still unavailable."
             );
-            return;
+            return false;
         }
         self.since = Some(std::time::Instant::now());
+        true
+    }
+
+    /// Notes an answer; says, with `what` records carry again, that the API is back.
+    pub(super) fn end(&mut self, what: &str) {
+        if let Some(since) = self.since.take() {
+            info!(
+                down_s = since.elapsed().as_secs(),
+                "The Kubernetes API answers again; records carry its {what}."
+            );
+        }
+    }
+}
+
+/// Starts or continues an outage of the own-pod watch, warning once.
+fn unavailable(outage: &mut Outage, settings: &ApiSettings, reason: &str, detail: &str) {
+    if outage.begin(reason, detail) {
         warn!(
             pod = settings.pod_name,
             reason,
             error = detail,
             "Cannot read the pod from the Kubernetes API; records carry the Downward API metadata (and the last pod seen, if any) until it answers. Retrying with backoff; this is said once."
         );
-    }
-
-    fn end(&mut self) {
-        if let Some(since) = self.since.take() {
-            info!(
-                down_s = since.elapsed().as_secs(),
-                "The Kubernetes API answers again; records carry its pod metadata."
-            );
-        }
     }
 }
 

@@ -1,10 +1,21 @@
-//! Pod metadata, added to every record as one `kubernetes` object: always what the Downward
-//! API gives (environment and volume), and with `--kubernetes-metadata api` what the API
-//! server says of the pod (labels, annotations, container images, owner chain), which then
-//! wins for labels and annotations.
+//! Pod metadata, added to records as a `kubernetes` object, in one of two shapes.
+//!
+//! The processor as a sidecar of the pod whose logs it reads: one object shared by every
+//! record, always what the Downward API gives (environment and volume), and with
+//! `--kubernetes-metadata api` what the API server says of the pod (labels, annotations,
+//! container images, owner chain), which then wins for labels and annotations.
+//!
+//! The processor in node mode (`--kubernetes-metadata node`, a DaemonSet over the kubelet's
+//! `/var/log/pods`): one object per source file, taken from the source's path
+//! (`<namespace>_<pod>_<uid>/<container>/<file>`) and from the API server's view of the pods on
+//! the node ([`node`]).
+//!
+//! Easy to get wrong: which pod. In node mode the processor's own Downward API describes the
+//! DaemonSet's pod, not the record's, so only `NODE_NAME` is taken from it.
 
 pub mod api;
 mod downward;
+pub mod node;
 
 use std::path::PathBuf;
 
@@ -13,6 +24,7 @@ use tokio::sync::watch;
 
 pub use api::{ApiMetrics, ApiSettings, ApiView};
 use downward::DownwardVolume;
+pub use node::{NodeMetadata, NodeMetrics, NodeSettings};
 
 /// The record field the metadata goes under.
 pub const FIELD: &str = "kubernetes";
