@@ -259,8 +259,14 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Catches the index up and checks that every named source was seen.
-async fn check_sources(state: &ApiState, sources: &[String]) -> Result<(), Response> {
+/// Catches the index up and checks that every named source was seen. With `container_hint`,
+/// an unknown source that names a container says to use `container=` (a container runtime's
+/// files are all `0.log`, so a container's name is what people type).
+async fn check_sources(
+    state: &ApiState,
+    sources: &[String],
+    container_hint: bool,
+) -> Result<(), Response> {
     let unseen: Vec<String> = {
         let index = state.index.lock();
         sources
@@ -292,19 +298,34 @@ async fn check_sources(state: &ApiState, sources: &[String]) -> Result<(), Respo
         return Ok(());
     }
     update_index(state).await.map_err(internal)?;
-    let index = state.index.lock();
-    if let Some(unknown) = missing.iter().find(|s| !index.knows(s)) {
+    let (unknown, mut message) = {
+        let index = state.index.lock();
+        let Some(unknown) = missing.into_iter().find(|s| !index.knows(s)) else {
+            return Ok(());
+        };
         let known = index.names();
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            Some("source"),
-            format!(
-                "source: unknown source {unknown:?} (known: {})",
-                sidecar_core::query::known_list(&known)
-            ),
-        ));
+        let message = format!(
+            "source: unknown source {unknown:?} (known: {})",
+            sidecar_core::query::known_list(&known)
+        );
+        (unknown, message)
+    };
+    if container_hint {
+        let dir = state.dir.clone();
+        let chunk = state.limits.chunk_bytes;
+        let name = unknown.clone();
+        let is_container =
+            tokio::task::spawn_blocking(move || scan::has_container(&dir, &name, chunk))
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+        if is_container {
+            message.push_str(&format!(
+                "; {unknown:?} is a container: use container={unknown}"
+            ));
+        }
     }
-    Ok(())
+    Err(error(StatusCode::NOT_FOUND, Some("source"), message))
 }
 
 /// A category no retained record has is an error that lists the known ones, as an unknown
@@ -337,7 +358,8 @@ async fn logs_response(state: &ApiState, raw: &str) -> Response {
         Ok(r) => r,
         Err(e) => return param_error(&e),
     };
-    if let Err(response) = check_sources(state, &request.filter.sources).await {
+    let container_hint = request.filter.containers.is_empty();
+    if let Err(response) = check_sources(state, &request.filter.sources, container_hint).await {
         return response;
     }
     if let Some(category) = &request.filter.category {
@@ -529,7 +551,7 @@ async fn source_logs_response(state: &ApiState, source: String, raw: &str) -> Re
             }
         }
     }
-    if let Err(response) = check_sources(state, std::slice::from_ref(&source)).await {
+    if let Err(response) = check_sources(state, std::slice::from_ref(&source), true).await {
         return response;
     }
     let Ok(_turn) = state.queries.acquire().await else {

@@ -27,8 +27,19 @@ const TAIL_MAX_BYTES: usize = 32 << 20;
 
 /// Flags of `forwarder logs`.
 #[derive(Debug, Clone, Args)]
+#[command(after_help = "\
+Filters combine: a record must pass each one given; several values of one filter (SOURCE…,
+--container, --pod, --namespace) keep records of any of them.
+
+Examples:
+  forwarder logs -f -n 20 access.log               last 20 records of access.log, then new ones
+  forwarder logs --stderr --container web          one container's stderr (node mode)
+  forwarder logs --namespace shop --pod shop-7d9f  one pod's records, every container
+  forwarder logs --server http://pod-ip:9104 -c web -c db --since 10m")]
 pub struct LogsArgs {
-    /// Source file names (e.g. access.log); none: every source.
+    /// Source file names (e.g. access.log); none: every source. A container runtime's files
+    /// are all named 0.log: select a container with --container instead.
+    #[arg(value_name = "SOURCE")]
     pub sources: Vec<String>,
     /// Keep printing records as they are committed, until Ctrl+C.
     #[arg(short = 'f', long)]
@@ -57,6 +68,18 @@ pub struct LogsArgs {
     /// Only what containers wrote to stderr (with --stdout too: both, the default).
     #[arg(long)]
     pub stderr: bool,
+    /// Only records of this container (kubernetes.container_name, set in node mode); repeat
+    /// it for several.
+    #[arg(short = 'c', long = "container", value_name = "NAME")]
+    pub containers: Vec<String>,
+    /// Only records of this pod (kubernetes.pod_name, set when the processor adds Kubernetes
+    /// metadata); repeat it for several.
+    #[arg(long = "pod", value_name = "NAME")]
+    pub pods: Vec<String>,
+    /// Only records of this namespace (kubernetes.namespace); repeat it for several. Long
+    /// form only: -n is --tail.
+    #[arg(long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
     /// Minimum level: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     #[arg(long)]
     pub level: Option<String>,
@@ -125,6 +148,15 @@ impl LogsArgs {
         for source in &self.sources {
             add("source", source);
         }
+        for (name, values) in [
+            ("container", &self.containers),
+            ("pod", &self.pods),
+            ("namespace", &self.namespaces),
+        ] {
+            for value in values {
+                add(name, value);
+            }
+        }
         if let Some(n) = &self.tail {
             add("tail", n);
         }
@@ -185,7 +217,7 @@ fn local(args: &LogsArgs, request: &LogsRequest, out: &mut Printer) -> Result<()
             dir.display()
         )));
     }
-    check_sources(dir, &request.filter.sources)?;
+    check_sources(dir, request)?;
     if let Some(category) = &request.filter.category {
         check_category(dir, category)?;
     }
@@ -274,10 +306,11 @@ impl QueryOutput for Streamed<'_> {
     }
 }
 
-/// An unknown source is a usage error that lists the known ones.
-fn check_sources(dir: &std::path::Path, sources: &[String]) -> Result<(), CliError> {
+/// An unknown source is a usage error that lists the known ones; when no container is selected
+/// and the name is a container's, it also says to use --container.
+fn check_sources(dir: &std::path::Path, request: &LogsRequest) -> Result<(), CliError> {
     let mut missing = Vec::new();
-    for source in sources {
+    for source in &request.filter.sources {
         // A backward look finds a source that logged lately at once.
         let found = scan::has_source(dir, source, scan::DEFAULT_CHUNK_BYTES)
             .map_err(|e| CliError::Failed(format!("{e:#}")))?;
@@ -292,14 +325,23 @@ fn check_sources(dir: &std::path::Path, sources: &[String]) -> Result<(), CliErr
     index
         .update(usize::MAX)
         .map_err(|e| CliError::Failed(format!("{e:#}")))?;
-    if let Some(unknown) = missing.iter().find(|s| !index.knows(s)) {
-        let known = index.names();
-        return Err(CliError::Usage(format!(
-            "unknown source {unknown:?}; known sources: {}",
-            sidecar_core::query::known_list(&known)
-        )));
+    let Some(unknown) = missing.iter().find(|s| !index.knows(s)) else {
+        return Ok(());
+    };
+    let known = index.names();
+    let mut message = format!(
+        "unknown source {unknown:?}; known sources: {}",
+        sidecar_core::query::known_list(&known)
+    );
+    if request.filter.containers.is_empty()
+        && scan::has_container(dir, unknown, scan::DEFAULT_CHUNK_BYTES)
+            .map_err(|e| CliError::Failed(format!("{e:#}")))?
+    {
+        message.push_str(&format!(
+            "; {unknown:?} is a container: use --container {unknown}"
+        ));
     }
-    Ok(())
+    Err(CliError::Usage(message))
 }
 
 /// An unknown category is a usage error that lists the known ones, as an unknown source is.
@@ -403,7 +445,8 @@ fn remote_message(message: &str) -> String {
     match message.split_once(": ") {
         Some(("source", rest)) => rest
             .replacen(" (known: ", "; known sources: ", 1)
-            .replace(')', ""),
+            .replace(')', "")
+            .replacen(": use container=", ": use --container ", 1),
         Some(("category", rest)) => format!(
             "--category: {}",
             rest.replacen(" (known: ", "; known categories: ", 1)
@@ -502,6 +545,16 @@ mod tests {
         assert_eq!(
             remote_message("source: unknown source \"x\" (known: a.log, b.log)"),
             "unknown source \"x\"; known sources: a.log, b.log"
+        );
+        assert_eq!(
+            remote_message(
+                "source: unknown source \"web\" (known: 0.log); \"web\" is a container: use container=web"
+            ),
+            "unknown source \"web\"; known sources: 0.log; \"web\" is a container: use --container web"
+        );
+        assert_eq!(
+            remote_message("container: \"Web\" is not a Kubernetes container name (…)"),
+            "--container: \"Web\" is not a Kubernetes container name (…)"
         );
     }
 }

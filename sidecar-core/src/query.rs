@@ -1,7 +1,8 @@
 //! The query: which processed records an operator asked for, and how to show them.
 //!
 //! A [`Filter`] is built once from the parameters (sources, time bounds, minimum level,
-//! category, a regex on the message) and then tested against raw journal lines; [`scan`] finds
+//! category, stream, container, pod, namespace, a regex on the message) and then tested
+//! against raw journal lines; [`scan`] finds
 //! the lines (the last N by reading segments backwards, a time window by seeking to it, or a
 //! follow from the committed end), [`index`] keeps per-source counts for `/sources` and
 //! `/stats`. Queries read the journal files themselves and never publish a cursor, so a slow
@@ -10,7 +11,9 @@
 //! Easy to get wrong: time bounds compare `collected_at`, which the collector stamps per batch
 //! in one fixed format (RFC 3339, UTC, milliseconds), so a bound is turned into that same text
 //! once and compared as a string: the journal is in `collected_at` order, which is what lets a
-//! tail stop early and a `since` seek skip whole segments.
+//! tail stop early and a `since` seek skip whole segments. Likewise, the pod metadata sits in a
+//! nested `kubernetes` object that a filter on container, pod or namespace needs and no other
+//! does: it is kept as raw text and parsed only when such a filter is set.
 
 pub mod index;
 pub mod request;
@@ -22,6 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use regex::Regex;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::record::{field, string_or_absent, Stream};
@@ -163,6 +167,27 @@ pub struct RecordView<'a> {
     /// `stream` (a container's stdout or stderr).
     #[serde(borrow, default, deserialize_with = "string_or_absent")]
     pub stream: Option<Cow<'a, str>>,
+    /// `kubernetes`, the pod metadata the processor adds, as written: skipping a nested object
+    /// costs the parser the same whether it is kept or not, and only a filter on container,
+    /// pod or namespace pays for reading its members ([`RecordView::kubernetes`]).
+    #[serde(borrow, default)]
+    pub kubernetes: Option<&'a RawValue>,
+}
+
+/// The members of a record's `kubernetes` object a query selects by. A member that is missing
+/// or not a string reads as absent, as the top-level fields do.
+#[derive(Debug, Default, Deserialize)]
+pub struct KubernetesView<'a> {
+    /// `kubernetes.namespace`.
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
+    pub namespace: Option<Cow<'a, str>>,
+    /// `kubernetes.pod_name`.
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
+    pub pod_name: Option<Cow<'a, str>>,
+    /// `kubernetes.container_name` (only in node mode: a sidecar pod's records come from
+    /// files, not from one container).
+    #[serde(borrow, default, deserialize_with = "string_or_absent")]
+    pub container_name: Option<Cow<'a, str>>,
 }
 
 impl<'a> RecordView<'a> {
@@ -175,6 +200,63 @@ impl<'a> RecordView<'a> {
     /// The record's level.
     pub fn level(&self) -> Level {
         Level::of_record(self.log_level.as_deref())
+    }
+
+    /// Parses the record's `kubernetes` object; empty when there is none or it is not an
+    /// object.
+    pub fn kubernetes(&self) -> KubernetesView<'a> {
+        self.kubernetes
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Which Kubernetes name a `container`, `pod` or `namespace` parameter holds, for its check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubernetesName {
+    /// A container name: a DNS label.
+    Container,
+    /// A pod name: a DNS subdomain.
+    Pod,
+    /// A namespace: a DNS label.
+    Namespace,
+}
+
+impl KubernetesName {
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Container => "container",
+            Self::Pod => "pod",
+            Self::Namespace => "namespace",
+        }
+    }
+
+    /// Whether `name` is one Kubernetes accepts for this kind of object: containers and
+    /// namespaces are RFC 1123 labels (at most 63 characters), pods RFC 1123 subdomains (at
+    /// most 253), per https://kubernetes.io/docs/concepts/overview/working-with-objects/names/.
+    fn is_valid(self, name: &str) -> bool {
+        fn is_label(label: &str) -> bool {
+            let bytes = label.as_bytes();
+            (1..=63).contains(&bytes.len())
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                && bytes[0] != b'-'
+                && bytes[bytes.len() - 1] != b'-'
+        }
+        match self {
+            Self::Container | Self::Namespace => is_label(name),
+            Self::Pod => name.len() <= 253 && name.split('.').all(is_label),
+        }
+    }
+
+    fn rule(self) -> &'static str {
+        match self {
+            Self::Container | Self::Namespace => {
+                "lowercase letters, digits and '-', at most 63 characters"
+            }
+            Self::Pod => "lowercase letters, digits, '-' and '.', at most 253 characters",
+        }
     }
 }
 
@@ -195,6 +277,12 @@ pub struct Filter {
     pub grep: Option<Regex>,
     /// Records a container wrote to this stream.
     pub stream: Option<Stream>,
+    /// Records of these containers (`kubernetes.container_name`); empty: any, also none.
+    pub containers: Vec<String>,
+    /// Records of these pods (`kubernetes.pod_name`); empty: any, also none.
+    pub pods: Vec<String>,
+    /// Records of these namespaces (`kubernetes.namespace`); empty: any, also none.
+    pub namespaces: Vec<String>,
 }
 
 impl Filter {
@@ -256,6 +344,15 @@ impl Filter {
                 return false;
             }
         }
+        if self.selects_kubernetes() {
+            let kubernetes = view.kubernetes();
+            if !is_one_of(&self.containers, kubernetes.container_name.as_deref())
+                || !is_one_of(&self.pods, kubernetes.pod_name.as_deref())
+                || !is_one_of(&self.namespaces, kubernetes.namespace.as_deref())
+            {
+                return false;
+            }
+        }
         if let Some(grep) = &self.grep {
             let text = match (&view.message, &view.line) {
                 (Some(m), _) => Cow::Borrowed(m.as_ref()),
@@ -277,6 +374,43 @@ impl Filter {
             && self.category.is_none()
             && self.grep.is_none()
             && self.stream.is_none()
+            && !self.selects_kubernetes()
+    }
+
+    fn selects_kubernetes(&self) -> bool {
+        !(self.containers.is_empty() && self.pods.is_empty() && self.namespaces.is_empty())
+    }
+
+    /// Parses a `container`, `pod` or `namespace` parameter: one name or several,
+    /// comma-separated, each checked against the Kubernetes rules for that kind of name, so a
+    /// typo (`Web`, `web,`) is refused instead of silently matching nothing.
+    ///
+    /// # Errors
+    /// When a name is empty or not one Kubernetes would accept.
+    pub fn parse_names(
+        parameter: &str,
+        kind: KubernetesName,
+        text: &str,
+    ) -> Result<Vec<String>, ParamError> {
+        let noun = kind.noun();
+        text.split(',')
+            .map(str::trim)
+            .map(|name| {
+                if name.is_empty() {
+                    Err(ParamError::new(
+                        parameter,
+                        format!("empty {noun} name in {text:?}"),
+                    ))
+                } else if !kind.is_valid(name) {
+                    Err(ParamError::new(
+                        parameter,
+                        format!("{name:?} is not a Kubernetes {noun} name ({})", kind.rule()),
+                    ))
+                } else {
+                    Ok(name.to_owned())
+                }
+            })
+            .collect()
     }
 
     /// Parses a `stream` parameter.
@@ -428,6 +562,11 @@ impl Output {
     }
 }
 
+/// Whether `value` is one of `names`; no names: anything (also no value) is.
+fn is_one_of(names: &[String], value: Option<&str>) -> bool {
+    names.is_empty() || value.is_some_and(|v| names.iter().any(|n| n == v))
+}
+
 /// The names a "known: …" part of an error lists, or `none yet`.
 pub fn known_list(names: &[String]) -> String {
     if names.is_empty() {
@@ -554,6 +693,107 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("grep: invalid regex"));
+    }
+
+    fn container_line(container: &str, pod: &str, stream: &str, message: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "source_file": "0.log", "stream": stream, "message": message,
+            "kubernetes": {
+                "namespace": "shop", "pod_name": pod, "pod_uid": "0c6f-11", "container_name": container,
+                "node_name": "node-1", "labels": {"app": "shop"},
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn containers_pods_and_namespaces_select_by_the_kubernetes_object() {
+        let web_err = container_line("web", "shop-7d9f", "stderr", "boom");
+        let web_out = container_line("web", "shop-7d9f", "stdout", "fine");
+        let db_err = container_line("db", "shop-db-0", "stderr", "slow query");
+        let file_line = rec("access.log", "2026-11-22T10:00:00.000Z", "INFO", "GET /");
+        let sidecar_pod = br#"{"source_file":"access.log","kubernetes":{"namespace":"shop","pod_name":"shop-7d9f"}}"#;
+
+        let web = Filter {
+            containers: vec!["web".into()],
+            ..Filter::default()
+        };
+        assert!(web.matches(&web_err) && web.matches(&web_out));
+        assert!(!web.matches(&db_err));
+        // No kubernetes object, or one without container_name: a set filter leaves it out.
+        assert!(!web.matches(&file_line) && !web.matches(sidecar_pod));
+
+        let either = Filter {
+            containers: vec!["db".into(), "web".into()],
+            ..Filter::default()
+        };
+        assert!(either.matches(&web_err) && either.matches(&db_err));
+        assert!(!either.matches(&file_line));
+
+        let web_stderr = Filter {
+            stream: Some(Stream::Stderr),
+            ..web.clone()
+        };
+        assert!(web_stderr.matches(&web_err));
+        assert!(!web_stderr.matches(&web_out) && !web_stderr.matches(&db_err));
+
+        let pod = Filter {
+            pods: vec!["shop-7d9f".into()],
+            namespaces: vec!["shop".into()],
+            ..Filter::default()
+        };
+        assert!(pod.matches(&web_err) && pod.matches(sidecar_pod));
+        assert!(!pod.matches(&db_err) && !pod.matches(&file_line));
+        let elsewhere = Filter {
+            namespaces: vec!["kube-system".into()],
+            ..Filter::default()
+        };
+        assert!(!elsewhere.matches(&web_err));
+
+        // A kubernetes member that is not an object, or a name that is not a string, reads as
+        // absent and hides nothing from a query without these filters.
+        for odd in [
+            &br#"{"source_file":"a.log","kubernetes":"old"}"#[..],
+            br#"{"source_file":"a.log","kubernetes":{"container_name":7}}"#,
+            br#"{"source_file":"a.log","kubernetes":null}"#,
+        ] {
+            assert!(!web.matches(odd), "{}", String::from_utf8_lossy(odd));
+            assert!(Filter::default().matches(odd));
+            assert_eq!(
+                RecordView::decode(odd).source_file.as_deref(),
+                Some("a.log")
+            );
+        }
+        let escaped = br#"{"kubernetes":{"container_name":"w\u0065b"}}"#;
+        assert!(web.matches(escaped));
+    }
+
+    #[test]
+    fn kubernetes_names_are_checked_and_split_on_commas() {
+        assert_eq!(
+            Filter::parse_names("container", KubernetesName::Container, "web, db").unwrap(),
+            ["web", "db"]
+        );
+        assert_eq!(
+            Filter::parse_names("pod", KubernetesName::Pod, "shop-7d9f.x").unwrap(),
+            ["shop-7d9f.x"]
+        );
+        for (kind, bad) in [
+            (KubernetesName::Container, "Web"),
+            (KubernetesName::Container, "web,"),
+            (KubernetesName::Container, ""),
+            (KubernetesName::Container, "-web"),
+            (KubernetesName::Container, "a.b"),
+            (KubernetesName::Namespace, "kube_system"),
+            (KubernetesName::Pod, "shop..x"),
+        ] {
+            let e = Filter::parse_names("p", kind, bad).unwrap_err();
+            assert_eq!(e.parameter, "p");
+            assert!(e.message.contains(kind.noun()), "{e}");
+        }
+        assert!(
+            Filter::parse_names("container", KubernetesName::Container, &"a".repeat(64)).is_err()
+        );
     }
 
     #[test]

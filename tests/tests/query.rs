@@ -683,3 +683,153 @@ fn a_stalled_follower_neither_slows_the_pipeline_nor_holds_back_retention() {
     assert_eq!(metric(api, "forwarder_query_followers"), 1.0);
     drop(stalled);
 }
+
+/// A node-mode record: every container's file is `0.log`, and the processor names the
+/// container in its `kubernetes` object.
+fn push_container_line(w: &mut JournalWriter<u64>, n: u64, container: &str, stream: &str) {
+    w.push(&json!({
+        "id": format!("00000000000000bb-{n}"), "n": n, "source_file": "0.log",
+        "collected_at": journal_time(SystemTime::now()), "stream": stream,
+        "logged_at": "2026-12-06T10:30:45.123456789Z", "log_level": "INFO",
+        "message": format!("{container} {stream} line {n}"),
+        "kubernetes": {
+            "namespace": "shop", "pod_name": format!("shop-{container}-0"), "pod_uid": "5c1d-77",
+            "container_name": container, "node_name": "node-1", "labels": {"app": "shop"},
+        },
+    }));
+}
+
+#[test]
+fn logs_and_the_api_select_one_containers_stderr_lines() {
+    let mut pod = Pod::new();
+    fs::write(pod.path("forwarder.yaml"), "report:\n  interval: 1h\n").unwrap();
+    let dir = pod.path("processed");
+    let mut w = journal(&dir, 4096);
+    // Two containers of two pods, each writing both streams, interleaved across segments; a
+    // file's record without a kubernetes object among them.
+    let mut web_stderr = Vec::new();
+    for n in 0..120u64 {
+        let container = if n % 2 == 0 { "web" } else { "db" };
+        let stream = if n % 3 == 0 { "stderr" } else { "stdout" };
+        if container == "web" && stream == "stderr" {
+            web_stderr.push(n);
+        }
+        push_container_line(&mut w, n, container, stream);
+        if n % 10 == 9 {
+            w.push(&json!({
+                "n": 1000 + n, "source_file": "access.log", "stream": "stderr",
+                "collected_at": journal_time(SystemTime::now()), "message": "no pod here",
+            }));
+            w.commit(&n).unwrap();
+        }
+    }
+    w.commit(&120).unwrap();
+    assert!(list_segments(&dir).unwrap().len() > 3);
+    assert_eq!(web_stderr.len(), 20);
+    Cursor::new(w.end(), json!({ "sinks": {} }))
+        .store(&dir, "forwarder", Durability::PageCache)
+        .unwrap();
+    let forwarder = pod.start(StageKind::Forwarder);
+    let api = forwarder.api_port;
+    let input_dir = dir.to_str().unwrap();
+
+    // From the journal, and through the API, with the flags or the parameters.
+    let local = logs_cli(&[
+        "--input-dir",
+        input_dir,
+        "--stderr",
+        "--container",
+        "web",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(local.status.code(), Some(0), "{}", stderr(&local));
+    assert_eq!(numbers(&stdout_lines(&local)), web_stderr);
+    let server = format!("http://127.0.0.1:{api}");
+    let remote = logs_cli(&["--server", &server, "--stderr", "-c", "web", "-o", "json"]);
+    assert_eq!(remote.status.code(), Some(0), "{}", stderr(&remote));
+    assert_eq!(numbers(&stdout_lines(&remote)), web_stderr);
+    let r = get(api, "/logs?container=web&stream=stderr");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let lines: Vec<String> = r.body.lines().map(str::to_owned).collect();
+    assert_eq!(numbers(&lines), web_stderr);
+    for record in r.records() {
+        assert_eq!(record["kubernetes"]["container_name"], "web");
+        assert_eq!(record["stream"], "stderr");
+    }
+    // A tail counts only the container's lines, and text shows their messages.
+    let text = logs_cli(&[
+        "--input-dir",
+        input_dir,
+        "--stderr",
+        "--container",
+        "web",
+        "-n",
+        "2",
+    ]);
+    let text_lines = stdout_lines(&text);
+    assert_eq!(text_lines.len(), 2, "{text_lines:?}");
+    assert!(
+        text_lines[0].starts_with("0.log INFO    web stderr line 108"),
+        "{}",
+        text_lines[0]
+    );
+    assert!(
+        text_lines[1].starts_with("0.log INFO    web stderr line 114"),
+        "{}",
+        text_lines[1]
+    );
+
+    // Several containers, pods and namespaces: any of them.
+    let both = get(api, "/logs?container=web,db&stream=stderr&fields=n").records();
+    assert_eq!(both.len(), 40);
+    let by_pod = logs_cli(&[
+        "--input-dir",
+        input_dir,
+        "--pod",
+        "shop-db-0",
+        "--pod",
+        "shop-web-0",
+        "--namespace",
+        "shop",
+        "-o",
+        "json",
+        "--fields",
+        "n",
+    ]);
+    assert_eq!(stdout_lines(&by_pod).len(), 120, "{}", stderr(&by_pod));
+    assert_eq!(get(api, "/logs?namespace=kube-system").body, "");
+
+    // Bad names are refused with the parameter or flag named.
+    let r = get(api, "/logs?container=Web");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["parameter"], "container");
+    assert_eq!(get(api, "/logs?pod=").json()["parameter"], "pod");
+    let bad = logs_cli(&["--input-dir", input_dir, "--namespace", "kube_system"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert_eq!(
+        stderr(&bad).trim(),
+        "forwarder logs: --namespace: \"kube_system\" is not a Kubernetes namespace name (lowercase letters, digits and '-', at most 63 characters)"
+    );
+
+    // A container named where a source goes: the source error, and which flag was meant.
+    let named = logs_cli(&["--input-dir", input_dir, "--stderr", "web"]);
+    assert_eq!(named.status.code(), Some(2));
+    assert_eq!(
+        stderr(&named).trim(),
+        "forwarder logs: unknown source \"web\"; known sources: 0.log, access.log; \"web\" is a container: use --container web"
+    );
+    let named = logs_cli(&["--server", &server, "web"]);
+    assert_eq!(named.status.code(), Some(2));
+    assert_eq!(
+        stderr(&named).trim(),
+        "forwarder logs: unknown source \"web\"; known sources: 0.log, access.log; \"web\" is a container: use --container web"
+    );
+    // Any other unknown source keeps its error as it was.
+    let unknown = logs_cli(&["--input-dir", input_dir, "nope.log"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(
+        stderr(&unknown).trim(),
+        "forwarder logs: unknown source \"nope.log\"; known sources: 0.log, access.log"
+    );
+}

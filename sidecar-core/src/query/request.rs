@@ -9,14 +9,23 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::scan::{self, seek_since, Follower};
-use super::{parse_count, parse_time, Filter, Level, Output, ParamError, RecordView};
+use super::{
+    parse_count, parse_time, Filter, KubernetesName, Level, Output, ParamError, RecordView,
+};
 use crate::journal::records as lines;
 use crate::journal::{JournalError, Position};
 
-/// Every parameter `GET /logs` knows.
-pub const PARAMETERS: [&str; 12] = [
+/// Every parameter `GET /logs` knows: `source`, `container`, `pod` and `namespace` take
+/// several names (repeated, or comma-separated) and keep records of any of them; `stream` is
+/// `stdout` or `stderr`; `container`, `pod` and `namespace` compare the processor's
+/// `kubernetes.container_name`, `.pod_name` and `.namespace`, so a record without that member
+/// is left out once the parameter is given.
+pub const PARAMETERS: [&str; 15] = [
     "source",
     "stream",
+    "container",
+    "pod",
+    "namespace",
     "tail",
     "since",
     "until",
@@ -43,7 +52,8 @@ pub struct LogsRequest {
 }
 
 impl LogsRequest {
-    /// Checks named parameters (repeated `source`s add up; `source=a,b` also works).
+    /// Checks named parameters (repeated `source`s add up; `source=a,b` also works; the same
+    /// for `container`, `pod` and `namespace`).
     ///
     /// # Errors
     /// The first parameter that is unknown or whose value is not acceptable.
@@ -71,6 +81,21 @@ impl LogsRequest {
                 "level" => request.filter.min_level = Some(Level::from_param(name, value)?),
                 "category" => request.filter.category = Some(value.clone()),
                 "stream" => request.filter.stream = Some(Filter::parse_stream(name, value)?),
+                "container" => request.filter.containers.extend(Filter::parse_names(
+                    name,
+                    KubernetesName::Container,
+                    value,
+                )?),
+                "pod" => request.filter.pods.extend(Filter::parse_names(
+                    name,
+                    KubernetesName::Pod,
+                    value,
+                )?),
+                "namespace" => request.filter.namespaces.extend(Filter::parse_names(
+                    name,
+                    KubernetesName::Namespace,
+                    value,
+                )?),
                 "fields" => request.output.fields = Output::parse_fields(name, value)?,
                 "format" => {
                     request.output.text = match value.as_str() {
@@ -383,6 +408,34 @@ mod tests {
         assert_eq!(
             String::from_utf8(text).unwrap(),
             "2026-12-06T10:30:45.123456789Z app INFO    boom\n"
+        );
+    }
+
+    #[test]
+    fn containers_pods_and_namespaces_add_up_like_sources() {
+        let now = SystemTime::now();
+        let r = LogsRequest::from_params(
+            &params(&[
+                ("container", "web,db"),
+                ("container", "worker"),
+                ("pod", "shop-7d9f"),
+                ("namespace", "shop"),
+                ("stream", "stderr"),
+            ]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(r.filter.containers, ["web", "db", "worker"]);
+        assert_eq!(r.filter.pods, ["shop-7d9f"]);
+        assert_eq!(r.filter.namespaces, ["shop"]);
+        for (name, value) in [("container", "Web"), ("pod", ""), ("namespace", "a,,b")] {
+            let e = LogsRequest::from_params(&params(&[(name, value)]), now).unwrap_err();
+            assert_eq!(e.parameter, name, "{e}");
+        }
+        let e = LogsRequest::from_params(&params(&[("container", "web_1")]), now).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "container: \"web_1\" is not a Kubernetes container name (lowercase letters, digits and '-', at most 63 characters)"
         );
     }
 

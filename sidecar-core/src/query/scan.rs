@@ -141,6 +141,27 @@ pub fn has_source(dir: &Path, source: &str, chunk_bytes: usize) -> Result<bool, 
         .is_empty())
 }
 
+/// Whether the journal holds a record of the container named `container`
+/// (`kubernetes.container_name`), looking backwards from its end, as [`has_source`] does. For
+/// an error's hint: a container runtime's files are all named `0.log`, so someone who names a
+/// container where a source goes gets told which flag they meant.
+///
+/// # Errors
+/// As [`tail`].
+pub fn has_container(
+    dir: &Path,
+    container: &str,
+    chunk_bytes: usize,
+) -> Result<bool, JournalError> {
+    let filter = Filter {
+        containers: vec![container.to_owned()],
+        ..Filter::default()
+    };
+    Ok(!tail(dir, &filter, 1, chunk_bytes, usize::MAX)?
+        .lines
+        .is_empty())
+}
+
 /// Whole lines of one segment, last first, read in chunks from its end.
 struct BackwardLines {
     path: PathBuf,
@@ -458,6 +479,29 @@ mod tests {
             numbers(&t.lines),
             (7000..10000).step_by(10).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn a_tail_by_container_skips_other_containers_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(dir.path(), 1 << 20);
+        for n in 0..30u64 {
+            let container = ["web", "db", "worker"][n as usize % 3];
+            w.push(&json!({
+                "n": n, "source_file": "0.log", "stream": "stderr", "message": "x",
+                "kubernetes": {"namespace": "shop", "pod_name": "shop-0", "container_name": container},
+            }));
+        }
+        w.push(&json!({"n": 30, "source_file": "access.log", "message": "no pod"}));
+        w.commit(&31).unwrap();
+        let f = Filter {
+            containers: vec!["web".into()],
+            ..Filter::default()
+        };
+        let t = tail(dir.path(), &f, 3, 256, usize::MAX).unwrap();
+        assert_eq!(numbers(&t.lines), [21, 24, 27]);
+        assert!(has_container(dir.path(), "db", 256).unwrap());
+        assert!(!has_container(dir.path(), "access.log", 256).unwrap());
     }
 
     #[test]
