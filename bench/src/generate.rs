@@ -87,6 +87,7 @@ pub fn generate_spread(
     line_bytes: usize,
     files: usize,
     layout: Layout,
+    cri: bool,
 ) -> io::Result<u64> {
     let mut writers = Vec::with_capacity(files);
     for i in 0..files {
@@ -103,13 +104,30 @@ pub fn generate_spread(
     for seq in 0..lines {
         clock_ms += maker.clock_step_ms();
         maker.make(seq, clock_ms, &mut line);
-        writers[seq as usize % files].write_all(line.as_bytes())?;
+        let writer = &mut writers[seq as usize % files];
+        if cri {
+            let header = cri_header(clock_ms);
+            writer.write_all(header.as_bytes())?;
+            bytes += header.len() as u64;
+        }
+        writer.write_all(line.as_bytes())?;
         bytes += line.len() as u64;
     }
     for mut writer in writers {
         writer.flush()?;
     }
     Ok(bytes)
+}
+
+/// What containerd writes before a whole stdout line: `<RFC 3339 nano time> stdout F `.
+fn cri_header(clock_ms: u64) -> String {
+    let mut stamp = String::with_capacity(32);
+    write_timestamp(&mut stamp, clock_ms);
+    // `2026-11-22 10:30:45,123` → `2026-11-22T10:30:45.123000000Z`
+    format!(
+        "{}000000Z stdout F ",
+        stamp.replacen(' ', "T", 1).replacen(',', ".", 1)
+    )
 }
 
 /// How the files of a spread run are laid out.
@@ -126,7 +144,9 @@ impl Layout {
         match self {
             Layout::Flat => dir.join(format!("app-{i:04}.log")),
             Layout::KubeletTree => dir
-                .join(format!("bench_app-{i:04}_{i:08x}-0000-4000-8000-000000000000"))
+                .join(format!(
+                    "bench_app-{i:04}_{i:08x}-0000-4000-8000-000000000000"
+                ))
                 .join("app")
                 .join("0.log"),
         }

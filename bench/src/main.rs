@@ -96,6 +96,10 @@ struct Cli {
     /// `*/*/*.log` (node mode).
     #[arg(long)]
     kubelet_tree: bool,
+    /// With --files: every file in the CRI format (`<time> stdout F <line>`), watched with
+    /// `cri:`, as the container runtime writes a container's stdout.
+    #[arg(long)]
+    cri: bool,
     /// The forwarder also evaluates the `alerts:` of --rules (no target: the report and
     /// /alerts only), as a pod with alerts on does.
     #[arg(long)]
@@ -119,8 +123,8 @@ struct Setup {
 struct RunDirs {
     root: PathBuf,
     logs: PathBuf,
-    /// The `--watch` glob below `logs` (`*.log`; `*/*/*.log` for a kubelet-like tree).
-    watch: String,
+    /// The collector's `--watch` pattern (default `<logs>/*.log`).
+    watch: Option<String>,
     collected: PathBuf,
     processed: PathBuf,
     out: PathBuf,
@@ -131,7 +135,7 @@ impl RunDirs {
         fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         Ok(Self {
             logs: logs.to_owned(),
-            watch: "*.log".into(),
+            watch: None,
             collected: root.join("collected"),
             processed: root.join("processed"),
             out: root.join("out"),
@@ -339,7 +343,9 @@ fn find_binaries(cli: &Cli) -> anyhow::Result<Setup> {
 fn collector_args(setup: &Setup, dirs: &RunDirs, max_unconsumed: Option<&str>) -> Vec<String> {
     let mut args = vec![
         "--watch".into(),
-        format!("{}/{}", dirs.logs.display(), dirs.watch),
+        dirs.watch
+            .clone()
+            .unwrap_or_else(|| format!("{}/*.log", dirs.logs.display())),
         "--journal-dir".into(),
         dirs.collected.display().to_string(),
         "--listen".into(),
@@ -441,33 +447,35 @@ fn run_collector(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow
 /// The many-files run: the collector alone on `--lines` lines in one file, then on the same
 /// lines spread over `files` files, then (with `--kubelet-tree`) over `files` files in
 /// directories of their own.
-fn run_many_files(
-    setup: &Setup,
-    tmp: &Path,
-    cli: &Cli,
-    files: usize,
-) -> anyhow::Result<Vec<Row>> {
+fn run_many_files(setup: &Setup, tmp: &Path, cli: &Cli, files: usize) -> anyhow::Result<Vec<Row>> {
+    let cri = if cli.cri { ", CRI" } else { "" };
     let mut runs = vec![
-        (1, generate::Layout::Flat, "1 file".to_owned()),
-        (files, generate::Layout::Flat, format!("{files} files")),
+        (1, generate::Layout::Flat, format!("1 file{cri}")),
+        (files, generate::Layout::Flat, format!("{files} files{cri}")),
     ];
     if cli.kubelet_tree {
-        let label = format!("{files} files, kubelet tree");
+        let label = format!("{files} files, kubelet tree{cri}");
         runs.push((files, generate::Layout::KubeletTree, label));
     }
     let mut rows = Vec::new();
     for (i, (count, layout, label)) in runs.into_iter().enumerate() {
         let logs = tmp.join(format!("logs-{i}"));
         fs::create_dir_all(&logs)?;
-        let bytes = generate::generate_spread(&logs, cli.lines, cli.line_bytes, count, layout)
-            .context("generating the input")?;
+        let bytes =
+            generate::generate_spread(&logs, cli.lines, cli.line_bytes, count, layout, cli.cri)
+                .context("generating the input")?;
         println!(
             "input: {} lines, {:.1} MB over {label}",
             cli.lines,
             bytes as f64 / 1e6
         );
         let mut dirs = RunDirs::create(tmp.join(format!("run-{i}")), &logs)?;
-        dirs.watch = layout.watch_glob().to_owned();
+        let format = if cli.cri { "cri:" } else { "" };
+        dirs.watch = Some(format!(
+            "{format}{}/{}",
+            logs.display(),
+            layout.watch_glob()
+        ));
         rows.push(run_collector_on(
             setup,
             &dirs,

@@ -408,6 +408,49 @@ fn flatten(
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_inotify_limit_reached_is_named_by_its_sysctl() {
+        let io = |code| notify::Error::io(std::io::Error::from_raw_os_error(code));
+        let watches = Some("fs.inotify.max_user_watches");
+        assert_eq!(
+            limit_of(&notify::Error::new(notify::ErrorKind::MaxFilesWatch)),
+            watches
+        );
+        assert_eq!(limit_of(&io(ENOSPC)), watches);
+        assert_eq!(limit_of(&io(EMFILE)), Some("fs.inotify.max_user_instances"));
+        assert_eq!(limit_of(&io(2)), None);
+    }
+
+    #[test]
+    fn the_watch_follows_the_directories_asked_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let on_event = move |event: &notify::Event| {
+            for path in &event.paths {
+                let _ = tx.send(path.clone());
+            }
+        };
+        let mut watcher = DirWatcher::start_with([a.as_path()], &Wakeup::new(), on_event);
+        assert!(watcher.is_complete());
+        let change = watcher.watch_exactly(&[b.clone(), tmp.path().join("missing")]);
+        assert_eq!(change.added, 1);
+        assert!(!change.complete, "a missing directory cannot be watched");
+        assert_eq!(watcher.unwatched(), 1);
+        let change = watcher.watch_exactly(std::slice::from_ref(&b));
+        assert_eq!((change.added, change.complete), (0, true));
+        std::fs::write(a.join("x.log"), b"x").unwrap();
+        std::fs::write(b.join("x.log"), b"x").unwrap();
+        let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(
+            seen,
+            b.join("x.log"),
+            "a no longer watched directory is quiet"
+        );
+    }
+
     #[tokio::test]
     async fn background_tasks_end_when_the_stage_stops_and_servers_see_it_coming() {
         let background = Background::default();
