@@ -223,6 +223,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let generated =
         generate::generate(&logs, cli.lines, cli.line_bytes).context("generating the input")?;
+    flush_to_disk()?;
     println!(
         "input: {} lines, {:.1} MB ({} B/line) in {:.1} s: {}",
         generated.total_lines(),
@@ -469,6 +470,7 @@ fn run_many_files(setup: &Setup, tmp: &Path, cli: &Cli, files: usize) -> anyhow:
             cli.lines,
             bytes as f64 / 1e6
         );
+        flush_to_disk()?;
         let mut dirs = RunDirs::create(tmp.join(format!("run-{i}")), &logs)?;
         let format = if cli.cri { "cri:" } else { "" };
         dirs.watch = Some(format!(
@@ -485,6 +487,15 @@ fn run_many_files(setup: &Setup, tmp: &Path, cli: &Cli, files: usize) -> anyhow:
         )?);
     }
     Ok(rows)
+}
+
+/// Writes the just-generated input out before the collector starts: with ext4's ordered data
+/// mode, the collector's first fsyncs would otherwise wait for (and be charged with) writing
+/// back hundreds of MB of freshly made files, which swamped the measurement.
+fn flush_to_disk() -> anyhow::Result<()> {
+    let status = std::process::Command::new("sync").status().context("running sync")?;
+    anyhow::ensure!(status.success(), "sync failed: {status}");
+    Ok(())
 }
 
 fn run_collector_on(

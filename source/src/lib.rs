@@ -151,6 +151,15 @@ pub struct TailPosition {
     pub pending: BTreeMap<String, Vec<PendingLine>>,
 }
 
+/// While every directory is watched, the timed listing that backs up its events runs this
+/// many rescan intervals apart: the kernel reports a lost event (queue overflow) itself, which
+/// lists at once.
+pub const WATCHED_BACKSTOP_FACTOR: u32 = 10;
+
+/// While some directories are not watched, they are listed this often at most: soon enough
+/// to see a rotation, not on every turn of a busy loop.
+pub const UNWATCHED_LISTING_EVERY: Duration = Duration::from_millis(100);
+
 /// How many finished rotated files a position remembers.
 pub const FINISHED_REMEMBERED: usize = 64;
 
@@ -419,22 +428,31 @@ impl Tailer {
     }
 
     /// Says how many of [`Tailer::watch_dirs`] are not under a file watch whose events reach
-    /// [`Tailer::early_opener`]'s handler. Until none is, every [`Tailer::rescan_when_due`]
-    /// lists.
+    /// [`Tailer::early_opener`]'s handler. Until none is, [`Tailer::rescan_when_due`] lists
+    /// often ([`UNWATCHED_LISTING_EVERY`]).
     pub fn set_unwatched_dirs(&mut self, count: usize) {
         self.listing_watched = count == 0;
         self.metrics.unwatched_dirs.set(count as i64);
     }
 
     /// Lists the directories ([`Tailer::rescan`]) when their entries may have changed since the
-    /// last listing, or `interval` passed, or they are not all watched. At thousands of lines a
-    /// second the loop turns ~100 times a second; listing and statting every file on each turn
-    /// was most of what the collector did between reads, and a turn caused by appends cannot
-    /// have changed the listing: appends to known files are found by reading them.
+    /// last listing, and otherwise every `interval` × [`WATCHED_BACKSTOP_FACTOR`] while every
+    /// directory is watched, or every [`UNWATCHED_LISTING_EVERY`] while some are not.
+    ///
+    /// At thousands of lines a second the loop turns ~100 times a second; a turn caused by
+    /// appends cannot have changed the listing (appends are found by reading the open files),
+    /// and a watched directory says when its entries change, so the timed listing is only a
+    /// backstop. On a node it lists hundreds of pod directories, and each listing of a watched
+    /// directory is itself three inotify events to filter out.
     pub fn rescan_when_due(&mut self, interval: Duration) {
         let stale = self.listing_stale.swap(false, Ordering::Acquire);
-        let due = self.last_rescan.is_none_or(|at| at.elapsed() >= interval);
-        if stale || due || !self.listing_watched {
+        let every = if self.listing_watched {
+            interval * WATCHED_BACKSTOP_FACTOR
+        } else {
+            UNWATCHED_LISTING_EVERY.min(interval)
+        };
+        let due = self.last_rescan.is_none_or(|at| at.elapsed() >= every);
+        if stale || due {
             self.rescan();
         }
     }
