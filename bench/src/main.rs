@@ -493,7 +493,9 @@ fn run_many_files(setup: &Setup, tmp: &Path, cli: &Cli, files: usize) -> anyhow:
 /// mode, the collector's first fsyncs would otherwise wait for (and be charged with) writing
 /// back hundreds of MB of freshly made files, which swamped the measurement.
 fn flush_to_disk() -> anyhow::Result<()> {
-    let status = std::process::Command::new("sync").status().context("running sync")?;
+    let status = std::process::Command::new("sync")
+        .status()
+        .context("running sync")?;
     anyhow::ensure!(status.success(), "sync failed: {status}");
     Ok(())
 }
