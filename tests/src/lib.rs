@@ -87,6 +87,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `n` distinct free ports: each listener is held until all are bound, since ports taken one
+/// by one with [`free_port`] can repeat once released.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 /// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use e2e_tests::{bin_dir, free_port, read_delivered, require_program, wait_until};
+use e2e_tests::{bin_dir, free_ports, read_delivered, require_program, wait_until};
 
 /// Starting seven debug processes on a loaded two-core machine can be slow; nothing here
 /// depends on how long anything takes, only on it happening within this.
@@ -53,7 +53,7 @@ impl Run {
             "QUERY_API_PORT",
         ]
         .into_iter()
-        .map(|name| (name, free_port()))
+        .zip(free_ports(5))
         .collect();
         Self {
             dir: tempfile::tempdir().unwrap(),
