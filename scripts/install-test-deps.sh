@@ -14,11 +14,13 @@
 #   script (bsdutils)  a terminal for the colored output of `forwarder logs` (query.rs)
 #   openssl            certificates for the TLS tests (network_sinks.rs, redis_syslog_sinks.rs)
 #   redis-server       the redis sink against a real server (redis_syslog_sinks.rs)
+#   nats-server        the nats sink against a real 3-node JetStream cluster (nats_sink.rs)
 #   rsyslogd           the syslog sink against a real rsyslog (redis_syslog_sinks.rs), and
 #   rsyslog-gnutls     its TLS driver, lmnsd_gtls.so
 #   promtool           Prometheus' checker of every /metrics endpoint (metrics_format.rs),
 #                      from Debian's prometheus package
 #   prometheus-alertmanager  alerts delivered to a real Alertmanager (alerts.rs)
+#   clickhouse-server  the clickhouse sink against a real server (clickhouse_sink.rs)
 # rsyslog only recommends logrotate; --no-install-recommends leaves it (and the rest) out.
 set -euo pipefail
 
@@ -45,10 +47,12 @@ need procps "kill (signals in the whole-process tests)" program kill
 need bsdutils "script (terminal output of forwarder logs)" program script
 need openssl "openssl (certificates for the TLS tests)" program openssl
 need redis-server "redis-server (redis sink tests)" program redis-server
+need nats-server "nats-server (nats sink tests)" program nats-server
 need rsyslog "rsyslogd (syslog sink tests)" program rsyslogd
 need rsyslog-gnutls "rsyslog's TLS driver lmnsd_gtls.so (syslog over TLS tests)" tls_driver
 need prometheus "promtool (promtool check metrics on every endpoint)" program promtool
 need prometheus-alertmanager "Alertmanager (alerts tests)" program prometheus-alertmanager
+need clickhouse-server "clickhouse-server (clickhouse sink tests)" program clickhouse-server
 
 ((${#packages[@]} > 0)) || exit 0
 

@@ -1,5 +1,6 @@
 //! `sink-bench`: the forwarder shipping a processed journal to a network sink on loopback —
-//! http (NDJSON), elasticsearch (`_bulk`) and loki (push JSON), each without and with gzip —
+//! http (NDJSON), elasticsearch (`_bulk`), loki (push JSON) and clickhouse (JSONEachRow inserts),
+//! each without and with gzip, and nats (JetStream publishes to a real local nats-server) —
 //! and what it costs: records/s, MB/s of journal, CPU seconds per million records, peak RSS.
 //!
 //! Run with (the forwarder is not built by this command, build it first):
@@ -57,7 +58,7 @@ struct Case {
     lines_per_record: u64,
 }
 
-const CASES: [Case; 6] = [
+const CASES: [Case; 8] = [
     Case {
         name: "http",
         sink: "http",
@@ -93,6 +94,18 @@ const CASES: [Case; 6] = [
         sink: "loki",
         gzip: true,
         lines_per_record: 0,
+    },
+    Case {
+        name: "clickhouse",
+        sink: "clickhouse",
+        gzip: false,
+        lines_per_record: 1,
+    },
+    Case {
+        name: "clickhouse+gzip",
+        sink: "clickhouse",
+        gzip: true,
+        lines_per_record: 1,
     },
 ];
 
@@ -161,7 +174,145 @@ fn main() -> anyhow::Result<()> {
         );
         fs::remove_dir_all(&run)?;
     }
+    if cli
+        .only
+        .as_ref()
+        .is_none_or(|o| "nats".contains(o.as_str()))
+    {
+        let run = tmp.path().join("nats");
+        copy_dir(&journal, &run)?;
+        match measure_nats(&forwarder, &run, cli.records, cli.timeout_secs)? {
+            Some(row) => println!(
+                "{:<20} {:>9} {:>8.2} {:>10.0} {:>7.1} {:>8.2} {:>10.2} {:>9.1} {:>8} {:>9.1}",
+                "nats",
+                cli.records,
+                row.wall_s,
+                cli.records as f64 / row.wall_s,
+                bytes as f64 / 1e6 / row.wall_s,
+                row.cpu_s,
+                row.cpu_s * 1e6 / cli.records as f64,
+                row.sent_bytes as f64 / 1e6,
+                row.requests,
+                row.peak_kib as f64 / 1024.0
+            ),
+            None => {
+                println!("nats: skipped (no nats-server; scripts/install-test-deps.sh installs it)")
+            }
+        }
+        fs::remove_dir_all(&run)?;
+    }
     Ok(())
+}
+
+/// The nats sink into a real single-node JetStream (`nats-server --js`, file storage) on
+/// loopback, a stream made here with the default 2-minute duplicate window. Delivery is
+/// counted from the stream's own message count; `sent_MB` is what the stream stores and
+/// `requests` its messages (one publish each). The server's CPU is not the forwarder's, so it
+/// is left out as with the HTTP receiver.
+fn measure_nats(
+    forwarder: &Path,
+    dir: &Path,
+    records: u64,
+    timeout_secs: u64,
+) -> anyhow::Result<Option<Measured>> {
+    let Some(binary) = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        return Ok(None);
+    };
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let log = fs::File::create(dir.join("nats-server.log"))?;
+    let mut server = std::process::Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--js", "-sd"])
+        .arg(dir.join("nats-store"))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting nats-server")?;
+    let result = (|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let url = format!("nats://127.0.0.1:{port}");
+        let client = {
+            let mut tries = 0;
+            loop {
+                match runtime.block_on(async_nats::connect(url.as_str())) {
+                    Ok(client) => break client,
+                    Err(_) if tries < 100 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => bail!("nats-server does not answer: {e}"),
+                }
+            }
+        };
+        // The context spawns its ack task on the runtime it is built in.
+        let js = {
+            let _runtime = runtime.enter();
+            async_nats::jetstream::new(client)
+        };
+        runtime.block_on(js.create_stream(async_nats::jetstream::stream::Config {
+            name: "LOGS".into(),
+            subjects: vec!["logs.>".into()],
+            ..Default::default()
+        }))?;
+        let stream_state = || {
+            runtime.block_on(async {
+                let mut stream = js.get_stream("LOGS").await.ok()?;
+                stream
+                    .info()
+                    .await
+                    .ok()
+                    .map(|i| (i.state.messages, i.state.bytes))
+            })
+        };
+        let config = dir.join("forwarder.yaml");
+        fs::write(
+            &config,
+            format!(
+                "report:\n  enabled: false\nsinks:\n  - type: nats\n    url: {url}\n    stream: LOGS\n    subject: 'logs.{{source_file}}'\n"
+            ),
+        )?;
+        let args: Vec<String> = vec![
+            "--config".into(),
+            config.display().to_string(),
+            "--input-dir".into(),
+            dir.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        let started = Instant::now();
+        let mut proc = Proc::spawn("forwarder", forwarder, &args, &dir.join("forwarder.log"))?;
+        let deadline = started + Duration::from_secs(timeout_secs);
+        let mut last = (0, 0);
+        while last.0 < records {
+            proc.ensure_running()?;
+            proc.sample();
+            if Instant::now() > deadline {
+                bail!("nats: only {} of {records} records arrived", last.0);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            last = stream_state().unwrap_or(last);
+        }
+        let wall_s = started.elapsed().as_secs_f64();
+        proc.terminate();
+        let usage = proc.reap(Duration::from_secs(30))?;
+        let (got, stored) = stream_state().unwrap_or(last);
+        anyhow::ensure!(got == records, "nats: {got} records stored for {records}");
+        Ok(Measured {
+            wall_s,
+            cpu_s: usage.cpu_s(),
+            peak_kib: usage.peak_rss_kib,
+            sent_bytes: stored,
+            requests: got,
+        })
+    })();
+    let _ = server.kill();
+    let _ = server.wait();
+    result.map(Some)
 }
 
 /// Writes `n` processed records like the processor's (access-log responses, ~380 bytes) as a
@@ -241,6 +392,9 @@ fn measure(
     let config = dir.join("forwarder.yaml");
     let extra = if case.sink == "loki" {
         "    label_fields: [source_file, log_level]\n"
+    } else if case.sink == "clickhouse" {
+        // The receiver answers 200 with an empty body, as ClickHouse does to an insert.
+        "    table: logs\n"
     } else {
         ""
     };

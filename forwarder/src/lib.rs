@@ -192,7 +192,9 @@ pub async fn run(
         metrics.undecodable.clone(),
     );
     sink::network::register_metrics(&mut registry);
+    sink::clickhouse::register_metrics(&mut registry);
     sink::redis::register_metrics(&mut registry);
+    sink::nats::register_metrics(&mut registry);
     sink::syslog::register_metrics(&mut registry);
     sidecar_core::alerts::register_metrics(&mut registry);
     let cursor =

@@ -4,7 +4,7 @@
 //! disk, printed, or acknowledged by a server). The forwarder then commits the journal
 //! position together with every sink's [`Sink::state`], so a sink that keeps files can cut them
 //! back to exactly the committed state on restart. Network sinks ([`http`], [`loki`],
-//! [`elasticsearch`]) share [`network`]: acknowledged requests, retries, and the
+//! [`elasticsearch`], [`clickhouse`]) share [`network`]: acknowledged requests, retries, and the
 //! [`dead_letter`] journal for what a server refuses for good.
 //!
 //! Easy to get wrong: retries. A failed `send` may have delivered part of the batch; the sink
@@ -12,14 +12,17 @@
 
 pub mod alerts;
 mod batch_metrics;
+pub mod clickhouse;
 pub mod dead_letter;
 pub mod elasticsearch;
 pub mod file;
 pub mod http;
 pub mod loki;
+pub mod nats;
 pub mod network;
 pub mod redis;
 pub mod report;
+mod runtime;
 pub mod syslog;
 
 use std::path::{Path, PathBuf};
@@ -278,12 +281,16 @@ pub enum SinkSpec {
     Redis(redis::RedisSpec),
     /// RFC 5424 messages over TCP or UDP (see [`syslog::SyslogSpec`]).
     Syslog(syslog::SyslogSpec),
+    /// JetStream publishes, exactly once into the stream (see [`nats::NatsSpec`]).
+    Nats(nats::NatsSpec),
     /// NDJSON or JSON-array batches POSTed to a URL.
     Http(http::HttpSpec),
     /// Grafana Loki's push API.
     Loki(loki::LokiSpec),
     /// Elasticsearch or OpenSearch `_bulk`.
     Elasticsearch(elasticsearch::ElasticsearchSpec),
+    /// ClickHouse `INSERT … FORMAT JSONEachRow` over HTTP (see [`clickhouse::ClickHouseSpec`]).
+    Clickhouse(clickhouse::ClickHouseSpec),
 }
 
 impl SinkSpec {
@@ -294,8 +301,10 @@ impl SinkSpec {
             SinkSpec::Http(s) => &s.name,
             SinkSpec::Loki(s) => &s.name,
             SinkSpec::Elasticsearch(s) => &s.name,
+            SinkSpec::Clickhouse(s) => &s.name,
             SinkSpec::Redis(s) => &s.name,
             SinkSpec::Syslog(s) => &s.name,
+            SinkSpec::Nats(s) => &s.name,
         }
     }
 
@@ -327,8 +336,10 @@ impl SinkSpec {
                 s.endpoint_spec().validate()?;
                 s.validate_index().map_err(|m| FieldError::new("index", m))
             }
+            SinkSpec::Clickhouse(s) => s.validate(),
             SinkSpec::Redis(s) => s.validate(),
             SinkSpec::Syslog(s) => s.validate(),
+            SinkSpec::Nats(s) => s.validate(),
         }
     }
 }
@@ -454,9 +465,14 @@ pub fn build(
                 spec.clone(),
                 saved.get(&spec.name),
             )?)),
+            SinkSpec::Nats(spec) => sinks.push(Box::new(nats::NatsSink::open(
+                spec.clone(),
+                &file.dead_letter,
+            )?)),
             SinkSpec::Http(s) => sinks.push(s.build(&file.dead_letter)?),
             SinkSpec::Loki(s) => sinks.push(s.build(&file.dead_letter)?),
             SinkSpec::Elasticsearch(s) => sinks.push(s.build(&file.dead_letter)?),
+            SinkSpec::Clickhouse(s) => sinks.push(s.build(&file.dead_letter)?),
         }
     }
     if let Some(spec) = &file.alerts {

@@ -86,6 +86,13 @@ pub trait Protocol: Send {
     fn record_bytes(&self, record: &OutRecord<'_>) -> usize {
         record.raw.len() + 1
     }
+
+    /// Looks at a reply before the shared rules act on it, for a server whose error text says
+    /// more than its status (ClickHouse answers a table that does not fit the rows with 400 or
+    /// 500 alike). By default the status decides.
+    fn review(&mut self, reply: Reply) -> Reply {
+        reply
+    }
 }
 
 /// The records of the current batch still owed, kept across `send` calls.
@@ -207,7 +214,8 @@ impl<P: Protocol> NetworkSink<P> {
             let content_type = self.protocol.content_type();
             // The body goes to the client; keep the allocation's size for the next one.
             self.body = Vec::with_capacity(body.capacity());
-            match self.endpoint.post(&url, content_type, body) {
+            let reply = self.endpoint.post(&url, content_type, body);
+            match self.protocol.review(reply) {
                 Reply::Accepted(reply) => match self.protocol.accepted(&reply, request.len()) {
                     Ok(items) => {
                         let bad = items.retry.len() + items.refused.len();

@@ -2,7 +2,6 @@
 //! endpoint's requests run on.
 
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -14,6 +13,7 @@ use super::metrics::SinkMetrics;
 use super::reply::{classify, describe_error, parse_retry_after, Reply};
 use super::spec::EndpointSpec;
 use crate::signal::CancellationToken;
+use crate::sink::runtime::CLIENT_RUNTIME;
 
 /// An HTTP endpoint: the client with its timeouts, TLS and auth.
 pub struct Endpoint {
@@ -224,17 +224,6 @@ impl Endpoint {
         reply
     }
 }
-
-/// The runtime every HTTP sink's requests run on: one worker thread for all of them, made on
-/// first use and never dropped, so no sink owns or shuts down a runtime. Sinks wait on it from
-/// their lanes' threads (`Handle::block_on`), which are outside any async context.
-static CLIENT_RUNTIME: LazyLock<std::io::Result<tokio::runtime::Runtime>> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("http-sinks")
-        .enable_all()
-        .build()
-});
 
 /// The URL as it may be logged: without user name and password.
 pub fn redact_url(url: &Url) -> String {
