@@ -143,6 +143,27 @@ fn pod_watching(patterns: &[(&str, &str)]) -> Pod {
     pod
 }
 
+/// The texts `forwarder logs <args>` prints for the pod's processed journal, in order.
+fn logs_texts(pod: &Pod, args: &[&str]) -> Vec<String> {
+    let output = Command::new(bin("forwarder"))
+        .arg("logs")
+        .args(args)
+        .args(["-o", "json", "--input-dir"])
+        .arg(pod.path("processed"))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let shown: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let record: Value = serde_json::from_str(l).unwrap();
+            text_of(&record).unwrap().to_owned()
+        })
+        .collect();
+    shown
+}
+
 fn text_of(record: &Value) -> Option<&str> {
     record["message"].as_str().or(record["line"].as_str())
 }
@@ -194,20 +215,7 @@ fn cri_lines_in_pieces_arrive_once_whole_with_their_stream_through_kills_and_rot
     assert_eq!(records.len(), w.written.len());
 
     // `forwarder logs --stderr web.log`: exactly that container's stderr lines, in order.
-    let output = Command::new(bin("forwarder"))
-        .args(["logs", "--stderr", "web.log", "-o", "json", "--input-dir"])
-        .arg(pod.path("processed"))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let shown: Vec<String> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let record: Value = serde_json::from_str(l).unwrap();
-            text_of(&record).unwrap().to_owned()
-        })
-        .collect();
+    let shown = logs_texts(&pod, &["--stderr", "web.log"]);
     let mut stderr: Vec<&str> = (w.written.iter())
         .filter(|(s, _)| *s == "stderr")
         .map(|(_, t)| t.as_str())
@@ -379,28 +387,10 @@ fn node_mode_tails_the_kubelet_tree_and_selects_a_container_by_name() {
     }
 
     // One container of one pod: `web` runs in two pods, so the pod picks it out.
-    let output = Command::new(bin("forwarder"))
-        .args([
-            "logs",
-            "--stderr",
-            "--container",
-            "web",
-            "--pod",
-            "web-55d4f-k8s2m",
-        ])
-        .args(["-o", "json", "--input-dir"])
-        .arg(pod.path("processed"))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let shown: Vec<String> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let record: Value = serde_json::from_str(l).unwrap();
-            text_of(&record).unwrap().to_owned()
-        })
-        .collect();
+    let shown = logs_texts(
+        &pod,
+        &["--stderr", "--container", "web", "--pod", "web-55d4f-k8s2m"],
+    );
     let want: Vec<String> = (writers[2].written.iter())
         .filter(|(s, _)| *s == "stderr")
         .map(|(_, t)| t.clone())
