@@ -5,6 +5,7 @@
 //! Easy to get wrong: readiness. A stage is "up" when its /healthz answers, not when the
 //! process exists; every helper here waits on an observable condition with a deadline.
 
+pub mod fake_http;
 pub mod kube_api;
 
 use std::collections::HashMap;
