@@ -24,6 +24,7 @@ pub mod redis;
 pub mod report;
 mod runtime;
 pub mod syslog;
+pub mod template;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

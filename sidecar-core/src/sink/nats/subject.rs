@@ -1,5 +1,5 @@
-//! The subject template of the nats sink: literal text with `{field}` placeholders, filled per
-//! record, and whether a stream's subjects capture what it makes.
+//! The subject template of the nats sink: a [`Template`] whose values become subject tokens,
+//! and whether a stream's subjects capture what it makes.
 //!
 //! Easy to get wrong: a field's value must stay one subject token. `.` would split it, `*` and
 //! `>` are wildcards a publish may not use, and whitespace ends the subject on the wire; each
@@ -8,21 +8,14 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
-use serde_json::Value;
-
+use super::super::template::{Part, Template};
 use super::super::OutRecord;
+use serde::Deserialize;
 
 /// A parsed `subject:` template.
 #[derive(Debug, Clone)]
 pub struct SubjectTemplate {
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Part {
-    Literal(String),
-    Field(String),
+    template: Template,
 }
 
 /// How much of what a template makes a stream's subjects capture.
@@ -50,41 +43,9 @@ impl SubjectTemplate {
     /// What is wrong, for people: an unclosed or empty placeholder, an empty token, a
     /// wildcard or whitespace in the literal text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            match rest.find(['{', '}']) {
-                Some(at) if rest.as_bytes()[at] == b'}' => {
-                    return Err(format!("{text:?}: '}}' without '{{'"));
-                }
-                Some(at) => {
-                    if at > 0 {
-                        parts.push(Part::Literal(rest[..at].to_owned()));
-                    }
-                    let after = &rest[at + 1..];
-                    let end = after
-                        .find('}')
-                        .ok_or_else(|| format!("{text:?}: '{{' without '}}'"))?;
-                    let name = &after[..end];
-                    if name.is_empty()
-                        || !name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                    {
-                        return Err(format!(
-                            "{text:?}: placeholder {{{name}}} must name a record field (letters, digits, '_', '-')"
-                        ));
-                    }
-                    parts.push(Part::Field(name.to_owned()));
-                    rest = &after[end + 1..];
-                }
-                None => {
-                    parts.push(Part::Literal(rest.to_owned()));
-                    rest = "";
-                }
-            }
-        }
-        for part in &parts {
+        let template = Template::parse(text)?;
+        let parts = template.parts();
+        for part in parts {
             if let Part::Literal(s) = part {
                 if let Some(c) = s
                     .chars()
@@ -96,7 +57,7 @@ impl SubjectTemplate {
                 }
             }
         }
-        let template = Self { parts };
+        let template = Self { template };
         if template.shape().iter().any(|t| t.as_deref() == Some("")) {
             return Err(format!(
                 "{text:?}: every '.'-separated token must be non-empty"
@@ -108,7 +69,7 @@ impl SubjectTemplate {
     /// The template's tokens: `Some(literal)` or `None` for a token a field's value is in.
     fn shape(&self) -> Vec<Option<String>> {
         let mut shape: Vec<Option<String>> = vec![Some(String::new())];
-        for part in &self.parts {
+        for part in self.template.parts() {
             match part {
                 Part::Field(_) => *shape.last_mut().expect("one token at least") = None,
                 Part::Literal(s) => {
@@ -144,29 +105,10 @@ impl SubjectTemplate {
             .filter(|id| !id.is_empty())
             .map(Cow::into_owned);
         let mut subject = String::with_capacity(64);
-        let mut fields = None;
-        for part in &self.parts {
-            match part {
-                Part::Literal(s) => subject.push_str(s),
-                Part::Field(name) => {
-                    let value: Option<Cow<'_, str>> = match name.as_str() {
-                        "source_file" => record.meta.source_file.as_deref().map(Cow::Borrowed),
-                        "log_level" => record.meta.log_level.as_deref().map(Cow::Borrowed),
-                        _ => {
-                            let fields = fields.get_or_insert_with(|| record.fields());
-                            match fields.get(name) {
-                                Some(Value::String(s)) => Some(Cow::Owned(s.clone())),
-                                Some(v @ (Value::Number(_) | Value::Bool(_))) => {
-                                    Some(Cow::Owned(v.to_string()))
-                                }
-                                _ => None,
-                            }
-                        }
-                    };
-                    push_token(&mut subject, value.as_deref().unwrap_or(""));
-                }
-            }
-        }
+        self.template
+            .render(record, &mut subject, |subject, value| {
+                push_token(subject, value.unwrap_or(""));
+            });
         (subject, id)
     }
 }
