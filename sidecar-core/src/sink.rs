@@ -4,7 +4,7 @@
 //! disk, printed, or acknowledged by a server). The forwarder then commits the journal
 //! position together with every sink's [`Sink::state`], so a sink that keeps files can cut them
 //! back to exactly the committed state on restart. Network sinks ([`http`], [`loki`],
-//! [`elasticsearch`], [`clickhouse`]) share [`network`]: acknowledged requests, retries, and the
+//! [`elasticsearch`], [`clickhouse`], [`splunk`]) share [`network`]: acknowledged requests, retries, and the
 //! [`dead_letter`] journal for what a server refuses for good.
 //!
 //! Easy to get wrong: retries. A failed `send` may have delivered part of the batch; the sink
@@ -23,6 +23,7 @@ pub mod network;
 pub mod redis;
 pub mod report;
 mod runtime;
+pub mod splunk;
 pub mod syslog;
 pub mod template;
 
@@ -292,6 +293,8 @@ pub enum SinkSpec {
     Elasticsearch(elasticsearch::ElasticsearchSpec),
     /// ClickHouse `INSERT … FORMAT JSONEachRow` over HTTP (see [`clickhouse::ClickHouseSpec`]).
     Clickhouse(clickhouse::ClickHouseSpec),
+    /// Splunk's HTTP Event Collector (see [`splunk::SplunkHecSpec`]).
+    SplunkHec(splunk::SplunkHecSpec),
 }
 
 impl SinkSpec {
@@ -303,6 +306,7 @@ impl SinkSpec {
             SinkSpec::Loki(s) => &s.name,
             SinkSpec::Elasticsearch(s) => &s.name,
             SinkSpec::Clickhouse(s) => &s.name,
+            SinkSpec::SplunkHec(s) => &s.name,
             SinkSpec::Redis(s) => &s.name,
             SinkSpec::Syslog(s) => &s.name,
             SinkSpec::Nats(s) => &s.name,
@@ -338,6 +342,7 @@ impl SinkSpec {
                 s.validate_index().map_err(|m| FieldError::new("index", m))
             }
             SinkSpec::Clickhouse(s) => s.validate(),
+            SinkSpec::SplunkHec(s) => s.validate(),
             SinkSpec::Redis(s) => s.validate(),
             SinkSpec::Syslog(s) => s.validate(),
             SinkSpec::Nats(s) => s.validate(),
@@ -474,6 +479,7 @@ pub fn build(
             SinkSpec::Loki(s) => sinks.push(s.build(&file.dead_letter)?),
             SinkSpec::Elasticsearch(s) => sinks.push(s.build(&file.dead_letter)?),
             SinkSpec::Clickhouse(s) => sinks.push(s.build(&file.dead_letter)?),
+            SinkSpec::SplunkHec(s) => sinks.push(s.build(&file.dead_letter)?),
         }
     }
     if let Some(spec) = &file.alerts {

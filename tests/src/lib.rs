@@ -680,3 +680,33 @@ pub fn processor_holds_open_past(pod: &Pod, line: &str) -> bool {
             end["offset"].as_u64().unwrap(),
         ) > at
 }
+
+/// The sum of a metric's samples whose line starts with `name` (a name, or a name with the
+/// start of its labels) on a stage's /metrics page.
+pub fn metric(port: u16, name: &str) -> f64 {
+    let (_, body) = http_get(port, "/metrics").unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The entries of a sink's dead-letter journal (`{sink, status, reason, record}` each).
+pub fn dead_letters(pod: &Pod, sink: &str) -> Vec<Value> {
+    let dir = pod.path(&format!("processed/dead-letter/{sink}"));
+    let mut reader =
+        sidecar_core::journal::JournalReader::new(&dir, sidecar_core::journal::Position::default());
+    let Some(end) = reader.committed_end().unwrap() else {
+        return Vec::new();
+    };
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    while reader.read_batch(end, 1 << 20, &mut buf).unwrap() > 0 {
+        out.extend(
+            buf.split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice::<Value>(l).unwrap()),
+        );
+    }
+    out
+}

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e_tests::{
-    exactly_once, free_port, http_get, require_program, wait_until, Pod, StageKind, Writer,
+    exactly_once, free_port, http_get, metric, require_program, wait_until, Pod, StageKind, Writer,
 };
 use serde_json::Value;
 
@@ -224,14 +224,6 @@ fn configure(pod: &Pod, port: u16, table: &str, extra: &str) {
         ),
     )
     .unwrap();
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    let (_, body) = http_get(port, "/metrics").unwrap();
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn wait_for(what: &str, condition: impl FnMut() -> bool) {

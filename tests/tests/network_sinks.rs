@@ -16,9 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e_tests::fake_http::{read_request, FakeServer, Request, Response};
-use e2e_tests::{exactly_once, http_get, wait_until, Pod, StageKind, Writer};
+use e2e_tests::{dead_letters, exactly_once, metric, wait_until, Pod, StageKind, Writer};
 use serde_json::{json, Value};
-use sidecar_core::journal::{JournalReader, Position};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -43,14 +42,6 @@ fn configure(pod: &Pod, extra: &str, sinks: &str, with_archive: bool) {
         ));
     }
     std::fs::write(pod.path("forwarder.yaml"), text).unwrap();
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    let (_, body) = http_get(port, "/metrics").unwrap();
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Records in the requests the server accepted, as JSON.
@@ -87,24 +78,6 @@ fn bulk_reply(items: Vec<Value>) -> Response {
         .iter()
         .any(|i| i["index"]["status"].as_u64() != Some(201));
     Response::json(200, json!({"took": 1, "errors": errors, "items": items}))
-}
-
-fn dead_letters(pod: &Pod, sink: &str) -> Vec<Value> {
-    let dir = pod.path(&format!("processed/dead-letter/{sink}"));
-    let mut reader = JournalReader::new(&dir, Position::default());
-    let Some(end) = reader.committed_end().unwrap() else {
-        return Vec::new();
-    };
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    while reader.read_batch(end, 1 << 20, &mut buf).unwrap() > 0 {
-        out.extend(
-            buf.split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(|l| serde_json::from_slice::<Value>(l).unwrap()),
-        );
-    }
-    out
 }
 
 fn seq_of(r: &Value) -> u64 {

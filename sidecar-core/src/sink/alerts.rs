@@ -248,7 +248,8 @@ impl Delivery {
             }
             let body = encode(target.kind, &owed, &self.generator_url, self.resend);
             match target.endpoint.post(&target.url, "application/json", body) {
-                Reply::Accepted(_) => {
+                // (Partial comes from a protocol's review, never from the endpoint itself.)
+                Reply::Accepted(_) | Reply::Partial(_) => {
                     target.backoff.reset();
                 }
                 Reply::Refused { status, reason } => {

@@ -382,7 +382,7 @@ impl Protocol for InsertProtocol {
         }
     }
 
-    fn review(&mut self, reply: Reply) -> Reply {
+    fn review(&mut self, reply: Reply, _count: usize) -> Reply {
         match reply {
             Reply::Refused { status, reason } => self.review_failure(Some(status), reason),
             Reply::Unavailable {
@@ -825,10 +825,13 @@ mod tests {
             sink: "ch-test".into(),
             last_logged: None,
         };
-        let reply = p.review(Reply::Refused {
-            status: 400,
-            reason: "Code: 41, e.displayText() = DB::Exception: Cannot parse datetime: (while read the value of key collected_at): (at row 1)".into(),
-        });
+        let reply = p.review(
+            Reply::Refused {
+                status: 400,
+                reason: "Code: 41, e.displayText() = DB::Exception: Cannot parse datetime: (while read the value of key collected_at): (at row 1)".into(),
+            },
+            1,
+        );
         match reply {
             Reply::Unavailable { reason, .. } => assert!(
                 reason.starts_with(
@@ -846,18 +849,25 @@ mod tests {
             .get();
         assert_eq!(counted, 1);
         // Another exception (too many parts, memory): retried as it is.
-        let reply = p.review(Reply::Unavailable {
-            reason: "HTTP 500: Code: 252, e.displayText() = DB::Exception: Too many parts".into(),
-            retry_after: None,
-        });
+        let reply = p.review(
+            Reply::Unavailable {
+                reason: "HTTP 500: Code: 252, e.displayText() = DB::Exception: Too many parts"
+                    .into(),
+                retry_after: None,
+            },
+            1,
+        );
         assert!(
             matches!(reply, Reply::Unavailable { reason, .. } if reason.contains("Too many parts"))
         );
         // No ClickHouse text (a proxy's 413): the shared rules decide.
-        let reply = p.review(Reply::Refused {
-            status: 413,
-            reason: "Request Entity Too Large".into(),
-        });
+        let reply = p.review(
+            Reply::Refused {
+                status: 413,
+                reason: "Request Entity Too Large".into(),
+            },
+            1,
+        );
         assert!(matches!(reply, Reply::Refused { status: 413, .. }));
     }
 }

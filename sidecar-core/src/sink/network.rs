@@ -52,13 +52,26 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
     encoder.finish().expect("writing to a Vec cannot fail")
 }
 
-/// What a protocol makes of a 2xx reply, per record of the request.
+/// What a protocol makes of a reply, per record of the request: every position not listed
+/// was taken.
 #[derive(Debug, Default)]
 pub struct ItemResults {
     /// Positions (in the request's record list) the server asks to send again.
     pub retry: Vec<(usize, String)>,
     /// Positions the server refused for good, with status and reason.
     pub refused: Vec<(usize, u16, String)>,
+    /// The server took the request but confirms it later under this id (Splunk's indexer
+    /// acknowledgement): its records count as delivered only once [`Protocol::confirm`] says so.
+    pub awaiting: Option<u64>,
+}
+
+/// What [`Protocol::confirm`] learnt about the requests awaiting confirmation.
+#[derive(Debug, Default)]
+pub struct Confirmations {
+    /// The ids the server confirmed.
+    pub confirmed: Vec<u64>,
+    /// Why the others are not (they are sent again).
+    pub reason: String,
 }
 
 /// One wire protocol on top of the shared machinery.
@@ -87,11 +100,24 @@ pub trait Protocol: Send {
         record.raw.len() + 1
     }
 
-    /// Looks at a reply before the shared rules act on it, for a server whose error text says
-    /// more than its status (ClickHouse answers a table that does not fit the rows with 400 or
-    /// 500 alike). By default the status decides.
-    fn review(&mut self, reply: Reply) -> Reply {
+    /// Looks at a reply to a request of `count` records before the shared rules act on it, for
+    /// a server whose error text says more than its status (ClickHouse answers a table that
+    /// does not fit the rows with 400 or 500 alike; Splunk names the event it stopped at). By
+    /// default the status decides.
+    fn review(&mut self, reply: Reply, count: usize) -> Reply {
+        let _ = count;
         reply
+    }
+
+    /// Waits until the server confirms the requests it took under `ids` (see
+    /// [`ItemResults::awaiting`]), asking through `endpoint`. Only protocols that set
+    /// `awaiting` are asked; by default everything is confirmed.
+    fn confirm(&mut self, endpoint: &mut Endpoint, ids: &[u64]) -> Confirmations {
+        let _ = endpoint;
+        Confirmations {
+            confirmed: ids.to_vec(),
+            reason: String::new(),
+        }
     }
 }
 
@@ -194,6 +220,8 @@ struct Round {
     retry: Vec<usize>,
     refused: Vec<(usize, u16, String)>,
     unavailable: Option<(String, Option<Duration>)>,
+    /// Requests the server took but has yet to confirm, by confirmation id.
+    awaiting: Vec<(u64, Vec<usize>)>,
 }
 
 impl<P: Protocol> NetworkSink<P> {
@@ -215,37 +243,16 @@ impl<P: Protocol> NetworkSink<P> {
             // The body goes to the client; keep the allocation's size for the next one.
             self.body = Vec::with_capacity(body.capacity());
             let reply = self.endpoint.post(&url, content_type, body);
-            match self.protocol.review(reply) {
+            match self.protocol.review(reply, request.len()) {
                 Reply::Accepted(reply) => match self.protocol.accepted(&reply, request.len()) {
-                    Ok(items) => {
-                        let bad = items.retry.len() + items.refused.len();
-                        self.endpoint
-                            .metrics
-                            .records
-                            .inc_by((request.len() - bad) as u64);
-                        if let Some((_, reason)) = items.retry.first() {
-                            warn!(sink = %self.name, items = items.retry.len(), first_reason = %reason, "The server refused some items for now; retrying those alone.");
-                            self.endpoint
-                                .metrics
-                                .retries
-                                .inc_by(items.retry.len() as u64);
-                        }
-                        round
-                            .retry
-                            .extend(items.retry.iter().map(|(i, _)| request[*i]));
-                        round.refused.extend(
-                            items
-                                .refused
-                                .into_iter()
-                                .map(|(i, status, reason)| (request[i], status, reason)),
-                        );
-                    }
+                    Ok(items) => self.take_items(request, items, &mut round),
                     Err(reason) => {
                         self.endpoint.metrics.retries.inc();
                         round.unavailable = Some((reason, None));
                         round.retry.extend(request);
                     }
                 },
+                Reply::Partial(items) => self.take_items(request, items, &mut round),
                 Reply::Refused { status, reason } if request.len() > 1 => {
                     // Which record is bad? Halve until each refusal names one record; the
                     // good halves are delivered on the way.
@@ -267,7 +274,67 @@ impl<P: Protocol> NetworkSink<P> {
                 }
             }
         }
+        self.settle_awaiting(&mut round);
         round
+    }
+
+    /// Books what the server made of each record of `request`.
+    fn take_items(&mut self, request: Vec<usize>, items: ItemResults, round: &mut Round) {
+        if let Some((_, reason)) = items.retry.first() {
+            warn!(sink = %self.name, items = items.retry.len(), first_reason = %reason, "The server refused some items for now; retrying those alone.");
+            self.endpoint
+                .metrics
+                .retries
+                .inc_by(items.retry.len() as u64);
+        }
+        round
+            .retry
+            .extend(items.retry.iter().map(|(i, _)| request[*i]));
+        round.refused.extend(
+            items
+                .refused
+                .iter()
+                .map(|(i, status, reason)| (request[*i], *status, reason.clone())),
+        );
+        let mut not_taken = vec![false; request.len()];
+        for i in items.retry.iter().map(|(i, _)| *i) {
+            not_taken[i] = true;
+        }
+        for i in items.refused.iter().map(|(i, _, _)| *i) {
+            not_taken[i] = true;
+        }
+        let taken: Vec<usize> = request
+            .iter()
+            .zip(not_taken)
+            .filter_map(|(&record, not_taken)| (!not_taken).then_some(record))
+            .collect();
+        match items.awaiting {
+            Some(id) => round.awaiting.push((id, taken)),
+            None => {
+                self.endpoint.metrics.records.inc_by(taken.len() as u64);
+            }
+        }
+    }
+
+    /// Asks the server to confirm the requests it took; what it does not confirm is sent
+    /// again.
+    fn settle_awaiting(&mut self, round: &mut Round) {
+        if round.awaiting.is_empty() {
+            return;
+        }
+        let ids: Vec<u64> = round.awaiting.iter().map(|(id, _)| *id).collect();
+        let answer = self.protocol.confirm(&mut self.endpoint, &ids);
+        for (id, records) in std::mem::take(&mut round.awaiting) {
+            if answer.confirmed.contains(&id) {
+                self.endpoint.metrics.records.inc_by(records.len() as u64);
+            } else {
+                self.endpoint.metrics.retries.inc();
+                round.retry.extend(records);
+                if round.unavailable.is_none() {
+                    round.unavailable = Some((answer.reason.clone(), None));
+                }
+            }
+        }
     }
 }
 

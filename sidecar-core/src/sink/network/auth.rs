@@ -70,6 +70,7 @@ impl AuthSpec {
             AuthSpec::Basic { password_file, .. } => password_file.as_deref(),
             AuthSpec::Bearer { token_file, .. } => token_file.as_deref(),
             AuthSpec::ApiKey { key_file, .. } => key_file.as_deref(),
+            AuthSpec::Splunk { token_file, .. } => token_file.as_deref(),
         }
     }
 }
@@ -143,6 +144,18 @@ fn auth_header(
                 "auth.api_key.key_env",
             )?;
             format!("ApiKey {key}")
+        }
+        AuthSpec::Splunk {
+            token_file,
+            token_env,
+        } => {
+            let token = secret(
+                token_file,
+                token_env,
+                "auth.splunk.token_file",
+                "auth.splunk.token_env",
+            )?;
+            format!("Splunk {token}")
         }
     };
     // The message must not echo the value: it holds the secret.

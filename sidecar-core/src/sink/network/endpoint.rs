@@ -150,6 +150,21 @@ impl Endpoint {
         self.cancel.clone()
     }
 
+    /// Waits `duration` unless the endpoint is cancelled first; false when it was.
+    pub fn pause(&self, duration: Duration) -> bool {
+        let Ok(runtime) = &*CLIENT_RUNTIME else {
+            std::thread::sleep(duration);
+            return !self.cancel.is_cancelled();
+        };
+        let cancel = self.cancel.clone();
+        runtime.handle().block_on(async move {
+            tokio::select! {
+                () = tokio::time::sleep(duration) => true,
+                () = cancel.cancelled() => false,
+            }
+        })
+    }
+
     /// POSTs `body` (uncompressed; gzipped here when configured) to `url` and waits for the
     /// reply, the timeout, or cancellation.
     pub fn post(&mut self, url: &Url, content_type: &'static str, body: Vec<u8>) -> Reply {

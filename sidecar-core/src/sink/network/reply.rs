@@ -18,6 +18,9 @@ pub enum Reply {
         /// The start of the reply body.
         reason: String,
     },
+    /// The server took part of the request and says what became of the rest (made by a
+    /// protocol's `review` only, from an error reply that names the records).
+    Partial(super::ItemResults),
     /// Worth retrying later: 429, 5xx, a timeout or a connection error.
     Unavailable {
         /// What happened, without credentials.

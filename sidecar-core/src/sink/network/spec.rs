@@ -62,6 +62,15 @@ pub enum AuthSpec {
         #[serde(default)]
         key_env: Option<String>,
     },
+    /// `Authorization: Splunk <token>` (a Splunk HTTP Event Collector token).
+    Splunk {
+        /// File holding the token (trailing newline ignored).
+        #[serde(default)]
+        token_file: Option<PathBuf>,
+        /// Environment variable holding the token.
+        #[serde(default)]
+        token_env: Option<String>,
+    },
 }
 
 /// `batch:` of a network sink: how a journal batch is cut into requests.
@@ -343,6 +352,15 @@ impl EndpointSpec<'_> {
                 return bad(
                     "auth.api_key",
                     "set exactly one of key_file and key_env".into(),
+                )
+            }
+            Some(AuthSpec::Splunk {
+                token_file,
+                token_env,
+            }) if token_file.is_some() == token_env.is_some() => {
+                return bad(
+                    "auth.splunk",
+                    "set exactly one of token_file and token_env".into(),
                 )
             }
             _ => {}
