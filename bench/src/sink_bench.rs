@@ -1,6 +1,6 @@
 //! `sink-bench`: the forwarder shipping a processed journal to a network sink on loopback —
-//! http (NDJSON), elasticsearch (`_bulk`), loki (push JSON) and clickhouse (JSONEachRow inserts),
-//! each without and with gzip, and nats (JetStream publishes to a real local nats-server) —
+//! http (NDJSON), elasticsearch (`_bulk`), loki (push JSON), clickhouse (JSONEachRow inserts),
+//! splunk_hec (HEC events) and otlp (protobuf logs), each without and with gzip, and nats (JetStream publishes to a real local nats-server) —
 //! and what it costs: records/s, MB/s of journal, CPU seconds per million records, peak RSS.
 //!
 //! Run with (the forwarder is not built by this command, build it first):
@@ -58,7 +58,7 @@ struct Case {
     lines_per_record: u64,
 }
 
-const CASES: [Case; 8] = [
+const CASES: [Case; 12] = [
     Case {
         name: "http",
         sink: "http",
@@ -106,6 +106,30 @@ const CASES: [Case; 8] = [
         sink: "clickhouse",
         gzip: true,
         lines_per_record: 1,
+    },
+    Case {
+        name: "splunk_hec",
+        sink: "splunk_hec",
+        gzip: false,
+        lines_per_record: 1,
+    },
+    Case {
+        name: "splunk_hec+gzip",
+        sink: "splunk_hec",
+        gzip: true,
+        lines_per_record: 1,
+    },
+    Case {
+        name: "otlp",
+        sink: "otlp",
+        gzip: false,
+        lines_per_record: 0,
+    },
+    Case {
+        name: "otlp+gzip",
+        sink: "otlp",
+        gzip: true,
+        lines_per_record: 0,
     },
 ];
 
@@ -390,13 +414,21 @@ fn measure(
 ) -> anyhow::Result<Measured> {
     let server = Server::start(case.sink == "elasticsearch")?;
     let config = dir.join("forwarder.yaml");
-    let extra = if case.sink == "loki" {
-        "    label_fields: [source_file, log_level]\n"
-    } else if case.sink == "clickhouse" {
+    let extra = match case.sink {
+        "loki" => "    label_fields: [source_file, log_level]\n".to_owned(),
         // The receiver answers 200 with an empty body, as ClickHouse does to an insert.
-        "    table: logs\n"
-    } else {
-        ""
+        "clickhouse" => "    table: logs\n".to_owned(),
+        // An empty 200 is what HEC's success reply needs to be without indexer_ack, and a
+        // full success for OTLP.
+        "splunk_hec" => {
+            let token = dir.join("hec-token");
+            fs::write(&token, "00000000-0000-0000-0000-000000000000\n")?;
+            format!(
+                "    auth: {{splunk: {{token_file: {}}}}}\n    sourcetype: _json\n",
+                token.display()
+            )
+        }
+        _ => String::new(),
     };
     fs::write(
         &config,
@@ -502,7 +534,8 @@ impl Server {
         Ok(server)
     }
 
-    /// Records received: body lines / lines per record, or Loki entries when 0.
+    /// Records received: body lines / lines per record, or Loki entries / OTLP log records
+    /// when 0.
     fn records(&self, lines_per_record: u64) -> u64 {
         self.lines
             .load(Ordering::Relaxed)
@@ -578,6 +611,11 @@ fn serve(stream: TcpStream, bulk: bool, counters: Counters) -> anyhow::Result<()
                 })
                 .unwrap_or(0);
             entries.fetch_add(n as u64, Ordering::Relaxed);
+        } else {
+            // OTLP: each log record carries its id under this attribute key, in protobuf and
+            // JSON alike.
+            let n = memchr::memmem::find_iter(plain, b"log.record.uid").count();
+            entries.fetch_add(n as u64, Ordering::Relaxed);
         }
         let reply = if bulk {
             let mut r = String::from("{\"took\":1,\"errors\":false,\"items\":[");
@@ -603,5 +641,5 @@ fn serve(stream: TcpStream, bulk: bool, counters: Counters) -> anyhow::Result<()
 }
 
 fn memchr_count(bytes: &[u8]) -> u64 {
-    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+    memchr::memchr_iter(b'\n', bytes).count() as u64
 }

@@ -4,8 +4,8 @@
 //! disk, printed, or acknowledged by a server). The forwarder then commits the journal
 //! position together with every sink's [`Sink::state`], so a sink that keeps files can cut them
 //! back to exactly the committed state on restart. Network sinks ([`http`], [`loki`],
-//! [`elasticsearch`], [`clickhouse`], [`splunk`]) share [`network`]: acknowledged requests, retries, and the
-//! [`dead_letter`] journal for what a server refuses for good.
+//! [`elasticsearch`], [`clickhouse`], [`splunk`]) share [`network`]: acknowledged
+//! requests, retries, and the [`dead_letter`] journal for what a server refuses for good.
 //!
 //! Easy to get wrong: retries. A failed `send` may have delivered part of the batch; the sink
 //! must make the retry of the same batch (and a restart from the last commit) idempotent.
@@ -20,6 +20,7 @@ pub mod http;
 pub mod loki;
 pub mod nats;
 pub mod network;
+mod owed;
 pub mod redis;
 pub mod report;
 mod runtime;

@@ -20,8 +20,9 @@ use tracing::{error, info, warn};
 
 use super::dead_letter::{DeadLetter, DeadLetterSpec};
 use super::network::{
-    AuthSpec, BatchId, BatchSpec, Endpoint, EndpointSpec, Reply, RetrySpec, TimeoutSpec, TlsSpec,
+    AuthSpec, BatchSpec, Endpoint, EndpointSpec, Reply, RetrySpec, TimeoutSpec, TlsSpec,
 };
+use super::owed::BatchId;
 use super::{OutRecord, Sink, SinkError};
 use crate::alerts::{self, AlertState, Evaluator, Notification};
 use crate::backoff::Backoff;

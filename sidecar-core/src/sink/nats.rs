@@ -36,7 +36,8 @@ use tracing::{error, info, warn};
 
 use super::batch_metrics::{BatchFamilies, BatchMetrics};
 use super::dead_letter::{DeadLetter, DeadLetterSpec};
-use super::network::{BatchId, RetrySpec, TlsSpec};
+use super::network::{RetrySpec, TlsSpec};
+use super::owed::Owed;
 use super::runtime::CLIENT_RUNTIME;
 use super::{OutRecord, Sink, SinkError};
 use crate::backoff::Backoff;
@@ -390,12 +391,6 @@ struct Connection {
     checked: bool,
 }
 
-/// The records of the current batch still owed, kept across `send` calls.
-struct Owed {
-    batch: BatchId,
-    records: Vec<usize>,
-}
-
 /// One record ready to publish.
 struct Prepared {
     index: usize,
@@ -425,7 +420,7 @@ pub struct NatsSink {
     connection: Option<Connection>,
     backoff: Backoff,
     delay: Option<Duration>,
-    owed: Option<Owed>,
+    owed: Owed,
     dead_letter: DeadLetter,
     cancel: CancellationToken,
     /// The previous attempt failed: say so when the next one succeeds.
@@ -521,7 +516,7 @@ impl NatsSink {
             connection: None,
             backoff: Backoff::new(spec.retry.initial_backoff.0, spec.retry.max_backoff.0),
             delay: None,
-            owed: None,
+            owed: Owed::default(),
             dead_letter,
             cancel: CancellationToken::new(),
             failing: false,
@@ -841,11 +836,7 @@ impl Sink for NatsSink {
         if batch.is_empty() {
             return Ok(());
         }
-        let id = BatchId::of(batch);
-        let owed = match self.owed.take() {
-            Some(owed) if owed.batch == id => owed.records,
-            _ => (0..batch.len()).collect(),
-        };
+        let (id, owed) = self.owed.take_for(batch);
         let started = Instant::now();
         let mut round = match self.ready() {
             Ok(()) => {
@@ -913,11 +904,7 @@ impl Sink for NatsSink {
         self.retried.inc_by(round.retry.len() as u64);
         self.delay = Some(self.backoff.next_delay());
         let owed = round.retry.len();
-        round.retry.sort_unstable();
-        self.owed = Some(Owed {
-            batch: id,
-            records: round.retry,
-        });
+        self.owed.keep(id, round.retry);
         Err(SinkError::Unavailable {
             sink: self.spec.name.clone(),
             url: self.shown.clone(),

@@ -24,6 +24,7 @@ use serde_json::Value;
 use tracing::{error, warn};
 
 use super::dead_letter::{DeadLetter, DeadLetterSpec};
+use super::owed::Owed;
 use super::{OutRecord, Sink, SinkError};
 use crate::backoff::Backoff;
 use crate::signal::CancellationToken;
@@ -121,32 +122,6 @@ pub trait Protocol: Send {
     }
 }
 
-/// The records of the current batch still owed, kept across `send` calls.
-#[derive(Debug)]
-struct Owed {
-    batch: BatchId,
-    records: Vec<usize>,
-}
-
-/// Identifies a batch well enough to know that the forwarder offers the same one again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct BatchId {
-    len: usize,
-    first: u64,
-    last: u64,
-}
-
-impl BatchId {
-    pub(super) fn of(batch: &[OutRecord<'_>]) -> Self {
-        let hash = |r: Option<&OutRecord<'_>>| r.map_or(0, |r| xxhash_rust::xxh3::xxh3_64(r.raw));
-        Self {
-            len: batch.len(),
-            first: hash(batch.first()),
-            last: hash(batch.last()),
-        }
-    }
-}
-
 /// A sink speaking `P` over HTTP: requests cut by size, retried with backoff, refused
 /// records dead-lettered.
 pub struct NetworkSink<P> {
@@ -156,7 +131,7 @@ pub struct NetworkSink<P> {
     batch: BatchSpec,
     backoff: Backoff,
     dead_letter: DeadLetter,
-    owed: Option<Owed>,
+    owed: Owed,
     delay: Option<Duration>,
     body: Vec<u8>,
 }
@@ -183,7 +158,7 @@ impl<P: Protocol> NetworkSink<P> {
             batch: spec.batch.clone(),
             backoff: Backoff::new(spec.retry.initial_backoff.0, spec.retry.max_backoff.0),
             dead_letter,
-            owed: None,
+            owed: Owed::default(),
             delay: None,
             body: Vec::new(),
         })
@@ -344,11 +319,7 @@ impl<P: Protocol> Sink for NetworkSink<P> {
     }
 
     fn send(&mut self, batch: &[OutRecord<'_>]) -> Result<(), SinkError> {
-        let id = BatchId::of(batch);
-        let owed = match self.owed.take() {
-            Some(owed) if owed.batch == id => owed.records,
-            _ => (0..batch.len()).collect(),
-        };
+        let (id, owed) = self.owed.take_for(batch);
         let mut round = self.deliver_round(batch, owed);
         if !round.refused.is_empty() {
             let count = round.refused.len();
@@ -375,11 +346,7 @@ impl<P: Protocol> Sink for NetworkSink<P> {
             None => self.backoff.next_delay(),
         });
         let owed = round.retry.len();
-        round.retry.sort_unstable();
-        self.owed = Some(Owed {
-            batch: id,
-            records: round.retry,
-        });
+        self.owed.keep(id, round.retry);
         Err(SinkError::Unavailable {
             sink: self.name.clone(),
             url: self.endpoint.shown_url().to_owned(),
