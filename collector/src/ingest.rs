@@ -25,7 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io::Read as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -47,6 +47,7 @@ use prometheus_client::registry::Registry;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use sidecar_common::access::{self, AccessError, AccessFlags, Tokens};
 use sidecar_common::checkpoint::{self, CheckpointFile, Durability};
 use sidecar_common::config::ByteSize;
 use sidecar_common::signal::{Background, Wakeup};
@@ -136,21 +137,9 @@ pub enum IngestConfigError {
         /// `--ingest-max-records`.
         max_records: u64,
     },
-    /// `--ingest-token-file` cannot be read.
-    #[error("--ingest-token-file: cannot read {}", .path.display())]
-    TokenRead {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// `--ingest-token-file` holds only whitespace.
-    #[error("--ingest-token-file: {} is empty", .path.display())]
-    TokenEmpty {
-        /// The file.
-        path: PathBuf,
-    },
+    /// The token file cannot be read, or the address is off loopback without a token.
+    #[error(transparent)]
+    Access(#[from] AccessError),
     /// A `--watch` glob's file-name part does not compile (the tailer reports it too).
     #[error("--watch: {pattern:?} does not compile as a glob")]
     Watch {
@@ -283,8 +272,8 @@ pub struct IngestOptions {
     pub listen: SocketAddr,
     /// Body, record and in-flight limits.
     pub limits: IngestLimits,
-    /// When set, requests must carry `Authorization: Bearer <token>`.
-    pub token: Option<String>,
+    /// When set, requests must carry `Authorization: Bearer <one of the tokens>`.
+    pub tokens: Option<Arc<Tokens>>,
     /// A request whose records were not taken into the journal this long is answered 503 and
     /// its records dropped (default [`DEFAULT_ACK_TIMEOUT`]).
     pub ack_timeout: Duration,
@@ -296,40 +285,35 @@ impl IngestOptions {
     /// Builds the options, reading the token file when one is given.
     ///
     /// # Errors
-    /// When the token file cannot be read or is empty.
+    /// When the token file cannot be read, or `listen` is off loopback without a token and
+    /// without `anonymous`.
     pub fn load(
         listen: SocketAddr,
         limits: IngestLimits,
         token_file: Option<&Path>,
+        anonymous: bool,
         watched: WatchedNames,
     ) -> Result<Self, IngestConfigError> {
-        let token = match token_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| {
-                    IngestConfigError::TokenRead {
-                        path: path.to_owned(),
-                        source,
-                    }
-                })?;
-                let token = text.trim().to_owned();
-                if token.is_empty() {
-                    return Err(IngestConfigError::TokenEmpty {
-                        path: path.to_owned(),
-                    });
-                }
-                Some(token)
-            }
-            None => None,
-        };
+        access::check_listen(listen, token_file.is_some(), anonymous, ACCESS_FLAGS)?;
+        let tokens = token_file
+            .map(|path| Tokens::load(ACCESS_FLAGS.tokens_file, path).map(Arc::new))
+            .transpose()?;
         Ok(Self {
             listen,
             limits,
             ack_timeout: DEFAULT_ACK_TIMEOUT,
-            token,
+            tokens,
             watched,
         })
     }
 }
+
+/// The ingest endpoint's access flags, for messages.
+const ACCESS_FLAGS: AccessFlags = AccessFlags {
+    listen: "--ingest-listen",
+    tokens_file: "--ingest-token-file",
+    anonymous: "--ingest-anonymous",
+};
 
 /// How a request body is encoded (`Content-Encoding`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1044,12 +1028,8 @@ async fn ingest_response(
     body: Body,
 ) -> Result<Accepted, IngestError> {
     let options = &state.options;
-    if let Some(token) = &options.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes())) {
+    if let Some(tokens) = &options.tokens {
+        if !tokens.allows(headers.get(header::AUTHORIZATION)) {
             return Err(IngestError::Unauthorized);
         }
     }
@@ -1253,10 +1233,6 @@ fn wants_ids(query: Option<&str>) -> Result<bool, IngestError> {
         };
     }
     Ok(want)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

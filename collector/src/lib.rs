@@ -107,9 +107,14 @@ pub struct Cli {
     /// past it a request waits up to 2 s, then gets 503 with Retry-After.
     #[arg(long, env = "COLLECTOR_INGEST_MAX_INFLIGHT", default_value = "16MiB")]
     pub ingest_max_inflight: ByteSize,
-    /// When given, ingest requests need `Authorization: Bearer <the file's content>`.
+    /// File of bearer tokens, one per line (a mounted Secret; re-read when it changes): ingest
+    /// requests then need `Authorization: Bearer <one of them>`. Without it, --ingest-listen
+    /// must be a loopback address unless --ingest-anonymous is given.
     #[arg(long, env = "COLLECTOR_INGEST_TOKEN_FILE")]
     pub ingest_token_file: Option<PathBuf>,
+    /// Accept ingest requests without a token on an address other than loopback.
+    #[arg(long, env = "COLLECTOR_INGEST_ANONYMOUS")]
+    pub ingest_anonymous: bool,
     /// An ingest request whose records the journal did not take this long (backpressure) is
     /// answered 503 and its records dropped.
     #[arg(long, env = "COLLECTOR_INGEST_ACK_TIMEOUT", default_value = "30s")]
@@ -176,6 +181,7 @@ impl Cli {
                         listen,
                         limits,
                         self.ingest_token_file.as_deref(),
+                        self.ingest_anonymous,
                         watched,
                     )?
                 })

@@ -24,6 +24,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
+use sidecar_core::access::{self, Access, AccessFlags, Tokens};
 use sidecar_core::config::ByteSize;
 use sidecar_core::journal::{Cursor, JournalError, Position};
 use sidecar_core::query::index::{IndexSnapshot, SourceIndex};
@@ -33,6 +34,7 @@ use sidecar_core::query::ParamError;
 use sidecar_core::signal::{Background, DirWatcher, Wakeup};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
+
 
 /// How often a follower re-checks the commit when no file event woke it: the fallback for a
 /// lost inotify event, and the bound on how long a disconnected follower lingers.
@@ -47,8 +49,27 @@ const FOLLOW_STEP_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, Args)]
 pub struct ApiFlags {
     /// Address of the read-only query API (GET /logs, /sources, /stats); "off" disables it.
-    #[arg(long, env = "FORWARDER_API_LISTEN", default_value = "0.0.0.0:9104")]
-    pub api_listen: String,
+    /// Default 0.0.0.0:9104 with --api-tokens-file or --api-anonymous, 127.0.0.1:9104
+    /// (loopback: port-forward and exec only) without.
+    #[arg(long, env = "FORWARDER_API_LISTEN")]
+    pub api_listen: Option<String>,
+    /// File of bearer tokens, one per line (a mounted Secret; re-read when it changes):
+    /// every request but /healthz and the viewer's page then needs
+    /// `Authorization: Bearer <token>`.
+    #[arg(long, env = "FORWARDER_API_TOKENS_FILE", value_name = "FILE")]
+    pub api_tokens_file: Option<PathBuf>,
+    /// Serve the query API without a token on an address other than loopback.
+    #[arg(long, env = "FORWARDER_API_ANONYMOUS")]
+    pub api_anonymous: bool,
+    /// Origins (scheme://host[:port], comma-separated) whose pages may call the query API from
+    /// a browser (CORS). None by default.
+    #[arg(
+        long = "api-cors-origin",
+        env = "FORWARDER_API_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub api_cors_origins: Vec<String>,
     /// At most this many `follow=true` streams at once; more get 429.
     #[arg(long, env = "FORWARDER_API_MAX_FOLLOWERS", default_value_t = 8)]
     pub api_max_followers: usize,
@@ -70,17 +91,60 @@ impl ApiFlags {
     /// The listen address, or `None` when the API is off.
     ///
     /// # Errors
-    /// When the address is neither "off" nor a socket address.
+    /// When the address is neither "off" nor a socket address, or is off loopback without a
+    /// token or `--api-anonymous`.
     pub fn listen(&self) -> anyhow::Result<Option<SocketAddr>> {
-        match self.api_listen.trim() {
-            "off" | "" => Ok(None),
-            text => text.parse().map(Some).map_err(|e| {
+        let has_tokens = self.api_tokens_file.is_some();
+        let addr = match self.api_listen.as_deref().map(str::trim) {
+            Some("off" | "") => return Ok(None),
+            Some(text) => text.parse().map_err(|e| {
                 anyhow::anyhow!(
                     "--api-listen: {text:?} is not an address like 0.0.0.0:9104 or off: {e}"
                 )
-            }),
-        }
+            })?,
+            None if has_tokens || self.api_anonymous => SocketAddr::from(([0, 0, 0, 0], 9104)),
+            None => SocketAddr::from(([127, 0, 0, 1], 9104)),
+        };
+        access::check_listen(addr, has_tokens, self.api_anonymous, ACCESS_FLAGS)?;
+        self.cors_origins()?;
+        Ok(Some(addr))
     }
+
+    /// The CORS origins as header values.
+    ///
+    /// # Errors
+    /// An origin that is not `http(s)://host[:port]`.
+    fn cors_origins(&self) -> anyhow::Result<Vec<HeaderValue>> {
+        self.api_cors_origins
+            .iter()
+            .map(|origin| {
+                let origin = origin.trim();
+                let host = origin
+                    .strip_prefix("https://")
+                    .or_else(|| origin.strip_prefix("http://"));
+                match host {
+                    Some(host) if !host.is_empty() && !host.contains(['/', '?', '#']) => {
+                        HeaderValue::from_str(origin).map_err(|e| anyhow::anyhow!("{e}"))
+                    }
+                    _ => Err(anyhow::anyhow!("not scheme://host[:port]")),
+                }
+                .map_err(|e| anyhow::anyhow!("--api-cors-origin: {origin:?}: {e}"))
+            })
+            .collect()
+    }
+}
+
+/// The query API's access flags, for messages.
+const ACCESS_FLAGS: AccessFlags = AccessFlags {
+    listen: "--api-listen",
+    tokens_file: "--api-tokens-file",
+    anonymous: "--api-anonymous",
+};
+
+/// Paths served without a token: the health check, and the viewer's page and assets, which
+/// hold no logs (the page asks for a token when the API wants one).
+fn is_public(path: &str) -> bool {
+    path == "/healthz" || path == "/" || path.starts_with("/viewer/")
 }
 
 /// Metrics of the query API.
@@ -90,6 +154,7 @@ pub struct ApiMetrics {
     bytes_read: Counter,
     followers: Gauge,
     rejected_followers: Counter,
+    unauthorized: Counter,
 }
 
 impl ApiMetrics {
@@ -114,6 +179,11 @@ impl ApiMetrics {
             "forwarder_query_rejected_followers",
             "Follow requests refused because the maximum was reached",
             self.rejected_followers.clone(),
+        );
+        registry.register(
+            "forwarder_query_unauthorized_requests",
+            "Requests refused for a missing or wrong bearer token",
+            self.unauthorized.clone(),
         );
     }
 
@@ -156,6 +226,15 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen} for the query API: {e}"))?;
     let bound = listener.local_addr()?;
+    let access = Arc::new(Access {
+        tokens: flags
+            .api_tokens_file
+            .as_deref()
+            .map(|path| Tokens::load(ACCESS_FLAGS.tokens_file, path))
+            .transpose()?,
+        public: is_public,
+        refused: metrics.unauthorized.clone(),
+    });
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let (tx, commits) = watch::channel(0u64);
@@ -185,7 +264,16 @@ pub async fn serve(
         .route("/alerts", get(alerts))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics_text))
-        .with_state(state);
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&access),
+            access::require_token,
+        ));
+    // Outside the token check: a browser's preflight carries no token.
+    let app = match cors_layer(flags)? {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
     background.spawn_graceful(|stopping| async move {
         let _watcher = watcher;
         let server = axum::serve(listener, app).with_graceful_shutdown(stopping);
@@ -193,8 +281,38 @@ pub async fn serve(
             tracing::error!(error = %e, "The query API server stopped.");
         }
     });
-    info!(listen = %bound, journal = %dir.display(), "Query API started.");
+    match (&access.tokens, flags.api_anonymous) {
+        (Some(_), _) => {
+            info!(listen = %bound, journal = %dir.display(), "Query API started; requests need a bearer token from --api-tokens-file.");
+        }
+        (None, true) if !bound.ip().is_loopback() => {
+            warn!(listen = %bound, journal = %dir.display(), "Query API started without a token (--api-anonymous): anyone who reaches this address reads every log line.");
+        }
+        (None, _) => {
+            info!(listen = %bound, journal = %dir.display(), "Query API started on loopback without a token; give --api-tokens-file to serve it to other pods.");
+        }
+    }
     Ok(bound)
+}
+
+/// The CORS layer for the configured origins; `None` when there are none.
+fn cors_layer(flags: &ApiFlags) -> anyhow::Result<Option<tower_http::cors::CorsLayer>> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = flags.cors_origins()?;
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([axum::http::Method::GET])
+            .allow_headers([header::AUTHORIZATION, header::ACCEPT])
+            .expose_headers([
+                header::HeaderName::from_static("x-logs-records"),
+                header::HeaderName::from_static("x-logs-bytes-read"),
+                header::HeaderName::from_static("x-logs-truncated"),
+            ]),
+    ))
 }
 
 /// Catches the index up with the journal. Only requests do this, so the index costs nothing
@@ -710,6 +828,47 @@ async fn metrics_text(State(state): State<ApiState>, headers: HeaderMap) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn flags(args: &[&str]) -> ApiFlags {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            api: ApiFlags,
+        }
+        let mut argv = vec!["forwarder"];
+        argv.extend_from_slice(args);
+        <Cli as clap::Parser>::try_parse_from(argv).unwrap().api
+    }
+
+    #[test]
+    fn the_api_listens_on_loopback_unless_a_token_or_anonymous_access_says_otherwise() {
+        let listen = |args: &[&str]| flags(args).listen().map_err(|e| e.to_string());
+        assert_eq!(
+            listen(&[]).unwrap(),
+            Some("127.0.0.1:9104".parse().unwrap())
+        );
+        assert_eq!(
+            listen(&["--api-tokens-file", "/t"]).unwrap(),
+            Some("0.0.0.0:9104".parse().unwrap())
+        );
+        assert_eq!(
+            listen(&["--api-anonymous"]).unwrap(),
+            Some("0.0.0.0:9104".parse().unwrap())
+        );
+        assert_eq!(listen(&["--api-listen", "off"]).unwrap(), None);
+        assert!(listen(&["--api-listen", "0.0.0.0:1"])
+            .unwrap_err()
+            .contains("--api-tokens-file"));
+        assert!(listen(&["--api-cors-origin", "https://a.example,http://b:8080"]).is_ok());
+        for bad in ["a.example", "https://a.example/path", "ftp://x"] {
+            assert!(
+                listen(&["--api-cors-origin", bad])
+                    .unwrap_err()
+                    .starts_with("--api-cors-origin"),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn query_strings_decode_repeated_and_escaped_parameters() {

@@ -193,6 +193,7 @@ pub async fn run(
     );
     sink::network::register_metrics(&mut registry);
     sink::clickhouse::register_metrics(&mut registry);
+    sink::otlp::register_metrics(&mut registry);
     sink::redis::register_metrics(&mut registry);
     sink::nats::register_metrics(&mut registry);
     sink::syslog::register_metrics(&mut registry);

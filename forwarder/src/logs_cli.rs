@@ -98,6 +98,10 @@ pub struct LogsArgs {
     /// Ask a forwarder's query API (e.g. http://pod-ip:9104) instead of reading the journal.
     #[arg(long, env = "FORWARDER_LOGS_SERVER")]
     pub server: Option<String>,
+    /// With --server: a file whose first token line is sent as `Authorization: Bearer` (the
+    /// API's --api-tokens-file, or one line of it).
+    #[arg(long, env = "FORWARDER_LOGS_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// The processed journal to read (without --server).
     #[arg(long, env = "FORWARDER_INPUT_DIR", default_value = "/processed-logs")]
     pub input_dir: PathBuf,
@@ -204,9 +208,24 @@ pub fn run(args: &LogsArgs) -> Result<(), CliError> {
     let request = LogsRequest::from_params(&params, SystemTime::now()).map_err(|e| usage(&e))?;
     let mut out = Printer::new(args.color(), args.timestamps);
     match &args.server {
-        Some(server) => remote(server, &params, &mut out),
+        Some(server) => {
+            let token = args.token_file.as_deref().map(read_token).transpose()?;
+            remote(server, token.as_deref(), &params, &mut out)
+        }
         None => local(args, &request, &mut out),
     }
+}
+
+/// The first token in a tokens file (one per line, `#` comments).
+fn read_token(path: &std::path::Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CliError::Failed(format!("--token-file: cannot read {}: {e}", path.display()))
+    })?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .ok_or_else(|| CliError::Failed(format!("--token-file: {} holds no token", path.display())))
 }
 
 fn local(args: &LogsArgs, request: &LogsRequest, out: &mut Printer) -> Result<(), CliError> {
@@ -383,32 +402,45 @@ pub fn describe_request_error(error: &reqwest::Error) -> String {
     text
 }
 
-fn remote(server: &str, params: &[(String, String)], out: &mut Printer) -> Result<(), CliError> {
+fn remote(
+    server: &str,
+    token: Option<&str>,
+    params: &[(String, String)],
+    out: &mut Printer,
+) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    runtime.block_on(remote_async(server, params, out))
+    runtime.block_on(remote_async(server, token, params, out))
 }
 
 async fn remote_async(
     server: &str,
+    token: Option<&str>,
     params: &[(String, String)],
     out: &mut Printer,
 ) -> Result<(), CliError> {
     let url = format!("{}/logs", server.trim_end_matches('/'));
-    let mut response = reqwest::Client::new()
-        .get(&url)
-        .query(params)
-        .send()
-        .await
-        .map_err(|e| {
-            CliError::Failed(format!(
-                "cannot reach {url}: {}",
-                describe_request_error(&e)
-            ))
-        })?;
+    let mut request = reqwest::Client::new().get(&url).query(params);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request.send().await.map_err(|e| {
+        CliError::Failed(format!(
+            "cannot reach {url}: {}",
+            describe_request_error(&e)
+        ))
+    })?;
     let status = response.status();
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        let hint = if token.is_some() {
+            "the token from --token-file is not one of the API's tokens"
+        } else {
+            "the API needs a token: give --token-file FILE"
+        };
+        return Err(CliError::Failed(format!("{url}: {hint}")));
+    }
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();
         let message = serde_json::from_str::<serde_json::Value>(&body)

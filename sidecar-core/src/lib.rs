@@ -17,7 +17,7 @@ pub mod alerts;
 pub mod query;
 pub mod sink;
 
-pub use sidecar_common::{backoff, checkpoint, config, mounted, signal, telemetry};
+pub use sidecar_common::{access, backoff, checkpoint, config, mounted, signal, telemetry};
 pub use sidecar_journal as journal;
 pub use sidecar_record as record;
 pub use sidecar_rules as rules;

@@ -4,7 +4,7 @@
 //! disk, printed, or acknowledged by a server). The forwarder then commits the journal
 //! position together with every sink's [`Sink::state`], so a sink that keeps files can cut them
 //! back to exactly the committed state on restart. Network sinks ([`http`], [`loki`],
-//! [`elasticsearch`], [`clickhouse`], [`splunk`]) share [`network`]: acknowledged
+//! [`elasticsearch`], [`clickhouse`], [`splunk`], [`otlp`]) share [`network`]: acknowledged
 //! requests, retries, and the [`dead_letter`] journal for what a server refuses for good.
 //!
 //! Easy to get wrong: retries. A failed `send` may have delivered part of the batch; the sink
@@ -20,6 +20,7 @@ pub mod http;
 pub mod loki;
 pub mod nats;
 pub mod network;
+pub mod otlp;
 mod owed;
 pub mod redis;
 pub mod report;
@@ -294,6 +295,8 @@ pub enum SinkSpec {
     Elasticsearch(elasticsearch::ElasticsearchSpec),
     /// ClickHouse `INSERT … FORMAT JSONEachRow` over HTTP (see [`clickhouse::ClickHouseSpec`]).
     Clickhouse(clickhouse::ClickHouseSpec),
+    /// OTLP/HTTP logs, protobuf or JSON (see [`otlp::OtlpSpec`]).
+    Otlp(otlp::OtlpSpec),
     /// Splunk's HTTP Event Collector (see [`splunk::SplunkHecSpec`]).
     SplunkHec(splunk::SplunkHecSpec),
 }
@@ -308,6 +311,7 @@ impl SinkSpec {
             SinkSpec::Elasticsearch(s) => &s.name,
             SinkSpec::Clickhouse(s) => &s.name,
             SinkSpec::SplunkHec(s) => &s.name,
+            SinkSpec::Otlp(s) => &s.name,
             SinkSpec::Redis(s) => &s.name,
             SinkSpec::Syslog(s) => &s.name,
             SinkSpec::Nats(s) => &s.name,
@@ -344,6 +348,7 @@ impl SinkSpec {
             }
             SinkSpec::Clickhouse(s) => s.validate(),
             SinkSpec::SplunkHec(s) => s.validate(),
+            SinkSpec::Otlp(s) => s.validate(),
             SinkSpec::Redis(s) => s.validate(),
             SinkSpec::Syslog(s) => s.validate(),
             SinkSpec::Nats(s) => s.validate(),
@@ -481,6 +486,7 @@ pub fn build(
             SinkSpec::Elasticsearch(s) => sinks.push(s.build(&file.dead_letter)?),
             SinkSpec::Clickhouse(s) => sinks.push(s.build(&file.dead_letter)?),
             SinkSpec::SplunkHec(s) => sinks.push(s.build(&file.dead_letter)?),
+            SinkSpec::Otlp(s) => sinks.push(s.build(&file.dead_letter)?),
         }
     }
     if let Some(spec) = &file.alerts {

@@ -710,3 +710,18 @@ pub fn dead_letters(pod: &Pod, sink: &str) -> Vec<Value> {
     }
     out
 }
+
+/// Writes `secret` as version `version` of a Secret volume in `dir`, the way the kubelet
+/// does: the file in a new timestamped directory, then `..data` swapped to it atomically;
+/// `dir/token` links through `..data`.
+pub fn write_secret_version(dir: &Path, version: &str, secret: &str) {
+    let versioned = dir.join(format!("..{version}"));
+    fs::create_dir_all(&versioned).unwrap();
+    fs::write(versioned.join("token"), secret).unwrap();
+    let staged = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{version}"), &staged).unwrap();
+    fs::rename(&staged, dir.join("..data")).unwrap();
+    if !dir.join("token").exists() {
+        std::os::unix::fs::symlink("..data/token", dir.join("token")).unwrap();
+    }
+}

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e_tests::fake_http::{read_request, FakeServer, Request, Response};
-use e2e_tests::{dead_letters, exactly_once, metric, wait_until, Pod, StageKind, Writer};
+use e2e_tests::{
+    dead_letters, exactly_once, metric, wait_until, write_secret_version, Pod, StageKind, Writer,
+};
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -160,21 +162,6 @@ fn http_sink_rides_out_a_503_outage_and_honours_retry_after() {
     let log = std::fs::read_to_string(&forwarder.log).unwrap();
     assert!(log.contains("HTTP 503"), "{log}");
     assert!(!log.contains("s3cr3t"), "the token never reaches the log");
-}
-
-/// Writes `secret` as version `version` of a Secret volume in `dir`, the way the kubelet
-/// does: the file in a new timestamped directory, then `..data` swapped to it atomically;
-/// `dir/token` links through `..data`.
-fn write_secret_version(dir: &Path, version: &str, secret: &str) {
-    let versioned = dir.join(format!("..{version}"));
-    std::fs::create_dir_all(&versioned).unwrap();
-    std::fs::write(versioned.join("token"), secret).unwrap();
-    let staged = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(format!("..{version}"), &staged).unwrap();
-    std::fs::rename(&staged, dir.join("..data")).unwrap();
-    if !dir.join("token").exists() {
-        std::os::unix::fs::symlink("..data/token", dir.join("token")).unwrap();
-    }
 }
 
 /// A rotated Secret: once the kubelet swaps in a new token, requests carry it without a
