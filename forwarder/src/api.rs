@@ -32,6 +32,8 @@ use sidecar_core::query::request::{self, LogsRequest, QueryLimits};
 use sidecar_core::query::scan::{self, Follower};
 use sidecar_core::query::ParamError;
 use sidecar_core::signal::{Background, DirWatcher, Wakeup};
+
+use crate::fanout::{self, Event, Selection};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
@@ -77,6 +79,10 @@ pub struct ApiFlags {
     /// four are built at once, so the API's memory stays within four times this.
     #[arg(long, env = "FORWARDER_API_MAX_RESPONSE", default_value = "4MiB")]
     pub api_max_response: ByteSize,
+    /// The Kubernetes API server `/logs?selector=` lists pods from (plain HTTP, no
+    /// credentials, for tests); default: the in-cluster address and service account.
+    #[arg(long, env = "FORWARDER_KUBERNETES_API", hide = true)]
+    pub kubernetes_api: Option<String>,
     /// Read step when reading the journal backwards for `tail`.
     #[arg(
         long,
@@ -208,6 +214,15 @@ struct ApiState {
     metrics: ApiMetrics,
     registry: Arc<Registry>,
     commits: watch::Receiver<u64>,
+    fan_out: Arc<FanOutSettings>,
+}
+
+/// What `/logs?selector=` needs besides the request.
+#[derive(Debug)]
+struct FanOutSettings {
+    api_server: Option<http::Uri>,
+    /// The pods' APIs want the same tokens as this one: the first is sent.
+    tokens_file: Option<PathBuf>,
 }
 
 /// Binds `listen` and serves the query API on the journal at `dir` in background tasks.
@@ -255,6 +270,15 @@ pub async fn serve(
         metrics,
         registry: Arc::new(registry),
         commits,
+        fan_out: Arc::new(FanOutSettings {
+            api_server: flags
+                .kubernetes_api
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--kubernetes-api: {e}"))?,
+            tokens_file: flags.api_tokens_file.clone(),
+        }),
     };
     let app = Router::new()
         .route("/logs", get(logs))
@@ -472,7 +496,13 @@ async fn logs(State(state): State<ApiState>, RawQuery(raw): RawQuery) -> Respons
 }
 
 async fn logs_response(state: &ApiState, raw: &str) -> Response {
-    let request = match LogsRequest::from_params(&parse_query(raw), SystemTime::now()) {
+    let mut params = parse_query(raw);
+    let selector = take_param(&mut params, "selector");
+    let selector_namespace = take_param(&mut params, "selector_namespace");
+    if let Some(selector) = selector {
+        return fan_out_response(state, selector, selector_namespace, params).await;
+    }
+    let request = match LogsRequest::from_params(&params, SystemTime::now()) {
         Ok(r) => r,
         Err(e) => return param_error(&e),
     };
@@ -639,6 +669,197 @@ async fn next_chunk(
             continue; // Read records that did not match: read on without waiting.
         }
         let _ = tokio::time::timeout(FOLLOW_POLL, follow.commits.changed()).await;
+    }
+}
+
+/// Removes parameter `name` from `params`, returning its (last) value.
+fn take_param(params: &mut Vec<(String, String)>, name: &str) -> Option<String> {
+    let mut value = None;
+    params.retain(|(n, v)| {
+        if n == name {
+            value = Some(v.clone());
+        }
+        n != name
+    });
+    value
+}
+
+/// Pods asked at most by one `/logs?selector=` (the first by name; the rest are named in
+/// `X-Logs-Left-Out`).
+const FAN_OUT_MAX_PODS: usize = 20;
+
+/// `/logs?selector=…`: the same request to every pod the selector finds, merged by time (a
+/// follow streams each pod's lines as they come), each line marked with `source_pod`. Pods
+/// that do not answer are named in `X-Logs-Missing-Pods` (a follow: in a line of their own).
+async fn fan_out_response(
+    state: &ApiState,
+    selector: String,
+    namespace: Option<String>,
+    params: Vec<(String, String)>,
+) -> Response {
+    let request = match LogsRequest::from_params(&params, SystemTime::now()) {
+        Ok(r) => r,
+        Err(e) => return param_error(&e),
+    };
+    let namespace = match crate::logs_cli::selector_namespace(namespace.as_deref()) {
+        Ok(ns) => ns,
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                Some("selector_namespace"),
+                "selector_namespace: this forwarder does not know its namespace (no POD_NAMESPACE); give it",
+            )
+        }
+    };
+    let token = state
+        .fan_out
+        .tokens_file
+        .as_deref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| {
+            text.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned)
+        });
+    let selection = Selection {
+        selector,
+        namespace,
+        api_server: state.fan_out.api_server.clone(),
+        max_pods: FAN_OUT_MAX_PODS,
+        max_bytes_per_pod: state.limits.max_output_bytes,
+        token,
+    };
+    let found = match fanout::find_pods(&selection).await {
+        Ok(found) => found,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                Some("selector"),
+                format!("selector: {e:#}"),
+            )
+        }
+    };
+    let content_type = if request.output.text {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/x-ndjson"
+    };
+    let events = fanout::ask_pods(&found.pods, fanout::pod_params(&params), &selection);
+    let pods = header_list(found.pods.iter().map(|p| p.name.clone()));
+    let left_out = header_list(found.left_out.iter().map(|(p, why)| format!("{p}: {why}")));
+    if request.follow {
+        let Ok(permit) = state.followers.clone().try_acquire_owned() else {
+            state.metrics.rejected_followers.inc();
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some("follow"),
+                format!(
+                    "follow: too many followers (at most {} at once); try again later",
+                    state.max_followers
+                ),
+            );
+        };
+        let stream = futures_util::stream::unfold(
+            (events, found.pods.len(), Arc::new(request.output), permit),
+            |(mut events, mut open, output, permit)| async move {
+                loop {
+                    if open == 0 {
+                        return None;
+                    }
+                    let mut out = Vec::new();
+                    match events.recv().await? {
+                        Event::Record { pod, raw } => {
+                            fanout::write_marked(&output, &pod, &raw, &mut out)
+                        }
+                        Event::Problem { pod, reason } => {
+                            let problem =
+                                serde_json::json!({"source_pod": &*pod, "fanout_error": reason});
+                            out.extend_from_slice(problem.to_string().as_bytes());
+                            out.push(b'\n');
+                        }
+                        Event::Done => {
+                            open -= 1;
+                            continue;
+                        }
+                    }
+                    return Some((
+                        Ok::<_, std::io::Error>(Bytes::from(out)),
+                        (events, open, output, permit),
+                    ));
+                }
+            },
+        );
+        let mut response = (
+            StatusCode::OK,
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            Body::from_stream(stream),
+        )
+            .into_response();
+        set_pod_headers(response.headers_mut(), pods, left_out, None);
+        return response;
+    }
+    let Ok(_turn) = state.queries.acquire().await else {
+        return internal("the query limiter is closed");
+    };
+    let (mut events, mut open) = (events, found.pods.len());
+    let (mut records, mut missing) = (Vec::new(), Vec::new());
+    while open > 0 {
+        match events.recv().await {
+            Some(Event::Record { pod, raw }) => records.push((pod, raw)),
+            Some(Event::Problem { pod, reason }) => missing.push(format!("{pod}: {reason}")),
+            Some(Event::Done) => open -= 1,
+            None => break,
+        }
+    }
+    let mut body = Vec::new();
+    for (pod, raw) in fanout::merge(records, request.tail) {
+        fanout::write_marked(&request.output, &pod, &raw, &mut body);
+    }
+    let mut response =
+        (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response();
+    set_pod_headers(
+        response.headers_mut(),
+        pods,
+        left_out,
+        Some(header_list(missing.into_iter())),
+    );
+    response
+}
+
+/// Names joined for a header (`; `), reduced to what a header value may hold.
+fn header_list(items: impl Iterator<Item = String>) -> HeaderValue {
+    let text: String = items
+        .collect::<Vec<_>>()
+        .join("; ")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(4096)
+        .collect();
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn set_pod_headers(
+    headers: &mut HeaderMap,
+    pods: HeaderValue,
+    left_out: HeaderValue,
+    missing: Option<HeaderValue>,
+) {
+    headers.insert("x-logs-pods", pods);
+    if !left_out.is_empty() {
+        headers.insert("x-logs-left-out", left_out);
+    }
+    if let Some(missing) = missing.filter(|m| !m.is_empty()) {
+        headers.insert("x-logs-missing-pods", missing);
     }
 }
 

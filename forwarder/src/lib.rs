@@ -37,6 +37,7 @@ use tracing::{info, warn};
 
 pub mod api;
 pub mod commands;
+pub mod fanout;
 pub mod logs_cli;
 pub mod top;
 

@@ -12,11 +12,14 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::Args;
+use sidecar_core::config::ByteSize;
 use sidecar_core::query::index::SourceIndex;
 use sidecar_core::query::request::{self, LogsRequest, QueryLimits, QueryOutput};
 use sidecar_core::query::scan::{self, Follower};
 use sidecar_core::query::{Level, ParamError};
 use sidecar_core::signal::{DirWatcher, Wakeup};
+
+use crate::fanout::{self, Event, Selection};
 
 /// How often a local follow re-reads the commit file when no file event woke it (the watch
 /// is the fast path; this backs up a lost event).
@@ -98,8 +101,26 @@ pub struct LogsArgs {
     /// Ask a forwarder's query API (e.g. http://pod-ip:9104) instead of reading the journal.
     #[arg(long, env = "FORWARDER_LOGS_SERVER")]
     pub server: Option<String>,
-    /// With --server: a file whose first token line is sent as `Authorization: Bearer` (the
-    /// API's --api-tokens-file, or one line of it).
+    /// Ask every pod this Kubernetes label selector finds (e.g. app=logging-demo) through its
+    /// query API; the answers are merged by time, each line marked with its pod.
+    #[arg(long, value_name = "LABELS")]
+    pub selector: Option<String>,
+    /// The namespace --selector looks in (default: this pod's, from POD_NAMESPACE or the
+    /// service account).
+    #[arg(long, value_name = "NS")]
+    pub selector_namespace: Option<String>,
+    /// With --selector: ask at most this many pods (the first by name).
+    #[arg(long, default_value_t = 20)]
+    pub max_pods: usize,
+    /// With --selector: read at most this much from each pod.
+    #[arg(long, default_value = "4MiB")]
+    pub max_bytes_per_pod: ByteSize,
+    /// The Kubernetes API server --selector lists pods from (plain HTTP, no credentials, for
+    /// tests); default: the in-cluster address and service account.
+    #[arg(long, env = "FORWARDER_KUBERNETES_API", hide = true)]
+    pub kubernetes_api: Option<String>,
+    /// With --server or --selector: a file whose first token line is sent as
+    /// `Authorization: Bearer` (the API's --api-tokens-file, or one line of it).
     #[arg(long, env = "FORWARDER_LOGS_TOKEN_FILE", value_name = "FILE")]
     pub token_file: Option<PathBuf>,
     /// The processed journal to read (without --server).
@@ -207,13 +228,108 @@ pub fn run(args: &LogsArgs) -> Result<(), CliError> {
     let params = args.params();
     let request = LogsRequest::from_params(&params, SystemTime::now()).map_err(|e| usage(&e))?;
     let mut out = Printer::new(args.color(), args.timestamps);
-    match &args.server {
-        Some(server) => {
-            let token = args.token_file.as_deref().map(read_token).transpose()?;
-            remote(server, token.as_deref(), &params, &mut out)
+    let token = args.token_file.as_deref().map(read_token).transpose()?;
+    match (&args.selector, &args.server) {
+        (Some(_), Some(_)) => Err(CliError::Usage(
+            "--selector and --server: give one (--selector finds the servers)".into(),
+        )),
+        (Some(selector), None) => {
+            let selection = Selection {
+                selector: selector.clone(),
+                namespace: selector_namespace(args.selector_namespace.as_deref())?,
+                api_server: args
+                    .kubernetes_api
+                    .as_deref()
+                    .map(str::parse)
+                    .transpose()
+                    .map_err(|e| CliError::Usage(format!("--kubernetes-api: {e}")))?,
+                max_pods: args.max_pods.max(1),
+                max_bytes_per_pod: args.max_bytes_per_pod.0 as usize,
+                token,
+            };
+            fan_out(&selection, &request, &params, &mut out)
         }
-        None => local(args, &request, &mut out),
+        (None, Some(server)) => remote(server, token.as_deref(), &params, &mut out),
+        (None, None) => local(args, &request, &mut out),
     }
+}
+
+/// The namespace `--selector` looks in: the flag, else this pod's own.
+pub fn selector_namespace(flag: Option<&str>) -> Result<String, CliError> {
+    const SERVICE_ACCOUNT_NAMESPACE: &str =
+        "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+    if let Some(namespace) = flag {
+        return Ok(namespace.to_owned());
+    }
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+                .ok()
+                .map(|n| n.trim().to_owned())
+        })
+        .ok_or_else(|| {
+            CliError::Usage(
+                "--selector-namespace: not running in a pod (no POD_NAMESPACE); give the namespace"
+                    .into(),
+            )
+        })
+}
+
+/// `--selector`: every pod's answer, merged by time (a follow prints each pod's lines as they
+/// come); pods that do not answer are named on stderr.
+fn fan_out(
+    selection: &Selection,
+    request: &LogsRequest,
+    params: &[(String, String)],
+    out: &mut Printer,
+) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    runtime.block_on(async {
+        let found = fanout::find_pods(selection)
+            .await
+            .map_err(|e| CliError::Failed(format!("--selector: {e:#}")))?;
+        for (pod, why) in &found.left_out {
+            eprintln!("forwarder logs: pod {pod} not asked: {why}");
+        }
+        if found.pods.is_empty() {
+            return Err(CliError::Failed(format!(
+                "--selector {}: no running pod in namespace {}",
+                selection.selector, selection.namespace
+            )));
+        }
+        let mut events = fanout::ask_pods(&found.pods, fanout::pod_params(params), selection);
+        let (mut open, mut problems, mut records) = (found.pods.len(), 0, Vec::new());
+        let mut line = Vec::new();
+        while open > 0 {
+            match events.recv().await {
+                Some(Event::Record { pod, raw }) if request.follow => {
+                    line.clear();
+                    fanout::write_marked(&request.output, &pod, &raw, &mut line);
+                    out.print(&line)?;
+                }
+                Some(Event::Record { pod, raw }) => records.push((pod, raw)),
+                Some(Event::Problem { pod, reason }) => {
+                    problems += 1;
+                    eprintln!("forwarder logs: pod {pod}: {reason}");
+                }
+                Some(Event::Done) => open -= 1,
+                None => break,
+            }
+        }
+        if problems == found.pods.len() && records.is_empty() {
+            return Err(CliError::Failed("no pod answered".into()));
+        }
+        let mut text = Vec::new();
+        for (pod, raw) in fanout::merge(records, request.tail) {
+            fanout::write_marked(&request.output, &pod, &raw, &mut text);
+        }
+        out.print(&text)
+    })
 }
 
 /// The first token in a tokens file (one per line, `#` comments).

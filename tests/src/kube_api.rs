@@ -5,7 +5,8 @@
 //! it, serving k8s-openapi `Pod` objects serialized as the API server sends them:
 //! - list: `GET /api/v1/namespaces/{ns}/pods` (one namespace) or `GET /api/v1/pods` (all
 //!   namespaces), with a `fieldSelector` of `metadata.name`, `metadata.namespace` and
-//!   `spec.nodeName` terms (`=` or `==`, comma-separated) → a `PodList` with
+//!   `spec.nodeName` terms (`=` or `==`, comma-separated) and a `labelSelector` of equality terms
+//!   (`k=v`, `k==v`, `k!=v`) → a `PodList` with
 //!   `metadata.resourceVersion`; any other field is refused with 400, as the API server does;
 //! - watch: the same paths with `watch=true&resourceVersion=N` → newline-delimited
 //!   `{"type":"ADDED"|"MODIFIED"|"DELETED","object":Pod}` events for changes after N, kept
@@ -74,15 +75,48 @@ struct Watcher {
     sender: mpsc::UnboundedSender<String>,
 }
 
-/// A request's namespace (none: all) and field selector terms.
+/// A request's namespace (none: all), field selector terms and label selector terms.
 #[derive(Clone)]
 struct Filter {
     namespace: Option<String>,
     terms: Vec<(String, String)>,
+    /// `(label, value, equal)`: `key=value` / `key==value` (equal) or `key!=value`.
+    labels: Vec<(String, String, bool)>,
+}
+
+/// Equality-based label selector terms, as the API server reads them (set-based ones are
+/// refused here: the sidecars send none).
+fn parse_label_selector(selector: &str) -> Result<Vec<(String, String, bool)>, String> {
+    selector
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|term| {
+            let (key, value, equal) = if let Some((k, v)) = term.split_once("!=") {
+                (k, v, false)
+            } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                (k, v, true)
+            } else {
+                return Err(format!("unable to parse requirement: {term:?}"));
+            };
+            let valid = |s: &str| {
+                s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+            };
+            if key.trim().is_empty() || !valid(key.trim()) || !valid(value.trim()) {
+                return Err(format!("unable to parse requirement: {term:?}"));
+            }
+            Ok((key.trim().to_owned(), value.trim().to_owned(), equal))
+        })
+        .collect()
 }
 
 impl Filter {
-    fn parse(namespace: Option<String>, selector: Option<&str>) -> Result<Filter, String> {
+    fn parse(
+        namespace: Option<String>,
+        selector: Option<&str>,
+        label_selector: Option<&str>,
+    ) -> Result<Filter, String> {
+        let labels = parse_label_selector(label_selector.unwrap_or_default())?;
         let mut terms = Vec::new();
         for term in selector
             .unwrap_or_default()
@@ -103,7 +137,11 @@ impl Filter {
             }
             terms.push((field.to_owned(), value.to_owned()));
         }
-        Ok(Filter { namespace, terms })
+        Ok(Filter {
+            namespace,
+            terms,
+            labels,
+        })
     }
 
     fn passes(&self, pod: &Pod) -> bool {
@@ -118,6 +156,10 @@ impl Filter {
                     _ => pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
                 };
                 actual == Some(value.as_str())
+            })
+            && self.labels.iter().all(|(key, value, equal)| {
+                let actual = pod.metadata.labels.as_ref().and_then(|l| l.get(key));
+                (actual == Some(value)) == *equal
             })
     }
 }
@@ -303,7 +345,11 @@ fn list_or_watch(
     if state.forbidden {
         return forbidden(namespace.as_deref());
     }
-    let filter = match Filter::parse(namespace, selector.map(String::as_str)) {
+    let filter = match Filter::parse(
+        namespace,
+        selector.map(String::as_str),
+        query.get("labelSelector").map(String::as_str),
+    ) {
         Ok(filter) => filter,
         Err(message) => {
             let body = status(400, "BadRequest", &message);
