@@ -18,7 +18,7 @@
 //! Easy to get wrong: which watch sees which change. Each open watch remembers its namespace
 //! and selector, and gets only the events of pods that pass them, as a real watch does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -28,7 +28,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -187,6 +188,50 @@ impl ApiState {
 
 fn event(kind: &str, pod: &Pod) -> String {
     format!("{}\n", json!({"type": kind, "object": pod}))
+}
+
+/// A pod a Deployment `web` made through its ReplicaSet `web-7c9d5`, with the log
+/// processor as a native sidecar (an init container).
+pub fn web_pod(name: &str, namespace: &str, tier: &str) -> Pod {
+    let labels = [
+        ("app", "web"),
+        ("pod-template-hash", "7c9d5"),
+        ("tier", tier),
+    ];
+    let container = |name: &str, image: &str| Container {
+        name: name.into(),
+        image: Some(image.into()),
+        ..Container::default()
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            uid: Some("0d1f5c3e-uid".into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            annotations: Some(BTreeMap::from([("team".into(), "logs".into())])),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "ReplicaSet".into(),
+                name: "web-7c9d5".into(),
+                uid: "rs-uid".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![container("web", "demo/web:1.4")],
+            init_containers: Some(vec![container("log-processor", "log-sidecars:0.1")]),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
 }
 
 impl FakeApiServer {

@@ -725,3 +725,20 @@ pub fn write_secret_version(dir: &Path, version: &str, secret: &str) {
         std::os::unix::fs::symlink("..data/token", dir.join("token")).unwrap();
     }
 }
+
+/// Milliseconds since the epoch of an RFC 3339 time (as the collector writes `collected_at`).
+pub fn unix_millis(stamp: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(stamp)
+        .unwrap_or_else(|e| panic!("{stamp:?} is not RFC 3339: {e}"))
+        .timestamp_millis()
+}
+
+/// How long a network sink's server stays down in the outage tests: 2 s by default so the
+/// suite stays quick; `NETWORK_SINKS_OUTAGE_SECS=30` runs the 30 s outage.
+pub fn outage() -> Duration {
+    let secs = std::env::var("NETWORK_SINKS_OUTAGE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    Duration::from_secs(secs)
+}

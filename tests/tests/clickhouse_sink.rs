@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use e2e_tests::{
-    exactly_once, free_port, http_get, metric, require_program, wait_until, Pod, StageKind, Writer,
+    exactly_once, free_port, http_get, metric, require_program, unix_millis, wait_until, Pod,
+    StageKind, Writer,
 };
 use serde_json::Value;
 
@@ -296,7 +297,7 @@ fn kill_9_during_inserts_leaves_each_record_once_under_final() {
     .unwrap();
     assert_eq!(row["source_file"], "access.log");
     assert_eq!(row["source_file"], sample["source_file"]);
-    let millis = chrono_millis(sample["collected_at"].as_str().unwrap());
+    let millis = unix_millis(sample["collected_at"].as_str().unwrap());
     // JSONEachRow quotes 64-bit integers.
     assert_eq!(row["collected_at_ms"], millis.to_string());
     assert_eq!(row["secs"].as_u64().unwrap() as i64, millis / 1000);
@@ -315,19 +316,6 @@ fn kill_9_during_inserts_leaves_each_record_once_under_final() {
     assert_eq!(row["kubernetes_namespace"], "");
     let fields: Value = serde_json::from_str(row["fields"].as_str().unwrap()).unwrap();
     assert_eq!(&fields, sample);
-}
-
-/// Unix milliseconds of an RFC 3339 time, by the standard library's arithmetic only.
-fn chrono_millis(stamp: &str) -> i64 {
-    // `YYYY-MM-DDTHH:MM:SS.mmmZ`, as the collector writes it.
-    let n = |r: std::ops::Range<usize>| stamp[r].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    ((days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) * 1000) + n(20..23)
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e_tests::kube_api::FakeApiServer;
+use e2e_tests::kube_api::{web_pod, FakeApiServer};
 use e2e_tests::{bin, free_port, http_get, wait_until, Pod as TestPod, StageKind};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -23,50 +23,6 @@ use sidecar_core::record::{CollectedRecordOut, LineFlags, RecordId};
 
 const NAMESPACE: &str = "demo";
 const POD_NAME: &str = "web-7c9d5-x2p4q";
-
-/// The pod a Deployment `web` made through its ReplicaSet `web-7c9d5`, with the log
-/// processor as a native sidecar (an init container).
-fn web_pod(tier: &str) -> Pod {
-    let labels = [
-        ("app", "web"),
-        ("pod-template-hash", "7c9d5"),
-        ("tier", tier),
-    ];
-    let container = |name: &str, image: &str| Container {
-        name: name.into(),
-        image: Some(image.into()),
-        ..Container::default()
-    };
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(POD_NAME.into()),
-            namespace: Some(NAMESPACE.into()),
-            uid: Some("0d1f5c3e-uid".into()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            annotations: Some(BTreeMap::from([("team".into(), "logs".into())])),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "ReplicaSet".into(),
-                name: "web-7c9d5".into(),
-                uid: "rs-uid".into(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![container("web", "demo/web:1.4")],
-            init_containers: Some(vec![container("log-processor", "log-sidecars:0.1")]),
-            ..PodSpec::default()
-        }),
-        status: None,
-    }
-}
 
 fn set_tier(pod: &mut Pod, tier: &str) {
     pod.metadata
@@ -154,7 +110,7 @@ fn warnings_in(stage_log: &std::path::Path) -> usize {
 /// made meanwhile, and watches on from the new list's resourceVersion.
 #[test]
 fn api_metadata_follows_the_watch_and_a_relist_after_410_gone() {
-    let server = FakeApiServer::start(vec![web_pod("edge")], false);
+    let server = FakeApiServer::start(vec![web_pod(POD_NAME, NAMESPACE, "edge")], false);
     let mut pod = pod_with_api(Some(&server.url()));
     let stages = pod.start_all();
     assert_eq!(
@@ -223,7 +179,7 @@ fn api_metadata_follows_the_watch_and_a_relist_after_410_gone() {
 /// refusals; once access is granted, the API's metadata arrives without a restart.
 #[test]
 fn a_forbidden_api_falls_back_to_the_downward_api_with_one_warning() {
-    let server = FakeApiServer::start(vec![web_pod("edge")], true);
+    let server = FakeApiServer::start(vec![web_pod(POD_NAME, NAMESPACE, "edge")], true);
     let mut pod = pod_with_api(Some(&server.url()));
     let stages = pod.start_all();
     let processor = &stages[1];
@@ -323,7 +279,7 @@ fn without_in_cluster_credentials_records_keep_the_downward_metadata() {
 /// namespace, and records keep the Downward API's metadata.
 #[test]
 fn a_pod_the_api_does_not_know_is_named_in_the_warning() {
-    let server = FakeApiServer::start(vec![web_pod("edge")], false);
+    let server = FakeApiServer::start(vec![web_pod(POD_NAME, NAMESPACE, "edge")], false);
     let mut pod = pod_with_api(Some(&server.url()));
     for (name, value) in pod.extra_env.get_mut(&StageKind::Processor).unwrap() {
         if name == "POD_NAME" {
@@ -519,7 +475,7 @@ fn wait_for_source(
 /// only, is counted, and is warned of once.
 #[test]
 fn node_mode_gives_each_record_the_metadata_of_its_own_pod() {
-    let mut web = web_pod("edge");
+    let mut web = web_pod(POD_NAME, NAMESPACE, "edge");
     web.spec.as_mut().unwrap().node_name = Some("node-1".into());
     let server = FakeApiServer::start(
         vec![

@@ -17,21 +17,12 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::fake_http::{read_request, FakeServer, Request, Response};
 use e2e_tests::{
-    dead_letters, exactly_once, metric, wait_until, write_secret_version, Pod, StageKind, Writer,
+    dead_letters, exactly_once, metric, outage, unix_millis, wait_until, write_secret_version, Pod,
+    StageKind, Writer,
 };
 use serde_json::{json, Value};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// How long the servers stay down in the outage tests: 2 s by default so the suite stays
-/// quick; `NETWORK_SINKS_OUTAGE_SECS=30` runs the 30 s outage.
-fn outage() -> Duration {
-    let secs = std::env::var("NETWORK_SINKS_OUTAGE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
-    Duration::from_secs(secs)
-}
 
 /// Writes the forwarder's config: the given sinks (YAML list items), and optionally the
 /// file sink `archive` as the reference of what was read from the journal.
@@ -413,7 +404,7 @@ fn loki_pushes_labelled_streams_with_ordered_nanosecond_entries() {
                 let collected = line["collected_at"].as_str().unwrap();
                 assert_eq!(
                     &e[0].as_str().unwrap()[..10],
-                    &format!("{}", chrono_seconds(collected))
+                    &format!("{}", unix_millis(collected) / 1000)
                 );
             }
         }
@@ -456,23 +447,6 @@ fn loki_pushes_labelled_streams_with_ordered_nanosecond_entries() {
         .map(|l| l["log_level"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(levels.len(), 3, "{levels:?}");
-}
-
-/// Seconds since the epoch of an RFC 3339 UTC stamp `2026-11-22T10:30:45.123Z`.
-fn chrono_seconds(stamp: &str) -> i64 {
-    let date: Vec<i64> = stamp[..10].split('-').map(|p| p.parse().unwrap()).collect();
-    let time: Vec<i64> = stamp[11..19]
-        .split(':')
-        .map(|p| p.parse().unwrap())
-        .collect();
-    // Days from civil (Howard Hinnant's algorithm).
-    let (y, m, d) = (date[0] - i64::from(date[1] <= 2), date[1], date[2]);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    days * 86_400 + time[0] * 3600 + time[1] * 60 + time[2]
 }
 
 #[test]

@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use e2e_tests::fake_http::{FakeServer, Request, Response};
-use e2e_tests::kube_api::FakeApiServer;
-use e2e_tests::{exactly_once, http_get, wait_until, Pod, StageKind, Writer};
-use k8s_openapi::api::core::v1::{Container, Pod as K8sPod, PodSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use e2e_tests::kube_api::{web_pod, FakeApiServer};
+use e2e_tests::{
+    dead_letters, exactly_once, http_get, outage, unix_millis, wait_until, Pod, StageKind, Writer,
+};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -27,7 +27,6 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message as _;
 use serde_json::{json, Map, Value};
-use sidecar_core::journal::{JournalReader, Position};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 const NAMESPACE: &str = "demo";
@@ -196,20 +195,6 @@ fn write_app_lines(pod: &Pod, from: u64, to: u64) {
         .unwrap();
 }
 
-/// Unix nanoseconds of `YYYY-MM-DDTHH:MM:SS.mmmZ` (as the collector writes `collected_at`),
-/// by the standard library's arithmetic only.
-fn unix_nanos(stamp: &str) -> u64 {
-    let n = |r: std::ops::Range<usize>| stamp[r].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let millis = (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) * 1000 + n(20..23);
-    u64::try_from(millis).unwrap() * 1_000_000
-}
-
 /// Checks one LogRecord against the record the archive holds: body, severity, times,
 /// attributes and, when `kubernetes` metadata is there, the resource.
 fn check_log(got: &Received, record: &Value) {
@@ -237,7 +222,7 @@ fn check_log(got: &Received, record: &Value) {
     assert_eq!(log.severity_number, number, "{id}: severity of {level}");
     assert_eq!(
         log.observed_time_unix_nano,
-        unix_nanos(record["collected_at"].as_str().unwrap()),
+        u64::try_from(unix_millis(record["collected_at"].as_str().unwrap())).unwrap() * 1_000_000,
         "{id}: observed time is collected_at"
     );
     // The demo layout's timestamp (`2026-11-22 10:30:45,123`) is not RFC 3339: no event time,
@@ -315,46 +300,9 @@ fn check_all(records: &[Value], received: &[Received]) {
     }
 }
 
-/// The pod a Deployment `web` made through its ReplicaSet `web-7c9d5`.
-fn web_pod(tier: &str) -> K8sPod {
-    let container = |name: &str, image: &str| Container {
-        name: name.into(),
-        image: Some(image.into()),
-        ..Container::default()
-    };
-    K8sPod {
-        metadata: ObjectMeta {
-            name: Some(POD_NAME.into()),
-            namespace: Some(NAMESPACE.into()),
-            uid: Some("0d1f5c3e-uid".into()),
-            labels: Some(BTreeMap::from([
-                ("app".into(), "web".into()),
-                ("pod-template-hash".into(), "7c9d5".into()),
-                ("tier".into(), tier.into()),
-            ])),
-            annotations: Some(BTreeMap::from([("team".into(), "logs".into())])),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "ReplicaSet".into(),
-                name: "web-7c9d5".into(),
-                uid: "rs-uid".into(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![container("web", "demo/web:1.4")],
-            init_containers: Some(vec![container("log-processor", "log-sidecars:0.1")]),
-            ..PodSpec::default()
-        }),
-        status: None,
-    }
-}
-
 #[test]
 fn every_line_arrives_once_as_a_log_record_with_its_pod_as_the_resource() {
-    let api = FakeApiServer::start(vec![web_pod("frontend")], false);
+    let api = FakeApiServer::start(vec![web_pod(POD_NAME, NAMESPACE, "frontend")], false);
     let mut pod = Pod::new();
     pod.extra_args.insert(
         StageKind::Processor,
@@ -506,16 +454,6 @@ fn json_encoding_with_gzip_follows_the_otlp_json_rules() {
     );
 }
 
-/// How long the server stays down: 2 s by default so the suite stays quick;
-/// `NETWORK_SINKS_OUTAGE_SECS=30` runs a 30 s outage.
-fn outage() -> Duration {
-    let secs = std::env::var("NETWORK_SINKS_OUTAGE_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
-    Duration::from_secs(secs)
-}
-
 #[test]
 fn a_503_outage_is_ridden_out_with_no_loss_or_repeat() {
     let mut pod = Pod::new();
@@ -567,24 +505,6 @@ fn a_503_outage_is_ridden_out_with_no_loss_or_repeat() {
     );
     let log = std::fs::read_to_string(&forwarder.log).unwrap();
     assert!(log.contains("HTTP 503"), "{log}");
-}
-
-fn dead_letters(pod: &Pod, sink: &str) -> Vec<Value> {
-    let dir = pod.path(&format!("processed/dead-letter/{sink}"));
-    let mut reader = JournalReader::new(&dir, Position::default());
-    let Some(end) = reader.committed_end().unwrap() else {
-        return Vec::new();
-    };
-    let mut buf = Vec::new();
-    let mut out = Vec::new();
-    while reader.read_batch(end, 1 << 20, &mut buf).unwrap() > 0 {
-        out.extend(
-            buf.split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(|l| serde_json::from_slice::<Value>(l).unwrap()),
-        );
-    }
-    out
 }
 
 #[test]
