@@ -409,3 +409,143 @@ fn a_missing_stream_stops_the_start_and_a_bad_subject_the_load() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("sinks[0].subject: "), "{stderr}");
 }
+
+/// One JetStream node that wants TLS (a private CA) and a token, from a config file, as a
+/// hardened NATS deployment does.
+struct SecuredNode {
+    port: u16,
+    child: Child,
+}
+
+impl SecuredNode {
+    fn start(dir: &Path, certs: &e2e_tests::Certificates, token: &str) -> Self {
+        let port = free_port();
+        let store = dir.join("store");
+        fs::create_dir_all(&store).unwrap();
+        let config = dir.join("nats.conf");
+        fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{ store_dir: {:?} }}\n\
+                 authorization {{ token: {token:?} }}\n\
+                 tls {{ cert_file: {:?}, key_file: {:?}, timeout: 2 }}\n",
+                store.display().to_string(),
+                certs.server_cert.display().to_string(),
+                certs.server_key.display().to_string(),
+            ),
+        )
+        .unwrap();
+        let log = fs::File::create(dir.join("nats.log")).unwrap();
+        let child = Command::new(require_program("nats-server"))
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "the TLS nats-server did not listen: {}",
+            fs::read_to_string(dir.join("nats.log")).unwrap_or_default()
+        );
+        Self { port, child }
+    }
+
+    /// The test's own client: TLS against the CA, with the token.
+    fn js(&self, runtime: &tokio::runtime::Runtime, ca: &Path, token: &str) -> jetstream::Context {
+        let url = format!("tls://127.0.0.1:{}", self.port);
+        let client = runtime
+            .block_on(
+                async_nats::ConnectOptions::with_token(token.to_owned())
+                    .add_root_certificates(ca.to_owned())
+                    .require_tls(true)
+                    .connection_timeout(Duration::from_secs(2))
+                    .connect(url),
+            )
+            .unwrap();
+        let _runtime = runtime.enter();
+        jetstream::new(client)
+    }
+}
+
+impl Drop for SecuredNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// TLS with a private CA and a token from a mounted file: with a wrong token the server refuses
+/// every connect, nothing is lost meanwhile, and once the file holds the right token (a
+/// rotated Secret) the records arrive, each once, without a restart.
+#[test]
+fn over_tls_with_a_token_file_a_wrong_token_waits_until_the_file_is_fixed() {
+    let mut pod = Pod::new();
+    let certs = e2e_tests::make_certificates(&pod.path("certs"));
+    let node = SecuredNode::start(&pod.path("nats-tls"), &certs, "s3cret-t0ken");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let js = node.js(&runtime, &certs.ca, "s3cret-t0ken");
+    runtime
+        .block_on(js.create_stream(stream::Config {
+            name: STREAM.into(),
+            subjects: vec!["logs.>".into()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        }))
+        .unwrap();
+    let token_file = pod.path("nats-token");
+    fs::write(&token_file, "not-the-t0ken\n").unwrap();
+    write_config(
+        &pod,
+        &format!(
+            "  - type: nats\n    url: tls://127.0.0.1:{}\n    stream: {STREAM}\n    subject: 'logs.{{source_file}}'\n    \
+             token_file: {}\n    tls: {{ca_file: {}}}\n    connect_timeout: 1s\n    ack_timeout: 1s\n    \
+             retry: {{initial_backoff: 50ms, max_backoff: 500ms}}\n",
+            node.port,
+            token_file.display(),
+            certs.ca.display()
+        ),
+    );
+    let mut access = Writer::open(pod.path("logs/access.log"), "access");
+    access.write(200);
+    let _stages = pod.start_all();
+    assert!(
+        wait_until(Duration::from_secs(20), || forwarder_logs(&pod)
+            .to_lowercase()
+            .contains("authorization")),
+        "the refusal is logged:\n{}",
+        forwarder_logs(&pod)
+    );
+    let count = || {
+        runtime.block_on(async {
+            let mut stream = js.get_stream(STREAM).await.ok()?;
+            stream.info().await.ok().map(|i| i.state.messages)
+        })
+    };
+    assert_eq!(count(), Some(0), "nothing is published with a wrong token");
+    // The kubelet's swap of a rotated Secret: a new file in the old one's place.
+    fs::write(pod.path("nats-token.new"), "s3cret-t0ken\n").unwrap();
+    fs::rename(pod.path("nats-token.new"), &token_file).unwrap();
+    access.write(100);
+    assert!(
+        wait_until(Duration::from_secs(30), || count() == Some(300)),
+        "the stream holds {:?} of 300 records; forwarder logs:\n{}",
+        count(),
+        forwarder_logs(&pod)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(), Some(300), "each once");
+    let logs = forwarder_logs(&pod);
+    assert!(
+        !logs.contains("s3cret-t0ken"),
+        "the token never reaches the log"
+    );
+}

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use e2e_tests::fake_http::{read_request, FakeServer, Request, Response};
 use e2e_tests::{
-    dead_letters, exactly_once, metric, outage, unix_millis, wait_until, write_secret_version, Pod,
-    StageKind, Writer,
+    dead_letters, exactly_once, make_certificates, metric, outage, unix_millis, wait_until,
+    write_secret_version, Pod, StageKind, Writer,
 };
 use serde_json::{json, Value};
 
@@ -696,79 +696,6 @@ fn a_trickle_of_lines_is_gathered_into_few_requests_by_the_linger() {
     assert!(requests <= 8, "{requests} requests for 40 lines over 1 s");
 }
 
-/// Makes a CA, a server certificate for 127.0.0.1 and a client certificate with the openssl
-/// command (Debian's `openssl` package; scripts/install-test-deps.sh installs it).
-fn make_certificates(dir: &Path) {
-    let program = e2e_tests::require_program("openssl");
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new(&program)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test-ca",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
-        std::fs::write(
-            dir.join(format!("{name}.ext")),
-            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
-        )
-        .unwrap();
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-        ]);
-    }
-}
-
 /// An HTTPS receiver (rustls) that requires a client certificate from the test CA and
 /// answers 200 to every request; returns its port and the records it received.
 fn start_tls_server(dir: &Path) -> (u16, Arc<Mutex<Vec<Value>>>) {
@@ -827,7 +754,6 @@ fn start_tls_server(dir: &Path) -> (u16, Arc<Mutex<Vec<Value>>>) {
 fn https_with_a_private_ca_and_a_client_certificate() {
     let mut pod = Pod::new();
     let certs = pod.path("certs");
-    std::fs::create_dir_all(&certs).unwrap();
     make_certificates(&certs);
     let (port, records) = start_tls_server(&certs);
     let sink = |tls: &str| {

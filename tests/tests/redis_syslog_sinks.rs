@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use e2e_tests::{
-    exactly_once, free_port, require_program, require_tool, tally, wait_until, Pod, Writer,
+    exactly_once, free_port, make_certificates, require_program, require_tool, tally, wait_until,
+    Certificates, Pod, Writer,
 };
 use serde_json::Value;
 
@@ -813,91 +814,15 @@ fn bad_redis_and_syslog_configs_stop_the_forwarder_with_the_field_named() {
     assert!(stderr.contains("local9"), "{stderr}");
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl(1) in `dir`:
-/// (ca.pem, server.pem, server.key).
-fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let openssl = require_program("openssl");
-    fs::create_dir_all(dir).unwrap();
-    fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=log-sidecars test CA",
-        ],
-    ]
-    .concat());
-    run(&[
-        &["req"][..],
-        &ec,
-        &[
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    ]
-    .concat());
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
-
 #[test]
 fn rediss_with_a_ca_file_and_an_acl_user_whose_password_is_never_logged() {
     let mut pod = Pod::new();
-    let (ca, cert, key) = make_certificates(&pod.path("tls"));
+    let Certificates {
+        ca,
+        server_cert: cert,
+        server_key: key,
+        ..
+    } = make_certificates(&pod.path("tls"));
     let tls_port = free_port();
     let password = "s3cret-Pa55word";
     // Only the ACL user `forwarder` may do anything: the default user is off.
@@ -1005,7 +930,12 @@ fn a_redis_that_never_answers_does_not_hold_shutdown_past_the_grace_period() {
 #[test]
 fn syslog_over_tls_reaches_rsyslog_verified_by_a_ca_file() {
     let mut pod = Pod::new();
-    let (ca, cert, key) = make_certificates(&pod.path("tls"));
+    let Certificates {
+        ca,
+        server_cert: cert,
+        server_key: key,
+        ..
+    } = make_certificates(&pod.path("tls"));
     let rsyslog = Rsyslog::start_with(pod.path("rsyslog"), Some((ca.clone(), cert, key)));
     write_forwarder_config(
         &pod,
