@@ -21,6 +21,8 @@
 #                      from Debian's prometheus package
 #   prometheus-alertmanager  alerts delivered to a real Alertmanager (alerts.rs)
 #   clickhouse-server  the clickhouse sink against a real server (clickhouse_sink.rs)
+#   chromium           a real headless browser for the web viewer (web_viewer.rs), launched as
+#                      /usr/lib/chromium/chromium (the /usr/bin wrapper does not exec)
 # rsyslog only recommends logrotate; --no-install-recommends leaves it (and the rest) out.
 set -euo pipefail
 
@@ -40,6 +42,7 @@ program() { # name: on PATH or where Debian puts system programs (not on a user'
 tls_driver() {
   compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' || [[ -e /usr/lib/rsyslog/lmnsd_gtls.so ]]
 }
+chromium_browser() { [[ -x /usr/lib/chromium/chromium ]]; }
 
 need curl "curl (local pod script)" program curl
 need util-linux "setsid (local pod script)" program setsid
@@ -53,6 +56,7 @@ need rsyslog-gnutls "rsyslog's TLS driver lmnsd_gtls.so (syslog over TLS tests)"
 need prometheus "promtool (promtool check metrics on every endpoint)" program promtool
 need prometheus-alertmanager "Alertmanager (alerts tests)" program prometheus-alertmanager
 need clickhouse-server "clickhouse-server (clickhouse sink tests)" program clickhouse-server
+need chromium "chromium (headless browser for the web viewer tests)" chromium_browser
 
 ((${#packages[@]} > 0)) || exit 0
 

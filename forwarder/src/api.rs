@@ -37,6 +37,7 @@ use crate::fanout::{self, Event, Selection};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
+use crate::viewer;
 
 /// How often a follower re-checks the commit when no file event woke it: the fallback for a
 /// lost inotify event, and the bound on how long a disconnected follower lingers.
@@ -281,6 +282,17 @@ pub async fn serve(
         }),
     };
     let app = Router::new()
+        .route(
+            "/",
+            get(
+                |State(state): State<ApiState>, headers: HeaderMap| async move {
+                    let response = viewer::index(&headers, &state.dir);
+                    state.metrics.count("index", response.status());
+                    response
+                },
+            ),
+        )
+        .route("/viewer/{asset}", get(viewer::asset))
         .route("/logs", get(logs))
         .route("/logs/{source}", get(source_logs))
         .route("/sources", get(sources))

@@ -40,6 +40,7 @@ pub mod commands;
 pub mod fanout;
 pub mod logs_cli;
 pub mod top;
+pub mod viewer;
 
 /// The name this stage's cursor (its checkpoint) has in the processed journal.
 pub const READER_NAME: &str = "forwarder";
