@@ -248,6 +248,7 @@ echo "Demo apps running. Ports: web API http://127.0.0.1:$web_port (WEB_API_PORT
   "/healthz and /metrics of collector :$collector_port (COLLECTOR_PORT)," \
   "processor :$processor_port (PROCESSOR_PORT), forwarder :$forwarder_port (FORWARDER_PORT);" \
   "query API :$query_port (QUERY_API_PORT)."
+echo "Web viewer: http://127.0.0.1:$query_port/ (live tail, filters, sources, alerts)"
 echo "Query the logs: $bin/forwarder logs --input-dir $pod/processed-logs -f -n 20 access.log"
 echo "  or curl 'http://127.0.0.1:$query_port/logs?tail=20&format=text'; live view: $bin/forwarder top --input-dir $pod/processed-logs"
 echo "Reports every ${REPORT_INTERVAL:-10s}; Ctrl+C to stop."
