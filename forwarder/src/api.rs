@@ -421,6 +421,11 @@ async fn check_sources(
     sources: &[String],
     container_hint: bool,
 ) -> Result<(), Response> {
+    if sources.is_empty() {
+        // Nothing to check: do not wait for the index, which a first `/stats` may hold while
+        // it reads the whole retained journal.
+        return Ok(());
+    }
     let unseen: Vec<String> = {
         let index = state.index.lock();
         sources
