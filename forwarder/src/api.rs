@@ -565,16 +565,8 @@ async fn logs_response(state: &ApiState, raw: &str) -> Response {
         }
         return response;
     }
-    let Ok(permit) = state.followers.clone().try_acquire_owned() else {
-        state.metrics.rejected_followers.inc();
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            Some("follow"),
-            format!(
-                "follow: too many followers (at most {} at once); try again later",
-                state.max_followers
-            ),
-        );
+    let Some(permit) = FollowerPermit::take(state) else {
+        return too_many_followers(state);
     };
     let stream = follow_stream(state.clone(), request, permit).await;
     match stream {
@@ -606,6 +598,32 @@ struct FollowerPermit {
     gauge: Gauge,
 }
 
+impl FollowerPermit {
+    /// One of the `--api-max-followers` places, counted in the followers gauge while held;
+    /// `None` when none is free (answer [`too_many_followers`]).
+    fn take(state: &ApiState) -> Option<Self> {
+        let permit = state.followers.clone().try_acquire_owned().ok()?;
+        state.metrics.followers.inc();
+        Some(Self {
+            _permit: permit,
+            gauge: state.metrics.followers.clone(),
+        })
+    }
+}
+
+/// The 429 for a follow past `--api-max-followers`.
+fn too_many_followers(state: &ApiState) -> Response {
+    state.metrics.rejected_followers.inc();
+    error(
+        StatusCode::TOO_MANY_REQUESTS,
+        Some("follow"),
+        format!(
+            "follow: too many followers (at most {} at once); try again later",
+            state.max_followers
+        ),
+    )
+}
+
 impl Drop for FollowerPermit {
     fn drop(&mut self) {
         self.gauge.dec();
@@ -615,13 +633,8 @@ impl Drop for FollowerPermit {
 async fn follow_stream(
     state: ApiState,
     request: LogsRequest,
-    permit: OwnedSemaphorePermit,
+    permit: FollowerPermit,
 ) -> anyhow::Result<Body> {
-    state.metrics.followers.inc();
-    let permit = FollowerPermit {
-        _permit: permit,
-        gauge: state.metrics.followers.clone(),
-    };
     let dir = state.dir.clone();
     let limits = state.limits;
     let req = request.clone();
@@ -766,16 +779,8 @@ async fn fan_out_response(
     let pods = header_list(found.pods.iter().map(|p| p.name.clone()));
     let left_out = header_list(found.left_out.iter().map(|(p, why)| format!("{p}: {why}")));
     if request.follow {
-        let Ok(permit) = state.followers.clone().try_acquire_owned() else {
-            state.metrics.rejected_followers.inc();
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                Some("follow"),
-                format!(
-                    "follow: too many followers (at most {} at once); try again later",
-                    state.max_followers
-                ),
-            );
+        let Some(permit) = FollowerPermit::take(state) else {
+            return too_many_followers(state);
         };
         let stream = futures_util::stream::unfold(
             (events, found.pods.len(), Arc::new(request.output), permit),

@@ -285,10 +285,7 @@ fn fan_out(
     params: &[(String, String)],
     out: &mut Printer,
 ) -> Result<(), CliError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let runtime = client_runtime()?;
     runtime.block_on(async {
         let found = fanout::find_pods(selection)
             .await
@@ -518,16 +515,21 @@ pub fn describe_request_error(error: &reqwest::Error) -> String {
     text
 }
 
+/// The runtime a remote or fan-out query's client runs on, in this thread.
+fn client_runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(e.to_string()))
+}
+
 fn remote(
     server: &str,
     token: Option<&str>,
     params: &[(String, String)],
     out: &mut Printer,
 ) -> Result<(), CliError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let runtime = client_runtime()?;
     runtime.block_on(remote_async(server, token, params, out))
 }
 

@@ -124,39 +124,28 @@ fn auth_header(
                 base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
             format!("Basic {encoded}")
         }
+        // The schemes that send the secret as it is, after their name.
         AuthSpec::Bearer {
-            token_file,
-            token_env,
-        } => {
-            let token = secret(
-                token_file,
-                token_env,
-                "auth.bearer.token_file",
-                "auth.bearer.token_env",
-            )?;
-            format!("Bearer {token}")
-        }
-        AuthSpec::ApiKey { key_file, key_env } => {
-            let key = secret(
-                key_file,
-                key_env,
-                "auth.api_key.key_file",
-                "auth.api_key.key_env",
-            )?;
-            format!("ApiKey {key}")
-        }
+            token_file: file,
+            token_env: env,
+        } => format!(
+            "Bearer {}",
+            secret(file, env, "auth.bearer.token_file", "auth.bearer.token_env")?
+        ),
+        AuthSpec::ApiKey {
+            key_file: file,
+            key_env: env,
+        } => format!(
+            "ApiKey {}",
+            secret(file, env, "auth.api_key.key_file", "auth.api_key.key_env")?
+        ),
         AuthSpec::Splunk {
-            token_file,
-            token_env,
-        } => {
-            let token = secret(
-                token_file,
-                token_env,
-                "auth.splunk.token_file",
-                "auth.splunk.token_env",
-            )?;
-            format!("Splunk {token}")
-        }
+            token_file: file,
+            token_env: env,
+        } => format!(
+            "Splunk {}",
+            secret(file, env, "auth.splunk.token_file", "auth.splunk.token_env")?
+        ),
     };
     // The message must not echo the value: it holds the secret.
     HeaderValue::from_str(&value).map_err(|_| {
