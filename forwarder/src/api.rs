@@ -752,7 +752,7 @@ async fn fan_out_response(
                 .find(|l| !l.is_empty() && !l.starts_with('#'))
                 .map(str::to_owned)
         });
-    let selection = Selection {
+    let mut selection = Selection {
         selector,
         namespace,
         api_server: state.fan_out.api_server.clone(),
@@ -770,6 +770,8 @@ async fn fan_out_response(
             )
         }
     };
+    // The pods' answers together stay within one answer's size, as any query's does.
+    selection.max_bytes_per_pod = state.limits.max_output_bytes / found.pods.len().max(1);
     let content_type = if request.output.text {
         "text/plain; charset=utf-8"
     } else {
