@@ -677,3 +677,54 @@ fn docs_screenshot() {
     let errors = cdp.take_errors();
     assert!(errors.is_empty(), "the page logged errors: {errors:#?}");
 }
+
+/// The page with `selector` in its URL shows the lines of every pod the selector finds, each
+/// marked with its pod, through the API's one query across pods (pods found by the in-test
+/// Kubernetes API server; no cluster runs here).
+#[test]
+fn with_a_selector_the_viewer_shows_every_pods_lines_marked_with_their_pod() {
+    use e2e_tests::kube_api::FakeApiServer;
+    let kube = FakeApiServer::start(Vec::new(), false);
+    let start = |file: &str| {
+        let mut pod = Pod::new();
+        pod.extra_args.insert(
+            StageKind::Forwarder,
+            vec!["--kubernetes-api".into(), kube.url()],
+        );
+        let mut app = Writer::open(pod.path(&format!("logs/{file}")), "app");
+        app.write(5);
+        let stages = pod.start_all();
+        pod.wait_delivered(5, STEP_TIMEOUT);
+        (pod, stages)
+    };
+    let (_pod_a, stages_a) = start("alpha.log");
+    let (_pod_b, stages_b) = start("beta.log");
+    for (name, stages) in [("web-a", &stages_a), ("web-b", &stages_b)] {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "demo", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "log-forwarder", "ports": [
+                {"name": "forwarder-api", "containerPort": stages[2].api_port}]}]},
+            "status": {"phase": "Running", "podIP": "127.0.0.1"}
+        }))
+        .unwrap();
+        kube.add(pod);
+    }
+    let mut browser = Chromium::launch();
+    let cdp = &mut browser.cdp;
+    cdp.open(&format!(
+        "http://127.0.0.1:{}/?selector=app%3Dweb&selector_namespace=demo",
+        stages_a[2].api_port
+    ));
+    cdp.wait_for("both pods' lines", &format!("{ROWS}.length === 10"));
+    let sources = cdp.eval(&format!("{ROWS}.map(r => r[2]).sort()"));
+    let sources: Vec<&str> = sources
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(sources[..5], ["[web-a] alpha.log"; 5], "{sources:?}");
+    assert_eq!(sources[5..], ["[web-b] beta.log"; 5], "{sources:?}");
+    let errors = cdp.take_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}

@@ -16,12 +16,14 @@
   const STATS_EVERY_MS = 2000;
   const FRAME_MS = 100; // new rows are drawn at most this often
   const FILTERS = ['source', 'level', 'category', 'stream', 'since', 'until', 'grep'];
-  const PASSED = ['container', 'pod', 'namespace']; // kept from the URL, no input of their own
+  // Kept from the URL, no input of their own; `selector` asks every pod it finds (each line
+  // then names its pod).
+  const PASSED = ['container', 'pod', 'namespace', 'selector', 'selector_namespace'];
   const LEVELS = ['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'];
   // Fields shown in their own column, not again as key=value after the message.
   const SHOWN = new Set(['id', 'source_file', 'collected_at', 'processed_at', 'log_category',
     'log_level', 'timestamp', 'message', 'line', 'line_base64', 'stack_trace', 'kubernetes',
-    'logged_at', 'pushed']);
+    'logged_at', 'pushed', 'source_pod']);
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
@@ -502,7 +504,8 @@
     div.record = r;
     const time = el('span', 't', shortTime(r.collected_at));
     time.title = r.collected_at || '';
-    div.append(time, el('span', 'lv', lv), el('span', 'src', r.source_file || ''));
+    const source = r.source_pod ? '[' + r.source_pod + '] ' + (r.source_file || '') : r.source_file || '';
+    div.append(time, el('span', 'lv', lv), el('span', 'src', source));
     const msg = el('span', 'msg');
     const t = text(r);
     if (t) appendHighlighted(msg, t);
