@@ -98,10 +98,11 @@ fn yaml_documents(rel: &str) -> Vec<Value> {
 }
 
 /// Least privilege for the API path: the service account may only get, list and watch pods
-/// in its namespace; the pod mounts no token by default, and only the log-processor mounts
-/// one (a projected, expiring token).
+/// in its namespace; the pod mounts no token by default, and only the log-processor (its own
+/// pod's metadata) and the log-forwarder (the pods of a selector query) mount one (a
+/// projected, expiring token); the apps and the collector get none.
 #[test]
-fn only_the_processor_gets_a_token_and_it_may_only_read_pods() {
+fn only_the_processor_and_forwarder_get_a_token_and_it_may_only_read_pods() {
     let rbac = yaml_documents("manifests/05-rbac.yaml");
     let kind = |k: &str| {
         rbac.iter()
@@ -130,7 +131,9 @@ fn only_the_processor_gets_a_token_and_it_may_only_read_pods() {
         spec["serviceAccountName"],
         kind("ServiceAccount")["metadata"]["name"]
     );
-    assert_eq!(token_mounting_containers(spec), ["log-processor"]);
+    let mut holders = token_mounting_containers(spec);
+    holders.sort_unstable();
+    assert_eq!(holders, ["log-forwarder", "log-processor"]);
 }
 
 /// Every container of a pod spec: the regular ones, then the init containers (native sidecars).
@@ -265,9 +268,9 @@ fn volume<'a>(spec: &'a Value, name: &str) -> &'a Value {
 
 /// Least privilege in node mode: the pods of a node are in every namespace, so the processor's
 /// service account is bound to a ClusterRole, which may only get, list and watch pods; the pod
-/// mounts no token by default and only the log-processor mounts one.
+/// mounts no token by default and only the log-processor and the log-forwarder mount one.
 #[test]
-fn node_mode_only_the_processor_gets_a_token_and_it_may_only_read_pods() {
+fn node_mode_only_the_processor_and_forwarder_get_a_token_and_it_may_only_read_pods() {
     let rbac = yaml_documents("manifests/node/05-rbac.yaml");
     let kind = |k: &str| {
         rbac.iter()
@@ -304,7 +307,9 @@ fn node_mode_only_the_processor_gets_a_token_and_it_may_only_read_pods() {
     let spec = &daemonset["spec"]["template"]["spec"];
     assert_eq!(spec["automountServiceAccountToken"], false);
     assert_eq!(spec["serviceAccountName"], account["metadata"]["name"]);
-    assert_eq!(token_mounting_containers(spec), ["log-processor"]);
+    let mut holders = token_mounting_containers(spec);
+    holders.sort_unstable();
+    assert_eq!(holders, ["log-forwarder", "log-processor"]);
 }
 
 /// The collector reads every container's CRI file from the node's /var/log/pods, mounted
