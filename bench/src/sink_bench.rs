@@ -183,19 +183,7 @@ fn main() -> anyhow::Result<()> {
         let run = tmp.path().join(case.name);
         copy_dir(&journal, &run)?;
         let row = measure(&forwarder, &run, case, cli.records, cli.timeout_secs)?;
-        println!(
-            "{:<20} {:>9} {:>8.2} {:>10.0} {:>7.1} {:>8.2} {:>10.2} {:>9.1} {:>8} {:>9.1}",
-            case.name,
-            cli.records,
-            row.wall_s,
-            cli.records as f64 / row.wall_s,
-            bytes as f64 / 1e6 / row.wall_s,
-            row.cpu_s,
-            row.cpu_s * 1e6 / cli.records as f64,
-            row.sent_bytes as f64 / 1e6,
-            row.requests,
-            row.peak_kib as f64 / 1024.0
-        );
+        row.print(case.name, cli.records, bytes);
         fs::remove_dir_all(&run)?;
     }
     if cli
@@ -206,19 +194,7 @@ fn main() -> anyhow::Result<()> {
         let run = tmp.path().join("nats");
         copy_dir(&journal, &run)?;
         match measure_nats(&forwarder, &run, cli.records, cli.timeout_secs)? {
-            Some(row) => println!(
-                "{:<20} {:>9} {:>8.2} {:>10.0} {:>7.1} {:>8.2} {:>10.2} {:>9.1} {:>8} {:>9.1}",
-                "nats",
-                cli.records,
-                row.wall_s,
-                cli.records as f64 / row.wall_s,
-                bytes as f64 / 1e6 / row.wall_s,
-                row.cpu_s,
-                row.cpu_s * 1e6 / cli.records as f64,
-                row.sent_bytes as f64 / 1e6,
-                row.requests,
-                row.peak_kib as f64 / 1024.0
-            ),
+            Some(row) => row.print("nats", cli.records, bytes),
             None => {
                 println!("nats: skipped (no nats-server; scripts/install-test-deps.sh installs it)")
             }
@@ -293,23 +269,14 @@ fn measure_nats(
                     .map(|i| (i.state.messages, i.state.bytes))
             })
         };
-        let config = dir.join("forwarder.yaml");
-        fs::write(
-            &config,
-            format!(
-                "report:\n  enabled: false\nsinks:\n  - type: nats\n    url: {url}\n    stream: LOGS\n    subject: 'logs.{{source_file}}'\n"
+        let started = Instant::now();
+        let mut proc = spawn_forwarder(
+            forwarder,
+            dir,
+            &format!(
+                "  - type: nats\n    url: {url}\n    stream: LOGS\n    subject: 'logs.{{source_file}}'\n"
             ),
         )?;
-        let args: Vec<String> = vec![
-            "--config".into(),
-            config.display().to_string(),
-            "--input-dir".into(),
-            dir.display().to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-        ];
-        let started = Instant::now();
-        let mut proc = Proc::spawn("forwarder", forwarder, &args, &dir.join("forwarder.log"))?;
         let deadline = started + Duration::from_secs(timeout_secs);
         let mut last = (0, 0);
         while last.0 < records {
@@ -397,12 +364,49 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts the forwarder on the journal in `dir` with `sinks` (YAML list items) and no report.
+fn spawn_forwarder(forwarder: &Path, dir: &Path, sinks: &str) -> anyhow::Result<Proc> {
+    let config = dir.join("forwarder.yaml");
+    fs::write(
+        &config,
+        format!("report:\n  enabled: false\nsinks:\n{sinks}"),
+    )?;
+    let args: Vec<String> = vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--input-dir".into(),
+        dir.display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+    ];
+    Proc::spawn("forwarder", forwarder, &args, &dir.join("forwarder.log"))
+}
+
 struct Measured {
     wall_s: f64,
     cpu_s: f64,
     peak_kib: u64,
     sent_bytes: u64,
     requests: u64,
+}
+
+impl Measured {
+    /// One row of the table, for `records` records of `journal_bytes` in all.
+    fn print(&self, name: &str, records: u64, journal_bytes: u64) {
+        println!(
+            "{:<20} {:>9} {:>8.2} {:>10.0} {:>7.1} {:>8.2} {:>10.2} {:>9.1} {:>8} {:>9.1}",
+            name,
+            records,
+            self.wall_s,
+            records as f64 / self.wall_s,
+            journal_bytes as f64 / 1e6 / self.wall_s,
+            self.cpu_s,
+            self.cpu_s * 1e6 / records as f64,
+            self.sent_bytes as f64 / 1e6,
+            self.requests,
+            self.peak_kib as f64 / 1024.0
+        );
+    }
 }
 
 fn measure(
@@ -413,7 +417,6 @@ fn measure(
     timeout_secs: u64,
 ) -> anyhow::Result<Measured> {
     let server = Server::start(case.sink == "elasticsearch")?;
-    let config = dir.join("forwarder.yaml");
     let extra = match case.sink {
         "loki" => "    label_fields: [source_file, log_level]\n".to_owned(),
         // The receiver answers 200 with an empty body, as ClickHouse does to an insert.
@@ -430,23 +433,15 @@ fn measure(
         }
         _ => String::new(),
     };
-    fs::write(
-        &config,
-        format!(
-            "report:\n  enabled: false\nsinks:\n  - type: {}\n    url: http://127.0.0.1:{}\n    gzip: {}\n{extra}",
+    let started = Instant::now();
+    let mut proc = spawn_forwarder(
+        forwarder,
+        dir,
+        &format!(
+            "  - type: {}\n    url: http://127.0.0.1:{}\n    gzip: {}\n{extra}",
             case.sink, server.port, case.gzip
         ),
     )?;
-    let args: Vec<String> = vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--input-dir".into(),
-        dir.display().to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-    ];
-    let started = Instant::now();
-    let mut proc = Proc::spawn("forwarder", forwarder, &args, &dir.join("forwarder.log"))?;
     let deadline = started + Duration::from_secs(timeout_secs);
     let mut sampled = Instant::now();
     while server.records(case.lines_per_record) < records {
