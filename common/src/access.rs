@@ -173,6 +173,18 @@ impl Tokens {
     }
 }
 
+/// The first token of a tokens file (what a client of such an endpoint sends); `None` when the
+/// file holds none.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn first_token(path: &Path) -> std::io::Result<Option<String>> {
+    Ok(read_tokens(path)?
+        .into_iter()
+        .next()
+        .map(|token| String::from_utf8_lossy(&token).into_owned()))
+}
+
 fn read_tokens(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     let text = std::fs::read(path)?;
     Ok(text

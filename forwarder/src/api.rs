@@ -745,13 +745,7 @@ async fn fan_out_response(
         .fan_out
         .tokens_file
         .as_deref()
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .and_then(|text| {
-            text.lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_owned)
-        });
+        .and_then(|path| access::first_token(path).ok().flatten());
     let mut selection = Selection {
         selector,
         namespace,

@@ -331,13 +331,10 @@ fn fan_out(
 
 /// The first token in a tokens file (one per line, `#` comments).
 fn read_token(path: &std::path::Path) -> Result<String, CliError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CliError::Failed(format!("--token-file: cannot read {}: {e}", path.display()))
-    })?;
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
+    sidecar_core::access::first_token(path)
+        .map_err(|e| {
+            CliError::Failed(format!("--token-file: cannot read {}: {e}", path.display()))
+        })?
         .ok_or_else(|| CliError::Failed(format!("--token-file: {} holds no token", path.display())))
 }
 
