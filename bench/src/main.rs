@@ -65,7 +65,8 @@ struct Cli {
     /// it only when false, so binaries from before it had the flag still run).
     #[arg(long, default_value_t = true, action = ArgAction::Set)]
     fsync: bool,
-    /// Passed to all three stages as --linger (their default: 10ms), e.g. 3ms.
+    /// Passed to all three stages as --linger (defaults: collector 10ms, processor and forwarder
+    /// 0s), e.g. 3ms.
     #[arg(long)]
     linger: Option<String>,
     /// Seconds to run the three stages with no input for the idle measurement (0: skip).

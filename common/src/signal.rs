@@ -207,22 +207,50 @@ impl DirWatcher {
         wakeup: &Wakeup,
         on_event: impl Fn(&notify::Event) + Send + 'static,
     ) -> Self {
+        Self::start_filtered(dirs, wakeup, move |event| {
+            on_event(event);
+            true
+        })
+    }
+
+    /// As [`DirWatcher::start`], but wakes only on events that name a file called `file_name`
+    /// (and on lost events). A stage reading a journal watches its commit file this way: the
+    /// journal's segments are written before each commit, and waking on those writes too
+    /// would turn the loop once for nothing before every batch.
+    pub fn start_for_file<'a>(
+        dirs: impl IntoIterator<Item = &'a Path>,
+        wakeup: &Wakeup,
+        file_name: &'static str,
+    ) -> Self {
+        Self::start_filtered(dirs, wakeup, move |event| {
+            event.need_rescan()
+                || (event.paths.iter()).any(|path| path.file_name().is_some_and(|n| n == file_name))
+        })
+    }
+
+    /// Starts the watch; `wakes` sees every event but read-only accesses (a watch error as an
+    /// event flagged [`notify::event::Flag::Rescan`]) and says whether it wakes the loop.
+    fn start_filtered<'a>(
+        dirs: impl IntoIterator<Item = &'a Path>,
+        wakeup: &Wakeup,
+        wakes: impl Fn(&notify::Event) -> bool + Send + 'static,
+    ) -> Self {
         let wakeup = wakeup.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = &event {
-                if is_read_only_access(event) {
-                    // Our own opens and reads of the directory and its files: waking on them
-                    // would make an idle loop wake itself forever.
-                    return;
-                }
-                on_event(event);
-            } else {
-                let lost = notify::Event::new(notify::EventKind::Other)
-                    .set_flag(notify::event::Flag::Rescan);
-                on_event(&lost);
+            let woken = match &event {
+                // Our own opens and reads of the directory and its files: waking on them
+                // would make an idle loop wake itself forever.
+                Ok(event) if is_read_only_access(event) => false,
+                Ok(event) => wakes(event),
+                // Errors here include inotify queue overflow; waking makes the loop rescan.
+                Err(_) => wakes(
+                    &notify::Event::new(notify::EventKind::Other)
+                        .set_flag(notify::event::Flag::Rescan),
+                ),
+            };
+            if woken {
+                wakeup.wake();
             }
-            // Errors here include inotify queue overflow; waking makes the loop rescan.
-            wakeup.wake();
         });
         let mut this = Self {
             watcher: None,
@@ -528,6 +556,29 @@ mod tests {
         assert!(
             t.elapsed() < Duration::from_secs(2),
             "a write wakes the loop"
+        );
+    }
+
+    #[test]
+    fn a_watch_for_one_file_wakes_on_that_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Wakeup::new();
+        let _watcher = DirWatcher::start_for_file([dir.path()], &w, "commit.json");
+        std::thread::sleep(Duration::from_millis(50));
+        w.wait(Duration::ZERO);
+        std::fs::write(dir.path().join("segment-0.ndjson"), b"a record\n").unwrap();
+        let t = Instant::now();
+        w.wait(Duration::from_millis(300));
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "woken by a segment write"
+        );
+        std::fs::write(dir.path().join("commit.json"), b"{}").unwrap();
+        let t = Instant::now();
+        w.wait(Duration::from_secs(5));
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "a commit wakes the loop"
         );
     }
 

@@ -29,7 +29,7 @@ use serde_json::{Map, Value};
 use sidecar_core::backoff::Backoff;
 use sidecar_core::checkpoint::Durability;
 use sidecar_core::config::HumanDuration;
-use sidecar_core::journal::{Cursor, CursorFile, JournalReader, Position};
+use sidecar_core::journal::{Cursor, CursorFile, JournalReader, Position, COMMIT_FILE};
 use sidecar_core::signal::{self, Background, DirWatcher, Wakeup};
 use sidecar_core::sink::{self, Delivery, ForwarderFile, OutRecord, Sink};
 use sidecar_core::telemetry::{self, Health};
@@ -68,9 +68,11 @@ pub struct Cli {
     /// period.
     #[arg(long, env = "FORWARDER_GRACE_PERIOD", default_value = "8s")]
     pub grace_period: HumanDuration,
-    /// How long to let writes gather after a wake before a batch is read and committed: longer
-    /// means fewer, larger commits (less CPU, one fsync each), shorter means less latency.
-    #[arg(long, env = "FORWARDER_LINGER", default_value = "10ms", value_parser = HumanDuration::parse_linger)]
+    /// How long to let writes gather after a wake before a batch is read and committed. The
+    /// default 0s takes each upstream commit as it comes: the collector's linger already gathers
+    /// lines into batches, and a second wait here only adds latency. Longer means fewer, larger
+    /// commits (one fsync each) when the upstream stage commits more often than wanted.
+    #[arg(long, env = "FORWARDER_LINGER", default_value = "0s", value_parser = HumanDuration::parse_linger)]
     pub linger: HumanDuration,
     /// fsync the checkpoint and the file sinks' writes at every commit (survives a node
     /// crash); false leaves both to the page cache, which survives a container crash.
@@ -468,7 +470,8 @@ impl<'a, 's> Lane<'a, 's> {
     /// Delivers until stopped, then drains what the processor committed and closes the sinks.
     fn run(mut self) -> anyhow::Result<()> {
         let config = self.shared.config;
-        let mut watcher = DirWatcher::start([config.input_dir.as_path()], self.wakeup);
+        let mut watcher =
+            DirWatcher::start_for_file([config.input_dir.as_path()], self.wakeup, COMMIT_FILE);
         let mut watching = config.input_dir.is_dir();
         while !self.wakeup.is_stopping() {
             self.shared.health.beat();

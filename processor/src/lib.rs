@@ -86,9 +86,11 @@ pub struct StageArgs {
     /// Time allowed to commit and exit after SIGTERM; keep it below the pod's grace period.
     #[arg(long, env = "PROCESSOR_GRACE_PERIOD", default_value = "8s")]
     pub grace_period: HumanDuration,
-    /// How long to let writes gather after a wake before a batch is read and committed: longer
-    /// means fewer, larger commits (less CPU, one fsync each), shorter means less latency.
-    #[arg(long, env = "PROCESSOR_LINGER", default_value = "10ms", value_parser = HumanDuration::parse_linger)]
+    /// How long to let writes gather after a wake before a batch is read and committed. The
+    /// default 0s takes each upstream commit as it comes: the collector's linger already gathers
+    /// lines into batches, and a second wait here only adds latency. Longer means fewer, larger
+    /// commits (one fsync each) when the upstream stage commits more often than wanted.
+    #[arg(long, env = "PROCESSOR_LINGER", default_value = "0s", value_parser = HumanDuration::parse_linger)]
     pub linger: HumanDuration,
     /// Pause when the forwarder lags by more than this.
     #[arg(long, env = "PROCESSOR_MAX_UNCONSUMED", default_value = "128MiB")]
@@ -423,7 +425,8 @@ async fn watch_node_api(
 
 fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Result<()> {
     let config = stage.config;
-    let mut watcher = DirWatcher::start([config.input_dir.as_path()], wakeup);
+    let mut watcher =
+        DirWatcher::start_for_file([config.input_dir.as_path()], wakeup, journal::COMMIT_FILE);
     let mut watching = config.input_dir.is_dir();
     let mut stats_at = Instant::now();
     let mut checked_at = Instant::now();
