@@ -693,6 +693,61 @@ common:
 }
 
 #[test]
+fn a_json_payload_merges_as_an_object_would_whatever_its_key_order_and_repeats() {
+    let rules = yaml(
+        r#"
+version: 1
+common:
+  - set: {field: id, value: kept}
+  - json: {field: line}
+"#,
+    );
+    // Members merge in key order, as from a map: `id` (taken) goes to `json_id` first, so the
+    // payload's own `json_id`, though first in the text, is then the one pushed aside. Of the
+    // two `b`, the later wins.
+    let line = r#"{"json_id":2,"b":1,"id":"x","b":{"c":[1,2.5,null]},"a":true}"#;
+    assert_eq!(
+        enrich(&rules, "x.log", line),
+        json!({
+            "line": line,
+            "id": "kept",
+            "json_id": "x",
+            "json_json_id": 2,
+            "a": true,
+            "b": {"c": [1, 2.5, null]},
+            "log_category": "unknown",
+            "log_level": "INFO",
+        })
+    );
+    for (text, kind) in [
+        ("null", "null"),
+        ("true", "boolean"),
+        ("-3", "number"),
+        ("1.5", "number"),
+        (r#""s""#, "string"),
+        ("[{}]", "array"),
+    ] {
+        let out = enrich(&rules, "x.log", text);
+        assert_eq!(
+            out["processing_error"],
+            format!("common[1] (json): `line` holds a JSON {kind}, not an object"),
+            "{text}"
+        );
+    }
+    let out = enrich(&rules, "x.log", r#"{"a":1} x"#);
+    assert!(
+        out["processing_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot decode `line` as JSON: trailing characters")),
+        "{out}"
+    );
+    assert!(
+        out.get("a").is_none(),
+        "nothing merged from a bad payload: {out}"
+    );
+}
+
+#[test]
 fn conditions_cover_every_test() {
     let rules = yaml(
         r#"
