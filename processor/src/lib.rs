@@ -441,7 +441,8 @@ fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Re
             stage.reload_if_changed();
             checked_at = Instant::now();
         }
-        let more = !stage.journal.is_backpressured() && stage.process_available()?;
+        let backpressured = stage.journal.is_backpressured();
+        let more = !backpressured && stage.process_available()?;
         if stats_at.elapsed() >= Duration::from_secs(5) {
             stage.stats.write(&config.journal_dir, &stage.journal);
             stats_at = Instant::now();
@@ -449,17 +450,13 @@ fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Re
         if more {
             continue;
         }
-        // A waiting multiline record must be let go on time even when no input comes, and a
-        // held-back cursor published.
-        let wait = stage
-            .joiner
-            .next_deadline()
-            .map_or(config.poll_interval, |deadline| {
-                deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(config.poll_interval)
-            })
-            .min(stage.cursor.due_in().unwrap_or(Duration::MAX));
+        let wait = idle_wait(
+            config.poll_interval,
+            (!backpressured)
+                .then(|| stage.joiner.next_deadline())
+                .flatten(),
+            stage.cursor.due_in(),
+        );
         if wakeup.wait(wait) || wakeup.sleep(config.linger) {
             break;
         }
@@ -477,6 +474,26 @@ fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Re
     stage.cursor.flush();
     stage.stats.write(&config.journal_dir, &stage.journal);
     Ok(())
+}
+
+/// How long the loop may wait for input: until the periodic check, a waiting multiline
+/// record's deadline (it must be let go on time even when no input comes) or a held-back
+/// cursor's publication, whichever is first.
+///
+/// Easy to get wrong: while the journal is backpressured the loop passes no deadline, since
+/// a record let go then could not be written: a deadline already past would make every wait
+/// return at once and the loop spin until the forwarder catches up.
+fn idle_wait(
+    poll_interval: Duration,
+    multiline_deadline: Option<Instant>,
+    cursor_due_in: Option<Duration>,
+) -> Duration {
+    let until_deadline = multiline_deadline.map_or(Duration::MAX, |deadline| {
+        deadline.saturating_duration_since(Instant::now())
+    });
+    poll_interval
+        .min(until_deadline)
+        .min(cursor_due_in.unwrap_or(Duration::MAX))
 }
 
 struct Stage<'a> {
@@ -1038,6 +1055,22 @@ fn bump(counts: &mut HashMap<String, u64>, key: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_idle_wait_is_the_earliest_of_poll_deadline_and_cursor() {
+        let poll = Duration::from_secs(1);
+        assert_eq!(idle_wait(poll, None, None), poll);
+        let past = Instant::now() - Duration::from_secs(1);
+        assert_eq!(idle_wait(poll, Some(past), None), Duration::ZERO);
+        let soon = idle_wait(
+            poll,
+            Some(Instant::now() + Duration::from_millis(300)),
+            None,
+        );
+        assert!(soon <= Duration::from_millis(300) && soon > Duration::from_millis(200));
+        let cursor = Duration::from_millis(50);
+        assert_eq!(idle_wait(poll, None, Some(cursor)), cursor);
+    }
 
     #[test]
     fn a_commit_without_replay_still_loads_and_replay_redoes_only_waiting_records() {

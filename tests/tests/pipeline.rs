@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use e2e_tests::{exactly_once, http_get, wait_until, Pod, StageKind, Writer};
+use serde_json::Value;
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -372,4 +373,52 @@ fn a_pod_shutdown_in_sidecar_order_delivers_every_line_before_the_last_exit() {
     let records = pod.delivered();
     let problems = exactly_once(&records, &[("access", 10_000)]);
     assert!(problems.is_empty(), "{problems}");
+}
+
+#[test]
+fn a_processor_paused_by_an_unread_journal_waits_without_spinning() {
+    let mut pod = Pod::new();
+    pod.extra_args.insert(
+        StageKind::Processor,
+        vec!["--max-unconsumed".into(), "16KiB".into()],
+    );
+    let stages = [
+        pod.start(StageKind::Collector),
+        pod.start(StageKind::Processor),
+    ];
+    // No forwarder reads the processed journal, so the processor pauses past 16 KiB. The last
+    // application.log line waits for continuation lines (a traceback's); its multiline
+    // deadline passes while the processor is paused.
+    let text: String = (0..500)
+        .map(|i| format!("2026-11-22 10:30:45,123 - app - INFO - request {i} done\n"))
+        .collect();
+    e2e_tests::append(&pod, "application.log", &text);
+    let mut last = Value::Null;
+    let paused = wait_until(Duration::from_secs(30), || {
+        let commit = e2e_tests::processor_commit(&pod);
+        let still = !commit.is_null() && commit == last;
+        last = commit;
+        std::thread::sleep(Duration::from_millis(500));
+        still
+    });
+    assert!(paused, "the processor never committed or never paused");
+    std::thread::sleep(Duration::from_secs(2));
+    let processor = &stages[1];
+    let before = cpu_ticks(processor.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(processor.pid()) - before;
+    // A spinning loop uses all of the 200 ticks; a waiting one next to none.
+    assert!(
+        used < 50,
+        "the paused processor used {used} CPU ticks in 2 s"
+    );
+}
+
+/// User plus system CPU time of a process so far, in clock ticks (`/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
