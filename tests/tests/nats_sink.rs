@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
 use e2e_tests::{exactly_once, free_port, require_program, wait_until, Pod, StageKind, Writer};
@@ -341,15 +341,34 @@ fn the_stream_holds_every_record_once_when_the_forwarder_is_killed_mid_delivery(
     let _collector = pod.start(StageKind::Collector);
     let _processor = pod.start(StageKind::Processor);
     let mut access = Writer::open(pod.path("logs/access.log"), "access");
-    access.write(3000);
-    for i in 0..5 {
+    // Batches of thousands of records (a journal batch is up to 4 MiB), so that a forwarder
+    // seen publishing is still far from its commit.
+    access.write(20_000);
+    let js = cluster.js();
+    let stored = || {
+        cluster.runtime.block_on(async {
+            let mut stream = js.get_stream(STREAM).await.ok()?;
+            stream.info().await.ok().map(|i| i.state.messages)
+        })
+    };
+    for _ in 0..5 {
+        let before = stored().unwrap_or(0);
         let forwarder = pod.start(StageKind::Forwarder);
         access.write(400);
-        std::thread::sleep(Duration::from_millis(150 + 70 * i));
+        // Killed as soon as the stream holds something new from it: mid-batch, so published
+        // and not committed. (A kill after a fixed time let a fast forwarder commit first.)
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while stored().unwrap_or(0) == before {
+            assert!(
+                Instant::now() < deadline,
+                "the forwarder published nothing in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         forwarder.kill9();
     }
     let forwarder = pod.start(StageKind::Forwarder);
-    cluster.assert_exactly_once(&[("access", 5000)], &pod);
+    cluster.assert_exactly_once(&[("access", 22_000)], &pod);
     // The killed forwarders published without committing: the last one sent those records
     // again, and the stream said duplicate instead of storing them twice.
     let (_, metrics) = e2e_tests::http_get(forwarder.port, "/metrics").unwrap();
