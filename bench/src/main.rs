@@ -25,7 +25,8 @@ use anyhow::{bail, Context as _};
 use clap::{ArgAction, Parser};
 
 use crate::generate::{Generated, FILES};
-use crate::process::{cpu_of, machine_busy_s, Proc, Usage};
+use crate::process::{machine_busy_s, Proc, Usage};
+use sidecar_core::telemetry::cpu_seconds_of;
 
 /// How often completion is polled: fine enough for runs of seconds, cheap enough (a tiny file
 /// read) not to steal CPU from the stages on a 2-core machine.
@@ -171,14 +172,19 @@ impl LoadMeter {
         Self {
             started: Instant::now(),
             busy_s: machine_busy_s(),
-            self_s: cpu_of("self"),
+            self_s: cpu_seconds_of("self"),
         }
     }
 
     /// Cores' worth of CPU others used since `start`, given our children's `children_cpu_s`.
     fn others_cores(&self, children_cpu_s: f64) -> f64 {
         let elapsed = self.started.elapsed().as_secs_f64();
-        match (self.busy_s, machine_busy_s(), self.self_s, cpu_of("self")) {
+        match (
+            self.busy_s,
+            machine_busy_s(),
+            self.self_s,
+            cpu_seconds_of("self"),
+        ) {
             (Some(b0), Some(b1), Some(s0), Some(s1)) => {
                 ((b1 - b0) - (s1 - s0) - children_cpu_s).max(0.0) / elapsed
             }
@@ -762,7 +768,7 @@ impl Progress {
             .collect();
         let last_cpu = pids
             .iter()
-            .map(|(_, pid)| cpu_of(pid).unwrap_or(0.0))
+            .map(|(_, pid)| cpu_seconds_of(pid).unwrap_or(0.0))
             .collect();
         Self {
             pids,
@@ -792,7 +798,7 @@ impl Progress {
         );
         let mut ours = 0.0;
         for ((name, pid), last) in self.pids.iter().zip(self.last_cpu.iter_mut()) {
-            let now = cpu_of(pid).unwrap_or(*last);
+            let now = cpu_seconds_of(pid).unwrap_or(*last);
             let _ = write!(line, " {name} {:3.0}%", (now - *last) / elapsed * 100.0);
             ours += now - *last;
             *last = now;

@@ -104,7 +104,7 @@ impl Proc {
 
     /// The child's CPU seconds so far (user + system, from `/proc/<pid>/stat`).
     pub fn cpu_so_far_s(&self) -> Option<f64> {
-        cpu_of(&self.pid.to_string())
+        sidecar_core::telemetry::cpu_seconds_of(&self.pid.to_string())
     }
 
     /// Fails, with the tail of its log, if the child has already exited.
@@ -192,17 +192,6 @@ impl Drop for Proc {
             let _ = wait4(self.pid, false);
         }
     }
-}
-
-/// CPU seconds (user + system) of `/proc/<pid>` so far; `pid` may be `self`.
-pub fn cpu_of(pid: &str) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // utime and stime are fields 14 and 15 of proc(5); `rest` starts at field 3.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / clock_ticks_per_second() as f64)
 }
 
 /// CPU seconds the whole machine spent busy (all cores, everything but idle and iowait) since

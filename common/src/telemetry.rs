@@ -267,7 +267,7 @@ impl prometheus_client::collector::Collector for ProcessMetrics {
         use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::counter::ConstCounter;
         use prometheus_client::metrics::gauge::ConstGauge;
-        let Some(stat) = ProcStat::read() else {
+        let Some(stat) = ProcStat::read("self") else {
             return Ok(());
         };
         let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / USER_HZ);
@@ -318,12 +318,19 @@ impl prometheus_client::collector::Collector for ProcessMetrics {
 
 /// This process's CPU seconds (user + system) and resident bytes, from `/proc/self`.
 pub fn own_usage() -> Option<(f64, f64)> {
-    let stat = ProcStat::read()?;
+    let stat = ProcStat::read("self")?;
     let rss = status_kib("VmRSS:")? * 1024.0;
     Some(((stat.utime + stat.stime) as f64 / USER_HZ, rss))
 }
 
-/// The fields of `/proc/self/stat` the process metrics use, in clock ticks.
+/// CPU seconds (user + system) of process `pid` so far (`self`: this one), from
+/// `/proc/<pid>/stat`.
+pub fn cpu_seconds_of(pid: &str) -> Option<f64> {
+    let stat = ProcStat::read(pid)?;
+    Some((stat.utime + stat.stime) as f64 / USER_HZ)
+}
+
+/// The fields of `/proc/<pid>/stat` the process metrics use, in clock ticks.
 struct ProcStat {
     utime: u64,
     stime: u64,
@@ -331,8 +338,8 @@ struct ProcStat {
 }
 
 impl ProcStat {
-    fn read() -> Option<Self> {
-        let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    fn read(pid: &str) -> Option<Self> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name (field 2) is in parentheses and may hold spaces: count from the
         // last `)`. Fields after it start at field 3 (state).
         let after = text.get(text.rfind(')')? + 2..)?;

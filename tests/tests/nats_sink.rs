@@ -172,7 +172,11 @@ impl Cluster {
     }
 
     fn info(&self) -> Option<stream::Info> {
-        let js = self.js();
+        self.info_over(&self.js())
+    }
+
+    /// The stream's info over an open connection (for polling: `info` connects each time).
+    fn info_over(&self, js: &jetstream::Context) -> Option<stream::Info> {
         self.runtime.block_on(async {
             let mut stream = js.get_stream(STREAM).await.ok()?;
             stream.info().await.ok().cloned()
@@ -345,12 +349,7 @@ fn the_stream_holds_every_record_once_when_the_forwarder_is_killed_mid_delivery(
     // seen publishing is still far from its commit.
     access.write(20_000);
     let js = cluster.js();
-    let stored = || {
-        cluster.runtime.block_on(async {
-            let mut stream = js.get_stream(STREAM).await.ok()?;
-            stream.info().await.ok().map(|i| i.state.messages)
-        })
-    };
+    let stored = || cluster.info_over(&js).map(|i| i.state.messages);
     for _ in 0..5 {
         let before = stored().unwrap_or(0);
         let forwarder = pod.start(StageKind::Forwarder);
