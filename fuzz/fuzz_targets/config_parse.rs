@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     .flatten()
     {
         let mut record = sidecar_core::record::Fields::new();
-        record.insert("line".into(), "2026-11-22 10:30:45,123 - application - INFO - x".into());
+        record.insert("line", "2026-11-22 10:30:45,123 - application - INFO - x".into());
         rules.apply("access.log", &mut record);
     }
     let path = Path::new("forwarder.yaml");

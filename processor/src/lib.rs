@@ -848,16 +848,13 @@ const COMMON_FIELD_COUNT: usize = 24;
 /// The fields a collected line starts with, before any rule.
 fn collected_fields(collected: CollectedRecord<'_>) -> Fields {
     let mut record = Fields::with_capacity(COMMON_FIELD_COUNT);
-    record.insert(field::ID.into(), collected.id.into_owned().into());
+    record.insert(field::ID, collected.id.into_owned().into());
+    record.insert(field::SOURCE_FILE, collected.source.into_owned().into());
     record.insert(
-        field::SOURCE_FILE.into(),
-        collected.source.into_owned().into(),
-    );
-    record.insert(
-        field::COLLECTED_AT.into(),
+        field::COLLECTED_AT,
         collected.collected_at.into_owned().into(),
     );
-    record.insert(field::LINE.into(), collected.line.into_owned().into());
+    record.insert(field::LINE, collected.line.into_owned().into());
     for (flag, set) in [
         ("partial", collected.partial),
         ("split", collected.split),
@@ -867,17 +864,17 @@ fn collected_fields(collected: CollectedRecord<'_>) -> Fields {
         (field::MALFORMED, collected.malformed),
     ] {
         if set {
-            record.insert(flag.into(), true.into());
+            record.insert(flag, true.into());
         }
     }
     if let Some(stream) = collected.stream {
-        record.insert(field::STREAM.into(), stream.as_str().into());
+        record.insert(field::STREAM, stream.as_str().into());
     }
     if let Some(logged_at) = collected.logged_at {
-        record.insert(field::LOGGED_AT.into(), logged_at.into_owned().into());
+        record.insert(field::LOGGED_AT, logged_at.into_owned().into());
     }
     if let Some(raw) = collected.line_base64 {
-        record.insert("line_base64".into(), raw.into());
+        record.insert("line_base64", raw.into());
     }
     record
 }
@@ -903,7 +900,7 @@ pub fn enrich_fields(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option
         }
         Err(e) => undecodable(line, &e),
     };
-    record.insert(field::PROCESSED_AT.into(), processed_at.into());
+    record.insert(field::PROCESSED_AT, processed_at.into());
     Some(record)
 }
 
@@ -911,17 +908,17 @@ pub fn enrich_fields(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option
 /// by, so it skips them.
 fn undecodable(line: &[u8], error: &DecodeError) -> Fields {
     let mut record = Fields::new();
-    record.insert(field::SOURCE_FILE.into(), "unknown".into());
+    record.insert(field::SOURCE_FILE, "unknown".into());
     record.insert(
-        field::LINE.into(),
+        field::LINE,
         String::from_utf8_lossy(line).into_owned().into(),
     );
     record.insert(
-        field::PROCESSING_ERROR.into(),
+        field::PROCESSING_ERROR,
         format!("undecodable collected record: {error}").into(),
     );
-    record.insert(field::LOG_CATEGORY.into(), "unknown".into());
-    record.insert(field::LOG_LEVEL.into(), "INFO".into());
+    record.insert(field::LOG_CATEGORY, "unknown".into());
+    record.insert(field::LOG_LEVEL, "INFO".into());
     record
 }
 

@@ -464,7 +464,7 @@ impl RuleSet {
             Some(Value::String(line)) if line.len() > self.max_line_bytes
         );
         if too_long {
-            record.insert(LINE_TOO_LONG_FIELD.to_owned(), Value::Bool(true));
+            record.insert(LINE_TOO_LONG_FIELD, Value::Bool(true));
         }
         let rule_steps = matched
             .0
@@ -488,11 +488,11 @@ impl RuleSet {
             }
         }
         record.insert(
-            LOG_CATEGORY_FIELD.to_owned(),
+            LOG_CATEGORY_FIELD,
             Value::String(self.category_of(matched).to_owned()),
         );
         if present(record, LOG_LEVEL_FIELD).is_none() {
-            record.insert(LOG_LEVEL_FIELD.to_owned(), self.default_level.clone());
+            record.insert(LOG_LEVEL_FIELD, self.default_level.clone());
         }
         self.tag_matched_alerts(matched, record);
         Verdict::Keep
@@ -520,7 +520,7 @@ impl RuleSet {
             }
         }
         if !names.is_empty() {
-            record.insert(MATCHED_ALERTS_FIELD.to_owned(), Value::Array(names));
+            record.insert(MATCHED_ALERTS_FIELD, Value::Array(names));
         }
     }
 
@@ -806,7 +806,7 @@ fn push_error(record: &mut Fields, message: String) {
             *other = Value::String(format!("{other}; {message}"));
         }
         _ => {
-            record.insert(PROCESSING_ERROR_FIELD.to_owned(), Value::String(message));
+            record.insert(PROCESSING_ERROR_FIELD, Value::String(message));
         }
     }
 }

@@ -263,7 +263,7 @@ impl<M> Joiner<M> {
                                 text.push_str(&line);
                             }
                             _ => {
-                                group.record.insert(field.clone(), Value::String(line));
+                                group.record.insert(field.as_str(), Value::String(line));
                             }
                         }
                     }

@@ -235,9 +235,9 @@ impl RuleSet {
         let mut offset = 0u64;
         for line in lines {
             let mut record = Fields::new();
-            record.insert("id".into(), Value::String(format!("test-{offset}")));
-            record.insert("source_file".into(), Value::String(source.to_owned()));
-            record.insert(LINE_FIELD.into(), Value::String(line.clone()));
+            record.insert("id", Value::String(format!("test-{offset}")));
+            record.insert("source_file", Value::String(source.to_owned()));
+            record.insert(LINE_FIELD, Value::String(line.clone()));
             joiner.push(self, record, (), now, &mut |r| joined.push(r));
             offset += line.len() as u64 + 1;
         }

@@ -1221,7 +1221,7 @@ fn logfmt_parses_pairs_quotes_and_flags() {
     assert!(out.get("line").is_none());
 
     let mut record = record("x");
-    record.insert("kv".into(), json!("a:1;;b:two"));
+    record.insert("kv", json!("a:1;;b:two"));
     rules.apply("a.log", &mut record);
     assert_eq!(record["kv_fields"], json!({"a": "1", "b": "two"}));
 }
@@ -1232,15 +1232,15 @@ fn timestamp_step_normalises_with_timezone_and_reports_misfits() {
         "version: 1\ncommon:\n  - timestamp: {field: asctime, layouts: [python], timezone: '+01:00', keep_original: time_text}\n  - timestamp: {field: epoch, target: at, layouts: [epoch_millis]}\n",
     );
     let mut r = record("x");
-    r.insert("asctime".into(), json!("2026-11-22 11:30:45,123"));
-    r.insert("epoch".into(), json!(1795343445123u64));
+    r.insert("asctime", json!("2026-11-22 11:30:45,123"));
+    r.insert("epoch", json!(1795343445123u64));
     rules.apply("a.log", &mut r);
     assert_eq!(r["timestamp"], "2026-11-22T10:30:45.123Z");
     assert_eq!(r["time_text"], "2026-11-22 11:30:45,123");
     assert_eq!(r["at"], "2026-11-22T10:30:45.123Z");
 
     let mut r = record("x");
-    r.insert("asctime".into(), json!("yesterday"));
+    r.insert("asctime", json!("yesterday"));
     rules.apply("a.log", &mut r);
     assert!(r.get("timestamp").is_none());
     assert!(r["processing_error"]
@@ -1263,7 +1263,7 @@ fn convert_types_fields_and_keeps_what_does_not_convert() {
         ("e", json!("22/Nov/2026:10:30:45 +0000")),
         ("f", json!("4x")),
     ] {
-        r.insert(k.into(), v);
+        r.insert(k, v);
     }
     rules.apply("a.log", &mut r);
     assert_eq!(
@@ -1291,10 +1291,10 @@ fn set_from_env_and_templates_and_keep_only() {
         "version: 1\ncommon:\n  - set: {field: region, env: RULES_TEST_REGION}\n  - set: {field: nothing, env: RULES_TEST_NOT_SET}\n  - set: {field: where, template: '{{pod}}/{{source_file}}:{{n}} {{env.RULES_TEST_REGION}}'}\n  - keep: {fields: [region, where, nothing]}\n",
     );
     let mut r = record("x");
-    r.insert("id".into(), json!("1-0"));
-    r.insert("source_file".into(), json!("a.log"));
-    r.insert("n".into(), json!(3));
-    r.insert("noise".into(), json!(true));
+    r.insert("id", json!("1-0"));
+    r.insert("source_file", json!("a.log"));
+    r.insert("n", json!(3));
+    r.insert("noise", json!(true));
     rules.apply("a.log", &mut r);
     assert_eq!(
         Value::Object(r.into_map()),
@@ -1315,8 +1315,8 @@ fn filter_sample_and_rate_limit_drop_with_their_reasons() {
         "version: 1\nrules:\n  - name: web\n    files: ['web*.log']\n    steps:\n      - filter: {drop: {field: path, equals: [/healthz]}, reason: health_checks}\n      - filter: {keep: {field: level, exists: true}}\n      - sample: {field: level, one_in_by_value: {DEBUG: 4}}\n  - name: burst\n    files: [burst.log]\n    steps:\n      - rate_limit: {records_per_second: 0.001, burst: 3}\n",
     );
     let mut r = record("x");
-    r.insert("path".into(), json!("/healthz"));
-    r.insert("level".into(), json!("INFO"));
+    r.insert("path", json!("/healthz"));
+    r.insert("level", json!("INFO"));
     assert_eq!(
         verdict(&rules, "web.log", &mut r).as_deref(),
         Some("health_checks")
@@ -1332,8 +1332,8 @@ fn filter_sample_and_rate_limit_drop_with_their_reasons() {
         (0..400)
             .filter(|i| {
                 let mut r = record("x");
-                r.insert("id".into(), json!(format!("00ab-{}", i * 100)));
-                r.insert("level".into(), json!("DEBUG"));
+                r.insert("id", json!(format!("00ab-{}", i * 100)));
+                r.insert("level", json!("DEBUG"));
                 verdict(rules, "web.log", &mut r).is_none()
             })
             .collect()
@@ -1342,7 +1342,7 @@ fn filter_sample_and_rate_limit_drop_with_their_reasons() {
     assert!((60..140).contains(&first.len()), "{}", first.len());
     assert_eq!(first, kept(&rules));
     let mut info = record("x");
-    info.insert("level".into(), json!("INFO"));
+    info.insert("level", json!("INFO"));
     assert_eq!(verdict(&rules, "web.log", &mut info), None);
 
     // A burst of 3, then (at 1 per 1000 s) nothing more: per source file.
@@ -1385,14 +1385,14 @@ fn redact_masks_chosen_fields_or_every_field() {
         "version: 1\nrules:\n  - name: some\n    files: [some.log]\n    steps:\n      - redact: {fields: [line], builtins: [email], mask: '***'}\n  - name: all\n    files: [all.log]\n    steps:\n      - redact: {builtins: [bearer_token], patterns: ['ssn=\\d{3}-\\d{2}-\\d{4}']}\n",
     );
     let mut r = record("mail a@b.io");
-    r.insert("other".into(), json!("c@d.io"));
+    r.insert("other", json!("c@d.io"));
     rules.apply("some.log", &mut r);
     assert_eq!(
         (&r["line"], &r["other"]),
         (&json!("mail ***"), &json!("c@d.io"))
     );
     let mut r = record("Authorization: Bearer abc.def");
-    r.insert("note".into(), json!("ssn=123-45-6789 ok"));
+    r.insert("note", json!("ssn=123-45-6789 ok"));
     rules.apply("all.log", &mut r);
     assert_eq!(r["line"], "Authorization: Bearer [REDACTED]");
     assert_eq!(r["note"], "[REDACTED] ok");
@@ -1548,8 +1548,8 @@ fn a_joiner_holds_one_group_per_source_and_times_out() {
         ("b", 3, "B2", 4),
     ] {
         let mut r = record(line);
-        r.insert("id".into(), json!(format!("{key}-{offset}")));
-        r.insert("source_file".into(), json!(format!("{key}.log")));
+        r.insert("id", json!(format!("{key}-{offset}")));
+        r.insert("source_file", json!(format!("{key}.log")));
         joiner.push(&rules, r, mark, t0, &mut |r| {
             out.push((
                 r["source_file"].as_str().unwrap().to_owned(),
@@ -1583,9 +1583,9 @@ fn a_pushed_record_matches_no_rule_whatever_its_service() {
     let mut out = Vec::new();
     for (offset, line) in [(0, "first"), (6, " indented")] {
         let mut r = record(line);
-        r.insert("id".into(), json!(format!("k-{offset}")));
-        r.insert("source_file".into(), json!("access.log"));
-        r.insert(PUSHED_FIELD.into(), json!(true));
+        r.insert("id", json!(format!("k-{offset}")));
+        r.insert("source_file", json!("access.log"));
+        r.insert(PUSHED_FIELD, json!(true));
         joiner.push(&rules, r, 0, std::time::Instant::now(), &mut |r| {
             out.push(r)
         });
@@ -1599,7 +1599,7 @@ fn a_pushed_record_matches_no_rule_whatever_its_service() {
         assert!(r.get("from_rule").is_none(), "{r:?}");
     }
     let mut tailed = record("first");
-    tailed.insert("source_file".into(), json!("access.log"));
+    tailed.insert("source_file", json!("access.log"));
     let matched = rules.rules_for_record(&tailed);
     rules.apply_matched(&matched, &mut tailed);
     assert_eq!(

@@ -78,7 +78,7 @@ fn tagging_a_record_no_alert_matches_allocates_nothing_more_than_without_alerts(
     assert!(records.iter().all(|r| !r.contains_key("matched_alerts")));
     // A record that does match is tagged.
     let mut error = record(1);
-    error.insert("status_code".into(), Value::from(503));
+    error.insert("status_code", Value::from(503));
     with.apply_matched(&matched_with, &mut error);
     assert_eq!(error["matched_alerts"], serde_json::json!(["ServerErrors"]));
 }

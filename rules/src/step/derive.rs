@@ -57,7 +57,7 @@ impl Derive {
             .map(|(_, value)| value)
             .or(self.default.as_ref());
         if let Some(value) = chosen {
-            record.insert(self.field.clone(), value.clone());
+            record.insert(self.field.as_str(), value.clone());
         }
     }
 }

@@ -71,7 +71,7 @@ impl Set {
             SetValue::Unset => return,
             SetValue::Template(parts) => Value::String(fill_template(parts, record)),
         };
-        record.insert(self.field.clone(), value);
+        record.insert(self.field.as_str(), value);
     }
 }
 
@@ -115,7 +115,7 @@ impl Rename {
             record.remove(from)
         };
         if let Some(value) = value {
-            record.insert(to.clone(), value);
+            record.insert(to.as_str(), value);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! leaves its source field where it was.
 
 use serde_json::{Map, Value};
-use sidecar_record::Fields;
+use sidecar_record::{FieldName, Fields};
 
 use super::{Compile, Run};
 use crate::pattern::FieldPattern;
@@ -81,7 +81,7 @@ impl Regex {
                 for (index, name) in groups {
                     if let Some(group) = captures.get(*index) {
                         let value = Value::String(group.to_owned());
-                        record.insert(name.clone(), value);
+                        record.insert(name.as_str(), value);
                     }
                 }
                 let written = source_group.is_some_and(|i| captures.get(i).is_some());
@@ -167,9 +167,10 @@ impl Json {
 ///
 /// The members come as a list in key order, not as a `Map`: a payload is merged into the
 /// record and dropped, and building and freeing a tree of its keys for that cost about 3 % of
-/// the processor's CPU (BENCHMARKS.md).
+/// the processor's CPU (BENCHMARKS.md). Keys are decoded straight into field names, inline up
+/// to 24 bytes: no allocation per key.
 enum Members {
-    Object(Vec<(String, Value)>),
+    Object(Vec<(FieldName, Value)>),
     Not(&'static str),
 }
 
@@ -206,7 +207,7 @@ impl<'de> serde::de::Visitor<'de> for MembersVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
         let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
-        while let Some(member) = map.next_entry::<String, Value>()? {
+        while let Some(member) = map.next_entry::<FieldName, Value>()? {
             members.push(member);
         }
         Ok(Members::Object(members))
@@ -284,9 +285,9 @@ impl Logfmt {
 
 /// Where a parse step's fields go: under `into`, or merged into the record; the parsed
 /// `source` field is removed first when the step says so.
-fn place_parsed(
+fn place_parsed<K: AsRef<str> + Into<FieldName>>(
     record: &mut Fields,
-    parsed: impl IntoIterator<Item = (String, Value)>,
+    parsed: impl IntoIterator<Item = (K, Value)>,
     source: Option<&str>,
     into: Option<&str>,
     overwrite: bool,
@@ -296,7 +297,11 @@ fn place_parsed(
     }
     match into {
         Some(into) => {
-            record.insert(into.to_owned(), Value::Object(parsed.into_iter().collect()));
+            let object = parsed
+                .into_iter()
+                .map(|(key, value)| (key.as_ref().to_owned(), value))
+                .collect();
+            record.insert(into, Value::Object(object));
         }
         None => merge(record, parsed, overwrite),
     }
@@ -306,12 +311,16 @@ fn place_parsed(
 /// record already has keeps its value and the payload's goes to `json_<key>`: payload keys come
 /// from the data, so a line must not be able to replace fields such as `id` or `timestamp`
 /// unnoticed.
-fn merge(record: &mut Fields, members: impl IntoIterator<Item = (String, Value)>, overwrite: bool) {
+fn merge<K: AsRef<str> + Into<FieldName>>(
+    record: &mut Fields,
+    members: impl IntoIterator<Item = (K, Value)>,
+    overwrite: bool,
+) {
     for (key, value) in members {
-        if overwrite || !record.contains_key(&key) {
+        if overwrite || !record.contains_key(key.as_ref()) {
             record.insert(key, value);
         } else {
-            record.insert(format!("{CONFLICT_PREFIX}{key}"), value);
+            record.insert(format!("{CONFLICT_PREFIX}{}", key.as_ref()), value);
         }
     }
 }

@@ -57,9 +57,9 @@ impl Timestamp {
             Some(normalised) => {
                 if let Some(keep) = keep_original {
                     let original = value.clone();
-                    record.insert(keep.clone(), original);
+                    record.insert(keep.as_str(), original);
                 }
-                record.insert(target.clone(), Value::String(normalised));
+                record.insert(target.as_str(), Value::String(normalised));
             }
             None if *on_mismatch == OnMismatch::Error => {
                 let message = format!(
