@@ -270,7 +270,7 @@ impl prometheus_client::collector::Collector for ProcessMetrics {
         let Some(stat) = ProcStat::read("self") else {
             return Ok(());
         };
-        let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / USER_HZ);
+        let cpu = ConstCounter::new(stat.cpu_seconds());
         cpu.encode(encoder.encode_descriptor(
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds.",
@@ -318,16 +318,15 @@ impl prometheus_client::collector::Collector for ProcessMetrics {
 
 /// This process's CPU seconds (user + system) and resident bytes, from `/proc/self`.
 pub fn own_usage() -> Option<(f64, f64)> {
-    let stat = ProcStat::read("self")?;
+    let cpu = cpu_seconds_of("self")?;
     let rss = status_kib("VmRSS:")? * 1024.0;
-    Some(((stat.utime + stat.stime) as f64 / USER_HZ, rss))
+    Some((cpu, rss))
 }
 
 /// CPU seconds (user + system) of process `pid` so far (`self`: this one), from
 /// `/proc/<pid>/stat`.
 pub fn cpu_seconds_of(pid: &str) -> Option<f64> {
-    let stat = ProcStat::read(pid)?;
-    Some((stat.utime + stat.stime) as f64 / USER_HZ)
+    ProcStat::read(pid).map(|stat| stat.cpu_seconds())
 }
 
 /// The fields of `/proc/<pid>/stat` the process metrics use, in clock ticks.
@@ -338,6 +337,11 @@ struct ProcStat {
 }
 
 impl ProcStat {
+    /// User plus system time, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        (self.utime + self.stime) as f64 / USER_HZ
+    }
+
     fn read(pid: &str) -> Option<Self> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name (field 2) is in parentheses and may hold spaces: count from the
