@@ -25,14 +25,17 @@ use serde_json::{Map, Value};
 pub type FieldName = compact_str::CompactString;
 
 /// The fields of a record; see the module docs.
+///
+/// The tags sit in a list of their own, beside the entries: a lookup scans 8 bytes per field
+/// instead of striding over 64-byte entries (the scan was a tenth of the processor's CPU).
 #[derive(Debug, Clone, Default)]
 pub struct Fields {
+    tags: Vec<u64>,
     entries: Vec<Entry>,
 }
 
 #[derive(Debug, Clone)]
 struct Entry {
-    tag: u64,
     key: FieldName,
     value: Value,
 }
@@ -47,10 +50,10 @@ fn tag(key: &str) -> u64 {
     u64::from_be_bytes(head)
 }
 
-impl Entry {
-    fn is(&self, tag: u64, key: &str) -> bool {
-        self.tag == tag && self.key.len() == key.len() && (key.len() <= 8 || self.key == key)
-    }
+/// Whether `stored` is `key`, given that their tags are equal: the tag covers the first eight
+/// bytes, so only the length and what follows them are left to compare.
+fn same_key_past_tag(stored: &str, key: &str) -> bool {
+    stored.len() == key.len() && (key.len() <= 8 || stored.as_bytes()[8..] == key.as_bytes()[8..])
 }
 
 impl Fields {
@@ -62,6 +65,7 @@ impl Fields {
     /// No fields, with room for `n`.
     pub fn with_capacity(n: usize) -> Self {
         Self {
+            tags: Vec::with_capacity(n),
             entries: Vec::with_capacity(n),
         }
     }
@@ -77,8 +81,19 @@ impl Fields {
     }
 
     fn position(&self, key: &str) -> Option<usize> {
-        let tag = tag(key);
-        self.entries.iter().position(|e| e.is(tag, key))
+        self.position_tagged(tag(key), key)
+    }
+
+    fn position_tagged(&self, tag: u64, key: &str) -> Option<usize> {
+        let mut from = 0;
+        while let Some(i) = self.tags[from..].iter().position(|&t| t == tag) {
+            let at = from + i;
+            if same_key_past_tag(&self.entries[at].key, key) {
+                return Some(at);
+            }
+            from = at + 1;
+        }
+        None
     }
 
     /// The value of `key`.
@@ -99,28 +114,60 @@ impl Fields {
     /// Sets `key` to `value`; returns the value it replaced.
     pub fn insert(&mut self, key: impl Into<FieldName>, value: Value) -> Option<Value> {
         let key = key.into();
-        match self.position(&key) {
+        let tag = tag(&key);
+        match self.position_tagged(tag, &key) {
             Some(i) => Some(std::mem::replace(&mut self.entries[i].value, value)),
             None => {
-                self.entries.push(Entry {
-                    tag: tag(&key),
-                    key,
-                    value,
-                });
+                self.push(tag, key, value);
                 None
             }
         }
     }
 
+    /// Sets `key` to `value` unless the record has `key` already; then hands `value` back.
+    /// One scan where `contains_key` and `insert` would make two.
+    pub fn insert_if_absent(
+        &mut self,
+        key: impl Into<FieldName>,
+        value: Value,
+    ) -> Result<(), (FieldName, Value)> {
+        let key = key.into();
+        let tag = tag(&key);
+        match self.position_tagged(tag, &key) {
+            Some(_) => Err((key, value)),
+            None => {
+                self.push(tag, key, value);
+                Ok(())
+            }
+        }
+    }
+
+    fn push(&mut self, tag: u64, key: FieldName, value: Value) {
+        self.tags.push(tag);
+        self.entries.push(Entry { key, value });
+    }
+
     /// Takes `key` out; returns its value.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
-        self.position(key)
-            .map(|i| self.entries.swap_remove(i).value)
+        self.position(key).map(|i| {
+            self.tags.swap_remove(i);
+            self.entries.swap_remove(i).value
+        })
     }
 
     /// Keeps the fields for which `keep` says so.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &mut Value) -> bool) {
-        self.entries.retain_mut(|e| keep(&e.key, &mut e.value));
+        let mut kept = 0;
+        for i in 0..self.entries.len() {
+            let entry = &mut self.entries[i];
+            if keep(&entry.key, &mut entry.value) {
+                self.entries.swap(kept, i);
+                self.tags.swap(kept, i);
+                kept += 1;
+            }
+        }
+        self.entries.truncate(kept);
+        self.tags.truncate(kept);
     }
 
     /// The fields, in their current order (insertion order until [`Fields::sort`]).
@@ -142,11 +189,24 @@ impl Fields {
 
     /// Puts the fields in key order, as a record is written.
     pub fn sort(&mut self) {
-        self.entries
-            .sort_unstable_by(|a, b| match a.tag.cmp(&b.tag) {
-                Ordering::Equal => a.key.cmp(&b.key),
-                unequal => unequal,
-            });
+        // Insertion sort on the tags, moving the entries along: a record arrives in nearly the
+        // same order each time (the rules insert in a fixed order), and keys are compared only
+        // where two tags are equal.
+        for i in 1..self.tags.len() {
+            let mut j = i;
+            while j > 0 && self.goes_before(j, j - 1) {
+                self.tags.swap(j, j - 1);
+                self.entries.swap(j, j - 1);
+                j -= 1;
+            }
+        }
+    }
+
+    fn goes_before(&self, a: usize, b: usize) -> bool {
+        match self.tags[a].cmp(&self.tags[b]) {
+            Ordering::Equal => self.entries[a].key < self.entries[b].key,
+            unequal => unequal == Ordering::Less,
+        }
     }
 
     /// The fields as a JSON object (in key order).
@@ -162,11 +222,7 @@ impl From<Map<String, Value>> for Fields {
     fn from(map: Map<String, Value>) -> Self {
         let mut fields = Self::with_capacity(map.len());
         for (key, value) in map {
-            fields.entries.push(Entry {
-                tag: tag(&key),
-                key: key.into(),
-                value,
-            });
+            fields.push(tag(&key), key.into(), value);
         }
         fields
     }
@@ -228,6 +284,12 @@ mod tests {
             assert_eq!(fields.insert(*key, json!(i)), None);
         }
         assert_eq!(fields.insert("id", json!("x")), Some(json!(1)));
+        assert_eq!(
+            fields.insert_if_absent("abcdefghi", json!("kept out")),
+            Err(("abcdefghi".into(), json!("kept out")))
+        );
+        assert_eq!(fields.insert_if_absent("abcdefghk", json!(12)), Ok(()));
+        assert_eq!(fields.remove("abcdefghk"), Some(json!(12)));
         assert_eq!(fields.get("abcdefghi"), Some(&json!(9)));
         assert_eq!(fields.get("abcdefgh"), Some(&json!(8)));
         assert_eq!(fields.get("abcdefghj"), None);

@@ -95,6 +95,9 @@ use self::multiline::Multiline;
 use self::spec::{RulesFileSpec, VersionProbe, SUPPORTED_VERSION};
 use self::step::{Step, StepResult};
 
+/// The memo of rules per source file, looked up for every record: foldhash, not SipHash.
+type MemoMap = HashMap<Box<str>, MatchedRules, foldhash::fast::RandomState>;
+
 /// Field holding the source file's name, which chooses the rules.
 pub const SOURCE_FILE_FIELD: &str = "source_file";
 /// Field holding the record id: `<source key>-<offset>`.
@@ -154,10 +157,10 @@ pub struct RuleSet {
     /// The `alerts:`, in file order.
     alerts: Vec<AlertRule>,
     /// Source name → matching rules; see [`MEMO_MAX_SOURCES`].
-    memo: Mutex<HashMap<Box<str>, MatchedRules>>,
+    memo: Mutex<MemoMap>,
     /// The same for pushed records' services, kept apart: a service named like a file must
     /// not pick up that file's rules from the memo.
-    pushed_memo: Mutex<HashMap<Box<str>, MatchedRules>>,
+    pushed_memo: Mutex<MemoMap>,
 }
 
 /// What the rules decided about a record.
@@ -550,7 +553,7 @@ impl RuleSet {
     /// `compute(source_file)`, remembered in `memo`.
     fn memoised(
         &self,
-        memo: &Mutex<HashMap<Box<str>, MatchedRules>>,
+        memo: &Mutex<MemoMap>,
         source_file: &str,
         compute: fn(&Self, &str) -> MatchedRules,
     ) -> MatchedRules {
@@ -1023,8 +1026,8 @@ fn compile(spec: RulesFileSpec, origin: &str) -> Result<RuleSet, Vec<RulesError>
             tests,
             joins_lines,
             alerts,
-            memo: Mutex::new(HashMap::new()),
-            pushed_memo: Mutex::new(HashMap::new()),
+            memo: Mutex::new(MemoMap::default()),
+            pushed_memo: Mutex::new(MemoMap::default()),
         }),
         _ => Err(errors.0),
     }

@@ -12,13 +12,17 @@
 //! place, so the head finds the leftmost start too; and at that start the engine prefers the
 //! head's own first match, after which `.*$` cannot fail when no newline follows.
 
-use regex::{Captures, Regex, RegexBuilder};
+use parking_lot::Mutex;
+use regex::{CaptureLocations, Regex, RegexBuilder};
 use regex_syntax::hir::{Dot, Hir, HirKind, Look};
 
 /// A compiled regex step pattern.
 #[derive(Debug)]
 pub(super) struct FieldPattern {
     whole: Regex,
+    /// Where `whole`'s groups are written, kept between records: `Regex::captures` allocates
+    /// them afresh for every call.
+    whole_slots: Mutex<CaptureLocations>,
     head: Option<Head>,
 }
 
@@ -26,6 +30,7 @@ pub(super) struct FieldPattern {
 #[derive(Debug)]
 struct Head {
     regex: Regex,
+    slots: Mutex<CaptureLocations>,
     /// Index of the rest-of-the-line group in the whole pattern.
     tail_group: usize,
     /// `(?s)`: the group takes newlines as well.
@@ -33,9 +38,10 @@ struct Head {
 }
 
 /// The captures of one match.
-pub(super) struct Found<'t> {
-    captures: Captures<'t>,
-    tail: Option<(usize, &'t str)>,
+pub(super) struct Found<'a> {
+    text: &'a str,
+    slots: &'a CaptureLocations,
+    tail: Option<(usize, &'a str)>,
 }
 
 impl Found<'_> {
@@ -43,7 +49,10 @@ impl Found<'_> {
     pub(super) fn get(&self, index: usize) -> Option<&str> {
         match self.tail {
             Some((group, tail)) if group == index => Some(tail),
-            _ => self.captures.get(index).map(|m| m.as_str()),
+            _ => self
+                .slots
+                .get(index)
+                .map(|(start, end)| &self.text[start..end]),
         }
     }
 }
@@ -52,7 +61,11 @@ impl FieldPattern {
     /// Wraps `whole`, compiled with `builder`'s settings; the head is built the same way.
     pub(super) fn new(whole: Regex, size_limit: usize) -> Self {
         let head = head_of(&whole, size_limit);
-        Self { whole, head }
+        Self {
+            whole_slots: Mutex::new(whole.capture_locations()),
+            whole,
+            head,
+        }
     }
 
     /// The whole pattern (for its capture names).
@@ -60,27 +73,60 @@ impl FieldPattern {
         &self.whole
     }
 
-    /// The captures of the leftmost-first match in `text`, as the whole pattern gives them.
-    pub(super) fn captures<'t>(&self, text: &'t str) -> Option<Found<'t>> {
-        let whole = || {
-            self.whole.captures(text).map(|captures| Found {
-                captures,
+    /// Hands `with` the captures of the leftmost-first match in `text` (as the whole pattern
+    /// gives them), or `None` when there is no match.
+    pub(super) fn with_captures<R>(
+        &self,
+        text: &str,
+        with: impl FnOnce(Option<Found<'_>>) -> R,
+    ) -> R {
+        let with = match &self.head {
+            None => with,
+            Some(head) => {
+                let by_head = with_slots(&head.regex, &head.slots, |slots| {
+                    // No head match means no whole match: every whole match starts with one.
+                    let Some(head_match) = head.regex.captures_read(slots, text) else {
+                        return Ok(with(None));
+                    };
+                    let tail = &text[head_match.end()..];
+                    if !head.tail_takes_newlines && memchr::memchr(b'\n', tail.as_bytes()).is_some()
+                    {
+                        // The whole pattern decides, as it always would.
+                        return Err(with);
+                    }
+                    Ok(with(Some(Found {
+                        text,
+                        slots,
+                        tail: Some((head.tail_group, tail)),
+                    })))
+                });
+                match by_head {
+                    Ok(result) => return result,
+                    Err(with) => with,
+                }
+            }
+        };
+        with_slots(&self.whole, &self.whole_slots, |slots| {
+            let matched = self.whole.captures_read(slots, text).is_some();
+            with(matched.then_some(Found {
+                text,
+                slots,
                 tail: None,
-            })
-        };
-        let Some(head) = &self.head else {
-            return whole();
-        };
-        // No head match means no whole match: every whole match starts with one.
-        let captures = head.regex.captures(text)?;
-        let tail = &text[captures.get(0).expect("group 0 is the match").end()..];
-        if !head.tail_takes_newlines && tail.contains('\n') {
-            return whole();
-        }
-        Some(Found {
-            captures,
-            tail: Some((head.tail_group, tail)),
+            }))
         })
+    }
+}
+
+/// Runs `with` on `regex`'s kept slots, or on fresh ones when another thread holds them (a
+/// rules test or `explain` beside the stage).
+fn with_slots<R>(
+    regex: &Regex,
+    kept: &Mutex<CaptureLocations>,
+    with: impl FnOnce(&mut CaptureLocations) -> R,
+) -> R {
+    match kept.try_lock() {
+        Some(mut slots) => with(&mut slots),
+        None => with(&mut regex.capture_locations()),
     }
 }
 
@@ -127,6 +173,7 @@ fn head_of(whole: &Regex, size_limit: usize) -> Option<Head> {
             .zip(whole.capture_names())
             .all(|(a, b)| a == b);
     same_groups.then_some(Head {
+        slots: Mutex::new(regex.capture_locations()),
         regex,
         tail_group,
         tail_takes_newlines,
@@ -153,9 +200,9 @@ mod tests {
                 .map(|i| c.get(i).map(|m| m.as_str().to_owned()))
                 .collect()
         });
-        let ours = p
-            .captures(text)
-            .map(|f| (1..n).map(|i| f.get(i).map(str::to_owned)).collect());
+        let ours = p.with_captures(text, |found| {
+            found.map(|f| (1..n).map(|i| f.get(i).map(str::to_owned)).collect())
+        });
         (whole, ours)
     }
 
@@ -198,6 +245,17 @@ mod tests {
         let (whole, ours) = both(&p, "xx\nxxy rest");
         assert_eq!(whole, ours);
         assert!(whole.is_some());
+    }
+
+    #[test]
+    fn kept_slots_held_elsewhere_give_the_same_captures() {
+        let p = pattern(LAYOUTS[0]);
+        let line = "2026-11-22 10:30:45,123 - the rest";
+        let free = both(&p, line);
+        let _held = p.head.as_ref().unwrap().slots.lock();
+        let _held_whole = p.whole_slots.lock();
+        assert_eq!(both(&p, line), free);
+        assert_eq!(free.1.unwrap()[1].as_deref(), Some("the rest"));
     }
 
     proptest! {

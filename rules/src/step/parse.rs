@@ -76,19 +76,18 @@ impl Regex {
                 return;
             }
         };
-        let (matched, source_written) = match regex.captures(&text) {
-            Some(captures) => {
-                for (index, name) in groups {
-                    if let Some(group) = captures.get(*index) {
-                        let value = Value::String(group.to_owned());
-                        record.insert(name.as_str(), value);
-                    }
+        let (matched, source_written) = regex.with_captures(&text, |found| {
+            let Some(captures) = found else {
+                return (false, false);
+            };
+            for (index, name) in groups {
+                if let Some(group) = captures.get(*index) {
+                    record.insert(name.as_str(), Value::String(group.to_owned()));
                 }
-                let written = source_group.is_some_and(|i| captures.get(i).is_some());
-                (true, written)
             }
-            None => (false, false),
-        };
+            let written = source_group.is_some_and(|i| captures.get(i).is_some());
+            (true, written)
+        });
         if source_written {
             // The capture named like the field is its new value.
         } else if matched && *remove_source {
@@ -317,10 +316,10 @@ fn merge<K: AsRef<str> + Into<FieldName>>(
     overwrite: bool,
 ) {
     for (key, value) in members {
-        if overwrite || !record.contains_key(key.as_ref()) {
+        if overwrite {
             record.insert(key, value);
-        } else {
-            record.insert(format!("{CONFLICT_PREFIX}{}", key.as_ref()), value);
+        } else if let Err((key, value)) = record.insert_if_absent(key, value) {
+            record.insert(format!("{CONFLICT_PREFIX}{key}"), value);
         }
     }
 }
