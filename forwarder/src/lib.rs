@@ -4,7 +4,10 @@
 //! Easy to get wrong: the commit. A sink's position advances only after it took the batch, and
 //! every sink's position and state are committed together in one atomic file (the forwarder's
 //! cursor in the processed journal), so a restart neither skips nor repeats a record for the
-//! file sink, and network sinks resend at most the batches they were working on.
+//! file sink, and network sinks resend at most the batches they were working on. A lane whose
+//! sinks all allow it ([`Sink::commit_within`]: the file sink, which cuts its files back to the
+//! commit on start) commits several delivered batches at once; before the commit each sink
+//! makes them durable ([`Sink::sync`]).
 //!
 //! Delivery is organised in lanes: a lane reads the journal and offers each batch to its
 //! sinks until all took it. `all_or_nothing` runs one lane with every sink; `decoupled` runs
@@ -16,7 +19,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -433,6 +436,13 @@ enum Progress {
     Interrupted,
 }
 
+/// How long a lane's commit waits for later batches when none of its sinks sets a limit (the
+/// report alone).
+const UNLIMITED_COMMIT_WAIT: Duration = Duration::from_secs(1);
+/// A lane commits once it delivered this much input since its last commit, however soon:
+/// the processor pauses when too much of its journal is unconsumed (`--max-unconsumed`).
+const COMMIT_AFTER_BYTES: usize = 16 << 20;
+
 /// A reader of the processed journal and the sinks it delivers to together.
 struct Lane<'a, 's> {
     shared: &'s Shared<'a>,
@@ -443,6 +453,22 @@ struct Lane<'a, 's> {
     warned_behind: bool,
     /// The longest linger of the forwarder and of the lane's sinks.
     linger: Duration,
+    /// How long a delivered batch's commit may wait for later ones: the shortest any of the
+    /// lane's sinks allows ([`Sink::commit_within`]).
+    commit_within: Duration,
+    /// Delivered and not yet committed, if anything.
+    uncommitted: Option<Uncommitted>,
+}
+
+/// What a lane delivered since its last commit.
+#[derive(Debug, Clone, Copy)]
+struct Uncommitted {
+    /// The position after the last batch every sink of the lane took.
+    position: Position,
+    /// When the first of those batches was delivered.
+    since: Instant,
+    /// Input bytes delivered.
+    bytes: usize,
 }
 
 impl<'a, 's> Lane<'a, 's> {
@@ -456,10 +482,16 @@ impl<'a, 's> Lane<'a, 's> {
             .iter()
             .map(|s| s.linger())
             .fold(shared.config.linger, Duration::max);
+        let commit_within = match sinks.iter().map(|s| s.commit_within()).min() {
+            Some(Duration::MAX) | None => UNLIMITED_COMMIT_WAIT,
+            Some(shortest) => shortest,
+        };
         Self {
             reader: JournalReader::new(&shared.config.input_dir, position),
             shared,
             linger,
+            commit_within,
+            uncommitted: None,
             sinks,
             wakeup,
             buf: Vec::new(),
@@ -479,11 +511,15 @@ impl<'a, 's> Lane<'a, 's> {
                 watching = watcher.add(&config.input_dir);
             }
             let more = self.forward_available(None)? == Progress::More;
+            self.commit_if_due()?;
             self.tick();
             if more {
                 continue;
             }
-            if self.wakeup.wait(config.poll_interval) || self.wakeup.sleep(self.linger) {
+            let wait = self
+                .commit_due_in()
+                .map_or(config.poll_interval, |due| due.min(config.poll_interval));
+            if self.wakeup.wait(wait) || self.wakeup.sleep(self.linger) {
                 break;
             }
         }
@@ -496,11 +532,12 @@ impl<'a, 's> Lane<'a, 's> {
                 match self.forward_available(Some(stop_at))? {
                     Progress::More => continue,
                     Progress::Done => break,
-                    // A sink is down: the last commit stands.
-                    Progress::Interrupted => return Ok(()),
+                    // A sink is down: what every sink took is committed, the rest is not.
+                    Progress::Interrupted => return self.commit_delivered(),
                 }
             }
         }
+        self.commit_delivered()?;
         for sink in &mut self.sinks {
             sink.close();
         }
@@ -513,7 +550,10 @@ impl<'a, 's> Lane<'a, 's> {
         while self.reader.position() < front {
             self.shared.health.beat();
             match self.forward_available(Some(front))? {
-                Progress::Interrupted => return Ok(false),
+                Progress::Interrupted => {
+                    self.commit_delivered()?;
+                    return Ok(false);
+                }
                 Progress::Done if self.reader.position() < front => {
                     anyhow::bail!(
                         "the processed journal ends at {:?}, before {front:?} that other sinks already reached",
@@ -523,6 +563,8 @@ impl<'a, 's> Lane<'a, 's> {
                 _ => self.tick(),
             }
         }
+        // The lane's sinks join another lane, which knows nothing of this one's deliveries.
+        self.commit_delivered()?;
         Ok(true)
     }
 
@@ -541,7 +583,8 @@ impl<'a, 's> Lane<'a, 's> {
             end = end.min(limit);
         }
         let max_bytes = self.shared.config.batch_max_bytes;
-        if self.reader.read_batch(end, max_bytes, &mut self.buf)? > 0 {
+        let read = self.reader.read_batch(end, max_bytes, &mut self.buf)?;
+        if read > 0 {
             let batch = decode_batch(&self.buf, self.shared.metrics);
             if !deliver(
                 &mut self.sinks,
@@ -552,7 +595,18 @@ impl<'a, 's> Lane<'a, 's> {
             ) {
                 return Ok(Progress::Interrupted);
             }
-            self.commit()?;
+            let before = self.uncommitted;
+            let delivered = Uncommitted {
+                position: self.reader.position(),
+                since: before.map_or_else(Instant::now, |u| u.since),
+                bytes: before.map_or(0, |u| u.bytes) + read,
+            };
+            self.uncommitted = Some(delivered);
+            if delivered.bytes >= COMMIT_AFTER_BYTES {
+                self.commit_delivered()?;
+            } else {
+                self.commit_if_due()?;
+            }
         }
         Ok(if self.reader.position() < end {
             Progress::More
@@ -567,10 +621,40 @@ impl<'a, 's> Lane<'a, 's> {
         }
     }
 
-    /// Records this lane's sinks' position and state in the checkpoint and stores it whole.
+    /// How long until what was delivered must be committed; `None` when nothing waits.
+    fn commit_due_in(&self) -> Option<Duration> {
+        let uncommitted = self.uncommitted?;
+        Some(
+            self.commit_within
+                .saturating_sub(uncommitted.since.elapsed()),
+        )
+    }
+
+    /// Commits what was delivered once it waited as long as the lane's sinks allow.
+    fn commit_if_due(&mut self) -> anyhow::Result<()> {
+        if self.commit_due_in().is_some_and(|due| due.is_zero()) {
+            self.commit_delivered()?;
+        }
+        Ok(())
+    }
+
+    /// Commits what was delivered, if anything: each sink makes it durable, then the
+    /// checkpoint records this lane's sinks' position and state.
+    fn commit_delivered(&mut self) -> anyhow::Result<()> {
+        let Some(delivered) = self.uncommitted.take() else {
+            return Ok(());
+        };
+        for sink in &mut self.sinks {
+            sink.sync().with_context(|| {
+                format!("making sink {} durable before the commit", sink.name())
+            })?;
+        }
+        self.commit(delivered.position)
+    }
+
+    /// Records this lane's sinks' `position` and state in the checkpoint and stores it whole.
     /// The lock is held across the store so that stores never overtake each other.
-    fn commit(&mut self) -> anyhow::Result<()> {
-        let position = self.reader.position();
+    fn commit(&mut self, position: Position) -> anyhow::Result<()> {
         {
             let mut guard = self.shared.checkpoint.lock();
             let checkpoint = &mut *guard;

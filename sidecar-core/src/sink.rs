@@ -39,7 +39,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::checkpoint::Durability;
-use crate::config::{ByteSize, ConfigError, FieldError};
+use crate::config::{ByteSize, ConfigError, FieldError, HumanDuration};
 
 /// One processed record: its exact journal bytes and the few fields sinks route and count by.
 #[derive(Debug)]
@@ -191,7 +191,8 @@ pub trait Sink: Send {
     /// The sink's configured name (unique), used in logs, metrics and the checkpoint.
     fn name(&self) -> &str;
 
-    /// Delivers `batch`, returning only once it is durable or acknowledged.
+    /// Delivers `batch`, returning only once it is acknowledged, or written where
+    /// [`Sink::sync`] makes it durable before the commit.
     ///
     /// # Errors
     /// When delivery failed; the same batch is offered again later.
@@ -200,8 +201,27 @@ pub trait Sink: Send {
     /// The state to commit with the journal position after a successful `send`.
     fn state(&self) -> Value;
 
+    /// Makes what was sent since the last commit durable; called just before the commit that
+    /// records it. Default: nothing to do (`send` returns once the batch is acknowledged).
+    ///
+    /// # Errors
+    /// When it cannot be made durable. The commit does not happen and the forwarder stops: on
+    /// restart the sink goes back to its committed state and the batches are sent again.
+    fn sync(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
     /// Called once the commit that includes the last `send` is durable.
     fn committed(&mut self) {}
+
+    /// How long the commit of a batch this sink took may wait for later batches, so that
+    /// one commit (one `sync`, one checkpoint store) covers several. Only a sink that is exact
+    /// when batches since its last commit are sent again after a crash may wait: the file sink
+    /// cuts its files back to the committed lengths; a network sink commits every batch (the
+    /// default, zero), so a crash re-sends at most one.
+    fn commit_within(&self) -> Duration {
+        Duration::ZERO
+    }
 
     /// Called on every turn of the forwarder loop, including idle ones.
     fn tick(&mut self) {}
@@ -287,6 +307,10 @@ pub enum SinkSpec {
         /// all; the volume's `sizeLimit` bounds them).
         #[serde(default)]
         max_closed_files: Option<u64>,
+        /// Records are in the files at once; their commit (the fsync of the files and the
+        /// forwarder's checkpoint) may wait this long to cover later batches too (default 1s).
+        #[serde(default = "default_file_commit_interval")]
+        commit_interval: HumanDuration,
     },
     /// `PUBLISH` to a channel and/or `XADD` to a stream (see [`redis::RedisSpec`]).
     Redis(redis::RedisSpec),
@@ -331,8 +355,15 @@ impl SinkSpec {
             SinkSpec::File {
                 max_file_bytes,
                 max_closed_files,
+                commit_interval,
                 ..
             } => {
+                if commit_interval.0 > MAX_FILE_COMMIT_INTERVAL {
+                    return Err(FieldError::new(
+                        "commit_interval",
+                        "must be at most 60s: the processed journal's space is freed only by commits",
+                    ));
+                }
                 if max_file_bytes.0 < 1024 {
                     return Err(FieldError::new("max_file_bytes", "must be at least 1KiB"));
                 }
@@ -371,6 +402,12 @@ fn default_true() -> bool {
 }
 fn default_max_file_bytes() -> ByteSize {
     ByteSize(64 << 20)
+}
+/// The longest a file sink's commit may wait (`commit_interval`).
+const MAX_FILE_COMMIT_INTERVAL: Duration = Duration::from_secs(60);
+
+fn default_file_commit_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
 
 impl ForwarderFile {
@@ -464,6 +501,7 @@ pub fn build(
                 max_file_bytes,
                 compress_closed,
                 max_closed_files,
+                commit_interval,
             } => sinks.push(Box::new(file::FileSink::open(
                 file::FileSinkOptions {
                     name: name.clone(),
@@ -472,6 +510,7 @@ pub fn build(
                     max_file_bytes: max_file_bytes.0,
                     compress_closed: *compress_closed,
                     max_closed_files: *max_closed_files,
+                    commit_interval: commit_interval.0,
                     durability,
                 },
                 saved.get(name),

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use e2e_tests::{exactly_once, http_get, wait_until, Pod, StageKind, Writer};
+use e2e_tests::{
+    checkpoint, exactly_once, http_get, processor_commit, wait_until, Pod, StageKind, Writer,
+};
 use serde_json::Value;
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -173,6 +175,48 @@ fn kill_each_stage_under_load(mut pod: Pod, rounds: u64) {
     let records = pod.wait_delivered(total, DELIVERY_TIMEOUT);
     let problems = exactly_once(&records, &expected);
     assert!(problems.is_empty(), "{problems}");
+}
+
+/// The file sink's records are in its files as soon as they are delivered; their commit (the
+/// fsync and the forwarder's checkpoint) waits up to `commit_interval`. A kill -9 before that
+/// commit loses nothing and repeats nothing (the files are cut back to the last commit and the
+/// batches sent again), and SIGTERM commits whatever was delivered.
+#[test]
+fn file_sink_records_show_before_their_deferred_commit_and_stay_exact_through_kill_9() {
+    let mut pod = Pod::new();
+    let config = std::fs::read_to_string(pod.path("forwarder.yaml")).unwrap();
+    std::fs::write(
+        pod.path("forwarder.yaml"),
+        config + "    commit_interval: 60s\n",
+    )
+    .unwrap();
+    let cursor_file = pod.path("processed/readers/forwarder.json");
+    let delivered_to = || checkpoint(&cursor_file)["position"].clone();
+    let mut w = Writer::open(pod.path("logs/access.log"), "access");
+    w.write(200);
+    let mut stages = pod.start_all();
+    pod.wait_delivered(200, DELIVERY_TIMEOUT);
+    assert_eq!(
+        delivered_to(),
+        Value::Null,
+        "delivered within the minute: not committed yet"
+    );
+
+    let forwarder = stages.pop().unwrap();
+    forwarder.kill9();
+    w.write(100);
+    let forwarder = pod.start(StageKind::Forwarder);
+    let records = pod.wait_delivered(300, DELIVERY_TIMEOUT);
+    let problems = exactly_once(&records, &[("access", 300)]);
+    assert!(problems.is_empty(), "{problems}");
+
+    forwarder.terminate(Duration::from_secs(10));
+    assert_eq!(
+        delivered_to(),
+        processor_commit(&pod)["end"],
+        "SIGTERM commits what was delivered"
+    );
+    assert_eq!(pod.delivered_count(), 300);
 }
 
 #[test]

@@ -5,6 +5,10 @@
 //! forwarder's checkpoint. On start (and before a retried batch) each file is cut back to that
 //! length and files started after the commit are removed, so a crash or a failed write never
 //! leaves a record twice or half a record.
+//!
+//! Because of that cut, a batch is in the files as soon as it is sent, and its fsync waits for
+//! the commit ([`Sink::sync`]), which may cover several batches (`commit_interval`): at a
+//! steady 10,000 lines/s, an fsync per file per batch was half of the forwarder's CPU.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -39,8 +43,10 @@ pub struct FileSinkOptions {
     /// Keep at most this many closed files per stream, deleting the oldest once a roll is
     /// committed; `None` keeps them all.
     pub max_closed_files: Option<u64>,
-    /// Whether each batch's writes are fsynced before the batch counts as delivered.
+    /// Whether the files are fsynced before each commit.
     pub durability: Durability,
+    /// How long a commit may wait to cover later batches too.
+    pub commit_interval: std::time::Duration,
 }
 
 /// Committed state of one output stream: which file number is open and how long it is.
@@ -64,6 +70,16 @@ pub struct FileSink {
     closed_files: ClosedFiles,
     /// A send failed: files may hold bytes past `pending`, cut before the next write.
     dirty: bool,
+    /// Written since the last sync: the streams whose open file got bytes, the files closed by
+    /// a roll meanwhile, and whether a file was created (its directory entry needs a sync).
+    unsynced: Unsynced,
+}
+
+#[derive(Default)]
+struct Unsynced {
+    streams: Vec<String>,
+    rolled: Vec<(PathBuf, File)>,
+    created: bool,
 }
 
 impl FileSink {
@@ -91,6 +107,7 @@ impl FileSink {
             closed: Vec::new(),
             closed_files,
             dirty: false,
+            unsynced: Unsynced::default(),
             options,
         };
         sink.recover().map_err(|(path, e)| io(&path, e))?;
@@ -181,8 +198,11 @@ impl FileSink {
         for (stream, lines) in groups {
             let mut state = self.pending.get(stream).copied().unwrap_or_default();
             if state.len >= self.options.max_file_bytes {
-                self.open.remove(stream);
-                self.closed.push(self.path_of(stream, state.seq));
+                let closing = self.path_of(stream, state.seq);
+                if let Some(file) = self.open.remove(stream) {
+                    self.unsynced.rolled.push((closing.clone(), file));
+                }
+                self.closed.push(closing);
                 state = StreamState {
                     seq: state.seq + 1,
                     len: 0,
@@ -210,13 +230,39 @@ impl FileSink {
             }
             writer.flush().map_err(|e| (path.clone(), e))?;
             drop(writer);
-            if self.options.durability == Durability::Fsync {
-                file.sync_data().map_err(|e| (path.clone(), e))?;
-            }
             state.len += written;
             self.pending.insert(stream.to_owned(), state);
+            if !self.unsynced.streams.iter().any(|s| s == stream) {
+                self.unsynced.streams.push(stream.to_owned());
+            }
         }
-        if created && self.options.durability == Durability::Fsync {
+        self.unsynced.created |= created;
+        Ok(())
+    }
+
+    /// fsyncs what was written since the last sync: the open files written to, the files a
+    /// roll closed meanwhile, and the directory when a file was created.
+    fn try_sync(&mut self) -> Result<(), (PathBuf, io::Error)> {
+        let unsynced = std::mem::take(&mut self.unsynced);
+        if self.options.durability != Durability::Fsync {
+            return Ok(());
+        }
+        for (path, file) in &unsynced.rolled {
+            file.sync_data().map_err(|e| (path.clone(), e))?;
+        }
+        for stream in &unsynced.streams {
+            let Some(state) = self.pending.get(stream) else {
+                continue; // Only a failed attempt wrote there; its bytes are cut, not kept.
+            };
+            let path = self.path_of(stream, state.seq);
+            let synced = match self.open.get(stream) {
+                Some(file) => file.sync_data(),
+                // A failed send let go of the open files; what earlier sends wrote is there.
+                None => File::open(&path).and_then(|file| file.sync_data()),
+            };
+            synced.map_err(|e| (path, e))?;
+        }
+        if unsynced.created {
             sync_dir(&self.options.directory).map_err(|e| (self.options.directory.clone(), e))?;
         }
         Ok(())
@@ -265,6 +311,18 @@ impl Sink for FileSink {
 
     fn state(&self) -> Value {
         serde_json::to_value(&self.pending).expect("file sink state serialises")
+    }
+
+    fn sync(&mut self) -> Result<(), SinkError> {
+        self.try_sync().map_err(|(path, source)| SinkError::Io {
+            sink: self.options.name.clone(),
+            path,
+            source,
+        })
+    }
+
+    fn commit_within(&self) -> std::time::Duration {
+        self.options.commit_interval
     }
 
     fn committed(&mut self) {
@@ -337,6 +395,7 @@ mod tests {
             compress_closed: true,
             max_closed_files: None,
             durability: Durability::Fsync,
+            commit_interval: std::time::Duration::ZERO,
         }
     }
 
@@ -406,7 +465,7 @@ mod tests {
             sink.send(&batch(chunk)).unwrap();
             sink.committed();
         }
-        drop(sink); // lets the background gzip finish
+        sink.closed_files.finish_queued();
         let names = sorted_names(dir.path());
         assert_eq!(
             names,
@@ -437,9 +496,30 @@ mod tests {
             sink.send(&batch(chunk)).unwrap();
             sink.committed();
         }
-        drop(sink);
+        sink.closed_files.finish_queued();
         let names = sorted_names(dir.path());
         assert_eq!(names, ["a.log.000002.ndjson.gz", "a.log.000003.ndjson"]);
+    }
+
+    #[test]
+    fn closed_files_still_queued_at_shutdown_are_compressed_on_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::open(options(dir.path(), 50), None).unwrap();
+        for chunk in lines("a.log", 0..40).chunks(2) {
+            sink.send(&batch(chunk)).unwrap();
+        }
+        let saved = sink.state();
+        sink.sync().unwrap();
+        sink.committed(); // queues 19 closed files at once
+        drop(sink); // waits for the one under way only
+        let names = sorted_names(dir.path());
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        let mut sink = FileSink::open(options(dir.path(), 50), Some(&saved)).unwrap();
+        sink.closed_files.finish_queued();
+        let names = sorted_names(dir.path());
+        let plain: Vec<_> = names.iter().filter(|n| n.ends_with(".ndjson")).collect();
+        assert_eq!(plain, ["a.log.000019.ndjson"], "{names:?}");
+        assert_eq!(names.len(), 20, "{names:?}");
     }
 
     #[test]
@@ -447,7 +527,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("a.log.000000.ndjson"), "x\n").unwrap();
         let saved = serde_json::json!({"a.log": {"seq": 1, "len": 0}});
-        FileSink::open(options(dir.path(), 50), Some(&saved)).unwrap();
+        let mut sink = FileSink::open(options(dir.path(), 50), Some(&saved)).unwrap();
+        sink.closed_files.finish_queued();
         assert!(dir.path().join("a.log.000000.ndjson.gz").exists());
         assert!(!dir.path().join("a.log.000000.ndjson").exists());
     }
@@ -477,6 +558,46 @@ mod tests {
             .collect();
         assert_eq!(sink.file_text("a.log"), expected);
         assert!(!dir.path().join("b.log.000000.ndjson").exists());
+    }
+
+    #[test]
+    fn batches_between_commits_are_in_the_files_at_once_and_one_sync_covers_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = FileSink::open(options(dir.path(), 50), None).unwrap();
+        let all = lines("a.log", 0..6);
+        let mut sent = String::new();
+        for chunk in all.chunks(2) {
+            // Rolls to a new file each time: the closed ones are synced at the commit too.
+            sink.send(&batch(chunk)).unwrap();
+            sent.extend(chunk.iter().map(|l| format!("{l}\n")));
+        }
+        sink.send(&batch(&lines("b.log", 0..1))).unwrap();
+        // A failed attempt let go of the open files; the sync finds them by name.
+        sink.open.clear();
+        sink.sync().unwrap();
+        assert!(sink.unsynced.streams.is_empty() && sink.unsynced.rolled.is_empty());
+        let saved = sink.state();
+        sink.committed();
+        sink.closed_files.finish_queued();
+        drop(sink);
+        let mut sink = FileSink::open(options(dir.path(), 50), Some(&saved)).unwrap();
+        let mut text = String::new();
+        for seq in 0..3 {
+            let path = dir.path().join(format!("a.log.{seq:06}.ndjson"));
+            let plain = fs::read_to_string(&path);
+            text += &plain.unwrap_or_else(|_| {
+                let mut gz = flate2::read::GzDecoder::new(File::open(gz_path(&path)).unwrap());
+                let mut s = String::new();
+                gz.read_to_string(&mut s).unwrap();
+                s
+            });
+        }
+        assert_eq!(text, sent);
+        assert_eq!(
+            sink.file_text("b.log"),
+            format!("{}\n", lines("b.log", 0..1)[0])
+        );
+        sink.sync().unwrap();
     }
 
     #[test]

@@ -212,6 +212,12 @@ impl Sink for ReportSink {
         REPORT_SINK_NAME
     }
 
+    /// No limit of its own: its totals are committed state, so after a crash the batches since
+    /// the commit are counted again from the committed totals, once.
+    fn commit_within(&self) -> Duration {
+        Duration::MAX
+    }
+
     fn send(&mut self, batch: &[OutRecord<'_>]) -> Result<(), SinkError> {
         for record in batch {
             let source = record.source_file();

@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use flate2::write::GzEncoder;
@@ -35,10 +36,13 @@ enum Job {
     },
 }
 
-/// The worker thread of one file sink. Dropping it lets the queued jobs finish.
+/// The worker thread of one file sink. Dropping it waits for the job under way only: at
+/// shutdown the files still queued are left for the next start, which queues them again, so
+/// a drain never waits for a backlog of gzip.
 pub(super) struct ClosedFiles {
     queue: Option<mpsc::Sender<Job>>,
     worker: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
 }
 
 impl ClosedFiles {
@@ -47,10 +51,15 @@ impl ClosedFiles {
         let (queue, jobs) = mpsc::channel();
         let sink = sink.to_owned();
         let directory = directory.to_owned();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
         let worker = std::thread::Builder::new()
             .name("file-sink-closed".into())
             .spawn(move || {
                 for job in jobs {
+                    if stopped.load(Ordering::Relaxed) {
+                        break;
+                    }
                     match job {
                         Job::Compress(path) => compress(&sink, &path),
                         Job::Prune { open, keep } => prune(&sink, &directory, &open, keep),
@@ -60,7 +69,17 @@ impl ClosedFiles {
         Ok(Self {
             queue: Some(queue),
             worker: Some(worker),
+            stop,
         })
+    }
+
+    /// Waits until every queued job is done (tests look at the files afterwards).
+    #[cfg(test)]
+    pub(super) fn finish_queued(&mut self) {
+        drop(self.queue.take());
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
     }
 
     /// Queues `path` (closed and committed) for gzip.
@@ -85,6 +104,7 @@ impl ClosedFiles {
 
 impl Drop for ClosedFiles {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
         drop(self.queue.take());
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
