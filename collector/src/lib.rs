@@ -20,7 +20,7 @@ use sidecar_common::signal::{self, Background, DirWatcher, Wakeup};
 use sidecar_common::telemetry::{self, Health};
 use sidecar_journal::{JournalOptions, JournalWriter};
 use sidecar_record::timestamp_now;
-use sidecar_source::{SourceMetrics, SourceSpec, TailOptions, TailPosition, Tailer};
+use sidecar_source::{ReadOutcome, SourceMetrics, SourceSpec, TailOptions, TailPosition, Tailer};
 use tracing::info;
 
 pub mod ingest;
@@ -300,8 +300,12 @@ fn collect(
         if let (Some(inbox), false) = (inbox.as_mut(), backpressured) {
             ingest_waiting = inbox.take(&mut journal, &timestamp_now())?;
         }
-        let more = !backpressured && read_and_commit(config, &mut journal, &mut tailer, wakeup)?;
-        let more = more || ingest_waiting;
+        let read = if backpressured {
+            None
+        } else {
+            Some(read_and_commit(config, &mut journal, &mut tailer, wakeup)?)
+        };
+        let more = read.as_ref().is_some_and(|r| r.more) || ingest_waiting;
         if let Some(inbox) = inbox.as_mut() {
             // read_and_commit committed whatever was pending, ingested records included.
             inbox.committed();
@@ -311,6 +315,22 @@ fn collect(
             stats_at = Instant::now();
         }
         if more {
+            continue;
+        }
+        if read.is_some_and(|r| r.bytes > 0) {
+            // Lines are coming in: the loop comes back after its linger for the next ones
+            // anyway, so appends meanwhile need not wake the watch thread (one wake-up per
+            // write of the app).
+            watcher.follow_appends(false);
+            if wakeup.sleep(config.linger) {
+                break;
+            }
+            continue;
+        }
+        if !watcher.follows_appends() {
+            // Quiet again: follow appends, then read once more, so that lines appended before
+            // the watch was back are not left until the next one.
+            watcher.follow_appends(true);
             continue;
         }
         let wait = if backpressured {
@@ -325,7 +345,7 @@ fn collect(
     // In the pod the apps stop before the sidecars, so what the files hold now is final: read
     // it to the end once and commit it before exiting, within the grace period.
     tailer.rescan();
-    while read_and_commit(config, &mut journal, &mut tailer, wakeup)? {
+    while read_and_commit(config, &mut journal, &mut tailer, wakeup)?.more {
         health.beat();
     }
     write_stats(config, &journal, &mut tailer, backpressured);
@@ -345,20 +365,18 @@ fn follow_dirs(watcher: &mut DirWatcher, tailer: &mut Tailer) {
     }
 }
 
-/// Reads one batch from the files and commits it with the offsets it reached. Returns
-/// whether more is waiting.
+/// Reads one batch from the files and commits it with the offsets it reached. Says what was
+/// read and whether more is waiting.
 fn read_and_commit(
     config: &CollectorConfig,
     journal: &mut JournalWriter<TailPosition>,
     tailer: &mut Tailer,
     wakeup: &Wakeup,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<ReadOutcome> {
     let collected_at = timestamp_now();
-    let more = tailer
-        .read(config.batch_max_bytes, &collected_at, &mut |record| {
-            journal.push_with(|out| record.write(out))
-        })
-        .more;
+    let read = tailer.read(config.batch_max_bytes, &collected_at, &mut |record| {
+        journal.push_with(|out| record.write(out))
+    });
     let changed = tailer.take_changed();
     if (journal.pending_records() > 0 || changed)
         && !journal
@@ -367,7 +385,7 @@ fn read_and_commit(
     {
         anyhow::bail!("stopped while the collected journal's volume was full: the last commit stands and the rest is read again on restart");
     }
-    Ok(more)
+    Ok(read)
 }
 
 fn write_stats(

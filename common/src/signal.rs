@@ -11,15 +11,15 @@
 //! Easy to get wrong: an inotify event is a hint, never a fact. Loops re-check the files they
 //! care about on every wake and on a slow timer, so a lost or coalesced event costs latency only.
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use parking_lot::{Condvar, Mutex};
 use tracing::{error, info, warn};
+
+mod watch;
+pub use self::watch::{DirWatcher, WatchChange, WatchEvent, WatchKind};
 
 pub use tokio_util::sync::CancellationToken;
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -168,216 +168,6 @@ impl Wakeup {
     }
 }
 
-/// Watches directories (not recursively) and wakes a [`Wakeup`] on any event in them.
-///
-/// Hold it for as long as the wake-ups are wanted; dropping it stops the watch.
-pub struct DirWatcher {
-    watcher: Option<RecommendedWatcher>,
-    /// The directories under watch.
-    watched: HashSet<PathBuf>,
-    /// How many directories asked for are not under watch.
-    unwatched: usize,
-    /// A kernel limit was reported already: said once, not per directory.
-    limit_reported: bool,
-}
-
-/// What [`DirWatcher::watch_exactly`] changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WatchChange {
-    /// Directories newly under watch.
-    pub added: usize,
-    /// Every directory asked for is under watch.
-    pub complete: bool,
-}
-
-impl DirWatcher {
-    /// Starts watching `dirs`. A directory that cannot be watched (missing, no inotify
-    /// instances left) is logged and left to the loop's periodic check, never an error:
-    /// the watch only lowers latency.
-    pub fn start<'a>(dirs: impl IntoIterator<Item = &'a Path>, wakeup: &Wakeup) -> Self {
-        Self::start_with(dirs, wakeup, |_| {})
-    }
-
-    /// As [`DirWatcher::start`], and also hands every event to `on_event` (on the watcher's
-    /// thread, before the wake), for work that cannot wait for the loop's next turn. A watch
-    /// error (events may have been lost) reaches it as an event flagged
-    /// [`notify::event::Flag::Rescan`].
-    pub fn start_with<'a>(
-        dirs: impl IntoIterator<Item = &'a Path>,
-        wakeup: &Wakeup,
-        on_event: impl Fn(&notify::Event) + Send + 'static,
-    ) -> Self {
-        Self::start_filtered(dirs, wakeup, move |event| {
-            on_event(event);
-            true
-        })
-    }
-
-    /// As [`DirWatcher::start`], but wakes only on events that name a file called `file_name`
-    /// (and on lost events). A stage reading a journal watches its commit file this way: the
-    /// journal's segments are written before each commit, and waking on those writes too
-    /// would turn the loop once for nothing before every batch.
-    pub fn start_for_file<'a>(
-        dirs: impl IntoIterator<Item = &'a Path>,
-        wakeup: &Wakeup,
-        file_name: &'static str,
-    ) -> Self {
-        Self::start_filtered(dirs, wakeup, move |event| {
-            event.need_rescan()
-                || (event.paths.iter()).any(|path| path.file_name().is_some_and(|n| n == file_name))
-        })
-    }
-
-    /// Starts the watch; `wakes` sees every event but read-only accesses (a watch error as an
-    /// event flagged [`notify::event::Flag::Rescan`]) and says whether it wakes the loop.
-    fn start_filtered<'a>(
-        dirs: impl IntoIterator<Item = &'a Path>,
-        wakeup: &Wakeup,
-        wakes: impl Fn(&notify::Event) -> bool + Send + 'static,
-    ) -> Self {
-        let wakeup = wakeup.clone();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let woken = match &event {
-                // Our own opens and reads of the directory and its files: waking on them
-                // would make an idle loop wake itself forever.
-                Ok(event) if is_read_only_access(event) => false,
-                Ok(event) => wakes(event),
-                // Errors here include inotify queue overflow; waking makes the loop rescan.
-                Err(_) => wakes(
-                    &notify::Event::new(notify::EventKind::Other)
-                        .set_flag(notify::event::Flag::Rescan),
-                ),
-            };
-            if woken {
-                wakeup.wake();
-            }
-        });
-        let mut this = Self {
-            watcher: None,
-            watched: HashSet::new(),
-            unwatched: 0,
-            limit_reported: false,
-        };
-        match watcher {
-            Ok(w) => this.watcher = Some(w),
-            Err(e) => {
-                match limit_of(&e) {
-                    Some(limit) => {
-                        error!(error = %e, limit, "Cannot start the file watcher: the kernel's limit on inotify instances per user is reached; relying on periodic checks (slower to see new lines and rotations). Raise it on the node, e.g. sysctl -w {limit}=1024.")
-                    }
-                    None => {
-                        warn!(error = %e, "Cannot start the file watcher; relying on periodic checks.")
-                    }
-                }
-                this.limit_reported = true;
-            }
-        }
-        for dir in dirs {
-            this.add(dir);
-        }
-        this
-    }
-
-    /// Whether every directory asked for is watched.
-    pub fn is_complete(&self) -> bool {
-        self.watcher.is_some() && self.unwatched == 0
-    }
-
-    /// How many directories asked for are not under watch (left to periodic checks).
-    pub fn unwatched(&self) -> usize {
-        if self.watcher.is_some() {
-            self.unwatched
-        } else {
-            self.unwatched.max(1)
-        }
-    }
-
-    /// Adds a directory to the watch (e.g. one that did not exist at start).
-    /// Returns whether the watch is in place.
-    pub fn add(&mut self, dir: &Path) -> bool {
-        if self.watched.contains(dir) {
-            return true;
-        }
-        let Some(watcher) = &mut self.watcher else {
-            self.unwatched += 1;
-            return false;
-        };
-        match watcher.watch(dir, RecursiveMode::NonRecursive) {
-            Ok(()) => {
-                self.watched.insert(dir.to_owned());
-                true
-            }
-            Err(e) => {
-                self.unwatched += 1;
-                match limit_of(&e) {
-                    Some(limit) if !std::mem::replace(&mut self.limit_reported, true) => {
-                        error!(dir = %dir.display(), limit, watched = self.watched.len(), "Cannot watch a log directory: the kernel's limit on inotify watches per user is reached. It and any further ones are listed periodically instead (slower to see new lines and rotations); raise the limit on the node, e.g. sysctl -w {limit}=524288.");
-                    }
-                    Some(_) => {}
-                    None => {
-                        warn!(dir = %dir.display(), error = %e, "Cannot watch directory; relying on periodic checks.");
-                    }
-                }
-                false
-            }
-        }
-    }
-
-    /// Watches exactly `dirs` from now on: adds those not yet watched, drops the watches of
-    /// those no longer asked for (a deleted pod's), and retries those that failed before.
-    pub fn watch_exactly(&mut self, dirs: &[PathBuf]) -> WatchChange {
-        let wanted: HashSet<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-        let gone: Vec<PathBuf> = self
-            .watched
-            .iter()
-            .filter(|dir| !wanted.contains(dir.as_path()))
-            .cloned()
-            .collect();
-        for dir in gone {
-            if let Some(watcher) = &mut self.watcher {
-                // Fails when the directory is gone, which removed the watch already.
-                let _ = watcher.unwatch(&dir);
-            }
-            self.watched.remove(&dir);
-        }
-        self.unwatched = 0;
-        let mut added = 0;
-        for dir in dirs {
-            if !self.watched.contains(dir) && self.add(dir) {
-                added += 1;
-            }
-        }
-        WatchChange {
-            added,
-            complete: self.is_complete(),
-        }
-    }
-}
-
-/// The sysctl whose limit `error` says was reached, if it says so.
-fn limit_of(error: &notify::Error) -> Option<&'static str> {
-    match &error.kind {
-        notify::ErrorKind::MaxFilesWatch => Some("fs.inotify.max_user_watches"),
-        notify::ErrorKind::Io(e) if e.raw_os_error() == Some(ENOSPC) => {
-            Some("fs.inotify.max_user_watches")
-        }
-        notify::ErrorKind::Io(e) if e.raw_os_error() == Some(EMFILE) => {
-            Some("fs.inotify.max_user_instances")
-        }
-        _ => None,
-    }
-}
-
-/// `inotify_add_watch`'s "no watches left" and `inotify_init`'s "no instances left".
-const ENOSPC: i32 = 28;
-const EMFILE: i32 = 24;
-
-/// Whether `event` only says that something was opened, read or closed without writing.
-fn is_read_only_access(event: &notify::Event) -> bool {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write))
-}
-
 /// Runs a blocking stage loop on its own thread until it ends or `shutdown` resolves; then
 /// stops it through `wakeup` and gives it `grace` to flush and commit.
 ///
@@ -436,49 +226,6 @@ fn flatten(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_inotify_limit_reached_is_named_by_its_sysctl() {
-        let io = |code| notify::Error::io(std::io::Error::from_raw_os_error(code));
-        let watches = Some("fs.inotify.max_user_watches");
-        assert_eq!(
-            limit_of(&notify::Error::new(notify::ErrorKind::MaxFilesWatch)),
-            watches
-        );
-        assert_eq!(limit_of(&io(ENOSPC)), watches);
-        assert_eq!(limit_of(&io(EMFILE)), Some("fs.inotify.max_user_instances"));
-        assert_eq!(limit_of(&io(2)), None);
-    }
-
-    #[test]
-    fn the_watch_follows_the_directories_asked_for() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-        std::fs::create_dir_all(&a).unwrap();
-        std::fs::create_dir_all(&b).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let on_event = move |event: &notify::Event| {
-            for path in &event.paths {
-                let _ = tx.send(path.clone());
-            }
-        };
-        let mut watcher = DirWatcher::start_with([a.as_path()], &Wakeup::new(), on_event);
-        assert!(watcher.is_complete());
-        let change = watcher.watch_exactly(&[b.clone(), tmp.path().join("missing")]);
-        assert_eq!(change.added, 1);
-        assert!(!change.complete, "a missing directory cannot be watched");
-        assert_eq!(watcher.unwatched(), 1);
-        let change = watcher.watch_exactly(std::slice::from_ref(&b));
-        assert_eq!((change.added, change.complete), (0, true));
-        std::fs::write(a.join("x.log"), b"x").unwrap();
-        std::fs::write(b.join("x.log"), b"x").unwrap();
-        let seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(
-            seen,
-            b.join("x.log"),
-            "a no longer watched directory is quiet"
-        );
-    }
-
     #[tokio::test]
     async fn background_tasks_end_when_the_stage_stops_and_servers_see_it_coming() {
         let background = Background::default();
@@ -535,51 +282,6 @@ mod tests {
         let t = Instant::now();
         assert!(!w.wait(Duration::from_secs(5)));
         assert!(t.elapsed() < Duration::from_secs(1));
-    }
-
-    #[test]
-    fn the_watcher_does_not_wake_on_its_own_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("commit.json"), b"{}").unwrap();
-        let w = Wakeup::new();
-        let _watcher = DirWatcher::start([dir.path()], &w);
-        std::thread::sleep(Duration::from_millis(50));
-        w.wait(Duration::ZERO);
-        let _ = std::fs::read(dir.path().join("commit.json")).unwrap();
-        let _ = std::fs::read_dir(dir.path()).unwrap().count();
-        let t = Instant::now();
-        w.wait(Duration::from_millis(300));
-        assert!(t.elapsed() >= Duration::from_millis(300), "woken by a read");
-        std::fs::write(dir.path().join("commit.json"), b"{\"n\":1}").unwrap();
-        let t = Instant::now();
-        w.wait(Duration::from_secs(5));
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "a write wakes the loop"
-        );
-    }
-
-    #[test]
-    fn a_watch_for_one_file_wakes_on_that_file_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = Wakeup::new();
-        let _watcher = DirWatcher::start_for_file([dir.path()], &w, "commit.json");
-        std::thread::sleep(Duration::from_millis(50));
-        w.wait(Duration::ZERO);
-        std::fs::write(dir.path().join("segment-0.ndjson"), b"a record\n").unwrap();
-        let t = Instant::now();
-        w.wait(Duration::from_millis(300));
-        assert!(
-            t.elapsed() >= Duration::from_millis(300),
-            "woken by a segment write"
-        );
-        std::fs::write(dir.path().join("commit.json"), b"{}").unwrap();
-        let t = Instant::now();
-        w.wait(Duration::from_secs(5));
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "a commit wakes the loop"
-        );
     }
 
     #[tokio::test]

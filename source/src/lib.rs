@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
+use sidecar_common::signal::{WatchEvent, WatchKind};
 use sidecar_record::{CollectedRecordOut, ContainerOrigin, LineFlags, RecordId};
 
 pub mod container;
@@ -391,33 +392,24 @@ impl Tailer {
     ///
     /// It also notes events that may change a directory's entries, for
     /// [`Tailer::rescan_when_due`]: appends to a file do not, everything else does.
-    pub fn early_opener(&self) -> impl Fn(&notify::Event) + Send + 'static {
+    pub fn early_opener(&self) -> impl Fn(&WatchEvent) + Send + 'static {
         let spec = self.spec.clone();
         let tx = self.early_tx.clone();
         let listing_stale = Arc::clone(&self.listing_stale);
-        move |event: &notify::Event| {
-            use notify::event::{EventKind, ModifyKind};
-            let appended = matches!(
-                event.kind,
-                EventKind::Modify(ModifyKind::Data(_)) | EventKind::Access(_)
-            );
-            if !appended || event.need_rescan() {
+        move |event: &WatchEvent| {
+            if event.kind != WatchKind::Appended {
                 listing_stale.store(true, Ordering::Release);
             }
-            if !matches!(
-                event.kind,
-                EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
-            ) {
+            if event.kind != WatchKind::Created {
                 return;
             }
-            for path in &event.paths {
-                let Some(source) = spec.source_of(path) else {
-                    continue;
-                };
-                let regular = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
-                if let (true, Ok(file)) = (regular, File::open(path)) {
-                    let _ = tx.send((path.clone(), source, file));
-                }
+            let path = &event.path;
+            let Some(source) = spec.source_of(path) else {
+                return;
+            };
+            let regular = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file());
+            if let (true, Ok(file)) = (regular, File::open(path)) {
+                let _ = tx.send((path.clone(), source, file));
             }
         }
     }

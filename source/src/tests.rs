@@ -461,10 +461,10 @@ fn a_file_opened_on_its_create_event_is_read_even_if_rotated_away_before_the_res
     fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
     h.append("app.log", b"middle\n");
     let opener = h.tailer.early_opener();
-    opener(
-        &notify::Event::new(notify::EventKind::Create(notify::event::CreateKind::File))
-            .add_path(h.path("app.log")),
-    );
+    opener(&WatchEvent {
+        path: h.path("app.log"),
+        kind: WatchKind::Created,
+    });
     fs::rename(h.path("app.log"), h.path("app.log.2")).unwrap();
     h.append("app.log", b"last\n");
     let mut got: Vec<String> = lines(&h.collect()).into_iter().map(str::to_owned).collect();
