@@ -583,6 +583,7 @@ impl<'a, 's> Lane<'a, 's> {
             end = end.min(limit);
         }
         let max_bytes = self.shared.config.batch_max_bytes;
+        let start = self.reader.position();
         let read = self.reader.read_batch(end, max_bytes, &mut self.buf)?;
         if read > 0 {
             let batch = decode_batch(&self.buf, self.shared.metrics);
@@ -593,6 +594,9 @@ impl<'a, 's> Lane<'a, 's> {
                 self.wakeup,
                 self.shared.health,
             ) {
+                // Not every sink took it: it is read again, or a later batch that gets through
+                // (the drain at shutdown) would commit a position past it.
+                self.reader = JournalReader::new(&self.shared.config.input_dir, start);
                 return Ok(Progress::Interrupted);
             }
             let before = self.uncommitted;
@@ -788,6 +792,7 @@ fn sleep_alive(wakeup: &Wakeup, health: &Health, duration: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     struct Named(&'static str);
 
@@ -827,6 +832,93 @@ mod tests {
         assert!(!checkpoint.state.sinks.contains_key("removed"));
         assert!(!checkpoint.state.positions.contains_key("removed"));
         assert_eq!(checkpoint.state.sinks["archive"]["x"], 1);
+    }
+
+    /// Refuses its first batch, asking the forwarder to stop at that moment (SIGTERM while a
+    /// sink is down), and takes everything after.
+    struct DownAtTheStop {
+        wakeup: Wakeup,
+        refused: bool,
+        took: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Sink for DownAtTheStop {
+        fn name(&self) -> &str {
+            "archive"
+        }
+        fn send(&mut self, batch: &[OutRecord<'_>]) -> Result<(), sink::SinkError> {
+            if !std::mem::replace(&mut self.refused, true) {
+                self.wakeup.stop();
+                return Err(sink::SinkError::Io {
+                    sink: "archive".into(),
+                    path: "down".into(),
+                    source: std::io::Error::other("down"),
+                });
+            }
+            let raw = batch
+                .iter()
+                .map(|r| String::from_utf8_lossy(r.raw).into_owned());
+            self.took.lock().extend(raw);
+            Ok(())
+        }
+        fn state(&self) -> Value {
+            Value::Null
+        }
+    }
+
+    #[test]
+    fn a_batch_refused_when_the_stop_came_is_delivered_by_the_drain_not_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = sidecar_core::journal::JournalWriter::<Value>::open(
+            dir.path(),
+            sidecar_core::journal::JournalOptions::default(),
+        )
+        .unwrap();
+        for n in 0..3 {
+            journal.push(&serde_json::json!({"source_file": "a.log", "n": n}));
+        }
+        journal.commit(&Value::Null).unwrap();
+        let config = Cli::try_parse_from([
+            "forwarder",
+            "--input-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "off",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let wakeup = Wakeup::new();
+        let took = Arc::new(Mutex::new(Vec::new()));
+        let sinks: Vec<Box<dyn Sink>> = vec![Box::new(DownAtTheStop {
+            wakeup: wakeup.clone(),
+            refused: false,
+            took: Arc::clone(&took),
+        })];
+        let metrics = Metrics::default();
+        let health = Health::new(Duration::from_secs(60));
+        let checkpoint = Checkpoint::new(
+            &sinks,
+            Position::default(),
+            ForwarderState::default(),
+            dir.path(),
+        );
+        let shared = Shared {
+            config: &config,
+            metrics: &metrics,
+            health: &health,
+            checkpoint: Mutex::new(checkpoint),
+        };
+        Lane::new(&shared, sinks, Position::default(), &wakeup)
+            .run()
+            .unwrap();
+        assert_eq!(took.lock().len(), 3, "{:?}", took.lock());
+        let saved = Cursor::<ForwarderState>::load(dir.path(), READER_NAME)
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved.position, journal.end());
     }
 
     #[test]

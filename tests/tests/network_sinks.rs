@@ -612,8 +612,13 @@ fn decoupled_sinks_keep_going_while_one_is_down_and_it_catches_up() {
     assert!(exactly_once(&records, &[("access", 300)]).is_empty());
     assert!(received(&server).is_empty());
     assert!(!server.requests().is_empty(), "the http sink kept trying");
-    // The checkpoint: per-sink positions, the cursor at the slowest (the http sink's).
-    let cursor = e2e_tests::checkpoint(&pod.path("processed/readers/forwarder.json"));
+    // The checkpoint: per-sink positions, the cursor at the slowest (the http sink's). The
+    // file sink's lane commits within its commit_interval (1 s) of delivering.
+    let mut cursor = Value::Null;
+    assert!(wait_until(Duration::from_secs(10), || {
+        cursor = e2e_tests::checkpoint(&pod.path("processed/readers/forwarder.json"));
+        !cursor["state"]["positions"]["archive"].is_null()
+    }));
     let positions = &cursor["state"]["positions"];
     assert_eq!(cursor["position"], positions["http"], "{cursor}");
     assert_ne!(positions["archive"], positions["http"], "{cursor}");

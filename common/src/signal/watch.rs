@@ -3,7 +3,7 @@
 //! Why inotify directly and not through the `notify` crate: the watch mask. `notify` asks for
 //! every open, append and close in a directory, and its thread wakes for each. An app logging
 //! line by line makes thousands of appends a second, and at a steady 10,000 lines/s that thread
-//! was 39 % of the collector's CPU (BENCHMARKS.md, "Watching only what wakes the loop"). Here
+//! was 39 % of the collector's CPU (BENCHMARKS.md, "Steady state: what woke the stages"). Here
 //! the mask is what each loop needs:
 //!
 //! - a collector's directories: entries coming and going always; appends only while its loop
