@@ -914,7 +914,8 @@ mod tests {
         Lane::new(&shared, sinks, Position::default(), &wakeup)
             .run()
             .unwrap();
-        assert_eq!(took.lock().len(), 3, "{:?}", took.lock());
+        let took = took.lock();
+        assert_eq!(took.len(), 3, "{took:?}");
         let saved = Cursor::<ForwarderState>::load(dir.path(), READER_NAME)
             .unwrap()
             .unwrap();
