@@ -42,6 +42,16 @@ pub struct WatchEvent {
     pub kind: WatchKind,
 }
 
+impl WatchEvent {
+    /// Events about `path` (none in particular when empty) may have been missed.
+    fn lost(path: PathBuf) -> Self {
+        Self {
+            path,
+            kind: WatchKind::Lost,
+        }
+    }
+}
+
 /// The kinds of [`WatchEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchKind {
@@ -369,21 +379,14 @@ impl Shared {
     /// What an inotify event means, if anything; keeps the targets up to date on the way.
     fn translate(&self, wd: i32, mask: EventMask, name: Option<&OsStr>) -> Option<WatchEvent> {
         if mask.contains(EventMask::Q_OVERFLOW) {
-            return Some(WatchEvent {
-                path: PathBuf::new(),
-                kind: WatchKind::Lost,
-            });
+            return Some(WatchEvent::lost(PathBuf::new()));
         }
-        let target = if mask.contains(EventMask::IGNORED) {
+        if mask.contains(EventMask::IGNORED) {
             // The watch is gone (its directory or file was removed, or we removed it).
             let target = self.targets.lock().remove(&wd)?;
-            return target.is_dir.then_some(WatchEvent {
-                path: target.path,
-                kind: WatchKind::Lost,
-            });
-        } else {
-            self.targets.lock().get(&wd).cloned()?
-        };
+            return target.is_dir.then(|| WatchEvent::lost(target.path));
+        }
+        let target = self.targets.lock().get(&wd).cloned()?;
         let path = match name {
             Some(name) if target.is_dir => target.path.join(name),
             _ => target.path.clone(),
@@ -467,33 +470,28 @@ fn read_events(
             warn!(error = %e, "The file watch stopped; relying on periodic checks.");
             return;
         }
+        // Read until the queue is empty: the poll reports the descriptor once per change.
         loop {
-            let mut wake = false;
-            match inotify.read_events(&mut buffer) {
+            let (wake, failed) = match inotify.read_events(&mut buffer) {
                 Ok(events) => {
-                    for raw in events {
+                    let wake = events.fold(false, |wake, raw| {
                         let wd = raw.wd.get_watch_descriptor_id();
-                        if let Some(event) = shared.translate(wd, raw.mask, raw.name) {
-                            wake |= handler(&event);
-                        }
-                    }
+                        let event = shared.translate(wd, raw.mask, raw.name);
+                        event.is_some_and(|event| handler(&event)) || wake
+                    });
+                    (wake, false)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
                     warn!(error = %e, "Cannot read file watch events; looking at everything again.");
-                    let lost = WatchEvent {
-                        path: PathBuf::new(),
-                        kind: WatchKind::Lost,
-                    };
-                    wake |= handler(&lost);
-                    if wake {
-                        wakeup.wake();
-                    }
-                    break;
+                    (handler(&WatchEvent::lost(PathBuf::new())), true)
                 }
-            }
+            };
             if wake {
                 wakeup.wake();
+            }
+            if failed {
+                break; // Back to the poll, not around a read that keeps failing.
             }
         }
     }
