@@ -21,6 +21,23 @@ use std::cmp::Ordering;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
+/// The most fields [`Fields::sort`] orders through a list of byte indexes.
+const SORT_BY_ORDER_MAX: usize = 256;
+
+/// Insertion sort: a record's fields arrive in nearly the same order each time (the rules
+/// insert in a fixed order), so this is close to one comparison per field.
+fn insertion_sort<T: Copy>(items: &mut [T], goes_before: impl Fn(T, T) -> bool) {
+    for i in 1..items.len() {
+        let item = items[i];
+        let mut j = i;
+        while j > 0 && goes_before(item, items[j - 1]) {
+            items[j] = items[j - 1];
+            j -= 1;
+        }
+        items[j] = item;
+    }
+}
+
 /// A field's name: inline up to 24 bytes, on the heap beyond.
 pub type FieldName = compact_str::CompactString;
 
@@ -189,9 +206,36 @@ impl Fields {
 
     /// Puts the fields in key order, as a record is written.
     pub fn sort(&mut self) {
-        // Insertion sort on the tags, moving the entries along: a record arrives in nearly the
-        // same order each time (the rules insert in a fixed order), and keys are compared only
-        // where two tags are equal.
+        let n = self.tags.len();
+        if n > SORT_BY_ORDER_MAX {
+            self.sort_in_place();
+            return;
+        }
+        // The order is worked out on a list of indexes and then applied by following its
+        // cycles: a swap per misplaced field at most, where sorting the fields themselves
+        // swapped 56-byte entries once per inversion (the sort was 4 % of the processor's CPU).
+        let mut order = [0u8; SORT_BY_ORDER_MAX];
+        for (i, slot) in order[..n].iter_mut().enumerate() {
+            *slot = i as u8;
+        }
+        insertion_sort(&mut order[..n], |a, b| self.goes_before(a.into(), b.into()));
+        for start in 0..n {
+            let mut current = start;
+            loop {
+                let next = usize::from(order[current]);
+                order[current] = current as u8;
+                if next == start {
+                    break;
+                }
+                self.tags.swap(current, next);
+                self.entries.swap(current, next);
+                current = next;
+            }
+        }
+    }
+
+    /// [`Fields::sort`] for records with more fields than an order list holds.
+    fn sort_in_place(&mut self) {
         for i in 1..self.tags.len() {
             let mut j = i;
             while j > 0 && self.goes_before(j, j - 1) {
@@ -309,5 +353,29 @@ mod tests {
         );
         assert_eq!(Fields::from(map), fields);
         assert_eq!(fields["missing"], Value::Null);
+    }
+
+    #[test]
+    fn any_insertion_order_sorts_into_key_order_short_or_long() {
+        let keys: Vec<String> = (0..300).map(|i| format!("k{:03}_{}", (i * 7919) % 300, i % 3)).collect();
+        for n in [2, 3, 17, 256, 257, 300] {
+            for rotate in [0, 1, n / 2] {
+                let mut fields = Fields::new();
+                let mut expected = Map::new();
+                for (i, key) in keys[..n].iter().cycle().skip(rotate).take(n).enumerate() {
+                    fields.insert(key.as_str(), json!(i));
+                    expected.insert(key.clone(), json!(i));
+                }
+                fields.sort();
+                assert!(fields.is_sorted(), "{n} fields rotated by {rotate}");
+                assert_eq!(fields.clone().into_map(), expected);
+                let sorted: Vec<&str> = fields.iter().map(|(k, _)| k).collect();
+                let wanted: Vec<&str> = expected.keys().map(String::as_str).collect();
+                assert_eq!(sorted, wanted);
+                for (key, value) in &expected {
+                    assert_eq!(fields.get(key), Some(value), "tags moved with their fields");
+                }
+            }
+        }
     }
 }
