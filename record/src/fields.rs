@@ -87,6 +87,12 @@ impl Fields {
         }
     }
 
+    /// Removes every field, keeping the room they took.
+    pub fn clear(&mut self) {
+        self.tags.clear();
+        self.entries.clear();
+    }
+
     /// How many fields.
     pub fn len(&self) -> usize {
         self.entries.len()
