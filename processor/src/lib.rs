@@ -910,8 +910,7 @@ pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Map<St
 pub fn enrich_fields(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Fields> {
     let mut record = match CollectedRecord::decode(line) {
         Ok(collected) => {
-            let mut record =
-                collected_fields(collected, Fields::with_capacity(COMMON_FIELD_COUNT));
+            let mut record = collected_fields(collected, Fields::with_capacity(COMMON_FIELD_COUNT));
             let matched = rules.rules_for_record(&record);
             if let Verdict::Drop(_) = rules.apply_matched(&matched, &mut record) {
                 return None;

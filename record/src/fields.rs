@@ -363,7 +363,9 @@ mod tests {
 
     #[test]
     fn any_insertion_order_sorts_into_key_order_short_or_long() {
-        let keys: Vec<String> = (0..300).map(|i| format!("k{:03}_{}", (i * 7919) % 300, i % 3)).collect();
+        let keys: Vec<String> = (0..300)
+            .map(|i| format!("k{:03}_{}", (i * 7919) % 300, i % 3))
+            .collect();
         for n in [2, 3, 17, 256, 257, 300] {
             for rotate in [0, 1, n / 2] {
                 let mut fields = Fields::new();
