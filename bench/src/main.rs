@@ -11,6 +11,7 @@
 
 mod generate;
 mod observe;
+mod paired;
 mod pod_api;
 mod process;
 mod steady;
@@ -106,6 +107,15 @@ struct Cli {
     /// /alerts only), as a pod with alerts on does.
     #[arg(long)]
     alerts: bool,
+    /// Instead of the throughput runs: the processor of --bin-dir (a) and the one in this
+    /// directory (b) at the same time, one core each, on one collected journal of --lines,
+    /// for --rounds rounds; prints each side's CPU and the mean difference. For a change to
+    /// the processor's per-record work on a machine whose runs of one binary vary more than it.
+    #[arg(long)]
+    processor_against: Option<PathBuf>,
+    /// Rounds of --processor-against (which one starts first alternates).
+    #[arg(long, default_value_t = 4)]
+    rounds: usize,
 }
 
 /// The three binaries and the rules they run with.
@@ -225,30 +235,19 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let logs = tmp.path().join("logs");
-    fs::create_dir_all(&logs)?;
-    let started = Instant::now();
-    let generated =
-        generate::generate(&logs, cli.lines, cli.line_bytes).context("generating the input")?;
-    flush_to_disk()?;
-    println!(
-        "input: {} lines, {:.1} MB ({} B/line) in {:.1} s: {}",
-        generated.total_lines(),
-        generated.bytes as f64 / 1e6,
-        generated.bytes / generated.total_lines(),
-        started.elapsed().as_secs_f64(),
-        FILES
-            .iter()
-            .zip(generated.lines)
-            .map(|((name, _), n)| format!("{name} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    if let Some(other) = &cli.processor_against {
+        paired::run(&setup, tmp.path(), &cli, other)?;
+        if cli.keep {
+            println!("\nkept {}", tmp.keep().display());
+        }
+        return Ok(());
+    }
 
     let mut rows = Vec::new();
     let mut checks = Vec::new();
-    let stages = RunDirs::create(tmp.path().join("stages"), &logs)?;
-    rows.push(run_collector(&setup, &stages, &generated)?);
+    let (stages, generated, collector) = collect_input(&setup, tmp.path(), &cli)?;
+    let logs = stages.logs.clone();
+    rows.push(collector);
     rows.push(run_processor(&setup, &stages, &generated)?);
     rows.push(run_forwarder(&setup, &stages)?);
     checks.push(check_output("forwarder alone", &stages.out, &generated)?);
@@ -312,6 +311,37 @@ fn main() -> anyhow::Result<()> {
         bail!("the file sink's output does not hold exactly the generated lines");
     }
     Ok(())
+}
+
+/// Generates `--lines` lines into `<tmp>/logs` and runs the collector alone on them: the
+/// directories holding the collected journal, what was generated, and the collector's row.
+fn collect_input(
+    setup: &Setup,
+    tmp: &Path,
+    cli: &Cli,
+) -> anyhow::Result<(RunDirs, Generated, Row)> {
+    let logs = tmp.join("logs");
+    fs::create_dir_all(&logs)?;
+    let started = Instant::now();
+    let generated =
+        generate::generate(&logs, cli.lines, cli.line_bytes).context("generating the input")?;
+    flush_to_disk()?;
+    println!(
+        "input: {} lines, {:.1} MB ({} B/line) in {:.1} s: {}",
+        generated.total_lines(),
+        generated.bytes as f64 / 1e6,
+        generated.bytes / generated.total_lines(),
+        started.elapsed().as_secs_f64(),
+        FILES
+            .iter()
+            .zip(generated.lines)
+            .map(|((name, _), n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let stages = RunDirs::create(tmp.join("stages"), &logs)?;
+    let collector = run_collector(setup, &stages, &generated)?;
+    Ok((stages, generated, collector))
 }
 
 fn find_binaries(cli: &Cli) -> anyhow::Result<Setup> {
