@@ -21,12 +21,13 @@ use std::cmp::Ordering;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
-/// The most fields [`Fields::sort`] orders through a list of byte indexes.
-const SORT_BY_ORDER_MAX: usize = 256;
+/// The most fields [`Fields::sort`] orders with its list of indexes on the stack (a record
+/// has a few dozen at most; more take an allocation).
+const ORDER_ON_STACK_MAX: usize = 64;
 
 /// Insertion sort: a record's fields arrive in nearly the same order each time (the rules
 /// insert in a fixed order), so this is close to one comparison per field.
-fn insertion_sort<T: Copy>(items: &mut [T], goes_before: impl Fn(T, T) -> bool) {
+fn insertion_sort(items: &mut [usize], goes_before: impl Fn(usize, usize) -> bool) {
     for i in 1..items.len() {
         let item = items[i];
         let mut j = i;
@@ -212,42 +213,33 @@ impl Fields {
 
     /// Puts the fields in key order, as a record is written.
     pub fn sort(&mut self) {
-        let n = self.tags.len();
-        if n > SORT_BY_ORDER_MAX {
-            self.sort_in_place();
-            return;
-        }
         // The order is worked out on a list of indexes and then applied by following its
         // cycles: a swap per misplaced field at most, where sorting the fields themselves
         // swapped 56-byte entries once per inversion (the sort was 4 % of the processor's CPU).
-        let mut order = [0u8; SORT_BY_ORDER_MAX];
-        for (i, slot) in order[..n].iter_mut().enumerate() {
-            *slot = i as u8;
+        let n = self.tags.len();
+        let mut on_stack = [0usize; ORDER_ON_STACK_MAX];
+        let mut on_heap = Vec::new();
+        let order = if n <= ORDER_ON_STACK_MAX {
+            &mut on_stack[..n]
+        } else {
+            on_heap.resize(n, 0);
+            &mut on_heap[..]
+        };
+        for (i, slot) in order.iter_mut().enumerate() {
+            *slot = i;
         }
-        insertion_sort(&mut order[..n], |a, b| self.goes_before(a.into(), b.into()));
+        insertion_sort(order, |a, b| self.goes_before(a, b));
         for start in 0..n {
             let mut current = start;
             loop {
-                let next = usize::from(order[current]);
-                order[current] = current as u8;
+                let next = order[current];
+                order[current] = current;
                 if next == start {
                     break;
                 }
                 self.tags.swap(current, next);
                 self.entries.swap(current, next);
                 current = next;
-            }
-        }
-    }
-
-    /// [`Fields::sort`] for records with more fields than an order list holds.
-    fn sort_in_place(&mut self) {
-        for i in 1..self.tags.len() {
-            let mut j = i;
-            while j > 0 && self.goes_before(j, j - 1) {
-                self.tags.swap(j, j - 1);
-                self.entries.swap(j, j - 1);
-                j -= 1;
             }
         }
     }
@@ -366,7 +358,7 @@ mod tests {
         let keys: Vec<String> = (0..300)
             .map(|i| format!("k{:03}_{}", (i * 7919) % 300, i % 3))
             .collect();
-        for n in [2, 3, 17, 256, 257, 300] {
+        for n in [2, 3, 17, 64, 65, 300] {
             for rotate in [0, 1, n / 2] {
                 let mut fields = Fields::new();
                 let mut expected = Map::new();
