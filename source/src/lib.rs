@@ -263,7 +263,7 @@ struct TrackedFile {
     copy: bool,
     /// Since a truncation: copies made after this mtime may hold generations of the file that
     /// were never read (copied and truncated again before the collector looked). Cleared by
-    /// the first look at the directory after the new generation's first bytes were read.
+    /// the look at the directory that the read giving the new generation its first bytes makes.
     unseen_since: Option<SystemTime>,
     /// A rotated copy whose content was replaced (a new copy written over it): never read
     /// again, closed at the end of the read.
@@ -732,10 +732,12 @@ impl Tailer {
 
     /// Finds files rotated away while the collector was down that it never saw: named like a
     /// watched file plus a suffix (`access.log.1`, `access.log-2026…`), not matched by the
-    /// watch globs, unknown, and modified after the last commit. One that holds what was read
-    /// of a saved file of that source (a copy) is read from that file's offset, or skipped when
-    /// that file is already followed or was read past it; any other is read from the start.
-    /// All are closed once read.
+    /// watch globs, unknown, modified after the last commit, and not a copy of what the
+    /// watched file holds now (being made by a copytruncate as the collector starts: found by
+    /// content once the file is truncated). One that holds what was read of a saved file of
+    /// that source (a copy) is read from that file's offset, or skipped when that file is
+    /// already followed or was read past it; any other is read from the start. All are closed
+    /// once read.
     fn adopt_rotated_while_down(&mut self, known: &[SavedFile], saved_at: SystemTime) {
         let listing = self.list_dirs();
         for dir in &listing.dirs {
@@ -759,10 +761,10 @@ impl Tailer {
                 if self.spec.matches_in(dir, &path, name) {
                     continue;
                 }
-                let Some(source) = rotated_name_of(name, sources.iter().copied()) else {
+                let Some(base) = rotated_name_of(name, sources.iter().copied()) else {
                     continue;
                 };
-                let source = format!("{}{source}", dir.prefix);
+                let source = format!("{}{base}", dir.prefix);
                 let Ok(meta) = fs::symlink_metadata(&path) else {
                     continue;
                 };
@@ -778,6 +780,11 @@ impl Tailer {
                     continue;
                 }
                 let size = file.metadata().map_or(meta.len(), |m| m.len());
+                let live = File::open(dir.path.join(base));
+                if live.is_ok_and(|live| holds_live_content(&file, size, &live).is_ok_and(|h| h)) {
+                    info!(source = %source, path = %path.display(), "A copy of what the file holds now (being made by a copytruncate?); it is found by content once the file is truncated.");
+                    continue;
+                }
                 let copy_of = known
                     .iter()
                     .filter(|saved| saved.source == source)
@@ -843,16 +850,20 @@ impl Tailer {
             let file_outcome =
                 self.read_one(index, budget_bytes - outcome.bytes, collected_at, emit);
             outcome.add(&file_outcome);
+            let mut copies = Vec::new();
             if file_outcome.truncated {
                 self.changed = true;
-                let mut copies = Vec::from_iter(self.follow_truncation(index));
+                copies.extend(self.follow_truncation(index));
                 let budget = budget_bytes.saturating_sub(outcome.bytes);
                 outcome.add(&self.read_one(index, budget, collected_at, emit));
+            }
+            let f = &self.files[index];
+            if file_outcome.truncated || (f.unseen_since.is_some() && f.head_len > 0) {
                 copies.extend(self.adopt_unseen_generations(index));
-                for copy in copies {
-                    let budget = budget_bytes.saturating_sub(outcome.bytes);
-                    outcome.add(&self.read_one(copy, budget, collected_at, emit));
-                }
+            }
+            for copy in copies {
+                let budget = budget_bytes.saturating_sub(outcome.bytes);
+                outcome.add(&self.read_one(copy, budget, collected_at, emit));
             }
         }
         self.close_finished_files(collected_at, emit, &mut outcome);
@@ -954,10 +965,12 @@ impl Tailer {
 
     /// After a truncation, looks for copies of generations of the file that were never read:
     /// files named like it plus a suffix, unknown, modified since the truncated generation was
-    /// last seen, and not a copy of what the file holds now. Several copytruncates between two
-    /// looks (the collector paused by backpressure, or busy) leave such copies. They are read
-    /// from the start. Looked for at the truncation and at every rescan until the new
-    /// generation has a first line to be known by. Returns the indexes of the copies adopted.
+    /// last seen, and neither a copy of what was read nor of what the file holds now (a copy
+    /// logrotate is still writing has only a few of the first bytes). Several copytruncates
+    /// between two looks (the collector paused by backpressure, or busy) leave such copies.
+    /// They are read from the start. Looked for at the truncation, at every rescan while the new
+    /// generation is empty, and last by the read that gives it its first bytes, long before
+    /// that generation is copied in turn. Returns the indexes of the copies adopted.
     fn adopt_unseen_generations(&mut self, index: usize) -> Vec<usize> {
         let f = &mut self.files[index];
         let Some(since) = f.unseen_since else {
@@ -998,6 +1011,10 @@ impl Tailer {
                 continue;
             }
             let size = file.metadata().map_or(meta.len(), |m| m.len());
+            let live = &self.files[index].file;
+            if holds_live_content(&file, size, live).is_ok_and(|held| held) {
+                continue; // A copy of the generation being read: found by content once truncated.
+            }
             if likeness(&file, size, &current).is_ok_and(|l| l == Likeness::Other) {
                 found.push((meta.modified().ok(), file, path, key, size));
             }
@@ -1274,6 +1291,22 @@ fn likeness(file: &File, size: u64, read: &SavedFile) -> io::Result<Likeness> {
     } else {
         Likeness::Other
     })
+}
+
+/// Whether `candidate`'s first `size` bytes are what `live` holds now, judged by the first
+/// bytes and the bytes before `size`: a copy of the live file's current generation, finished or
+/// still being written. logrotate copies before it truncates, so a copy being written is always
+/// of what the file holds; judged by its few first bytes it would look like another file.
+fn holds_live_content(candidate: &File, size: u64, live: &File) -> io::Result<bool> {
+    if live.metadata()?.len() < size {
+        return Ok(false);
+    }
+    let head = size.min(HEAD_BYTES);
+    let tail_from = size.saturating_sub(TAIL_BYTES).max(head);
+    Ok(
+        hash_range(candidate, 0, head)? == hash_range(live, 0, head)?
+            && hash_range(candidate, tail_from, size)? == hash_range(live, tail_from, size)?,
+    )
 }
 
 /// The copy of a truncated file, found by content.

@@ -728,6 +728,61 @@ fn a_generation_copied_before_its_first_line_was_read_is_found() {
     assert_eq!(sorted_lines(&h.collect()), expected_lines(10, 25));
 }
 
+/// A copy logrotate is still writing holds only the first bytes of what the file holds:
+/// the look for generations copied before they were read must not take it for one (it did,
+/// when the look ran as the copy was created, and the generation was read twice).
+#[test]
+fn a_copy_still_being_written_is_not_taken_for_an_unseen_generation() {
+    let mut h = Harness::new();
+    h.append("app.log", &numbered(0, 10));
+    h.collect();
+    h.copytruncate("app.log", "app.log.1");
+    assert!(h.collect().is_empty(), "the new generation is empty");
+    std::thread::sleep(Duration::from_millis(20));
+    h.append("app.log", &numbered(10, 20));
+    let generation = fs::read(h.path("app.log")).unwrap();
+    // The copy has its first bytes when the collector looks, before it reads the new lines.
+    fs::write(h.path("app.log.2"), &generation[..40]).unwrap();
+    let mut got = h.collect();
+    h.append("app.log.2", &generation[40..]);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(h.path("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    h.append("app.log", &numbered(20, 25));
+    got.extend(h.collect());
+    assert_eq!(sorted_lines(&got), expected_lines(10, 25));
+    assert_eq!(h.events("app.log", "unseen_generation_copy_found"), 0);
+}
+
+/// The same at a restart: a copy being written as the collector starts is not a file rotated
+/// while it was down; once the file is truncated it is found by content and read on from the
+/// committed offset.
+#[test]
+fn a_copy_being_written_as_the_collector_restarts_is_read_once() {
+    let mut h = Harness::new();
+    h.append("app.log", &numbered(0, 10));
+    h.collect();
+    h.kill();
+    h.append("app.log", &numbered(10, 20));
+    let generation = fs::read(h.path("app.log")).unwrap();
+    fs::write(h.path("app.log.1"), &generation[..30]).unwrap();
+    let mut got = h.collect();
+    h.append("app.log.1", &generation[30..]);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(h.path("app.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    h.append("app.log", &numbered(20, 25));
+    got.extend(h.collect());
+    assert_eq!(sorted_lines(&got), expected_lines(10, 25));
+    assert_eq!(h.events("app.log", "rotated_while_down"), 0);
+}
+
 /// Issue #11, case 4: a rotated file read to its end, not yet closed, then deleted while the
 /// collector was down, lost nothing and is not reported as lost.
 #[test]
