@@ -259,31 +259,25 @@ fn decode_v2(bytes: &[u8]) -> Result<CollectedRecord<'_>, DecodeError> {
     let header = std::str::from_utf8(header)
         .map_err(|_| invalid("a v2 collected record's header is not UTF-8"))?;
     // The source comes last and may hold spaces; logged_at, when there, comes before it.
-    let mut fields = header.splitn(5, ' ');
+    let mut rest = header;
     let mut next = |name: &str| {
-        fields
-            .next()
+        let (field, after) = split_at_space(rest).unwrap_or((rest, ""));
+        rest = after;
+        Some(field)
             .filter(|f| !f.is_empty())
             .ok_or_else(|| invalid(format!("a v2 collected record's header lacks its {name}")))
     };
     let _tag = next("version")?;
     let id = next("id")?;
     let collected_at = next("collected_at")?;
-    let flags = next("flags")?;
-    let stream = match (flags.contains('o'), flags.contains('e')) {
-        (true, true) => {
-            return Err(invalid(format!(
-                "a v2 collected record's flags `{flags}` name both streams"
-            )))
-        }
-        (true, false) => Some(Stream::Stdout),
-        (false, true) => Some(Stream::Stderr),
-        (false, false) => None,
-    };
-    let rest = next("source")?;
+    let flags_text = next("flags")?;
+    let flags = Flags::parse(flags_text)?;
+    let stream = flags.stream;
+    if rest.is_empty() {
+        return Err(invalid("a v2 collected record's header lacks its source"));
+    }
     let (logged_at, source) = match stream {
-        Some(_) => rest
-            .split_once(' ')
+        Some(_) => split_at_space(rest)
             .filter(|(at, _)| !at.is_empty())
             .map(|(at, source)| (Some(at), source))
             .ok_or_else(|| invalid("a v2 collected record of a stream lacks its logged_at"))?,
@@ -293,14 +287,6 @@ fn decode_v2(bytes: &[u8]) -> Result<CollectedRecord<'_>, DecodeError> {
     if !is_record_id(id) {
         return Err(invalid(format!(
             "a v2 collected record's id `{id}` is not <16 hex digits>-<offset>"
-        )));
-    }
-    if let Some(unknown) = flags
-        .chars()
-        .find(|c| !matches!(c, 'p' | 's' | 'u' | 'm' | 'o' | 'e' | '-'))
-    {
-        return Err(invalid(format!(
-            "a v2 collected record's flags `{flags}` hold the unknown flag `{unknown}`"
         )));
     }
     let (line, line_base64) = match simdutf8::basic::from_utf8(line) {
@@ -317,13 +303,66 @@ fn decode_v2(bytes: &[u8]) -> Result<CollectedRecord<'_>, DecodeError> {
         invalid_utf8: line_base64.is_some(),
         line,
         line_base64,
-        partial: flags.contains('p'),
-        split: flags.contains('s'),
-        pushed: flags.contains('u'),
-        malformed: flags.contains('m'),
+        partial: flags.partial,
+        split: flags.split,
+        pushed: flags.pushed,
+        malformed: flags.malformed,
         stream,
         logged_at: logged_at.map(Cow::Borrowed),
     })
+}
+
+/// The text before the first space and the text after it.
+fn split_at_space(text: &str) -> Option<(&str, &str)> {
+    let at = memchr::memchr(b' ', text.as_bytes())?;
+    Some((&text[..at], &text[at + 1..]))
+}
+
+/// A v2 header's flags, read in one pass.
+#[derive(Default)]
+struct Flags {
+    partial: bool,
+    split: bool,
+    pushed: bool,
+    malformed: bool,
+    stream: Option<Stream>,
+}
+
+impl Flags {
+    fn parse(text: &str) -> Result<Self, DecodeError> {
+        let mut flags = Flags::default();
+        let mut streams = 0;
+        for byte in text.bytes() {
+            match byte {
+                b'p' => flags.partial = true,
+                b's' => flags.split = true,
+                b'u' => flags.pushed = true,
+                b'm' => flags.malformed = true,
+                b'o' | b'e' => {
+                    let stream = if byte == b'o' {
+                        Stream::Stdout
+                    } else {
+                        Stream::Stderr
+                    };
+                    streams += u32::from(flags.stream.replace(stream) != Some(stream));
+                }
+                b'-' => {}
+                _ => {
+                    let known = |c: &char| matches!(c, 'p' | 's' | 'u' | 'm' | 'o' | 'e' | '-');
+                    let unknown = text.chars().find(|c| !known(c)).unwrap_or_default();
+                    return Err(invalid(format!(
+                        "a v2 collected record's flags `{text}` hold the unknown flag `{unknown}`"
+                    )));
+                }
+            }
+        }
+        if streams > 1 {
+            return Err(invalid(format!(
+                "a v2 collected record's flags `{text}` name both streams"
+            )));
+        }
+        Ok(flags)
+    }
 }
 
 /// The source, a JSON string: borrowed when it has no escapes, as nearly every file name.
@@ -331,7 +370,7 @@ fn decode_source(json: &str) -> Result<Cow<'_, str>, DecodeError> {
     let plain = json
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
-        .filter(|inner| !inner.contains(['\\', '"']));
+        .filter(|inner| memchr::memchr2(b'\\', b'"', inner.as_bytes()).is_none());
     match plain {
         Some(inner) => Ok(Cow::Borrowed(inner)),
         None => serde_json::from_str::<String>(json)
