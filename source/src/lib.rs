@@ -1417,6 +1417,9 @@ fn read_file(
     refresh_head(f, size);
     let mut read_bytes = 0u64;
     let mut lines = 0u64;
+    // How far the file reached at the last read: the end of what it returned, which a read
+    // short of the buffer shows to be the file's end then (no second stat per read).
+    let mut size_now = size;
     loop {
         if outcome.bytes >= budget {
             outcome.more = true;
@@ -1433,6 +1436,7 @@ fn read_file(
             break;
         }
         f.last_growth = Instant::now();
+        size_now = size_now.max(f.offset + n as u64);
         let at_eof = n < buf.len();
         let mut data = &buf[..n];
         let mut base = f.offset;
@@ -1471,7 +1475,6 @@ fn read_file(
         metrics.lines.get_or_create(&label).inc_by(lines);
         metrics.bytes.get_or_create(&label).inc_by(read_bytes);
     }
-    let size_now = f.file.metadata().map_or(size, |m| m.len());
     f.size_seen = f.size_seen.max(size_now);
     if size_now > f.offset && !outcome.more {
         // An incomplete last line: wait for its newline, or emit it once after the timeout.
