@@ -850,8 +850,14 @@ mod model {
         /// Delete the live file while the tailer may still be reading it.
         Delete { file: usize },
         /// copytruncate: copy the live file aside (to a new name, or over the previous copy),
-        /// then truncate it; the app keeps writing to it.
-        CopyTruncate { file: usize, over: bool },
+        /// then truncate it; the app keeps writing to it. `looked_midway`: the tailer reads
+        /// (or restarts) while the copy holds only its first half, as logrotate's copy can be
+        /// seen while it is being written.
+        CopyTruncate {
+            file: usize,
+            over: bool,
+            looked_midway: bool,
+        },
         /// Kill the tailer after its last commit; it restarts from that position at the next
         /// collect, so what happens in between happens while it is down.
         Restart,
@@ -864,7 +870,9 @@ mod model {
             2 => Just(Op::Collect),
             1 => (0..3usize).prop_map(|file| Op::Rotate { file }),
             1 => (0..3usize).prop_map(|file| Op::Delete { file }),
-            1 => (0..3usize, any::<bool>()).prop_map(|(file, over)| Op::CopyTruncate { file, over }),
+            1 => (0..3usize, any::<bool>(), any::<bool>()).prop_map(|(file, over, looked_midway)| {
+                Op::CopyTruncate { file, over, looked_midway }
+            }),
             1 => Just(Op::Restart),
         ]
     }
@@ -993,7 +1001,11 @@ mod model {
                         self.next_generation(file);
                     }
                 }
-                Op::CopyTruncate { file, over } => {
+                Op::CopyTruncate {
+                    file,
+                    over,
+                    looked_midway,
+                } => {
                     if self.make_seen(file) {
                         self.finish_line(file);
                         let copy = if over {
@@ -1007,7 +1019,11 @@ mod model {
                             self.rotations += 1;
                             format!("{}.c{}", Self::name(file), self.rotations)
                         };
-                        self.h.copytruncate(&Self::name(file), &copy);
+                        if looked_midway {
+                            self.copytruncate_looked_at_midway(file, &copy);
+                        } else {
+                            self.h.copytruncate(&Self::name(file), &copy);
+                        }
                         // Its next generation is read before its next rotation (the collector
                         // wakes on the write, milliseconds later).
                         if let Some(f) = self.files.get_mut(&file) {
@@ -1021,6 +1037,23 @@ mod model {
                     }
                 }
             }
+        }
+
+        /// A copytruncate whose copy the tailer sees half written (a read, or its restart).
+        fn copytruncate_looked_at_midway(&mut self, file: usize, copy: &str) {
+            let name = Self::name(file);
+            let content = fs::read(self.h.path(&name)).unwrap();
+            let half = content.len() / 2;
+            // Over an old copy this writes in place, as `cp` does.
+            fs::write(self.h.path(copy), &content[..half]).unwrap();
+            self.collect();
+            self.h.append(copy, &content[half..]);
+            fs::OpenOptions::new()
+                .write(true)
+                .open(self.h.path(&name))
+                .unwrap()
+                .set_len(0)
+                .unwrap();
         }
 
         fn next_generation(&mut self, file: usize) {
