@@ -71,6 +71,24 @@ impl Harness {
     /// then truncates `name` in place.
     fn copytruncate(&self, name: &str, copy: &str) {
         fs::copy(self.path(name), self.path(copy)).unwrap();
+        self.truncate(name);
+    }
+
+    /// A copytruncate of `name` to `copy` during which the tailer looks (or restarts, after a
+    /// kill) while the copy holds only the first `cut` bytes, as a copy being written can be
+    /// seen; returns what that look read.
+    fn copytruncate_seen_midway(&mut self, name: &str, copy: &str, cut: usize) -> Vec<Collected> {
+        let content = fs::read(self.path(name)).unwrap();
+        // Over an old copy this writes in place, as `cp` does.
+        fs::write(self.path(copy), &content[..cut]).unwrap();
+        let got = self.collect();
+        self.append(copy, &content[cut..]);
+        self.truncate(name);
+        got
+    }
+
+    /// Truncates `name` in place, as the second half of a copytruncate.
+    fn truncate(&self, name: &str) {
         fs::OpenOptions::new()
             .write(true)
             .open(self.path(name))
@@ -632,12 +650,7 @@ fn a_copy_written_over_an_open_copy_is_never_read_twice() {
     h.append("app.log", &numbered(30, 40));
     fs::copy(h.path("app.log"), h.path("app.log.1")).unwrap();
     assert_eq!(sorted_lines(&h.collect()), expected_lines(30, 40));
-    fs::OpenOptions::new()
-        .write(true)
-        .open(h.path("app.log"))
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    h.truncate("app.log");
     h.append("app.log", &numbered(40, 45));
     assert_eq!(sorted_lines(&h.collect()), expected_lines(40, 45));
 }
@@ -679,12 +692,7 @@ fn a_copy_made_before_a_restart_is_not_read_from_zero() {
     h.append("app.log", &numbered(10, 20));
     fs::copy(h.path("app.log"), h.path("app.log.1")).unwrap();
     assert_eq!(sorted_lines(&h.collect()), expected_lines(10, 20));
-    fs::OpenOptions::new()
-        .write(true)
-        .open(h.path("app.log"))
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    h.truncate("app.log");
     h.append("app.log", &numbered(20, 25));
     assert_eq!(sorted_lines(&h.collect()), expected_lines(20, 25));
 }
@@ -740,17 +748,8 @@ fn a_copy_still_being_written_is_not_taken_for_an_unseen_generation() {
     assert!(h.collect().is_empty(), "the new generation is empty");
     std::thread::sleep(Duration::from_millis(20));
     h.append("app.log", &numbered(10, 20));
-    let generation = fs::read(h.path("app.log")).unwrap();
     // The copy has its first bytes when the collector looks, before it reads the new lines.
-    fs::write(h.path("app.log.2"), &generation[..40]).unwrap();
-    let mut got = h.collect();
-    h.append("app.log.2", &generation[40..]);
-    fs::OpenOptions::new()
-        .write(true)
-        .open(h.path("app.log"))
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    let mut got = h.copytruncate_seen_midway("app.log", "app.log.2", 40);
     h.append("app.log", &numbered(20, 25));
     got.extend(h.collect());
     assert_eq!(sorted_lines(&got), expected_lines(10, 25));
@@ -767,16 +766,7 @@ fn a_copy_being_written_as_the_collector_restarts_is_read_once() {
     h.collect();
     h.kill();
     h.append("app.log", &numbered(10, 20));
-    let generation = fs::read(h.path("app.log")).unwrap();
-    fs::write(h.path("app.log.1"), &generation[..30]).unwrap();
-    let mut got = h.collect();
-    h.append("app.log.1", &generation[30..]);
-    fs::OpenOptions::new()
-        .write(true)
-        .open(h.path("app.log"))
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    let mut got = h.copytruncate_seen_midway("app.log", "app.log.1", 30);
     h.append("app.log", &numbered(20, 25));
     got.extend(h.collect());
     assert_eq!(sorted_lines(&got), expected_lines(10, 25));
@@ -813,12 +803,7 @@ fn a_truncation_without_a_copy_counts_the_unread_bytes() {
     // A line still being written: seen, not yet handed on.
     h.append("app.log", b"2026-12-05 10:00:00,000 - unfinish");
     assert!(h.collect().is_empty());
-    fs::OpenOptions::new()
-        .write(true)
-        .open(h.path("app.log"))
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    h.truncate("app.log");
     h.append("app.log", &numbered(10, 11));
     assert_eq!(sorted_lines(&h.collect()), expected_lines(10, 11));
     assert_eq!(h.events("app.log", "truncated_without_copy"), 1);
@@ -1020,7 +1005,10 @@ mod model {
                             format!("{}.c{}", Self::name(file), self.rotations)
                         };
                         if looked_midway {
-                            self.copytruncate_looked_at_midway(file, &copy);
+                            let name = Self::name(file);
+                            let half = fs::metadata(self.h.path(&name)).unwrap().len() / 2;
+                            let got = self.h.copytruncate_seen_midway(&name, &copy, half as usize);
+                            self.read.extend(got.into_iter().map(|r| r.line));
                         } else {
                             self.h.copytruncate(&Self::name(file), &copy);
                         }
@@ -1037,23 +1025,6 @@ mod model {
                     }
                 }
             }
-        }
-
-        /// A copytruncate whose copy the tailer sees half written (a read, or its restart).
-        fn copytruncate_looked_at_midway(&mut self, file: usize, copy: &str) {
-            let name = Self::name(file);
-            let content = fs::read(self.h.path(&name)).unwrap();
-            let half = content.len() / 2;
-            // Over an old copy this writes in place, as `cp` does.
-            fs::write(self.h.path(copy), &content[..half]).unwrap();
-            self.collect();
-            self.h.append(copy, &content[half..]);
-            fs::OpenOptions::new()
-                .write(true)
-                .open(self.h.path(&name))
-                .unwrap()
-                .set_len(0)
-                .unwrap();
         }
 
         fn next_generation(&mut self, file: usize) {
