@@ -270,8 +270,7 @@ fn decode_v2(bytes: &[u8]) -> Result<CollectedRecord<'_>, DecodeError> {
     let _tag = next("version")?;
     let id = next("id")?;
     let collected_at = next("collected_at")?;
-    let flags_text = next("flags")?;
-    let flags = Flags::parse(flags_text)?;
+    let flags = Flags::parse(next("flags")?)?;
     let stream = flags.stream;
     if rest.is_empty() {
         return Err(invalid("a v2 collected record's header lacks its source"));
@@ -331,21 +330,15 @@ struct Flags {
 impl Flags {
     fn parse(text: &str) -> Result<Self, DecodeError> {
         let mut flags = Flags::default();
-        let mut streams = 0;
+        let (mut stdout, mut stderr) = (false, false);
         for byte in text.bytes() {
             match byte {
                 b'p' => flags.partial = true,
                 b's' => flags.split = true,
                 b'u' => flags.pushed = true,
                 b'm' => flags.malformed = true,
-                b'o' | b'e' => {
-                    let stream = if byte == b'o' {
-                        Stream::Stdout
-                    } else {
-                        Stream::Stderr
-                    };
-                    streams += u32::from(flags.stream.replace(stream) != Some(stream));
-                }
+                b'o' => stdout = true,
+                b'e' => stderr = true,
                 b'-' => {}
                 _ => {
                     let known = |c: &char| matches!(c, 'p' | 's' | 'u' | 'm' | 'o' | 'e' | '-');
@@ -356,11 +349,16 @@ impl Flags {
                 }
             }
         }
-        if streams > 1 {
-            return Err(invalid(format!(
-                "a v2 collected record's flags `{text}` name both streams"
-            )));
-        }
+        flags.stream = match (stdout, stderr) {
+            (true, true) => {
+                return Err(invalid(format!(
+                    "a v2 collected record's flags `{text}` name both streams"
+                )))
+            }
+            (true, false) => Some(Stream::Stdout),
+            (false, true) => Some(Stream::Stderr),
+            (false, false) => None,
+        };
         Ok(flags)
     }
 }
