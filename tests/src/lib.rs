@@ -285,8 +285,24 @@ impl Pod {
         self.dir.path().join(rel)
     }
 
-    /// Starts a stage and waits until its /healthz answers 200.
+    /// Starts a stage and waits until its /healthz answers 200. A port taken between
+    /// [`free_port`] and the stage's bind (by a test running beside this one) is a race of the
+    /// tests, not a failure of the stage: it is started again on other ports.
     pub fn start(&mut self, kind: StageKind) -> Stage {
+        const ATTEMPTS: usize = 5;
+        for _ in 1..ATTEMPTS {
+            match self.try_start(kind) {
+                Ok(stage) => return stage,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("{} did not come up; log:\n{log}", kind.binary()),
+            }
+        }
+        self.try_start(kind)
+            .unwrap_or_else(|log| panic!("{} did not come up; log:\n{log}", kind.binary()))
+    }
+
+    /// Starts a stage on free ports; its log when it does not come up.
+    fn try_start(&mut self, kind: StageKind) -> Result<Stage, String> {
         let port = free_port();
         let api_port = if kind == StageKind::Forwarder {
             free_port()
@@ -359,14 +375,10 @@ impl Pod {
             matches!(http_get(port, "/healthz"), Ok((200, _)))
                 || stage.child.try_wait().unwrap().is_some()
         });
-        let exited = stage.child.try_wait().unwrap();
-        assert!(
-            up && exited.is_none(),
-            "{} did not come up; log:\n{}",
-            kind.binary(),
-            fs::read_to_string(&stage.log).unwrap_or_default()
-        );
-        stage
+        if up && stage.child.try_wait().unwrap().is_none() {
+            return Ok(stage);
+        }
+        Err(fs::read_to_string(&stage.log).unwrap_or_default())
     }
 
     /// Starts all three stages, upstream first.
