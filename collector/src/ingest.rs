@@ -838,6 +838,11 @@ impl Inbox {
         Ok(journal.pending_bytes() >= TAKE_MAX_BYTES)
     }
 
+    /// Whether records taken wait for their commit (their clients wait for the answer).
+    pub fn awaits_commit(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     /// Everything taken so far is committed: answer the requests.
     pub fn committed(&mut self) {
         for (ack, accepted) in self.waiting.drain(..) {

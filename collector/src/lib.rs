@@ -64,6 +64,15 @@ pub struct Cli {
     /// means fewer, larger commits (less CPU, one fsync each), shorter means less latency.
     #[arg(long, env = "COLLECTOR_LINGER", default_value = "10ms", value_parser = HumanDuration::parse_linger)]
     pub linger: HumanDuration,
+    /// A read that leaves fewer lines than this (in journal bytes) waiting is not committed
+    /// yet: the next reads add to it, up to --commit-max-wait. A commit costs about what a
+    /// hundred records do (two device flushes, a wake of each stage downstream), so a trickle
+    /// of lines committed one by one cost more than a flood. 0 commits every read.
+    #[arg(long, env = "COLLECTOR_COMMIT_MIN_BYTES", default_value = "8KiB")]
+    pub commit_min_bytes: ByteSize,
+    /// The longest a line read waits for others before it is committed (at most 1s).
+    #[arg(long, env = "COLLECTOR_COMMIT_MAX_WAIT", default_value = "100ms", value_parser = HumanDuration::parse_linger)]
+    pub commit_max_wait: HumanDuration,
     /// Lines longer than this are split into flagged pieces.
     #[arg(long, env = "COLLECTOR_MAX_LINE_BYTES", default_value = "1MiB")]
     pub max_line_bytes: ByteSize,
@@ -141,6 +150,8 @@ pub struct CollectorConfig {
     /// How long to let writes gather after a wake before reading (default 10 ms): one commit
     /// then carries many lines, so fsyncs stay at a few hundred per second at most.
     pub linger: Duration,
+    /// When lines read are committed.
+    pub commit: CommitPolicy,
     /// The slow periodic rescan that backs up inotify (default 1 s).
     pub rescan_interval: Duration,
     /// The ingest endpoint, when enabled.
@@ -166,6 +177,13 @@ impl Cli {
             self.max_line_bytes.0 >= 64,
             "--max-line-bytes: must be at least 64 bytes, got {}",
             self.max_line_bytes
+        );
+        let batch_max_bytes = 4 << 20;
+        anyhow::ensure!(
+            self.commit_min_bytes.0 <= batch_max_bytes / 2,
+            "--commit-min-bytes: must be at most {} (half a batch), got {}",
+            ByteSize(batch_max_bytes / 2),
+            self.commit_min_bytes
         );
         let ingest = match self.ingest_listen {
             Some(listen) => {
@@ -208,8 +226,12 @@ impl Cli {
             },
             listen: self.listen,
             grace: self.grace_period.0,
-            batch_max_bytes: 4 << 20,
+            batch_max_bytes,
             linger: self.linger.0,
+            commit: CommitPolicy {
+                min_bytes: self.commit_min_bytes.0 as usize,
+                max_wait: self.commit_max_wait.0,
+            },
             rescan_interval: Duration::from_secs(1),
         })
     }
@@ -291,6 +313,7 @@ fn collect(
     tailer.set_unwatched_dirs(watcher.unwatched());
     let mut stats_at = Instant::now();
     let mut backpressured = false;
+    let mut batch = Batch::new(config.commit.clone());
     while !wakeup.is_stopping() {
         health.beat();
         tailer.rescan_when_due(config.rescan_interval);
@@ -300,29 +323,36 @@ fn collect(
         if let (Some(inbox), false) = (inbox.as_mut(), backpressured) {
             ingest_waiting = inbox.take(&mut journal, &timestamp_now())?;
         }
+        // A client waits for the commit of what it pushed: no gathering then.
+        let commit_now = inbox.as_ref().is_some_and(ingest::Inbox::awaits_commit);
         let read = if backpressured {
-            None
+            ReadOutcome::default()
         } else {
-            Some(read_and_commit(config, &mut journal, &mut tailer, wakeup)?)
+            read(config, &mut journal, &mut tailer, &batch)
         };
-        let more = read.as_ref().is_some_and(|r| r.more) || ingest_waiting;
-        if let Some(inbox) = inbox.as_mut() {
-            // read_and_commit committed whatever was pending, ingested records included.
-            inbox.committed();
+        let changed = tailer.take_changed();
+        let pending = (journal.pending_records(), journal.pending_bytes());
+        if batch.is_due(Instant::now(), pending, changed || commit_now) {
+            commit(&mut journal, &mut tailer, &mut batch, wakeup)?;
+            if let Some(inbox) = inbox.as_mut() {
+                inbox.committed();
+            }
         }
         if stats_at.elapsed() >= Duration::from_secs(5) {
             write_stats(config, &journal, &mut tailer, backpressured);
             stats_at = Instant::now();
         }
-        if more {
+        if read.more || ingest_waiting {
             continue;
         }
-        if read.is_some_and(|r| r.bytes > 0) {
+        if read.bytes > 0 {
             // Lines are coming in: the loop comes back after its linger for the next ones
             // anyway, so appends meanwhile need not wake the watch thread (one wake-up per
             // write of the app).
             watcher.follow_appends(false);
-            if wakeup.sleep(config.linger) {
+            let next_read =
+                batch.next_read_in(Instant::now(), config.linger, journal.pending_bytes());
+            if wakeup.sleep(next_read) {
                 break;
             }
             continue;
@@ -338,18 +368,91 @@ fn collect(
         } else {
             config.rescan_interval
         };
-        if wakeup.wait(wait) || wakeup.sleep(config.linger) {
+        if wakeup.wait(batch.wait_at_most(Instant::now(), wait)) || wakeup.sleep(config.linger) {
             break;
         }
     }
     // In the pod the apps stop before the sidecars, so what the files hold now is final: read
     // it to the end once and commit it before exiting, within the grace period.
     tailer.rescan();
-    while read_and_commit(config, &mut journal, &mut tailer, wakeup)?.more {
+    loop {
+        let read = read(config, &mut journal, &mut tailer, &batch);
+        if tailer.take_changed() || journal.pending_records() > 0 {
+            commit(&mut journal, &mut tailer, &mut batch, wakeup)?;
+        }
         health.beat();
+        if !read.more {
+            break;
+        }
     }
     write_stats(config, &journal, &mut tailer, backpressured);
     Ok(())
+}
+
+/// When lines read are committed: a commit has a fixed cost (two device flushes, a wake of
+/// each stage downstream, about what a hundred records cost), so the lines of a trickle are
+/// gathered over several reads into one commit, for `max_wait` at most.
+#[derive(Debug, Clone)]
+pub struct CommitPolicy {
+    /// Pending journal bytes that are worth a commit at once.
+    pub min_bytes: usize,
+    /// The longest the first pending line waits.
+    pub max_wait: Duration,
+}
+
+/// The pending batch's age, against the [`CommitPolicy`].
+struct Batch {
+    policy: CommitPolicy,
+    /// When the first line of the pending batch was read.
+    pending_since: Option<Instant>,
+}
+
+impl Batch {
+    fn new(policy: CommitPolicy) -> Self {
+        Self {
+            policy,
+            pending_since: None,
+        }
+    }
+
+    /// Whether to commit the pending (records, bytes) at `now`: a batch worth its cost or old
+    /// enough, or `anyway` (an input position that changed without lines, a client that
+    /// waits).
+    fn is_due(&mut self, now: Instant, (records, bytes): (u64, usize), anyway: bool) -> bool {
+        if records == 0 {
+            self.pending_since = None;
+            return anyway;
+        }
+        let since = *self.pending_since.get_or_insert(now);
+        anyway || bytes >= self.policy.min_bytes || now - since >= self.policy.max_wait
+    }
+
+    /// `wait`, or less when pending lines are due sooner.
+    fn wait_at_most(&self, now: Instant, wait: Duration) -> Duration {
+        self.pending_since.map_or(wait, |since| {
+            wait.min(self.policy.max_wait.saturating_sub(now - since))
+        })
+    }
+
+    /// How long the loop may sleep before the next read while lines keep coming: `linger`,
+    /// or, while a pending batch grows, until it is worth a commit at the pace it grew so far
+    /// (a trickle of lines is then read twice or three times a commit, not every `linger`),
+    /// never past its `max_wait`.
+    fn next_read_in(&self, now: Instant, linger: Duration, pending_bytes: usize) -> Duration {
+        let Some(since) = self.pending_since else {
+            return linger;
+        };
+        let age = now - since;
+        let missing = self.policy.min_bytes.saturating_sub(pending_bytes);
+        let to_fill = age.mul_f64(missing as f64 / pending_bytes.max(1) as f64);
+        linger
+            .max(to_fill)
+            .min(self.policy.max_wait.saturating_sub(age))
+    }
+
+    fn committed(&mut self) {
+        self.pending_since = None;
+    }
 }
 
 /// Keeps the watch on the directories the tailer lists: with wildcard directories they come
@@ -365,27 +468,40 @@ fn follow_dirs(watcher: &mut DirWatcher, tailer: &mut Tailer) {
     }
 }
 
-/// Reads one batch from the files and commits it with the offsets it reached. Says what was
-/// read and whether more is waiting.
-fn read_and_commit(
+/// Reads lines from the files into the journal's pending batch, as many as keep it within
+/// one batch's bytes.
+fn read(
     config: &CollectorConfig,
     journal: &mut JournalWriter<TailPosition>,
     tailer: &mut Tailer,
-    wakeup: &Wakeup,
-) -> anyhow::Result<ReadOutcome> {
+    batch: &Batch,
+) -> ReadOutcome {
+    debug_assert!(batch.policy.min_bytes as u64 <= config.batch_max_bytes / 2);
+    let budget = config
+        .batch_max_bytes
+        .saturating_sub(journal.pending_bytes() as u64)
+        .max(1);
     let collected_at = timestamp_now();
-    let read = tailer.read(config.batch_max_bytes, &collected_at, &mut |record| {
+    tailer.read(budget, &collected_at, &mut |record| {
         journal.push_with(|out| record.write(out))
-    });
-    let changed = tailer.take_changed();
-    if (journal.pending_records() > 0 || changed)
-        && !journal
-            .commit_when_space(&tailer.position(), wakeup)
-            .context("committing to the collected journal")?
+    })
+}
+
+/// Commits the pending batch with the offsets the tailer reached.
+fn commit(
+    journal: &mut JournalWriter<TailPosition>,
+    tailer: &mut Tailer,
+    batch: &mut Batch,
+    wakeup: &Wakeup,
+) -> anyhow::Result<()> {
+    if !journal
+        .commit_when_space(&tailer.position(), wakeup)
+        .context("committing to the collected journal")?
     {
         anyhow::bail!("stopped while the collected journal's volume was full: the last commit stands and the rest is read again on restart");
     }
-    Ok(read)
+    batch.committed();
+    Ok(())
 }
 
 fn write_stats(
@@ -408,5 +524,70 @@ fn write_stats(
         Durability::PageCache,
     ) {
         tracing::warn!(error = %e, "Cannot refresh the stats file.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn batch() -> Batch {
+        Batch::new(CommitPolicy {
+            min_bytes: 8192,
+            max_wait: 100 * MS,
+        })
+    }
+
+    #[test]
+    fn a_small_batch_waits_for_more_until_its_max_wait_and_a_full_one_goes_at_once() {
+        let start = Instant::now();
+        let mut batch = batch();
+        assert!(!batch.is_due(start, (0, 0), false), "nothing to commit");
+        assert!(
+            batch.is_due(start, (0, 0), true),
+            "a changed position alone"
+        );
+        assert!(!batch.is_due(start, (2, 600), false));
+        assert!(!batch.is_due(start + 99 * MS, (3, 900), false));
+        assert!(
+            batch.is_due(start + 100 * MS, (3, 900), false),
+            "waited long enough"
+        );
+        batch.committed();
+        assert!(
+            batch.is_due(start + 100 * MS, (30, 9000), false),
+            "worth a commit"
+        );
+        batch.committed();
+        assert!(batch.is_due(start, (1, 300), true), "a client waits");
+    }
+
+    #[test]
+    fn a_trickle_is_read_again_when_its_batch_would_be_worth_a_commit_or_due() {
+        let start = Instant::now();
+        let linger = 10 * MS;
+        let mut batch = batch();
+        assert_eq!(batch.next_read_in(start, linger, 0), linger, "no batch yet");
+        batch.is_due(start, (1, 300), false);
+        assert_eq!(
+            batch.next_read_in(start, linger, 300),
+            linger,
+            "no pace known yet"
+        );
+        // 4 KiB in 10 ms: the other 4 KiB take about 10 ms more.
+        let in_10ms = batch.next_read_in(start + 10 * MS, linger, 4096);
+        assert!((10 * MS..=11 * MS).contains(&in_10ms), "{in_10ms:?}");
+        // 600 bytes in 10 ms: 8 KiB would take longer than the batch may wait (90 ms more).
+        assert_eq!(batch.next_read_in(start + 10 * MS, linger, 600), 90 * MS);
+        assert_eq!(
+            batch.wait_at_most(start + 10 * MS, Duration::from_secs(1)),
+            90 * MS
+        );
+        assert_eq!(
+            batch.next_read_in(start + 150 * MS, linger, 600),
+            Duration::ZERO
+        );
     }
 }

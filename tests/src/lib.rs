@@ -648,22 +648,31 @@ pub fn checkpoint(path: &Path) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The collected journal's segments, in order: (segment number, bytes).
+fn collected_segments(pod: &Pod) -> Vec<(u64, Vec<u8>)> {
+    let mut segments: Vec<(u64, PathBuf)> = fs::read_dir(pod.path("collected"))
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path.file_name()?.to_str()?;
+            let number = name
+                .strip_prefix("segment-")?
+                .strip_suffix(".ndjson")?
+                .parse()
+                .ok()?;
+            Some((number, path))
+        })
+        .collect();
+    segments.sort();
+    (segments.into_iter())
+        .filter_map(|(number, path)| Some((number, fs::read(path).ok()?)))
+        .collect()
+}
+
 /// Where the collected record whose line is `line` starts in the collected journal:
 /// (segment, offset).
 pub fn collected_position(pod: &Pod, line: &str) -> Option<(u64, u64)> {
-    let mut names: Vec<_> = fs::read_dir(pod.path("collected"))
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("segment-"))
-        .collect();
-    names.sort();
-    for name in names {
-        let segment: u64 = name
-            .trim_start_matches("segment-")
-            .trim_end_matches(".ndjson")
-            .parse()
-            .ok()?;
-        let bytes = fs::read(pod.path("collected").join(&name)).ok()?;
+    for (segment, bytes) in collected_segments(pod) {
         let mut offset = 0u64;
         for record in bytes.split_inclusive(|&b| b == b'\n') {
             let decoded = CollectedRecord::decode(record.strip_suffix(b"\n").unwrap_or(record));
@@ -674,6 +683,25 @@ pub fn collected_position(pod: &Pod, line: &str) -> Option<(u64, u64)> {
         }
     }
     None
+}
+
+/// Every line in the collected journal, in journal order.
+pub fn collected_lines(pod: &Pod) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (_, bytes) in collected_segments(pod) {
+        for record in bytes.split(|&b| b == b'\n').filter(|r| !r.is_empty()) {
+            let decoded = CollectedRecord::decode(record).expect("collected records decode");
+            lines.push(decoded.line.to_string());
+        }
+    }
+    lines
+}
+
+/// How many records the collector has committed (0 before its first commit).
+pub fn collector_committed_records(pod: &Pod) -> u64 {
+    checkpoint(&pod.path("collected/commit.json"))["records"]
+        .as_u64()
+        .unwrap_or(0)
 }
 
 /// Whether the processor's last commit holds a waiting multiline record back and had read past

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use e2e_tests::{
-    checkpoint, exactly_once, http_get, processor_commit, wait_until, Pod, StageKind, Writer,
+    append, checkpoint, collected_lines, collector_committed_records, exactly_once, http_get,
+    processor_commit, wait_until, Pod, StageKind, Writer,
 };
 use serde_json::Value;
 
@@ -457,4 +458,67 @@ fn a_processor_paused_by_an_unread_journal_waits_without_spinning() {
         used < 0.5,
         "the paused processor used {used:.2} CPU-s in 2 s"
     );
+}
+
+#[test]
+fn a_trickle_of_lines_is_gathered_into_one_commit_and_kept_through_sigterm_and_kill_9() {
+    let mut pod = Pod::new();
+    pod.extra_args.insert(
+        StageKind::Collector,
+        ["--commit-min-bytes", "64KiB", "--commit-max-wait", "1s"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let collector = pod.start(StageKind::Collector);
+    // Ten lines, one every 20 ms: far less than the 64 KiB a commit is worth, so all ten wait
+    // for the first one's 1 s and are committed together, not one commit each.
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..10 {
+        append(&pod, "app.log", &format!("trickle {i}\n"));
+        std::thread::sleep(Duration::from_millis(20));
+        seen.insert(collector_committed_records(&pod));
+    }
+    let all_in = wait_until(Duration::from_secs(10), || {
+        seen.insert(collector_committed_records(&pod));
+        collector_committed_records(&pod) == 10
+    });
+    assert!(all_in, "not all ten lines committed: {seen:?}");
+    assert_eq!(
+        seen,
+        [0, 10].into(),
+        "the commits of the trickle held these record counts"
+    );
+
+    // Lines read but not yet committed when SIGTERM comes are committed before the exit.
+    for i in 10..13 {
+        append(&pod, "app.log", &format!("trickle {i}\n"));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        collector_committed_records(&pod),
+        10,
+        "committed before their time"
+    );
+    collector.terminate(Duration::from_secs(10));
+    assert_eq!(collector_committed_records(&pod), 13);
+
+    // ... and after kill -9 they are read again from the last commit, once.
+    let collector = pod.start(StageKind::Collector);
+    for i in 13..16 {
+        append(&pod, "app.log", &format!("trickle {i}\n"));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    collector.kill9();
+    assert_eq!(
+        collector_committed_records(&pod),
+        13,
+        "committed before their time"
+    );
+    let _collector = pod.start(StageKind::Collector);
+    assert!(wait_until(
+        Duration::from_secs(10),
+        || collector_committed_records(&pod) == 16
+    ));
+    let expected: Vec<String> = (0..16).map(|i| format!("trickle {i}")).collect();
+    assert_eq!(collected_lines(&pod), expected);
 }
