@@ -241,6 +241,15 @@ impl FileKey {
     }
 }
 
+/// A file that has not grown for this long is looked at (a `stat`) only every
+/// [`QUIET_LOOK_EVERY`] while other files keep the read loop turning: on a node tailing
+/// hundreds of files of which a few are busy, a `stat` of every file at every read was most of
+/// the collector's CPU (BENCHMARKS.md, "Many quiet files"). A rescan, and so the drain at
+/// shutdown, looks at every file; a loop woken from a quiet wait finds them due anyway.
+const QUIET_AFTER: Duration = Duration::from_secs(1);
+/// See [`QUIET_AFTER`]: the most a quiet file's new line waits for a look while others are busy.
+const QUIET_LOOK_EVERY: Duration = Duration::from_millis(200);
+
 #[derive(Debug)]
 struct TrackedFile {
     key: FileKey,
@@ -258,6 +267,8 @@ struct TrackedFile {
     modified: Option<SystemTime>,
     detached_since: Option<Instant>,
     last_growth: Instant,
+    /// When a read last looked at the file (`None`: look at the next read).
+    looked_at: Option<Instant>,
     incomplete_since: Option<Instant>,
     /// A rotated copy, not a file the app writes (see [`SavedFile::copy`]).
     copy: bool,
@@ -480,6 +491,9 @@ impl Tailer {
     /// Lists the watched directories: picks up new files, notices rotated and deleted ones.
     pub fn rescan(&mut self) {
         self.last_rescan = Some(Instant::now());
+        for f in &mut self.files {
+            f.looked_at = None;
+        }
         while let Ok((path, name, file)) = self.early_rx.try_recv() {
             if let Ok(meta) = file.metadata() {
                 let key = FileKey::of(&meta);
@@ -581,6 +595,7 @@ impl Tailer {
             modified: None,
             detached_since: None,
             last_growth: Instant::now(),
+            looked_at: None,
             incomplete_since: None,
             copy: false,
             unseen_since: None,
@@ -841,12 +856,18 @@ impl Tailer {
             .map(|step| (self.next_file + step) % count)
             .collect();
         order.sort_by_key(|&index| self.files[index].detached_since.is_none());
+        let now = Instant::now();
         for index in order {
             if outcome.bytes >= budget_bytes {
                 outcome.more = true;
                 self.next_file = index;
                 break;
             }
+            let f = &self.files[index];
+            if f.may_wait(now) && !self.pending.contains_key(&f.source) {
+                continue;
+            }
+            self.files[index].looked_at = Some(now);
             let file_outcome =
                 self.read_one(index, budget_bytes - outcome.bytes, collected_at, emit);
             outcome.add(&file_outcome);
@@ -1123,6 +1144,21 @@ impl Tailer {
     }
 }
 
+impl TrackedFile {
+    /// Whether a read at `now` may pass this file by: it is live, quiet for [`QUIET_AFTER`],
+    /// holds no incomplete line or unfinished truncation, and was looked at within
+    /// [`QUIET_LOOK_EVERY`]. (A container runtime's line in pieces waits in the tailer: the
+    /// caller checks that.)
+    fn may_wait(&self, now: Instant) -> bool {
+        self.detached_since.is_none()
+            && self.incomplete_since.is_none()
+            && self.unseen_since.is_none()
+            && now.saturating_duration_since(self.last_growth) >= QUIET_AFTER
+            && (self.looked_at)
+                .is_some_and(|at| now.saturating_duration_since(at) < QUIET_LOOK_EVERY)
+    }
+}
+
 /// What the position keeps of a tracked file.
 fn saved_file(f: &mut TrackedFile) -> SavedFile {
     SavedFile {
@@ -1188,6 +1224,7 @@ fn resumed(
         modified: None,
         detached_since: detached.then(Instant::now),
         last_growth: Instant::now(),
+        looked_at: None,
         incomplete_since: None,
         copy: saved.copy,
         unseen_since: saved

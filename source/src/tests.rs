@@ -125,29 +125,35 @@ impl Harness {
         let mut out = Vec::new();
         loop {
             self.tailer.rescan();
-            let mut batch = Vec::new();
-            let outcome = self.tailer.read(1 << 30, "t", &mut |r| {
-                let mut written = Vec::new();
-                r.write(&mut written);
-                let back = CollectedRecord::decode(&written).unwrap();
-                batch.push(Collected {
-                    offset: r.id.offset,
-                    id: back.id.into_owned(),
-                    source: back.source.into_owned(),
-                    line: back.line.into_owned(),
-                    partial: back.partial,
-                    split: back.split,
-                    malformed: back.malformed,
-                    stream: back.stream,
-                    logged_at: back.logged_at.map(|t| t.into_owned()),
-                })
-            });
+            let (batch, outcome) = self.read();
             let empty = batch.is_empty();
             out.extend(batch);
             if empty && !outcome.more {
                 return out;
             }
         }
+    }
+
+    /// One read, without a rescan: a turn of the collector's loop while lines keep coming.
+    fn read(&mut self) -> (Vec<Collected>, ReadOutcome) {
+        let mut batch = Vec::new();
+        let outcome = self.tailer.read(1 << 30, "t", &mut |r| {
+            let mut written = Vec::new();
+            r.write(&mut written);
+            let back = CollectedRecord::decode(&written).unwrap();
+            batch.push(Collected {
+                offset: r.id.offset,
+                id: back.id.into_owned(),
+                source: back.source.into_owned(),
+                line: back.line.into_owned(),
+                partial: back.partial,
+                split: back.split,
+                malformed: back.malformed,
+                stream: back.stream,
+                logged_at: back.logged_at.map(|t| t.into_owned()),
+            })
+        });
+        (batch, outcome)
     }
 
     fn restart(&mut self) {
@@ -1202,4 +1208,39 @@ fn a_line_the_runtime_was_writing_when_the_kubelet_rotated_ends_in_the_next_file
     );
     assert!(!got[0].partial);
     assert_eq!(got[0].offset, 0);
+}
+
+#[test]
+fn a_quiet_file_beside_a_busy_one_is_read_while_the_busy_one_keeps_the_reads_coming() {
+    let mut h = Harness::new();
+    h.append("busy.log", b"b0\n");
+    h.append("quiet.log", b"q0\n");
+    assert_eq!(h.collect().len(), 2);
+    std::thread::sleep(QUIET_AFTER + Duration::from_millis(50));
+    h.read();
+    // A line in the quiet file while reads come every 10 ms for the busy one (no rescan): it
+    // may wait up to QUIET_LOOK_EVERY for a look, then it is read, once.
+    h.append("quiet.log", b"q1\n");
+    let mut got = Vec::new();
+    let started = Instant::now();
+    for i in 1.. {
+        h.append("busy.log", format!("b{i}\n").as_bytes());
+        got.extend(h.read().0);
+        if started.elapsed() > QUIET_LOOK_EVERY * 5 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let quiet: Vec<&str> = got
+        .iter()
+        .filter(|r| r.source == "quiet.log")
+        .map(|r| r.line.as_str())
+        .collect();
+    assert_eq!(quiet, ["q1"]);
+    // A rescan (the drain at shutdown makes one) looks at every file at once.
+    std::thread::sleep(QUIET_AFTER + Duration::from_millis(50));
+    h.read();
+    h.append("quiet.log", b"q2\n");
+    h.tailer.rescan();
+    assert_eq!(lines(&h.read().0), ["q2"]);
 }
