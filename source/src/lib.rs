@@ -852,12 +852,11 @@ impl Tailer {
         // Start at a different file each call so one busy file cannot starve the others; but a
         // rotated file before the rest, so a line it ends in pieces is whole before the pieces
         // that finish it in the file that replaced it.
-        let mut order: Vec<usize> = (0..count)
+        let (rotated, live): (Vec<usize>, Vec<usize>) = (0..count)
             .map(|step| (self.next_file + step) % count)
-            .collect();
-        order.sort_by_key(|&index| self.files[index].detached_since.is_none());
+            .partition(|&index| self.files[index].detached_since.is_some());
         let now = Instant::now();
-        for index in order {
+        for index in rotated.into_iter().chain(live) {
             if outcome.bytes >= budget_bytes {
                 outcome.more = true;
                 self.next_file = index;
@@ -1081,8 +1080,7 @@ impl Tailer {
                 continue;
             }
             let tracked = &mut self.files[index];
-            let idle = tracked.last_growth.elapsed() >= close_after;
-            if tracked.detached_since.is_some() && idle {
+            if tracked.detached_since.is_some() && tracked.last_growth.elapsed() >= close_after {
                 let size = tracked.file.metadata().map_or(tracked.offset, |m| m.len());
                 if size > tracked.offset {
                     // The unterminated rest of a file nobody will write again.
