@@ -60,8 +60,8 @@ pub struct Cli {
     /// Time allowed to commit and exit after SIGTERM; keep it below the pod's grace period.
     #[arg(long, env = "COLLECTOR_GRACE_PERIOD", default_value = "8s")]
     pub grace_period: HumanDuration,
-    /// How long to let writes gather after a wake before a batch is read and committed: longer
-    /// means fewer, larger commits (less CPU, one fsync each), shorter means less latency.
+    /// How long to let writes gather after a wake before the files are read: longer means
+    /// fewer reads, shorter less latency (when lines are committed: --commit-min-bytes).
     #[arg(long, env = "COLLECTOR_LINGER", default_value = "10ms", value_parser = HumanDuration::parse_linger)]
     pub linger: HumanDuration,
     /// A read that leaves fewer lines than this (in journal bytes) waiting is not committed
@@ -147,8 +147,8 @@ pub struct CollectorConfig {
     pub grace: Duration,
     /// Bytes read per commit at most (default 4 MiB): bounds memory and commit latency.
     pub batch_max_bytes: u64,
-    /// How long to let writes gather after a wake before reading (default 10 ms): one commit
-    /// then carries many lines, so fsyncs stay at a few hundred per second at most.
+    /// How long to let writes gather after a wake before reading (default 10 ms): one read
+    /// then carries many lines, and the app's writes wake nobody meanwhile.
     pub linger: Duration,
     /// When lines read are committed.
     pub commit: CommitPolicy,
@@ -328,7 +328,7 @@ fn collect(
         let read = if backpressured {
             ReadOutcome::default()
         } else {
-            read(config, &mut journal, &mut tailer, &batch)
+            read(config, &mut journal, &mut tailer)
         };
         let changed = tailer.take_changed();
         let pending = (journal.pending_records(), journal.pending_bytes());
@@ -376,7 +376,7 @@ fn collect(
     // it to the end once and commit it before exiting, within the grace period.
     tailer.rescan();
     loop {
-        let read = read(config, &mut journal, &mut tailer, &batch);
+        let read = read(config, &mut journal, &mut tailer);
         if tailer.take_changed() || journal.pending_records() > 0 {
             commit(&mut journal, &mut tailer, &mut batch, wakeup)?;
         }
@@ -474,9 +474,7 @@ fn read(
     config: &CollectorConfig,
     journal: &mut JournalWriter<TailPosition>,
     tailer: &mut Tailer,
-    batch: &Batch,
 ) -> ReadOutcome {
-    debug_assert!(batch.policy.min_bytes as u64 <= config.batch_max_bytes / 2);
     let budget = config
         .batch_max_bytes
         .saturating_sub(journal.pending_bytes() as u64)
