@@ -361,6 +361,7 @@ fn collect(
             // Quiet again: follow appends, then read once more, so that lines appended before
             // the watch was back are not left until the next one.
             watcher.follow_appends(true);
+            tailer.look_at_every_file();
             continue;
         }
         let wait = if backpressured {
@@ -371,6 +372,8 @@ fn collect(
         if wakeup.wait(batch.wait_at_most(Instant::now(), wait)) || wakeup.sleep(config.linger) {
             break;
         }
+        // Woken from a quiet wait: no file is busy, so the next read looks at each.
+        tailer.look_at_every_file();
     }
     // In the pod the apps stop before the sidecars, so what the files hold now is final: read
     // it to the end once and commit it before exiting, within the grace period.

@@ -244,8 +244,9 @@ impl FileKey {
 /// A file that has not grown for this long is looked at (a `stat`) only every
 /// [`QUIET_LOOK_EVERY`] while other files keep the read loop turning: on a node tailing
 /// hundreds of files of which a few are busy, a `stat` of every file at every read was most of
-/// the collector's CPU (BENCHMARKS.md, "Many quiet files"). A rescan, and so the drain at
-/// shutdown, looks at every file; a loop woken from a quiet wait finds them due anyway.
+/// the collector's CPU (BENCHMARKS.md, "Many quiet files"). A rescan (and so the drain at
+/// shutdown) and the reads just before and after a wait for events look at every file
+/// ([`Tailer::look_at_every_file`]), so only a quiet file beside busy ones waits.
 const QUIET_AFTER: Duration = Duration::from_secs(1);
 /// See [`QUIET_AFTER`]: the most a quiet file's new line waits for a look while others are busy.
 const QUIET_LOOK_EVERY: Duration = Duration::from_millis(200);
@@ -488,12 +489,20 @@ impl Tailer {
         listing
     }
 
-    /// Lists the watched directories: picks up new files, notices rotated and deleted ones.
-    pub fn rescan(&mut self) {
-        self.last_rescan = Some(Instant::now());
+    /// Makes the next read look at every file, quiet ones included (see [`QUIET_AFTER`]):
+    /// for the read before a loop waits for inotify's events (what a quiet file got before
+    /// the watch was back must not wait for the event after it) and the read after such a
+    /// wait (the event may be that file's).
+    pub fn look_at_every_file(&mut self) {
         for f in &mut self.files {
             f.looked_at = None;
         }
+    }
+
+    /// Lists the watched directories: picks up new files, notices rotated and deleted ones.
+    pub fn rescan(&mut self) {
+        self.last_rescan = Some(Instant::now());
+        self.look_at_every_file();
         while let Ok((path, name, file)) = self.early_rx.try_recv() {
             if let Ok(meta) = file.metadata() {
                 let key = FileKey::of(&meta);
