@@ -189,6 +189,9 @@ impl<T> Loaded<T> {
     }
 }
 
+/// How a checkpoint's JSON (a slot's payload, or a whole single-JSON file) becomes a value.
+pub type Decode<T> = fn(&[u8]) -> Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
 /// Loads a checkpoint, falling back to its twin copy when the file is corrupt (empty, garbage,
 /// NUL-filled, no whole slot). Reads the two-slot files of [`CheckpointFile`] and the single
 /// JSON files of earlier versions and of [`store_json`].
@@ -198,9 +201,22 @@ impl<T> Loaded<T> {
 pub fn load_or_backup<T: DeserializeOwned>(
     path: &Path,
 ) -> Result<Option<Loaded<T>>, CheckpointError> {
-    match load(path) {
+    load_or_backup_with(path, decode_json)
+}
+
+/// As [`load_or_backup`], with `decode` instead of a whole `serde_json` decode: for a reader
+/// that needs a few of the fields (a slot's checksum has vouched for the bytes already).
+///
+/// # Errors
+/// As [`load_or_backup`].
+pub fn load_or_backup_with<T>(
+    path: &Path,
+    decode: Decode<T>,
+) -> Result<Option<Loaded<T>>, CheckpointError> {
+    match load_with(path, decode) {
         Ok(value) => Ok(value.map(Loaded::Current)),
-        Err(error @ CheckpointError::Corrupt { .. }) => match load(&backup_path(path)) {
+        Err(error @ CheckpointError::Corrupt { .. }) => match load_with(&backup_path(path), decode)
+        {
             Ok(Some(value)) => Ok(Some(Loaded::Backup { value, error })),
             _ => Err(error),
         },
@@ -215,6 +231,17 @@ pub fn load_or_backup<T: DeserializeOwned>(
 /// [`CheckpointError::Read`] for I/O errors, [`CheckpointError::Corrupt`] when the content does
 /// not decode as `T` (a zero-length file included).
 pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, CheckpointError> {
+    load_with(path, decode_json)
+}
+
+fn decode_json<T: DeserializeOwned>(
+    json: &[u8],
+) -> Result<T, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(serde_json::from_slice(json)?)
+}
+
+/// [`load`] with the JSON decoded by `decode`.
+fn load_with<T>(path: &Path, decode: Decode<T>) -> Result<Option<T>, CheckpointError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -225,14 +252,15 @@ pub fn load<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, CheckpointErr
             })
         }
     };
-    if slotted::is_slotted(&bytes) {
-        return slotted::decode(path, &bytes).map(Some);
-    }
-    serde_json::from_slice(&bytes)
+    let json = match slotted::is_slotted(&bytes) {
+        true => slotted::payload(path, &bytes)?,
+        false => &bytes,
+    };
+    decode(json)
         .map(Some)
         .map_err(|source| CheckpointError::Corrupt {
             path: path.to_owned(),
-            source: source.into(),
+            source,
         })
 }
 

@@ -25,7 +25,6 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -108,18 +107,16 @@ fn parse_slot(slot: &[u8]) -> Option<(u64, usize, std::ops::Range<usize>)> {
     whole.then_some((header.slot.seq, end + 1, start..end))
 }
 
-/// Decodes a slotted file's checkpoint: the newest whole slot's JSON.
+/// A slotted file's checkpoint: the newest whole slot's JSON.
 ///
 /// # Errors
-/// [`CheckpointError::Corrupt`] when no slot is whole or the newest does not decode as `T`.
-pub(super) fn decode<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, CheckpointError> {
-    let corrupt = |source: Box<dyn std::error::Error + Send + Sync>| CheckpointError::Corrupt {
+/// [`CheckpointError::Corrupt`] when no slot is whole.
+pub(super) fn payload<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8], CheckpointError> {
+    let (_, _, payload) = newest_slot(bytes).ok_or_else(|| CheckpointError::Corrupt {
         path: path.to_owned(),
-        source,
-    };
-    let (_, _, payload) =
-        newest_slot(bytes).ok_or_else(|| corrupt("no slot is whole (torn or damaged)".into()))?;
-    serde_json::from_slice(&bytes[payload]).map_err(|e| corrupt(e.into()))
+        source: "no slot is whole (torn or damaged)".into(),
+    })?;
+    Ok(&bytes[payload])
 }
 
 /// The file a stage keeps its commit or cursor in, written in place (see the module's docs).
