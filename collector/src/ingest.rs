@@ -32,6 +32,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::file_list::CommittedPosition;
 use anyhow::Context as _;
 use axum::body::{Body, HttpBody as _};
 use axum::extract::{RawQuery, State};
@@ -53,7 +54,6 @@ use sidecar_common::config::ByteSize;
 use sidecar_common::signal::{Background, Wakeup};
 use sidecar_journal::JournalWriter;
 use sidecar_record::{CollectedRecordOut, LineFlags, RecordId};
-use sidecar_source::TailPosition;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
@@ -784,7 +784,7 @@ impl Inbox {
     /// When the id reservation cannot be written.
     pub fn take(
         &mut self,
-        journal: &mut JournalWriter<TailPosition>,
+        journal: &mut JournalWriter<CommittedPosition>,
         collected_at: &str,
     ) -> anyhow::Result<bool> {
         // One commit's worth at a time; the rest waits in the channel for the next turn.

@@ -3,7 +3,8 @@
 //!
 //! Easy to get wrong: the tailer's offsets are the journal's input position. They are saved in
 //! the same atomic commit as the records they produced, never separately, so a restart resumes
-//! exactly after the last committed line.
+//! exactly after the last committed line. (With many files the commit names a list of them
+//! written before it, and carries only the files changed since: see [`file_list`].)
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,8 +22,11 @@ use sidecar_common::telemetry::{self, Health};
 use sidecar_journal::{JournalOptions, JournalWriter};
 use sidecar_record::timestamp_now;
 use sidecar_source::{ReadOutcome, SourceMetrics, SourceSpec, TailOptions, TailPosition, Tailer};
+
+use crate::file_list::{CommittedPosition, FileBook};
 use tracing::info;
 
+pub mod file_list;
 pub mod ingest;
 
 /// The name the processor publishes its cursor under in the collected journal.
@@ -248,14 +252,16 @@ pub async fn run(
     let mut registry = Registry::default();
     let source_metrics = SourceMetrics::default();
     source_metrics.register(&mut registry);
-    let (journal, position) =
-        JournalWriter::<TailPosition>::open(&config.journal_dir, config.journal.clone())
+    let (journal, committed) =
+        JournalWriter::<CommittedPosition>::open(&config.journal_dir, config.journal.clone())
             .with_context(|| {
                 format!(
                     "opening the collected journal in {}",
                     config.journal_dir.display()
                 )
             })?;
+    let (book, position) =
+        FileBook::open(&config.journal_dir, config.journal.durability, committed)?;
     journal.metrics().register("collector", &mut registry);
     let wakeup = Wakeup::new();
     let background = Background::default();
@@ -283,7 +289,14 @@ pub async fn run(
     );
     let loop_wakeup = wakeup.clone();
     let result = signal::run_stage("collector", wakeup, config.grace, shutdown, move || {
-        collect(&config, journal, tailer, inbox, &loop_wakeup, &health)
+        collect(
+            &config,
+            (journal, book),
+            tailer,
+            inbox,
+            &loop_wakeup,
+            &health,
+        )
     })
     .await;
     background.stop(signal::BACKGROUND_STOP).await;
@@ -302,7 +315,7 @@ struct CollectionStats<'a> {
 
 fn collect(
     config: &CollectorConfig,
-    mut journal: JournalWriter<TailPosition>,
+    (mut journal, mut book): (JournalWriter<CommittedPosition>, FileBook),
     mut tailer: Tailer,
     mut inbox: Option<ingest::Inbox>,
     wakeup: &Wakeup,
@@ -333,7 +346,7 @@ fn collect(
         let changed = tailer.take_changed();
         let pending = (journal.pending_records(), journal.pending_bytes());
         if batch.is_due(Instant::now(), pending, changed || commit_now) {
-            commit(&mut journal, &mut tailer, &mut batch, wakeup)?;
+            commit((&mut journal, &mut book), &mut tailer, &mut batch, wakeup)?;
             if let Some(inbox) = inbox.as_mut() {
                 inbox.committed();
             }
@@ -381,7 +394,7 @@ fn collect(
     loop {
         let read = read(config, &mut journal, &mut tailer);
         if tailer.take_changed() || journal.pending_records() > 0 {
-            commit(&mut journal, &mut tailer, &mut batch, wakeup)?;
+            commit((&mut journal, &mut book), &mut tailer, &mut batch, wakeup)?;
         }
         health.beat();
         if !read.more {
@@ -475,7 +488,7 @@ fn follow_dirs(watcher: &mut DirWatcher, tailer: &mut Tailer) {
 /// one batch's bytes.
 fn read(
     config: &CollectorConfig,
-    journal: &mut JournalWriter<TailPosition>,
+    journal: &mut JournalWriter<CommittedPosition>,
     tailer: &mut Tailer,
 ) -> ReadOutcome {
     let budget = config
@@ -490,13 +503,14 @@ fn read(
 
 /// Commits the pending batch with the offsets the tailer reached.
 fn commit(
-    journal: &mut JournalWriter<TailPosition>,
+    (journal, book): (&mut JournalWriter<CommittedPosition>, &mut FileBook),
     tailer: &mut Tailer,
     batch: &mut Batch,
     wakeup: &Wakeup,
 ) -> anyhow::Result<()> {
+    let input = book.commit_input(tailer.position());
     if !journal
-        .commit_when_space(&tailer.position(), wakeup)
+        .commit_when_space(&input, wakeup)
         .context("committing to the collected journal")?
     {
         anyhow::bail!("stopped while the collected journal's volume was full: the last commit stands and the rest is read again on restart");
@@ -507,7 +521,7 @@ fn commit(
 
 fn write_stats(
     config: &CollectorConfig,
-    journal: &JournalWriter<TailPosition>,
+    journal: &JournalWriter<CommittedPosition>,
     tailer: &mut Tailer,
     backpressured: bool,
 ) {

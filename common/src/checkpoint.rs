@@ -474,6 +474,37 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_that_shrinks_moves_to_smaller_slots_once_both_versions_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commit.json");
+        let big = |n: usize| Big {
+            names: (0..n).map(|i| format!("file-{i:05}.log")).collect(),
+        };
+        let mut file = CheckpointFile::new(path.clone());
+        file.store(&big(5000), Durability::Fsync).unwrap();
+        let large = fs::metadata(&path).unwrap().len();
+        assert!(large >= 2 * 65536, "{large}");
+        file.store(&big(3), Durability::Fsync).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            large,
+            "the version before still needs the large slots"
+        );
+        file.store(&big(2), Durability::Fsync).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 2 * 4096);
+        assert_eq!(load::<Big>(&path).unwrap().unwrap(), big(2));
+        assert!(
+            fs::read(&path).unwrap() == fs::read(backup_path(&path)).unwrap(),
+            "the twin moved too"
+        );
+        // Store 3 (the move) is in slot 1, store 2 in slot 0 with it; tear store 3: 2 remains.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[4096 + 30] = b'#';
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(load::<Big>(&path).unwrap().unwrap(), big(3));
+    }
+
+    #[test]
     fn a_single_json_checkpoint_of_the_first_format_loads_and_is_converted_by_the_next_store() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("commit.json");

@@ -35,7 +35,7 @@ pub mod container;
 mod spec;
 
 pub use container::LogFormat;
-use container::PendingLine;
+pub use container::PendingLine;
 use spec::file_name_of;
 pub use spec::{DirListing, SourceSpec, WatchedDir};
 
@@ -95,9 +95,9 @@ impl Default for TailOptions {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedFile {
     /// The name records carry (the file name when first seen).
-    pub source: String,
+    pub source: Arc<str>,
     /// Where the file was last seen.
-    pub path: PathBuf,
+    pub path: Arc<Path>,
     /// Device number.
     pub dev: u64,
     /// Inode number.
@@ -255,8 +255,9 @@ const QUIET_LOOK_EVERY: Duration = Duration::from_millis(200);
 struct TrackedFile {
     key: FileKey,
     file: File,
-    path: PathBuf,
-    source: String,
+    /// Shared with every position saved, which then costs no copy.
+    path: Arc<Path>,
+    source: Arc<str>,
     source_id: u64,
     offset: u64,
     head_len: u64,
@@ -541,8 +542,8 @@ impl Tailer {
                 let key = FileKey::of(&meta);
                 seen.insert(key);
                 if let Some(tracked) = self.files.iter_mut().find(|f| f.key == key) {
-                    if tracked.path != path || tracked.detached_since.is_some() {
-                        tracked.path = path;
+                    if *tracked.path != *path || tracked.detached_since.is_some() {
+                        tracked.path = path.into();
                         tracked.detached_since = None;
                         self.changed = true;
                     }
@@ -593,8 +594,8 @@ impl Tailer {
         let mut tracked = TrackedFile {
             key,
             file,
-            path: path.to_owned(),
-            source: name.to_owned(),
+            path: path.into(),
+            source: name.into(),
             source_id,
             offset: 0,
             head_len: 0,
@@ -702,7 +703,7 @@ impl Tailer {
     /// was rotated while the collector was down; the rescan re-attaches it if that path is
     /// watched.
     fn resume(&mut self, saved: &SavedFile, (file, path, meta): Found, message: &str) {
-        let detached = path != saved.path;
+        let detached = *path != *saved.path;
         let format = self.restored_format(saved);
         let mut tracked = resumed(saved, file, path, &meta, detached, format);
         // Found by content elsewhere: a copy, whatever the file it continues was.
@@ -811,7 +812,7 @@ impl Tailer {
                 }
                 let copy_of = known
                     .iter()
-                    .filter(|saved| saved.source == source)
+                    .filter(|saved| *saved.source == *source)
                     .find_map(|saved| match likeness(&file, size, saved) {
                         Ok(Likeness::Other) | Err(_) => None,
                         Ok(likeness) => Some((saved, likeness)),
@@ -872,7 +873,7 @@ impl Tailer {
                 break;
             }
             let f = &self.files[index];
-            if f.may_wait(now) && !self.pending.contains_key(&f.source) {
+            if f.may_wait(now) && !self.pending.contains_key(&*f.source) {
                 continue;
             }
             self.files[index].looked_at = Some(now);
@@ -908,7 +909,7 @@ impl Tailer {
     ) -> FileOutcome {
         let f = &mut self.files[index];
         if f.format != LogFormat::Raw {
-            f.pending = self.pending.remove(&f.source).unwrap_or_default();
+            f.pending = self.pending.remove(&*f.source).unwrap_or_default();
         }
         let outcome = read_file(
             f,
@@ -921,7 +922,7 @@ impl Tailer {
         );
         if !f.pending.is_empty() {
             self.pending
-                .insert(f.source.clone(), std::mem::take(&mut f.pending));
+                .insert(f.source.to_string(), std::mem::take(&mut f.pending));
         }
         outcome
     }
@@ -1108,7 +1109,7 @@ impl Tailer {
                 let last_of_source =
                     !(self.files.iter().enumerate()).any(|(i, f)| i != index && f.source == source);
                 let mut pending = match last_of_source {
-                    true => self.pending.remove(&source).unwrap_or_default(),
+                    true => self.pending.remove(&*source).unwrap_or_default(),
                     false => Vec::new(),
                 };
                 let tracked = &mut self.files[index];
@@ -1220,7 +1221,7 @@ fn resumed(
     TrackedFile {
         key: FileKey::of(meta),
         file,
-        path,
+        path: path.into(),
         source: saved.source.clone(),
         source_id: saved.source_id,
         offset: saved.offset,
@@ -1267,14 +1268,14 @@ fn find_by_inode(saved: &SavedFile) -> io::Result<Option<Found>> {
         dev: saved.dev,
         ino: saved.ino,
     };
-    let mut candidates = vec![saved.path.clone()];
+    let mut candidates = vec![saved.path.to_path_buf()];
     if let Some(dir) = saved.path.parent() {
         if let Ok(entries) = fs::read_dir(dir) {
             candidates.extend(
                 entries
                     .flatten()
                     .map(|e| e.path())
-                    .filter(|p| *p != saved.path),
+                    .filter(|p| **p != *saved.path),
             );
         }
     }
@@ -1289,9 +1290,9 @@ fn find_by_inode(saved: &SavedFile) -> io::Result<Option<Found>> {
         // rotation gives it (`app.log.1`) says it is the same file moved, not a reused inode.
         let rotated_name = || {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            rotated_name_of(name, [saved.source.as_str()]).is_some()
+            rotated_name_of(name, [&*saved.source]).is_some()
         };
-        if saved.head_len == 0 && path != saved.path && !rotated_name() {
+        if saved.head_len == 0 && *path != *saved.path && !rotated_name() {
             return Ok(None);
         }
         let file = File::open(&path)?;
@@ -1515,7 +1516,7 @@ fn read_file(
     }
     outcome.records = lines;
     if read_bytes > 0 {
-        let label = vec![("source".to_owned(), f.source.clone())];
+        let label = vec![("source".to_owned(), f.source.to_string())];
         metrics.lines.get_or_create(&label).inc_by(lines);
         metrics.bytes.get_or_create(&label).inc_by(read_bytes);
     }

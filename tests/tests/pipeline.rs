@@ -469,7 +469,11 @@ fn a_trickle_of_lines_is_gathered_into_one_commit_and_kept_through_sigterm_and_k
             .map(String::from)
             .to_vec(),
     );
+    // The file exists before the collector starts: a file it finds is committed at once
+    // (with the line it may already hold), which is not what this test is about.
+    append(&pod, "app.log", "");
     let collector = pod.start(StageKind::Collector);
+    std::thread::sleep(Duration::from_millis(300));
     // Ten lines, one every 20 ms: far less than the 64 KiB a commit is worth, so all ten wait
     // for the first one's 1 s and are committed together, not one commit each.
     let mut seen = std::collections::BTreeSet::new();
@@ -521,4 +525,98 @@ fn a_trickle_of_lines_is_gathered_into_one_commit_and_kept_through_sigterm_and_k
     ));
     let expected: Vec<String> = (0..16).map(|i| format!("trickle {i}")).collect();
     assert_eq!(collected_lines(&pod), expected);
+}
+
+/// With many files (a node's pods, most of them quiet) the collector's commit names a list of
+/// every file, written now and then, and carries only the files that changed since; after a
+/// kill -9 every file resumes exactly where its last commit left it.
+#[test]
+fn with_many_files_a_commit_carries_the_busy_ones_and_every_file_resumes_after_kill_9() {
+    let mut pod = Pod::new();
+    for i in 0..100 {
+        append(
+            &pod,
+            &format!("pod-{i:03}.log"),
+            &format!("pod {i} line 0\n"),
+        );
+    }
+    let collector = pod.start(StageKind::Collector);
+    assert!(wait_until(Duration::from_secs(10), || {
+        collector_committed_records(&pod) == 100
+    }));
+    // Past the second a new list may wait, lines come to two files only.
+    std::thread::sleep(Duration::from_millis(1200));
+    for n in 1..=20 {
+        append(&pod, "pod-007.log", &format!("pod 7 line {n}\n"));
+        append(&pod, "pod-042.log", &format!("pod 42 line {n}\n"));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        collector_committed_records(&pod) == 140
+    }));
+    let commit_path = pod.path("collected/commit.json");
+    let input = &checkpoint(&commit_path)["input"];
+    assert!(
+        input["files"].is_null(),
+        "the commit lists every file: {input}"
+    );
+    let changed: Vec<&str> = input["since_base"]["changed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the commit names no list: {input}"))
+        .iter()
+        .map(|f| f["source"].as_str().unwrap())
+        .collect();
+    assert!(
+        changed
+            .iter()
+            .all(|s| ["pod-007.log", "pod-042.log"].contains(s)),
+        "{changed:?}"
+    );
+    let lists: Vec<_> = std::fs::read_dir(pod.path("collected"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("files-"))
+        .collect();
+    assert!((1..=2).contains(&lists.len()), "{lists:?}");
+    assert!(
+        std::fs::metadata(&commit_path).unwrap().len() <= 2 * 4096,
+        "the commit file went back to small slots"
+    );
+
+    // Lines to quiet files, busy ones and a new one, with a kill -9 in the middle.
+    let mut expected: Vec<String> = (0..100).map(|i| format!("pod {i} line 0")).collect();
+    expected.extend((1..=20).flat_map(|n| [format!("pod 7 line {n}"), format!("pod 42 line {n}")]));
+    for round in 0..10 {
+        write_round(&pod, &mut expected, round);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    collector.kill9();
+    for round in 10..15 {
+        write_round(&pod, &mut expected, round);
+    }
+    let _collector = pod.start(StageKind::Collector);
+    for round in 15..20 {
+        write_round(&pod, &mut expected, round);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    let total = expected.len() as u64;
+    assert!(wait_until(Duration::from_secs(10), || {
+        collector_committed_records(&pod) == total
+    }));
+    let mut lines = collected_lines(&pod);
+    lines.sort();
+    expected.sort();
+    assert_eq!(lines, expected, "every line once, none repeated");
+}
+
+/// Appends one line to three quiet files, a busy one and a new one, remembering them.
+fn write_round(pod: &Pod, expected: &mut Vec<String>, round: usize) {
+    for i in [3, 7, 42, 99] {
+        let line = format!("pod {i} round {round}");
+        append(pod, &format!("pod-{i:03}.log"), &format!("{line}\n"));
+        expected.push(line);
+    }
+    let line = format!("new round {round}");
+    append(pod, "pod-new.log", &format!("{line}\n"));
+    expected.push(line);
 }

@@ -15,7 +15,8 @@
 //! least 4 KiB); a slot is `{"slot":{"seq":N,"len":L,"xxh3":"<16 hex>"}}\n`, then `L` bytes of
 //! JSON (the checkpoint), `\n`, and spaces up to its last byte, `\n`. An empty slot is all
 //! spaces. `jq . commit.json` prints both. A checkpoint that outgrows `S` is written whole
-//! into a new file with larger slots by the old way (temp file, rename), once.
+//! into a new file with larger slots by the old way (temp file, rename), once; one that shrinks
+//! to an eighth of its slots, into smaller ones the same way.
 //!
 //! Easy to get wrong: overwriting in place never allocates, so once the file exists a store
 //! cannot fail for a full volume; only a growth can.
@@ -34,6 +35,8 @@ use super::{backup_path, replace_file, sync_dir_of, CheckpointError, Durability}
 const SLOT_MAGIC: &[u8] = b"{\"slot\":";
 /// The smallest slot: one page, so a store of a small checkpoint writes one page.
 const MIN_SLOT_BYTES: usize = 4096;
+/// Slots this many times larger than their versions need are made smaller.
+const SHRINK_FACTOR: usize = 8;
 
 /// What a slot says about the checkpoint it holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -183,7 +186,7 @@ impl CheckpointFile {
         let seq = self.open.as_ref().map_or(0, |o| o.seq) + 1;
         let text = slot_text(seq, payload);
         match &mut self.open {
-            Some(open) if text.len() < open.slot_bytes => {
+            Some(open) if text.len() < open.slot_bytes && !open.oversized_for(text.len()) => {
                 open.write_slot(&self.path, seq, text, durability)
             }
             _ => self.write_whole(seq, text, durability),
@@ -235,9 +238,7 @@ impl CheckpointFile {
         durability: Durability,
     ) -> Result<(), CheckpointError> {
         let previous = self.open.take().map(|o| o.newest).unwrap_or_default();
-        let slot_bytes = (text.len().max(previous.len()) + 1)
-            .next_power_of_two()
-            .max(MIN_SLOT_BYTES);
+        let slot_bytes = slot_bytes_for(text.len().max(previous.len()));
         let mut image = vec![b' '; 2 * slot_bytes];
         let mut place = |at: u64, slot: &[u8]| {
             let base = (at % 2) as usize * slot_bytes;
@@ -279,7 +280,20 @@ impl CheckpointFile {
     }
 }
 
+/// The slot size that holds a text of `len` bytes and its last newline.
+fn slot_bytes_for(len: usize) -> usize {
+    (len + 1).next_power_of_two().max(MIN_SLOT_BYTES)
+}
+
 impl OpenSlots {
+    /// Whether the slots are far larger than a text of `len` bytes and the newest need (a
+    /// checkpoint that shrank: a collector's commit that now names a file list instead of
+    /// holding it): each store would write and flush the padding, so the file is written
+    /// again with smaller slots.
+    fn oversized_for(&self, len: usize) -> bool {
+        slot_bytes_for(len.max(self.newest.len())) * SHRINK_FACTOR <= self.slot_bytes
+    }
+
     fn write_slot(
         &mut self,
         path: &Path,
