@@ -682,6 +682,7 @@ fn run_pipeline(setup: &Setup, dirs: &RunDirs, generated: &Generated) -> anyhow:
         user_s: sum.user_s + u.user_s,
         sys_s: sum.sys_s + u.sys_s,
         peak_rss_kib: sum.peak_rss_kib + u.peak_rss_kib,
+        peak_anon_kib: sum.peak_anon_kib + u.peak_anon_kib,
         ru_maxrss_kib: sum.ru_maxrss_kib + u.ru_maxrss_kib,
     });
     let others_cores = load.others_cores(total.cpu_s());

@@ -22,6 +22,7 @@ pub struct Proc {
     pid: libc::pid_t,
     log: PathBuf,
     peak_rss_kib: u64,
+    peak_anon_kib: u64,
     reaped: bool,
 }
 
@@ -34,6 +35,10 @@ pub struct Usage {
     pub sys_s: f64,
     /// Peak resident set (`VmHWM`), KiB.
     pub peak_rss_kib: u64,
+    /// The highest anonymous resident memory sampled (`RssAnon`), KiB: the heap and stacks,
+    /// without the binary's code and data pages, which are page cache every process of
+    /// the same binary on the node shares and the kernel can reclaim.
+    pub peak_anon_kib: u64,
     /// `ru_maxrss` from `wait4`, KiB; see the module comment for why it can be too high.
     pub ru_maxrss_kib: u64,
 }
@@ -79,6 +84,7 @@ impl Proc {
             pid: child.id() as libc::pid_t,
             log: log.to_owned(),
             peak_rss_kib: 0,
+            peak_anon_kib: 0,
             reaped: false,
         })
     }
@@ -88,12 +94,19 @@ impl Proc {
         self.pid as u32
     }
 
-    /// Reads the child's `VmHWM` and keeps the highest value seen.
+    /// Reads the child's `VmHWM` and `RssAnon` and keeps the highest values seen.
     pub fn sample(&mut self) {
         if let Some(status) = read_status(self.pid) {
-            if let Some(kib) = status_kib(&status, "VmHWM:") {
-                self.peak_rss_kib = self.peak_rss_kib.max(kib);
-            }
+            self.keep_peaks(&status);
+        }
+    }
+
+    fn keep_peaks(&mut self, status: &str) {
+        if let Some(kib) = status_kib(status, "VmHWM:") {
+            self.peak_rss_kib = self.peak_rss_kib.max(kib);
+        }
+        if let Some(kib) = status_kib(status, "RssAnon:") {
+            self.peak_anon_kib = self.peak_anon_kib.max(kib);
         }
     }
 
@@ -139,11 +152,7 @@ impl Proc {
         let mut killed = false;
         loop {
             match read_status(self.pid) {
-                Some(status) if !status.contains("State:\tZ") => {
-                    if let Some(kib) = status_kib(&status, "VmHWM:") {
-                        self.peak_rss_kib = self.peak_rss_kib.max(kib);
-                    }
-                }
+                Some(status) if !status.contains("State:\tZ") => self.keep_peaks(&status),
                 _ => break, // A zombie (its memory is gone) or already gone.
             }
             if !killed && Instant::now() > deadline {
@@ -173,6 +182,7 @@ impl Proc {
             user_s: seconds(usage.ru_utime),
             sys_s: seconds(usage.ru_stime),
             peak_rss_kib: self.peak_rss_kib,
+            peak_anon_kib: self.peak_anon_kib,
             ru_maxrss_kib: usage.ru_maxrss as u64,
         })
     }

@@ -3,7 +3,8 @@
 //! stamped with the wall clock in its asctime prefix; a reader thread follows the file sink's
 //! output and takes, for every record, now minus the `timestamp` the processor parsed from that
 //! prefix: the write→sink latency, to the millisecond. Per stage it prints the millicores
-//! used after a warm-up and the peak RSS.
+//! used after a warm-up, the peak RSS, and the peak of its anonymous part (heap and stacks,
+//! without the binary's pages, which are shared page cache).
 //!
 //! Easy to get wrong: the clock. The stamp is wall-clock milliseconds, so latencies are
 //! whole milliseconds (a line written at x.999 ms counts from x); the writer ticks every
@@ -93,8 +94,8 @@ pub fn run(setup: &Setup, dirs: &RunDirs, rate: u64, duration: Duration) -> anyh
         WARMUP.as_secs_f64()
     );
     println!(
-        "{:<11} {:>11} {:>13}",
-        "stage", "millicores", "peak_rss_MiB"
+        "{:<11} {:>11} {:>13} {:>14}",
+        "stage", "millicores", "peak_rss_MiB", "peak_anon_MiB"
     );
     let mut total = 0.0;
     for (i, usage) in usages.iter().enumerate() {
@@ -104,10 +105,11 @@ pub fn run(setup: &Setup, dirs: &RunDirs, rate: u64, duration: Duration) -> anyh
         };
         total += millicores;
         println!(
-            "{:<11} {:>11.1} {:>13.1}",
+            "{:<11} {:>11.1} {:>13.1} {:>14.1}",
             names[i],
             millicores,
-            usage.peak_rss_kib as f64 / 1024.0
+            usage.peak_rss_kib as f64 / 1024.0,
+            usage.peak_anon_kib as f64 / 1024.0
         );
     }
     println!("{:<11} {:>11.1}", "all three", total);
