@@ -22,9 +22,9 @@ use sidecar_common::telemetry::{self, Health};
 use sidecar_journal::{JournalOptions, JournalWriter};
 use sidecar_record::timestamp_now;
 use sidecar_source::{ReadOutcome, SourceMetrics, SourceSpec, TailOptions, TailPosition, Tailer};
+use tracing::info;
 
 use crate::file_list::{CommittedPosition, FileBook};
-use tracing::info;
 
 pub mod file_list;
 pub mod ingest;
