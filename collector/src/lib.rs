@@ -380,7 +380,7 @@ fn collect(
         let wait = if backpressured {
             Duration::from_millis(200)
         } else {
-            config.rescan_interval
+            tailer.quiet_wait(config.rescan_interval)
         };
         if wakeup.wait(batch.wait_at_most(Instant::now(), wait)) || wakeup.sleep(config.linger) {
             break;

@@ -462,6 +462,28 @@ impl Tailer {
         }
     }
 
+    /// How long a loop with nothing to read may wait for the directory watch's events before
+    /// it reads every file anyway: `interval` × [`WATCHED_BACKSTOP_FACTOR`] while every
+    /// directory is watched and no file waits on a timer, else `interval`. A timer is what a
+    /// file rotated away needs (its appends are reported under its old directory only while it
+    /// stays there, and it is closed a while after its end), a file holding an incomplete line
+    /// or a container line in pieces (each waits out a timeout), and a file truncated and not
+    /// yet known by its first line. On a node of 1,000 quiet files, a look at each every
+    /// second was 1,000 `statx` a second for nothing.
+    pub fn quiet_wait(&self, interval: Duration) -> Duration {
+        let timers = self.pending.values().any(|lines| !lines.is_empty())
+            || self.files.iter().any(|f| {
+                f.detached_since.is_some()
+                    || f.incomplete_since.is_some()
+                    || f.unseen_since.is_some()
+                    || !f.pending.is_empty()
+            });
+        match self.listing_watched && !timers {
+            true => interval * WATCHED_BACKSTOP_FACTOR,
+            false => interval,
+        }
+    }
+
     /// Whether the position changed without records (a file closed, a truncation seen) since
     /// the last call, so it needs committing anyway.
     pub fn take_changed(&mut self) -> bool {

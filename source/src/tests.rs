@@ -1244,3 +1244,31 @@ fn a_quiet_file_beside_a_busy_one_is_read_while_the_busy_one_keeps_the_reads_com
     h.tailer.rescan();
     assert_eq!(lines(&h.read().0), ["q2"]);
 }
+
+#[test]
+fn a_quiet_loop_waits_ten_times_longer_unless_a_file_waits_on_a_timer() {
+    let mut h = Harness::with_options(TailOptions {
+        rotated_close_after: Duration::from_secs(5),
+        ..TailOptions::default()
+    });
+    let second = Duration::from_secs(1);
+    let backstop = second * WATCHED_BACKSTOP_FACTOR;
+    h.append("app.log", b"whole\n");
+    h.collect();
+    assert_eq!(h.tailer.quiet_wait(second), second, "no watch known yet");
+    h.tailer.set_unwatched_dirs(0);
+    assert_eq!(h.tailer.quiet_wait(second), backstop);
+    // An incomplete line waits for its end, or for --partial-line-timeout.
+    h.append("app.log", b"no end yet");
+    h.collect();
+    assert_eq!(h.tailer.quiet_wait(second), second);
+    h.append("app.log", b"\n");
+    assert_eq!(lines(&h.collect()), ["no end yet"]);
+    assert_eq!(h.tailer.quiet_wait(second), backstop);
+    // A file rotated away is read to its end, then closed after --rotated-close-after.
+    fs::rename(h.path("app.log"), h.path("app.log.1")).unwrap();
+    h.collect();
+    assert_eq!(h.tailer.quiet_wait(second), second);
+    h.tailer.set_unwatched_dirs(1);
+    assert_eq!(h.tailer.quiet_wait(second), second);
+}

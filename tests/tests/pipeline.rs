@@ -620,3 +620,30 @@ fn write_round(pod: &Pod, expected: &mut Vec<String>, round: usize) {
     append(pod, "pod-new.log", &format!("{line}\n"));
     expected.push(line);
 }
+
+/// A collector with nothing to read waits for the directory watch's events (its timed look at
+/// every file is then 10 s apart): a line appended after a quiet spell is read at once, not at
+/// the next timed look.
+#[test]
+fn an_idle_collector_is_woken_by_an_append_not_by_its_timer() {
+    let mut pod = Pod::new();
+    append(&pod, "app.log", "first\n");
+    let _collector = pod.start(StageKind::Collector);
+    assert!(wait_until(Duration::from_secs(10), || {
+        collector_committed_records(&pod) == 1
+    }));
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(2500));
+        let appended = std::time::Instant::now();
+        append(&pod, "app.log", &format!("after a quiet spell {i}\n"));
+        assert!(wait_until(Duration::from_secs(15), || {
+            collector_committed_records(&pod) == 2 + i
+        }));
+        // Far below the 10 s a timed look would take: only the watch's event explains it.
+        assert!(
+            appended.elapsed() < Duration::from_secs(4),
+            "line {i} committed {:?} after its append",
+            appended.elapsed()
+        );
+    }
+}
