@@ -10,7 +10,7 @@ pub mod kube_api;
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -465,15 +465,21 @@ pub fn read_delivered(dir: &Path) -> Vec<Value> {
                 }
             }
         };
-        let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        let mut reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
             Box::new(flate2::read::GzDecoder::new(file))
         } else {
             Box::new(file)
         };
-        for line in BufReader::new(reader).lines() {
-            let line = line.unwrap();
+        let mut text = String::new();
+        reader
+            .read_to_string(&mut text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // The sink may be writing the last line as this reads it: only whole lines count,
+        // the rest is there at the next look.
+        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+            let line = line.trim_end_matches('\n');
             records.push(
-                serde_json::from_str(&line)
+                serde_json::from_str(line)
                     .unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display())),
             );
         }
