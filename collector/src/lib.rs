@@ -6,6 +6,7 @@
 //! exactly after the last committed line. (With many files the commit names a list of them
 //! written before it, and carries only the files changed since: see [`file_list`].)
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,13 +16,15 @@ use anyhow::Context as _;
 use clap::Parser;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-use sidecar_common::checkpoint::{self, Durability};
+use sidecar_common::checkpoint::{Durability, StatsFile};
 use sidecar_common::config::{ByteSize, HumanDuration};
 use sidecar_common::signal::{self, Background, DirWatcher, Wakeup};
 use sidecar_common::telemetry::{self, Health};
 use sidecar_journal::{JournalOptions, JournalWriter};
 use sidecar_record::timestamp_now;
-use sidecar_source::{ReadOutcome, SourceMetrics, SourceSpec, TailOptions, TailPosition, Tailer};
+use sidecar_source::{
+    PendingLine, ReadOutcome, SavedFile, SourceMetrics, SourceSpec, TailOptions, Tailer,
+};
 use tracing::info;
 
 use crate::file_list::{CommittedPosition, FileBook};
@@ -303,14 +306,24 @@ pub async fn run(
     result
 }
 
-/// What `collection_stats.json` holds, refreshed every few seconds.
+/// What `collection_stats.json` reports, refreshed every few seconds when it changed.
 #[derive(Debug, Serialize)]
 struct CollectionStats<'a> {
-    updated_at: String,
     records_committed: u64,
     unconsumed_bytes: u64,
     backpressured: bool,
-    files: &'a TailPosition,
+    files: FilesReport<'a>,
+}
+
+/// The files of a [`sidecar_source::TailPosition`] without the time it was taken, which changes at every
+/// look: the stats file is rewritten only when what it reports changed.
+#[derive(Debug, Serialize)]
+struct FilesReport<'a> {
+    files: &'a [SavedFile],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    finished: &'a [SavedFile],
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pending: &'a BTreeMap<String, Vec<PendingLine>>,
 }
 
 fn collect(
@@ -325,6 +338,7 @@ fn collect(
     let mut watcher = DirWatcher::start_with(dirs, wakeup, tailer.early_opener());
     tailer.set_unwatched_dirs(watcher.unwatched());
     let mut stats_at = Instant::now();
+    let mut stats_file = StatsFile::new(config.journal_dir.join(STATS_FILE));
     let mut backpressured = false;
     let mut batch = Batch::new(config.commit.clone());
     while !wakeup.is_stopping() {
@@ -352,7 +366,7 @@ fn collect(
             }
         }
         if stats_at.elapsed() >= Duration::from_secs(5) {
-            write_stats(config, &journal, &mut tailer, backpressured);
+            write_stats(&mut stats_file, &journal, &mut tailer, backpressured);
             stats_at = Instant::now();
         }
         if read.more || ingest_waiting {
@@ -401,7 +415,7 @@ fn collect(
             break;
         }
     }
-    write_stats(config, &journal, &mut tailer, backpressured);
+    write_stats(&mut stats_file, &journal, &mut tailer, backpressured);
     Ok(())
 }
 
@@ -520,24 +534,23 @@ fn commit(
 }
 
 fn write_stats(
-    config: &CollectorConfig,
+    file: &mut StatsFile,
     journal: &JournalWriter<CommittedPosition>,
     tailer: &mut Tailer,
     backpressured: bool,
 ) {
     let files = tailer.position();
     let stats = CollectionStats {
-        updated_at: timestamp_now(),
         records_committed: journal.committed_records(),
         unconsumed_bytes: journal.unconsumed_bytes(),
         backpressured,
-        files: &files,
+        files: FilesReport {
+            files: &files.files,
+            finished: &files.finished,
+            pending: &files.pending,
+        },
     };
-    if let Err(e) = checkpoint::store_json(
-        &config.journal_dir.join(STATS_FILE),
-        &stats,
-        Durability::PageCache,
-    ) {
+    if let Err(e) = file.refresh(&stats) {
         tracing::warn!(error = %e, "Cannot refresh the stats file.");
     }
 }

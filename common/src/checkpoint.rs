@@ -148,6 +148,51 @@ pub fn store_json<T: Serialize>(
     write_atomic(path, &json_line(value), durability)
 }
 
+/// A stats file a stage refreshes on a timer: `{"updated_at": …, <the report's fields>}`,
+/// written only when the report changed, so `updated_at` says when it last did. Rewriting an
+/// unchanged file every few seconds cost an idle stage a file created and renamed, and woke
+/// every watcher of the directory (the next stage's) for nothing.
+#[derive(Debug)]
+pub struct StatsFile {
+    path: PathBuf,
+    /// The xxh3 of the report last written.
+    last: Option<u64>,
+}
+
+impl StatsFile {
+    /// The stats file at `path`; nothing is written until [`StatsFile::refresh`].
+    pub fn new(path: PathBuf) -> Self {
+        Self { path, last: None }
+    }
+
+    /// Writes `report` (a struct or map), stamped now, unless it is what was written last.
+    ///
+    /// # Errors
+    /// As [`write_atomic`]; the next refresh tries again.
+    pub fn refresh<T: Serialize>(&mut self, report: &T) -> Result<(), CheckpointError> {
+        let body = serde_json::to_vec(report).expect("stats serialise infallibly");
+        let hash = xxhash_rust::xxh3::xxh3_64(&body);
+        if self.last == Some(hash) {
+            return Ok(());
+        }
+        let fields = body
+            .strip_prefix(b"{")
+            .filter(|rest| *rest != b"}")
+            .map_or(&b"}"[..], |rest| rest);
+        let comma = if fields == b"}" { "" } else { "," };
+        let mut line = format!(
+            "{{\"updated_at\":\"{}\"{comma}",
+            crate::time::timestamp_now()
+        )
+        .into_bytes();
+        line.extend_from_slice(fields);
+        line.push(b'\n');
+        write_atomic(&self.path, &line, Durability::PageCache)?;
+        self.last = Some(hash);
+        Ok(())
+    }
+}
+
 /// Where a checkpoint's twin copy is kept: `commit.json` → `commit.json.backup`.
 pub fn backup_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
@@ -303,6 +348,45 @@ mod tests {
     struct State {
         version: u32,
         offset: u64,
+    }
+
+    #[test]
+    fn a_stats_file_is_written_again_only_when_its_report_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stats.json");
+        let mut stats = StatsFile::new(path.clone());
+        let inode = || std::os::unix::fs::MetadataExt::ino(&fs::metadata(&path).unwrap());
+        stats
+            .refresh(&State {
+                version: 1,
+                offset: 5,
+            })
+            .unwrap();
+        let written: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written["offset"], 5);
+        assert!(written["updated_at"].is_string(), "{written}");
+        let first = inode();
+        stats
+            .refresh(&State {
+                version: 1,
+                offset: 5,
+            })
+            .unwrap();
+        assert_eq!(inode(), first, "the same report is not written again");
+        stats
+            .refresh(&State {
+                version: 1,
+                offset: 6,
+            })
+            .unwrap();
+        assert_ne!(inode(), first);
+        let written: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written["offset"], 6);
+        StatsFile::new(path.clone())
+            .refresh(&serde_json::json!({}))
+            .unwrap();
+        let written: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        assert_eq!(written.as_object().unwrap().len(), 1, "{written}");
     }
 
     #[test]

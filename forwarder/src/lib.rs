@@ -392,11 +392,14 @@ fn forward_decoupled(
         let mut result = Ok(());
         for (sink, lane_wakeup, at) in lanes {
             let name = format!("lane-{}", sink.name());
-            let spawned = std::thread::Builder::new()
-                .name(name.clone())
-                .spawn_scoped(scope, move || {
-                    Lane::new(shared, vec![sink], at, &lane_wakeup).run()
-                });
+            let spawned =
+                std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn_scoped(scope, move || {
+                        let result = Lane::new(shared, vec![sink], at, &lane_wakeup).run();
+                        wakeup.wake(); // A lane that ended stops the others at once.
+                        result
+                    });
             match spawned {
                 Ok(handle) => handles.push(handle),
                 Err(e) => {
@@ -406,7 +409,7 @@ fn forward_decoupled(
                 }
             }
         }
-        while result.is_ok() && !wakeup.wait(shared.config.poll_interval) {
+        while result.is_ok() && !wakeup.wait(shared.config.poll_interval * QUIET_WAIT_FACTOR) {
             if handles.iter().any(|h| h.is_finished()) {
                 break; // A lane failed: stop the others and report it.
             }
@@ -442,6 +445,11 @@ const UNLIMITED_COMMIT_WAIT: Duration = Duration::from_secs(1);
 /// A lane commits once it delivered this much input since its last commit, however soon:
 /// the processor pauses when too much of its journal is unconsumed (`--max-unconsumed`).
 const COMMIT_AFTER_BYTES: usize = 16 << 20;
+/// How many times the poll interval an idle lane waits when the processed journal's commit
+/// file is watched: its events wake the lane at once, so the timed turn only guards against
+/// a missed event, and an idle forwarder wakes every 10 s (or at a sink's `tick_due_in`)
+/// instead of every second (BENCHMARKS.md, "Idle").
+const QUIET_WAIT_FACTOR: u32 = 10;
 
 /// A reader of the processed journal and the sinks it delivers to together.
 struct Lane<'a, 's> {
@@ -516,9 +524,19 @@ impl<'a, 's> Lane<'a, 's> {
             if more {
                 continue;
             }
-            let wait = self
-                .commit_due_in()
-                .map_or(config.poll_interval, |due| due.min(config.poll_interval));
+            // The commit file watched: its events wake the lane, the timed turn is a backstop.
+            let quiet = watching && watcher.is_complete();
+            let wait = [self.commit_due_in(), self.tick_due_in()]
+                .into_iter()
+                .flatten()
+                .fold(
+                    if quiet {
+                        config.poll_interval * QUIET_WAIT_FACTOR
+                    } else {
+                        config.poll_interval
+                    },
+                    Duration::min,
+                );
             if self.wakeup.wait(wait) || self.wakeup.sleep(self.linger) {
                 break;
             }
@@ -623,6 +641,11 @@ impl<'a, 's> Lane<'a, 's> {
         for sink in &mut self.sinks {
             sink.tick();
         }
+    }
+
+    /// How soon a sink's `tick` has work; `None` when none has any on its own.
+    fn tick_due_in(&self) -> Option<Duration> {
+        self.sinks.iter().filter_map(|s| s.tick_due_in()).min()
     }
 
     /// How long until what was delivered must be committed; `None` when nothing waits.

@@ -226,6 +226,12 @@ pub trait Sink: Send {
     /// Called on every turn of the forwarder loop, including idle ones.
     fn tick(&mut self) {}
 
+    /// How soon `tick` has work to do when no record comes (an idle loop waits no longer).
+    /// Default: never on its own.
+    fn tick_due_in(&self) -> Option<Duration> {
+        None
+    }
+
     /// Called once at shutdown, after the final commit.
     fn close(&mut self) {}
 

@@ -647,3 +647,41 @@ fn an_idle_collector_is_woken_by_an_append_not_by_its_timer() {
         );
     }
 }
+
+/// Idle, the processor and the forwarder wait on their input's commit file for up to 10 s
+/// (the timed turn is a backstop): a line after a quiet spell must still pass both at once,
+/// and the report, due every second here, must still print every second.
+#[test]
+fn an_idle_pipeline_is_woken_by_commits_and_reports_on_time() {
+    let mut pod = Pod::new();
+    append(&pod, "app.log", "first\n");
+    let _collector = pod.start(StageKind::Collector);
+    let _processor = pod.start(StageKind::Processor);
+    let forwarder = pod.start(StageKind::Forwarder);
+    pod.wait_delivered(1, Duration::from_secs(30));
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(2500));
+        let appended = std::time::Instant::now();
+        append(&pod, "app.log", &format!("after a quiet spell {i}\n"));
+        pod.wait_delivered(2 + i, Duration::from_secs(30));
+        // Far below the 10 s a timed turn of any stage would take.
+        assert!(
+            appended.elapsed() < Duration::from_secs(4),
+            "line {i} delivered {:?} after its append",
+            appended.elapsed()
+        );
+    }
+    let reports = || {
+        std::fs::read_to_string(&forwarder.log)
+            .unwrap_or_default()
+            .matches("=== log-forwarder report ")
+            .count()
+    };
+    let before = reports();
+    std::thread::sleep(Duration::from_millis(4500));
+    assert!(
+        reports() >= before + 3,
+        "reports due every second: {} in 4.5 s of quiet",
+        reports() - before
+    );
+}

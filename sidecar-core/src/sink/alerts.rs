@@ -355,6 +355,12 @@ impl Sink for AlertSink {
         serde_json::to_value(&self.state).expect("alert state serialises")
     }
 
+    /// Windows close, notifications repeat and failed deliveries are retried on the clock:
+    /// looked at every second, as the forwarder's loop did before it could wait longer.
+    fn tick_due_in(&self) -> Option<Duration> {
+        Some(Duration::from_secs(1))
+    }
+
     fn tick(&mut self) {
         let before = self.evaluator.firing(&self.state);
         let known = self.state.outbox.len();

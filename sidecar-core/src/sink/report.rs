@@ -253,6 +253,15 @@ impl Sink for ReportSink {
         }
     }
 
+    fn tick_due_in(&self) -> Option<Duration> {
+        Some(
+            self.spec
+                .interval
+                .0
+                .saturating_sub(self.last_report.elapsed()),
+        )
+    }
+
     fn close(&mut self) {
         self.print("final report");
     }
