@@ -26,7 +26,7 @@ use anyhow::{bail, Context as _};
 use clap::{ArgAction, Parser};
 
 use crate::generate::{Generated, FILES};
-use crate::process::{machine_busy_s, Proc, Usage};
+use crate::process::{machine_busy_s, Proc, RuntimeSample, Usage};
 use sidecar_core::telemetry::cpu_seconds_of;
 
 /// How often completion is polled: fine enough for runs of seconds, cheap enough (a tiny file
@@ -742,13 +742,14 @@ fn run_idle(
     let warmup = IDLE_WARMUP.min(duration / 2);
     let started = Instant::now();
     wait_until(&mut procs, warmup, "", || Ok(started.elapsed() >= warmup))?;
-    let cpu_at_warmup: Vec<Option<f64>> = procs.iter().map(Proc::cpu_so_far_s).collect();
+    let cpu_at_warmup: Vec<Option<RuntimeSample>> =
+        procs.iter().map(Proc::runtime_sample).collect();
     let steady_started = Instant::now();
     wait_until(&mut procs, duration, "", || {
         Ok(started.elapsed() >= duration)
     })?;
     let steady_s = steady_started.elapsed().as_secs_f64();
-    let cpu_at_end: Vec<Option<f64>> = procs.iter().map(Proc::cpu_so_far_s).collect();
+    let cpu_at_end: Vec<Option<RuntimeSample>> = procs.iter().map(Proc::runtime_sample).collect();
     let rss_at_end: Vec<Option<u64>> = procs.iter().map(Proc::current_rss_kib).collect();
     let names: Vec<String> = procs.iter().map(|p| p.name.clone()).collect();
     let usages = stop(procs)?;
@@ -762,8 +763,8 @@ fn run_idle(
         "stage", "cpu_s", "user_s", "sys_s", "steady_millicores", "rss_MiB", "peak_rss_MiB"
     );
     for (i, usage) in usages.iter().enumerate() {
-        let steady = match (cpu_at_warmup[i], cpu_at_end[i]) {
-            (Some(a), Some(b)) => format!("{:.2}", (b - a) / steady_s * 1000.0),
+        let steady = match (&cpu_at_warmup[i], &cpu_at_end[i]) {
+            (Some(a), Some(b)) => format!("{:.2}", b.seconds_since(a) / steady_s * 1000.0),
             _ => "?".into(),
         };
         let rss = rss_at_end[i].map_or("?".into(), |kib| format!("{:.1}", kib as f64 / 1024.0));
@@ -778,7 +779,7 @@ fn run_idle(
             usage.peak_rss_kib as f64 / 1024.0
         );
     }
-    println!("(cpu_s: spawn to exit, start-up and shutdown included; steady_millicores from /proc/<pid>/stat, 10 ms ticks)");
+    println!("(cpu_s: spawn to exit, start-up and shutdown included, 10 ms ticks; steady_millicores: each thread's time on a CPU, /proc/<pid>/task/*/schedstat)");
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! is `VmHWM` from `/proc/<pid>/status`, sampled while the child runs and until it is a zombie
 //! (when the line disappears); `ru_maxrss` is kept only as a cross-check.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,26 @@ impl Proc {
     /// The child's CPU seconds so far (user + system, from `/proc/<pid>/stat`).
     pub fn cpu_so_far_s(&self) -> Option<f64> {
         sidecar_core::telemetry::cpu_seconds_of(&self.pid.to_string())
+    }
+
+    /// Each live thread's time on a CPU so far, in ns (`/proc/<pid>/task/*/schedstat`): exact,
+    /// where `/proc/<pid>/stat` counts 10 ms ticks, which an idle stage's few wakes a minute
+    /// hit or miss by chance.
+    pub fn runtime_sample(&self) -> Option<RuntimeSample> {
+        let mut threads = HashMap::new();
+        for entry in fs::read_dir(format!("/proc/{}/task", self.pid))
+            .ok()?
+            .flatten()
+        {
+            let Ok(text) = fs::read_to_string(entry.path().join("schedstat")) else {
+                continue; // The thread just exited.
+            };
+            let ns = text.split_whitespace().next().and_then(|n| n.parse().ok());
+            if let (Some(ns), Some(tid)) = (ns, entry.file_name().to_str()) {
+                threads.insert(tid.to_owned(), ns);
+            }
+        }
+        Some(RuntimeSample { threads })
     }
 
     /// Fails, with the tail of its log, if the child has already exited.
@@ -292,5 +313,25 @@ fn clock_ticks_per_second() -> i64 {
         ticks
     } else {
         100
+    }
+}
+
+/// A process's threads' CPU time at one moment ([`Proc::runtime_sample`]).
+#[derive(Debug, Clone)]
+pub struct RuntimeSample {
+    /// Thread id → ns on a CPU.
+    threads: HashMap<String, u64>,
+}
+
+impl RuntimeSample {
+    /// CPU seconds the process used since `earlier`: what each thread alive now ran since
+    /// then (a thread that exited in between is left out: the tokio pool's idle threads).
+    pub fn seconds_since(&self, earlier: &RuntimeSample) -> f64 {
+        let ns: u64 = self
+            .threads
+            .iter()
+            .map(|(tid, now)| now.saturating_sub(earlier.threads.get(tid).copied().unwrap_or(0)))
+            .sum();
+        ns as f64 / 1e9
     }
 }
