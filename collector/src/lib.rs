@@ -315,8 +315,8 @@ struct CollectionStats<'a> {
     files: FilesReport<'a>,
 }
 
-/// The files of a [`sidecar_source::TailPosition`] without the time it was taken, which changes at every
-/// look: the stats file is rewritten only when what it reports changed.
+/// The files of a [`sidecar_source::TailPosition`] without the time it was taken, which
+/// changes at every look: the stats file is rewritten only when what it reports changed.
 #[derive(Debug, Serialize)]
 struct FilesReport<'a> {
     files: &'a [SavedFile],

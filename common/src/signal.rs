@@ -29,6 +29,21 @@ use tokio_util::task::TaskTracker;
 /// the requests they are answering, no longer.
 pub const BACKGROUND_STOP: Duration = Duration::from_secs(1);
 
+/// While every input of a loop is watched, its timed turn (the backstop for an event lost
+/// without notice) comes this many poll intervals apart: the watches' events wake the loop
+/// for everything else, and a lost event the kernel reports (a queue overflow) wakes it too.
+pub const WATCHED_BACKSTOP_FACTOR: u32 = 10;
+
+/// How long a loop with nothing to do may wait for its watches' events: `poll` while some
+/// input is not watched, `poll` × [`WATCHED_BACKSTOP_FACTOR`] while all are.
+pub fn backstop_wait(poll: Duration, all_watched: bool) -> Duration {
+    if all_watched {
+        poll * WATCHED_BACKSTOP_FACTOR
+    } else {
+        poll
+    }
+}
+
 /// The tasks a stage runs beside its loop: its HTTP servers and watches. They are the stage's,
 /// not the runtime's: [`Background::stop`] cancels them all and waits for them (bounded) once
 /// the loop has drained, so `/healthz` and `/metrics` answer through the drain and nothing is

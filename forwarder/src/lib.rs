@@ -409,7 +409,10 @@ fn forward_decoupled(
                 }
             }
         }
-        while result.is_ok() && !wakeup.wait(shared.config.poll_interval * QUIET_WAIT_FACTOR) {
+        // A lane that ends wakes this thread; the timed turn is a backstop.
+        while result.is_ok()
+            && !wakeup.wait(signal::backstop_wait(shared.config.poll_interval, true))
+        {
             if handles.iter().any(|h| h.is_finished()) {
                 break; // A lane failed: stop the others and report it.
             }
@@ -445,11 +448,6 @@ const UNLIMITED_COMMIT_WAIT: Duration = Duration::from_secs(1);
 /// A lane commits once it delivered this much input since its last commit, however soon:
 /// the processor pauses when too much of its journal is unconsumed (`--max-unconsumed`).
 const COMMIT_AFTER_BYTES: usize = 16 << 20;
-/// How many times the poll interval an idle lane waits when the processed journal's commit
-/// file is watched: its events wake the lane at once, so the timed turn only guards against
-/// a missed event, and an idle forwarder wakes every 10 s (or at a sink's `tick_due_in`)
-/// instead of every second (BENCHMARKS.md, "Idle").
-const QUIET_WAIT_FACTOR: u32 = 10;
 
 /// A reader of the processed journal and the sinks it delivers to together.
 struct Lane<'a, 's> {
@@ -524,17 +522,14 @@ impl<'a, 's> Lane<'a, 's> {
             if more {
                 continue;
             }
-            // The commit file watched: its events wake the lane, the timed turn is a backstop.
+            // The commit file watched: its events wake the lane, and an idle forwarder turns
+            // every 10 s or when a sink's timer is due, not every second (BENCHMARKS.md, "Idle").
             let quiet = watching && watcher.is_complete();
             let wait = [self.commit_due_in(), self.tick_due_in()]
                 .into_iter()
                 .flatten()
                 .fold(
-                    if quiet {
-                        config.poll_interval * QUIET_WAIT_FACTOR
-                    } else {
-                        config.poll_interval
-                    },
+                    signal::backstop_wait(config.poll_interval, quiet),
                     Duration::min,
                 );
             if self.wakeup.wait(wait) || self.wakeup.sleep(self.linger) {

@@ -461,17 +461,14 @@ fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Re
         if more {
             continue;
         }
-        // Every input watched: their events wake the loop, and the timed check is a backstop.
+        // Every input watched (the commit file, the rules directory): their events wake the
+        // loop, and an idle processor turns every 10 s, not every second (BENCHMARKS.md, "Idle").
         let quiet = !backpressured
             && watching
             && watcher.is_complete()
             && rules_watcher.as_ref().is_none_or(DirWatcher::is_complete);
         let wait = idle_wait(
-            if quiet {
-                config.poll_interval * QUIET_WAIT_FACTOR
-            } else {
-                config.poll_interval
-            },
+            signal::backstop_wait(config.poll_interval, quiet),
             (!backpressured)
                 .then(|| stage.joiner.next_deadline())
                 .flatten(),
@@ -495,12 +492,6 @@ fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Re
     stage.stats.write(&mut stage.stats_file, &stage.journal);
     Ok(())
 }
-
-/// How many times the poll interval an idle loop waits when every input is watched: the
-/// commit file's and the rules directory's events wake it at once, so the timed turn only
-/// guards against a missed event, and an idle processor wakes every 10 s instead of every
-/// second (BENCHMARKS.md, "Idle").
-const QUIET_WAIT_FACTOR: u32 = 10;
 
 /// How long the loop may wait for input: until the periodic check, a waiting multiline
 /// record's deadline (it must be let go on time even when no input comes) or a held-back

@@ -152,10 +152,7 @@ pub struct TailPosition {
     pub pending: BTreeMap<String, Vec<PendingLine>>,
 }
 
-/// While every directory is watched, the timed listing that backs up its events runs this
-/// many rescan intervals apart: the kernel reports a lost event (queue overflow) itself, which
-/// lists at once.
-pub const WATCHED_BACKSTOP_FACTOR: u32 = 10;
+pub use sidecar_common::signal::WATCHED_BACKSTOP_FACTOR;
 
 /// While some directories are not watched, they are listed this often at most: soon enough
 /// to see a rotation, not on every turn of a busy loop.
@@ -478,10 +475,7 @@ impl Tailer {
                     || f.unseen_since.is_some()
                     || !f.pending.is_empty()
             });
-        match self.listing_watched && !timers {
-            true => interval * WATCHED_BACKSTOP_FACTOR,
-            false => interval,
-        }
+        sidecar_common::signal::backstop_wait(interval, self.listing_watched && !timers)
     }
 
     /// Whether the position changed without records (a file closed, a truncation seen) since
