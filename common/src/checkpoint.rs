@@ -538,13 +538,17 @@ mod tests {
         names: Vec<String>,
     }
 
+    /// A checkpoint holding `n` file names: its size grows with `n`.
+    fn big(n: usize) -> Big {
+        Big {
+            names: (0..n).map(|i| format!("file-{i:05}.log")).collect(),
+        }
+    }
+
     #[test]
     fn a_checkpoint_that_outgrows_its_slots_moves_to_larger_ones_with_both_versions() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("commit.json");
-        let big = |n: usize| Big {
-            names: (0..n).map(|i| format!("file-{i:05}.log")).collect(),
-        };
         let mut file = CheckpointFile::new(path.clone());
         file.store(&big(10), Durability::Fsync).unwrap();
         file.store(&big(1000), Durability::Fsync).unwrap();
@@ -561,9 +565,6 @@ mod tests {
     fn a_checkpoint_that_shrinks_moves_to_smaller_slots_once_both_versions_fit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("commit.json");
-        let big = |n: usize| Big {
-            names: (0..n).map(|i| format!("file-{i:05}.log")).collect(),
-        };
         let mut file = CheckpointFile::new(path.clone());
         file.store(&big(5000), Durability::Fsync).unwrap();
         let large = fs::metadata(&path).unwrap().len();
