@@ -75,8 +75,8 @@ impl Cluster {
         let node = &mut self.nodes[i];
         node.starts += 1;
         fs::create_dir_all(&node.store).unwrap();
-        let log =
-            fs::File::create(self.dir.join(format!("{}.{}.log", node.name, node.starts))).unwrap();
+        let log_path = self.dir.join(format!("{}.{}.log", node.name, node.starts));
+        let log = fs::File::create(&log_path).unwrap();
         let mut command = Command::new(binary);
         command.args(["-a", "127.0.0.1", "-p", &node.port.to_string()]);
         command.args(["-n", &node.name, "--js", "-sd"]);
@@ -99,15 +99,20 @@ impl Cluster {
                 .spawn()
                 .unwrap(),
         );
-        let port = node.port;
+        // Its own word that it is ready, not a connect: a port another process took meanwhile
+        // accepts the connect while this server exits for want of it.
+        let child = node.child.as_mut().unwrap();
+        let ready = wait_until(Duration::from_secs(10), || {
+            let said = fs::read_to_string(&log_path).unwrap_or_default();
+            said.contains("Server is ready") || child.try_wait().is_ok_and(|s| s.is_some())
+        });
+        let said = fs::read_to_string(&log_path).unwrap_or_default();
         assert!(
-            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
-            "nats-server {} did not listen",
-            self.nodes[i].name
+            ready
+                && said.contains("Server is ready")
+                && child.try_wait().is_ok_and(|s| s.is_none()),
+            "nats-server {} did not start:\n{said}",
+            node.name
         );
     }
 
