@@ -719,6 +719,34 @@ common:
             "log_level": "INFO",
         })
     );
+    // Members that collide only with each other: the later wins, and the fields the payload
+    // added before the repeat was found are not left behind twice.
+    let line = r#"{"z":0,"b":1,"a":2,"b":3}"#;
+    assert_eq!(
+        enrich(&rules, "x.log", line),
+        json!({
+            "line": line,
+            "id": "kept",
+            "z": 0,
+            "a": 2,
+            "b": 3,
+            "log_category": "unknown",
+            "log_level": "INFO",
+        })
+    );
+    let overwriting = yaml(
+        r#"
+version: 1
+common:
+  - set: {field: id, value: kept}
+  - json: {field: line, overwrite: true}
+"#,
+    );
+    let line = r#"{"id":1,"b":1,"id":2,"b":3}"#;
+    assert_eq!(
+        enrich(&overwriting, "x.log", line),
+        json!({"line": line, "id": 2, "b": 3, "log_category": "unknown", "log_level": "INFO"})
+    );
     for (text, kind) in [
         ("null", "null"),
         ("true", "boolean"),
