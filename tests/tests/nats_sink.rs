@@ -16,7 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer, stream};
-use e2e_tests::{exactly_once, free_port, require_program, wait_until, Pod, StageKind, Writer};
+use e2e_tests::{
+    exactly_once, free_port, free_ports, require_program, wait_until, Pod, StageKind, Writer,
+};
 use serde_json::Value;
 
 const STREAM: &str = "LOGS";
@@ -41,11 +43,13 @@ struct Cluster {
 
 impl Cluster {
     fn start(dir: &Path, size: usize) -> Self {
+        // Taken together: ports taken one by one can repeat once released.
+        let ports = free_ports(2 * size);
         let nodes = (1..=size)
             .map(|i| Node {
                 name: format!("n{i}"),
-                port: free_port(),
-                cluster_port: free_port(),
+                port: ports[2 * i - 2],
+                cluster_port: ports[2 * i - 1],
                 store: dir.join(format!("n{i}")),
                 child: None,
                 starts: 0,
