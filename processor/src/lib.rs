@@ -567,7 +567,6 @@ impl Output<'_> {
         match self.rules.apply_matched(&matched, &mut record) {
             Verdict::Keep => {
                 self.stats.count(&record);
-                record.sort();
                 match self.node.as_deref_mut() {
                     None => {
                         let extras = &self.extras;
@@ -595,10 +594,9 @@ impl Output<'_> {
     }
 
     /// A record that skips the rules (an undecodable journal line).
-    fn keep_raw(&mut self, mut record: Fields) {
+    fn keep_raw(&mut self, record: Fields) {
         self.emitted += 1;
         self.stats.count(&record);
-        record.sort();
         let extras = [self.shared.processed_at()];
         self.journal
             .push_with(|out| encode::write_fields_with(out, &record, &extras));

@@ -66,11 +66,9 @@ pub fn write_object_with(
     write_pairs_with(out, object.iter().map(|(k, v)| (k.as_str(), v)), extra);
 }
 
-/// As [`write_object_with`], for a record's [`Fields`], which must be sorted
-/// ([`Fields::sort`]).
+/// As [`write_object_with`], for a record's [`Fields`] in whatever order they are.
 pub fn write_fields_with(out: &mut Vec<u8>, fields: &Fields, extra: &[(&str, &[u8])]) {
-    debug_assert!(fields.is_sorted(), "fields sorted by key");
-    write_pairs_with(out, fields.iter(), extra);
+    write_pairs_with(out, fields.iter_in_key_order(), extra);
 }
 
 fn write_pairs_with<'a>(
@@ -227,6 +225,17 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             serde_json::to_string(&expected).unwrap()
+        );
+        let mut fields = Fields::new();
+        for (key, value) in object.iter().rev() {
+            fields.insert(key.as_str(), value.clone());
+        }
+        let mut from_fields = Vec::new();
+        write_fields_with(&mut from_fields, &fields, &extras);
+        assert_eq!(
+            String::from_utf8(from_fields).unwrap(),
+            serde_json::to_string(&expected).unwrap(),
+            "fields in reverse order are written in key order"
         );
         let mut out = Vec::new();
         write_object_with(&mut out, &serde_json::Map::new(), &extras[..1]);
