@@ -928,8 +928,8 @@ pub fn enrich(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Map<St
     enrich_fields(rules, line, processed_at).map(Fields::into_map)
 }
 
-/// As [`enrich`], the record's fields as the stage holds them (unsorted; [`Fields::sort`]
-/// them before writing).
+/// As [`enrich`], the record's fields as the stage holds them (in insertion order;
+/// `encode::write_fields_with` writes them in key order).
 pub fn enrich_fields(rules: &RuleSet, line: &[u8], processed_at: &str) -> Option<Fields> {
     let mut record = match CollectedRecord::decode(line) {
         Ok(collected) => {

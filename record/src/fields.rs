@@ -13,8 +13,8 @@
 //! only; with `String` names a name was half of a record's 38 allocations.
 //!
 //! Easy to get wrong: order. The list is in insertion order (a removal moves the last field
-//! into the gap); whatever writes the record out sorts it first ([`Fields::sort`]), so output
-//! is in key order, byte for byte what a `serde_json::Map` gave.
+//! into the gap); a record is written out through [`Fields::iter_in_key_order`], so output is
+//! in key order, byte for byte what a `serde_json::Map` gave.
 
 use std::cmp::Ordering;
 
@@ -50,13 +50,6 @@ impl KeyOrder {
         match self {
             Self::Stack(items) => usize::from(items[i]),
             Self::Heap(items) => items[i],
-        }
-    }
-
-    fn set(&mut self, i: usize, index: usize) {
-        match self {
-            Self::Stack(items) => items[i] = u8::try_from(index).expect("a stack order's index"),
-            Self::Heap(items) => items[i] = index,
         }
     }
 }
@@ -113,6 +106,7 @@ fn head(bytes: &[u8]) -> u64 {
 
 /// Whether `stored` is `key`, given that their tags are equal: the tag covers the first eight
 /// bytes, so only the length and what follows them are left to compare.
+///
 /// Up to sixteen bytes the rest is compared as one more head, not through `memcmp`.
 fn same_key_past_tag(stored: &str, key: &str) -> bool {
     let (stored, key) = (stored.as_bytes(), key.as_bytes());
@@ -244,7 +238,7 @@ impl Fields {
         self.tags.truncate(kept);
     }
 
-    /// The fields, in their current order (insertion order until [`Fields::sort`]).
+    /// The fields, in insertion order (a removal moves the last field into the gap).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.entries.iter().map(|e| (e.key.as_str(), &e.value))
     }
@@ -256,35 +250,9 @@ impl Fields {
             .map(|e| (e.key.as_str(), &mut e.value))
     }
 
-    /// Whether the fields are in key order (after [`Fields::sort`], until the next insert).
-    pub fn is_sorted(&self) -> bool {
-        self.entries.windows(2).all(|w| w[0].key <= w[1].key)
-    }
-
-    /// Puts the fields in key order.
-    pub fn sort(&mut self) {
-        let n = self.tags.len();
-        let mut order = self.key_order();
-        // Applied by following the order's cycles: a swap per misplaced field at most, where
-        // sorting the fields themselves swapped 56-byte entries once per inversion.
-        for start in 0..n {
-            let mut current = start;
-            loop {
-                let next = order.at(current);
-                order.set(current, current);
-                if next == start {
-                    break;
-                }
-                self.tags.swap(current, next);
-                self.entries.swap(current, next);
-                current = next;
-            }
-        }
-    }
-
-    /// The fields in key order, left where they are: a record is written this way, so the
-    /// fields are never moved to sort them (moving them was half of the sort's cost, which
-    /// was 4 % of the processor's CPU).
+    /// The fields in key order, left where they are: a record is written this way. The order
+    /// is worked out on a list of indexes; moving the 56-byte fields themselves into it cost
+    /// more than the comparisons (BENCHMARKS.md).
     pub fn iter_in_key_order(&self) -> impl Iterator<Item = (&str, &Value)> {
         let order = self.key_order();
         (0..self.entries.len()).map(move |i| {
@@ -442,8 +410,7 @@ mod tests {
         *fields.get_mut("process").unwrap() = json!(true);
         fields.retain(|key, _| key != "timestamp");
         let map: Map<String, Value> = fields.clone().into_map();
-        fields.sort();
-        let order: Vec<&str> = fields.iter().map(|(k, _)| k).collect();
+        let order: Vec<&str> = fields.iter_in_key_order().map(|(k, _)| k).collect();
         let expected: Vec<&str> = map.keys().map(String::as_str).collect();
         assert_eq!(order, expected, "sorted as a BTreeMap sorts");
         assert_eq!(
@@ -455,7 +422,7 @@ mod tests {
     }
 
     #[test]
-    fn any_insertion_order_sorts_into_key_order_short_or_long() {
+    fn any_insertion_order_comes_out_in_key_order_short_or_long() {
         let keys: Vec<String> = (0..300)
             .map(|i| format!("k{:03}_{}", (i * 7919) % 300, i % 3))
             .collect();
@@ -467,19 +434,10 @@ mod tests {
                     fields.insert(key.as_str(), json!(i));
                     expected.insert(key.clone(), json!(i));
                 }
-                let wanted: Vec<&str> = expected.keys().map(String::as_str).collect();
                 let in_order: Vec<(&str, &Value)> = fields.iter_in_key_order().collect();
-                let expected_pairs: Vec<(&str, &Value)> =
+                let wanted: Vec<(&str, &Value)> =
                     expected.iter().map(|(k, v)| (k.as_str(), v)).collect();
-                assert_eq!(in_order, expected_pairs, "{n} fields rotated by {rotate}");
-                fields.sort();
-                assert!(fields.is_sorted(), "{n} fields rotated by {rotate}");
-                assert_eq!(fields.clone().into_map(), expected);
-                let sorted: Vec<&str> = fields.iter().map(|(k, _)| k).collect();
-                assert_eq!(sorted, wanted);
-                for (key, value) in &expected {
-                    assert_eq!(fields.get(key), Some(value), "tags moved with their fields");
-                }
+                assert_eq!(in_order, wanted, "{n} fields rotated by {rotate}");
             }
         }
     }

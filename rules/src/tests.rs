@@ -719,8 +719,7 @@ common:
             "log_level": "INFO",
         })
     );
-    // Members that collide only with each other: the later wins, and the fields the payload
-    // added before the repeat was found are not left behind twice.
+    // Members that repeat without colliding with a field: the later wins.
     let line = r#"{"z":0,"b":1,"a":2,"b":3}"#;
     assert_eq!(
         enrich(&rules, "x.log", line),
