@@ -26,7 +26,7 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use sidecar_core::access::{self, Access, AccessFlags, Tokens};
 use sidecar_core::config::ByteSize;
-use sidecar_core::journal::{Cursor, JournalError, Position};
+use sidecar_core::journal::{Cursor, JournalError, Position, COMMIT_FILE};
 use sidecar_core::query::index::{IndexSnapshot, SourceIndex};
 use sidecar_core::query::request::{self, LogsRequest, QueryLimits};
 use sidecar_core::query::scan::{self, Follower};
@@ -254,8 +254,10 @@ pub async fn serve(
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let (tx, commits) = watch::channel(0u64);
-    // File events in the journal (a commit writes commit.json) wake the followers at once.
-    let watcher = DirWatcher::start_with([dir], &Wakeup::new(), move |_| {
+    // A commit (a write of commit.json) wakes the followers at once. Only the commit file is
+    // watched: a watch on the whole directory woke this thread for every segment write as well,
+    // two or three times per commit at a steady rate, with or without followers.
+    let watcher = DirWatcher::start_for_file_with([dir], &Wakeup::new(), COMMIT_FILE, move |_| {
         tx.send_modify(|n| *n = n.wrapping_add(1));
     });
     let state = ApiState {

@@ -165,8 +165,24 @@ impl DirWatcher {
         wakeup: &Wakeup,
         file_name: &'static str,
     ) -> Self {
+        Self::start_for_file_with(dirs, wakeup, file_name, |_| {})
+    }
+
+    /// As [`DirWatcher::start_for_file`], and also hands each event that wakes to `on_event`
+    /// (on the watcher's thread, before the wake).
+    pub fn start_for_file_with<'a>(
+        dirs: impl IntoIterator<Item = &'a Path>,
+        wakeup: &Wakeup,
+        file_name: &'static str,
+        on_event: impl Fn(&WatchEvent) + Send + 'static,
+    ) -> Self {
         let wakes = move |event: &WatchEvent| {
-            event.kind == WatchKind::Lost || event.path.file_name() == Some(OsStr::new(file_name))
+            let wakes = event.kind == WatchKind::Lost
+                || event.path.file_name() == Some(OsStr::new(file_name));
+            if wakes {
+                on_event(event);
+            }
+            wakes
         };
         Self::start_filtered(dirs, wakeup, Some(file_name), Box::new(wakes))
     }
@@ -581,11 +597,18 @@ mod tests {
     fn a_watch_for_one_file_wakes_on_that_file_only_even_when_it_comes_later() {
         let dir = tempfile::tempdir().unwrap();
         let w = Wakeup::new();
-        let _watcher = DirWatcher::start_for_file([dir.path()], &w, "commit.json");
+        let handed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = handed.clone();
+        let _watcher =
+            DirWatcher::start_for_file_with([dir.path()], &w, "commit.json", move |_| {
+                counter.fetch_add(1, Ordering::Relaxed);
+            });
         let quiet = |what: &str| {
             let t = Instant::now();
+            let before = handed.load(Ordering::Relaxed);
             w.wait(Duration::from_millis(300));
             assert!(t.elapsed() >= Duration::from_millis(300), "woken by {what}");
+            assert_eq!(handed.load(Ordering::Relaxed), before, "{what} handed over");
         };
         let woken = |what: &str| {
             let t = Instant::now();
@@ -613,8 +636,13 @@ mod tests {
             .write(true)
             .open(dir.path().join("commit.json"))
             .unwrap();
+        let before = handed.load(Ordering::Relaxed);
         std::io::Write::write_all(&mut commit, b"{\"n\":1}").unwrap();
         woken("a commit stored in place");
+        assert!(
+            handed.load(Ordering::Relaxed) > before,
+            "the commit's event handed over"
+        );
     }
 
     #[test]
