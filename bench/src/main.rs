@@ -111,9 +111,13 @@ struct Cli {
     /// directory (b) at the same time, one core each, on one collected journal of --lines,
     /// for --rounds rounds; prints each side's CPU and the mean difference. For a change to
     /// the processor's per-record work on a machine whose runs of one binary vary more than it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "forwarder_against")]
     processor_against: Option<PathBuf>,
-    /// Rounds of --processor-against (which one starts first alternates).
+    /// As --processor-against, for the forwarder: both on one processed journal, each with its
+    /// own file sink (per source, closed files gzipped), until each has read it all.
+    #[arg(long)]
+    forwarder_against: Option<PathBuf>,
+    /// Rounds of --processor-against or --forwarder-against (which one starts first alternates).
     #[arg(long, default_value_t = 4)]
     rounds: usize,
 }
@@ -235,8 +239,12 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    if let Some(other) = &cli.processor_against {
-        paired::run(&setup, tmp.path(), &cli, other)?;
+    let against = [
+        (paired::Stage::Processor, &cli.processor_against),
+        (paired::Stage::Forwarder, &cli.forwarder_against),
+    ];
+    if let Some((stage, Some(other))) = against.into_iter().find(|(_, dir)| dir.is_some()) {
+        paired::run(&setup, tmp.path(), &cli, stage, other)?;
         if cli.keep {
             println!("\nkept {}", tmp.keep().display());
         }

@@ -1,14 +1,17 @@
-//! `--processor-against DIR`: the processor of `--bin-dir` and the one in `DIR`, run at the
-//! same time on the same collected journal, one core each, for a few rounds.
+//! `--processor-against DIR` and `--forwarder-against DIR`: that stage of `--bin-dir` and the
+//! one in `DIR`, run at the same time on the same input journal, one core each, for a few
+//! rounds.
 //!
 //! Why side by side: on a shared VM two runs of one binary a minute apart differ by up to a
-//! fifth, far more than most changes to the processor's per-record work. Two processes run at
-//! once see the same machine, so the difference between them is the change's (a few per cent
-//! apart from run to run on the machine of BENCHMARKS.md). Which one is spawned first
-//! alternates between rounds.
+//! fifth, far more than most changes to a stage's per-record work. Two processes run at once
+//! see the same machine, so the difference between them is the change's (a few per cent apart
+//! from run to run on the machine of BENCHMARKS.md). Which one is spawned first alternates
+//! between rounds.
 //!
-//! Each side gets the collected journal of one collector run: its segments hard-linked (the
-//! processor only reads them) and its commit file copied, so neither sees the other's cursor.
+//! Each side gets the journal of one upstream run (the collector's for the processor, the
+//! processor's for the forwarder): its segments hard-linked (the stage only reads them) and its
+//! commit file copied, so neither sees the other's cursor. The forwarders each write their own
+//! file sink output, closed files gzipped as by default.
 
 use std::fs;
 use std::path::Path;
@@ -16,22 +19,66 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use crate::process::{Proc, Usage};
-use crate::{check_count, observe, processor_args, stop, wait_until, Cli, RunDirs, Setup};
+use crate::{
+    check_count, forwarder_args, observe, processor_args, stop, wait_until, Cli, RunDirs, Setup,
+};
+
+/// The stage compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    Processor,
+    Forwarder,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Processor => "processor",
+            Self::Forwarder => "forwarder",
+        }
+    }
+
+    /// The stage's own binary in `setup` (side a).
+    fn binary(self, setup: &Setup) -> &Path {
+        match self {
+            Self::Processor => &setup.processor,
+            Self::Forwarder => &setup.forwarder,
+        }
+    }
+
+    /// The journal the stage reads, in `dirs`.
+    fn input(self, dirs: &RunDirs) -> &Path {
+        match self {
+            Self::Processor => &dirs.collected,
+            Self::Forwarder => &dirs.processed,
+        }
+    }
+}
 
 /// Runs the rounds and prints each side's CPU per round and on average.
-pub(crate) fn run(setup: &Setup, tmp: &Path, cli: &Cli, other_dir: &Path) -> anyhow::Result<()> {
-    let other = other_dir.join("processor");
+pub(crate) fn run(
+    setup: &Setup,
+    tmp: &Path,
+    cli: &Cli,
+    stage: Stage,
+    other_dir: &Path,
+) -> anyhow::Result<()> {
+    let name = stage.name();
+    let other = other_dir.join(name);
     anyhow::ensure!(
         other.is_file(),
-        "--processor-against: {} not found",
+        "--{name}-against: {} not found",
         other.display()
     );
     anyhow::ensure!(cli.rounds > 0, "--rounds: must be at least 1");
     let (stages, generated, _) = crate::collect_input(setup, tmp, cli)?;
     let n = generated.total_lines();
-    let sides = [setup.processor.as_path(), other.as_path()];
+    if stage == Stage::Forwarder {
+        crate::run_processor(setup, &stages, &generated)?;
+    }
+    let sides = [stage.binary(setup), other.as_path()];
     println!(
-        "\nprocessor alone, a = {}, b = {}, both at once on one collected journal of {n} records",
+        "\n{name} alone, a = {}, b = {}, both at once on one journal of {n} records",
         sides[0].display(),
         sides[1].display()
     );
@@ -39,7 +86,8 @@ pub(crate) fn run(setup: &Setup, tmp: &Path, cli: &Cli, other_dir: &Path) -> any
     let mut all: [Vec<Usage>; 2] = [Vec::new(), Vec::new()];
     for round in 0..cli.rounds {
         let first = round % 2;
-        let usages = run_round(setup, tmp, &stages.collected, sides, first, round, n)?;
+        let input = stage.input(&stages);
+        let usages = run_round(setup, tmp, stage, input, sides, first, round, n)?;
         println!(
             "{:>5}  {:>5}  {:>22}  {:>22}",
             round + 1,
@@ -68,17 +116,20 @@ pub(crate) fn run(setup: &Setup, tmp: &Path, cli: &Cli, other_dir: &Path) -> any
     Ok(())
 }
 
-/// One round: both processors spawned (`first` of `sides` first) and run until each has
-/// committed all `n` records. Returns the usages in the order of `sides`.
+/// One round: both sides spawned (`first` of `sides` first) and run until each has taken in
+/// all `n` records. Returns the usages in the order of `sides`.
+#[allow(clippy::too_many_arguments)]
 fn run_round(
     setup: &Setup,
     tmp: &Path,
-    collected: &Path,
+    stage: Stage,
+    input: &Path,
     sides: [&Path; 2],
     first: usize,
     round: usize,
     n: u64,
 ) -> anyhow::Result<[Usage; 2]> {
+    let stage_name = stage.name();
     let order = [first, 1 - first];
     let mut dirs = Vec::new();
     let mut procs = Vec::new();
@@ -88,29 +139,43 @@ fn run_round(
             tmp.join(format!("paired-{round}-{name}")),
             &tmp.join("logs"),
         )?;
-        share_journal(collected, &run.collected)?;
-        let args = processor_args(setup, &run, Some("100GiB"));
-        let log = run.root.join("processor.log");
+        share_journal(input, stage.input(&run))?;
+        let args = match stage {
+            Stage::Processor => processor_args(setup, &run, Some("100GiB")),
+            Stage::Forwarder => forwarder_args(setup, &run)?,
+        };
+        let log = run.root.join(format!("{stage_name}.log"));
         procs.push(Proc::spawn(
-            &format!("processor {name}"),
+            &format!("{stage_name} {name}"),
             sides[side],
             &args,
             &log,
         )?);
         dirs.push(run);
     }
+    let end = match stage {
+        Stage::Forwarder => {
+            Some(observe::commit(input).context("the input journal has no commit")?)
+        }
+        Stage::Processor => None,
+    };
     wait_until(
         &mut procs,
         setup.timeout,
-        "both processors to finish",
+        &format!("both {stage_name}s to finish"),
         || {
             let mut done = true;
             for run in &dirs {
-                done &= check_count(
-                    observe::commit(&run.processed).map(|c| c.records),
-                    n,
-                    "processed",
-                )?;
+                done &= match &end {
+                    None => check_count(
+                        observe::commit(&run.processed).map(|c| c.records),
+                        n,
+                        "processed",
+                    )?,
+                    Some(commit) => {
+                        observe::cursor(&run.processed, "forwarder") == Some(commit.end)
+                    }
+                };
             }
             Ok(done)
         },
@@ -131,8 +196,8 @@ fn run_round(
     })
 }
 
-/// A collected journal a processor can read as its own: the segments linked, the commit files
-/// copied, no reader cursors.
+/// A journal a stage can read as its own: the segments linked, the commit files copied, no
+/// reader cursors.
 fn share_journal(from: &Path, to: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(to.join(sidecar_journal::READERS_DIR))
         .with_context(|| format!("creating {}", to.display()))?;
