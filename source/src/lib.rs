@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use xxhash_rust::xxh3::xxh3_64;
 
-use sidecar_common::signal::{WatchEvent, WatchKind};
+use sidecar_common::signal::{backstop_wait, WatchEvent, WatchKind, WATCHED_BACKSTOP_FACTOR};
 use sidecar_record::{CollectedRecordOut, ContainerOrigin, LineFlags, RecordId};
 
 pub mod container;
@@ -151,8 +151,6 @@ pub struct TailPosition {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending: BTreeMap<String, Vec<PendingLine>>,
 }
-
-pub use sidecar_common::signal::WATCHED_BACKSTOP_FACTOR;
 
 /// While some directories are not watched, they are listed this often at most: soon enough
 /// to see a rotation, not on every turn of a busy loop.
@@ -475,7 +473,7 @@ impl Tailer {
                     || f.unseen_since.is_some()
                     || !f.pending.is_empty()
             });
-        sidecar_common::signal::backstop_wait(interval, self.listing_watched && !timers)
+        backstop_wait(interval, self.listing_watched && !timers)
     }
 
     /// Whether the position changed without records (a file closed, a truncation seen) since
