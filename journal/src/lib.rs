@@ -6,9 +6,11 @@
 //! end; each reader publishes how far it has consumed in `readers/<name>.json`, which is what
 //! retention and backpressure go by.
 //!
-//! Easy to get wrong: the order of a commit. A batch is appended and fsynced *before* the commit
-//! file is replaced; after a crash the writer cuts the journal back to the committed end and
-//! resumes its input from the committed input position, so nothing is lost or repeated.
+//! Easy to get wrong: the order of a commit. A batch is appended with its commit [`marker`]
+//! after it and fsynced *before* the commit file is written; after a crash the writer cuts the
+//! journal back to the last commit (the commit file's, or a later marker's when a power loss
+//! left the file behind) and resumes its input from that commit's input position, so nothing
+//! is lost or repeated.
 
 #![warn(missing_docs)]
 
@@ -31,12 +33,20 @@ use sidecar_common::checkpoint::{self, CheckpointError, CheckpointFile, Durabili
 use sidecar_common::signal::Wakeup;
 use sidecar_common::time::timestamp_now;
 
+mod marker;
+
+pub use marker::is_marker;
+
 /// The commit file's name inside a journal directory.
 pub const COMMIT_FILE: &str = "commit.json";
 /// The directory inside a journal where readers publish their cursors.
 pub const READERS_DIR: &str = "readers";
-/// The on-disk format version of commit and cursor files.
+/// The on-disk format version of cursor files.
 pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version of the commit file: 2 since segments hold commit markers (a
+/// stage that does not skip them refuses the journal by this version rather than read them
+/// as records).
+pub const COMMIT_VERSION: u32 = 2;
 
 const SEGMENT_PREFIX: &str = "segment-";
 const SEGMENT_SUFFIX: &str = ".ndjson";
@@ -120,7 +130,7 @@ pub struct Position {
 /// The content of `commit.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Commit<I> {
-    /// Format version, [`FORMAT_VERSION`].
+    /// Format version, [`COMMIT_VERSION`] (1 for commits written before markers).
     pub version: u32,
     /// The committed end of the journal.
     pub end: Position,
@@ -340,7 +350,7 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     pub fn open(dir: &Path, options: JournalOptions) -> Result<(Self, Option<I>), JournalError> {
         fs::create_dir_all(dir.join(READERS_DIR)).map_err(io_err(dir))?;
         let commit_path = dir.join(COMMIT_FILE);
-        let (commit, recovery) = match checkpoint::load_or_backup::<Commit<I>>(&commit_path) {
+        let (commit, mut recovery) = match checkpoint::load_or_backup::<Commit<I>>(&commit_path) {
             Ok(None) => (None, Recovery::None),
             Ok(Some(Loaded::Current(c))) => (Some(c), Recovery::None),
             Ok(Some(Loaded::Backup { value, error })) => {
@@ -355,14 +365,27 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             Err(error) => return Err(error.into()),
         };
         if let Some(c) = &commit {
-            checkpoint::check_version(&commit_path, c.version, FORMAT_VERSION)?;
+            check_commit_version(&commit_path, c.version)?;
         }
-        let (mut end, records, input) = match commit {
+        let (mut end, mut records, mut input) = match commit {
             Some(c) => (c.end, c.records, Some(c.input)),
             None => (Position::default(), 0, None),
         };
+        let markers_from = match recovery {
+            Recovery::FromNothing => None,
+            _ => Some(end),
+        };
+        if let Some(found) = marker::last_commit::<I>(dir, markers_from)? {
+            if found.end > end {
+                warn!(commit_file_end = ?end, marker_end = ?found.end, "The commit file is behind the journal's last commit marker (lost or torn in a power loss); resuming from the marker.");
+                end = found.end;
+                records = found.marker.records;
+                input = Some(found.marker.input);
+                recovery = Recovery::FromMarker;
+            }
+        }
         match recovery {
-            Recovery::None | Recovery::FromBackup => {
+            Recovery::None | Recovery::FromBackup | Recovery::FromMarker => {
                 end = keep_consumed_records(dir, end, &options.readers);
             }
             Recovery::FromNothing => end = keep_complete_records(dir, end)?,
@@ -384,8 +407,10 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             unconsumed_bytes: 0,
             _input: PhantomData,
         };
-        if let (Recovery::FromBackup | Recovery::FromNothing, Some(input)) = (recovery, &input) {
-            // Replace the corrupt file at once, so readers see the records that were kept.
+        if let (Recovery::FromBackup | Recovery::FromNothing | Recovery::FromMarker, Some(input)) =
+            (recovery, &input)
+        {
+            // Replace the corrupt or stale file at once, so readers see the records kept.
             writer.commit(input)?;
         }
         Ok((writer, input))
@@ -398,10 +423,13 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
         self.buffered_records += 1;
     }
 
-    /// Adds one record that writes its own JSON line (no newline) into the pending batch: the
-    /// hot paths, whose records are written without serde.
+    /// Adds one record that writes its own line (no newline, not starting with `#`, which
+    /// marks a commit) into the pending batch: the hot paths, whose records are written
+    /// without serde.
     pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.buffer.len();
         write(&mut self.buffer);
+        debug_assert!(!is_marker(&self.buffer[start..]), "a record must not start with '#'");
         self.buffer.push(b'\n');
         self.buffered_records += 1;
     }
@@ -480,37 +508,50 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     }
 
     fn try_commit(&mut self, input: &I) -> Result<(), JournalError> {
-        if !self.buffer.is_empty() {
-            if self.end.offset >= self.options.segment_max_bytes {
-                self.roll_segment()?;
-            }
-            let path = segment_path(&self.dir, self.end.segment);
-            self.segment
-                .write_all(&self.buffer)
-                .map_err(io_err(&path))?;
-            if self.options.durability == Durability::Fsync {
-                self.segment.sync_data().map_err(io_err(&path))?;
-            }
+        if self.end.offset >= self.options.segment_max_bytes {
+            self.roll_segment()?;
         }
+        let records = self.records + self.buffered_records;
+        let committed_at = timestamp_now();
+        let batch_len = self.buffer.len();
+        marker::append(&mut self.buffer, self.end, records, &committed_at, input);
+        let written = self.write_buffer();
         let end = Position {
             segment: self.end.segment,
             offset: self.end.offset + self.buffer.len() as u64,
         };
+        self.buffer.truncate(batch_len);
+        written?;
         let commit = Commit {
-            version: FORMAT_VERSION,
+            version: COMMIT_VERSION,
             end,
-            records: self.records + self.buffered_records,
-            committed_at: timestamp_now(),
+            records,
+            committed_at,
             input,
         };
-        self.commit_file.store(&commit, self.options.durability)?;
+        // The marker's flush made the commit durable: the file is for readers, who read the
+        // page cache, and a power loss that leaves it behind is made good by the markers.
+        self.commit_file.store(&commit, Durability::PageCache)?;
         self.metrics.commits.inc();
         self.metrics.records.inc_by(self.buffered_records);
-        self.metrics.bytes.inc_by(self.buffer.len() as u64);
+        self.metrics.bytes.inc_by(end.offset - self.end.offset);
         self.end = end;
-        self.records = commit.records;
+        self.records = records;
         self.buffer.clear();
         self.buffered_records = 0;
+        Ok(())
+    }
+
+    /// Appends the buffer (a batch and its marker) to the segment and flushes it: the one
+    /// device flush of a commit.
+    fn write_buffer(&mut self) -> Result<(), JournalError> {
+        let path = segment_path(&self.dir, self.end.segment);
+        self.segment
+            .write_all(&self.buffer)
+            .map_err(io_err(&path))?;
+        if self.options.durability == Durability::Fsync {
+            self.segment.sync_data().map_err(io_err(&path))?;
+        }
         Ok(())
     }
 
@@ -519,8 +560,11 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
             segment: self.end.segment + 1,
             offset: 0,
         };
-        // The new segment's directory entry becomes durable with the commit's directory fsync.
         self.segment = open_segment_at(&self.dir, next)?;
+        // The new segment's name must outlive a power loss as its markers do.
+        if self.options.durability == Durability::Fsync {
+            checkpoint::sync_dir(&self.dir).map_err(io_err(&self.dir))?;
+        }
         self.end = next;
         self.housekeeping_at = None;
         Ok(())
@@ -686,7 +730,7 @@ impl JournalReader {
         let Some((version, end)) = commit.map(Loaded::into_value) else {
             return Ok(None);
         };
-        checkpoint::check_version(&path, version, FORMAT_VERSION)?;
+        check_commit_version(&path, version)?;
         Ok(Some(end))
     }
 
@@ -787,6 +831,14 @@ impl JournalReader {
     }
 }
 
+/// Commits of version 1 (before markers) read as they are: their segments hold no markers.
+fn check_commit_version(path: &Path, version: u32) -> Result<(), CheckpointError> {
+    match version {
+        1 => Ok(()),
+        _ => checkpoint::check_version(path, version, COMMIT_VERSION),
+    }
+}
+
 /// A commit's `version` and `end`, read without parsing the writer's input after them: a
 /// collector's input lists every file it tails (256 KiB for a thousand files), and skipping
 /// it with `serde_json` at every batch was a fifth of the processor (BENCHMARKS.md, "Many
@@ -822,15 +874,16 @@ pub fn bytes_between(dir: &Path, from: Position, end: Position) -> u64 {
     bytes
 }
 
-/// The records of a batch as [`JournalReader::read_batch`] fills it: each non-empty line with
-/// the batch offset of its first byte.
+/// The records of a batch as [`JournalReader::read_batch`] fills it: each non-empty line that
+/// is not a commit marker, with the batch offset of its first byte.
 pub fn records_with_offsets(batch: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     let ends = memchr::memchr_iter(b'\n', batch).chain(std::iter::once(batch.len()));
     let mut start = 0;
     ends.filter_map(move |end| {
         let at = start;
         start = end + 1;
-        (end > at).then(|| (at, &batch[at..end]))
+        let line = &batch[at..end];
+        (!line.is_empty() && !is_marker(line)).then_some((at, line))
     })
 }
 
@@ -874,6 +927,8 @@ enum Recovery {
     FromBackup,
     /// Both were corrupt.
     FromNothing,
+    /// A commit marker in the segments is newer than the commit file (or stands in for it).
+    FromMarker,
 }
 
 /// At open, before cutting what is past the commit. Records past the commit's end were never
@@ -971,12 +1026,7 @@ mod tests {
         let mut buf = Vec::new();
         while reader.read_batch(end, 64, &mut buf).unwrap() > 0 {
             assert_eq!(buf.last(), Some(&b'\n'), "batches end on a record boundary");
-            lines.extend(
-                String::from_utf8(buf.clone())
-                    .unwrap()
-                    .lines()
-                    .map(str::to_owned),
-            );
+            lines.extend(records(&buf).map(|r| String::from_utf8(r.to_vec()).unwrap()));
         }
         (lines, reader.position())
     }
@@ -1099,7 +1149,9 @@ mod tests {
         fs::write(segment_path(dir.path(), 1), b"{\"n\":4}\n").unwrap();
         let (w, input) = JournalWriter::<String>::open(dir.path(), opts(1 << 20)).unwrap();
         assert_eq!(input.as_deref(), Some("input-1"));
-        assert_eq!(fs::read(&seg).unwrap(), b"{\"n\":1}\n");
+        let kept = fs::read(&seg).unwrap();
+        assert_eq!(records(&kept).collect::<Vec<_>>(), [b"{\"n\":1}"]);
+        assert!(kept.ends_with(b"}\n") && is_marker(kept.split(|&b| b == b'\n').nth(1).unwrap()));
         assert!(!segment_path(dir.path(), 1).exists());
         assert_eq!(w.committed_records(), 1);
     }
@@ -1144,7 +1196,7 @@ mod tests {
         );
         assert!(decode_commit_end(br#"{"version":1,"input":{}}"#).is_err());
         // A commit of a newer version is refused by name, as before.
-        let newer = br#"{"version":2,"end":{"segment":0,"offset":8},"records":1,"committed_at":"","input":null}"#;
+        let newer = br#"{"version":3,"end":{"segment":0,"offset":8},"records":1,"committed_at":"","input":null}"#;
         fs::write(dir.path().join(COMMIT_FILE), newer).unwrap();
         fs::remove_file(dir.path().join("commit.json.backup")).ok();
         let err = reader.committed_end().unwrap_err().to_string();
@@ -1254,8 +1306,11 @@ mod tests {
         fs::write(dir.path().join(COMMIT_FILE), b"\0\0\0").unwrap();
         let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
         assert_eq!(input, Some(3), "the input of the last commit");
-        assert_eq!(w.end(), ends, "the uncommitted records are cut");
-        assert_eq!(read_all(dir.path(), Position::default()).0.len(), 3);
+        assert_eq!(w.committed_records(), 3);
+        let (lines, read_to) = read_all(dir.path(), Position::default());
+        assert_eq!(lines.len(), 3, "the uncommitted records are cut");
+        // The file was written again at once, with a commit of no records after the last.
+        assert!(read_to > ends && read_to == w.end());
     }
 
     #[test]
@@ -1273,14 +1328,15 @@ mod tests {
             ..opts(1 << 20)
         };
         let (w, input) = JournalWriter::<u32>::open(dir.path(), options).unwrap();
-        assert_eq!(input, Some(2), "the input of the backup's commit");
-        // The reader read record 3 already: it stays; the uncommitted and torn ones go.
-        assert_eq!(w.end(), ends);
+        // The backup names commit 2; the marker after record 3 names commit 3.
+        assert_eq!(input, Some(3), "the input of the last commit, from its marker");
+        assert_eq!(w.committed_records(), 3);
+        assert!(w.end() > ends);
         assert_eq!(read_all(dir.path(), Position::default()).0.len(), 3);
     }
 
     #[test]
-    fn a_corrupt_commit_without_a_backup_keeps_the_records_and_restarts_the_input() {
+    fn a_corrupt_commit_without_a_backup_resumes_from_the_last_marker() {
         let dir = tempfile::tempdir().unwrap();
         let (mut w, _) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
         w.push(&1u32);
@@ -1292,7 +1348,105 @@ mod tests {
             fs::write(dir.path().join(name), b"").unwrap();
         }
         let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        assert_eq!(input, Some(2), "the markers hold the last commit: nothing repeats");
+        assert_eq!(w.committed_records(), 2);
+        assert!(w.end() > ends);
+        assert_eq!(read_all(dir.path(), Position::default()).0.len(), 2);
+    }
+
+    #[test]
+    fn a_journal_without_markers_or_commits_keeps_its_records_and_restarts_the_input() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(segment_path(dir.path(), 0), b"{\"n\":1}\n{\"n\":2}\n{\"n\":3,\"torn").unwrap();
+        fs::write(dir.path().join(COMMIT_FILE), b"").unwrap();
+        let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
         assert_eq!(input, None, "the input starts again");
-        assert_eq!(w.end(), ends, "no record is dropped");
+        assert_eq!(w.end().offset, 16, "no whole record is dropped");
+    }
+
+    /// The commit file as it stood after `commits` of three batches, restored over a newer one:
+    /// a power loss that kept the segment's flushed markers but not the file's later writes.
+    fn commit_file_left_behind(dir: &Path, segment_max_bytes: u64, commits: u32) -> Position {
+        let (mut w, _) = JournalWriter::<u32>::open(dir, opts(segment_max_bytes)).unwrap();
+        let mut old = Vec::new();
+        for n in 1..=3 {
+            w.push(&json!({ "n": n, "pad": "0123456789" }));
+            w.commit(&n).unwrap();
+            if n == commits {
+                old = fs::read(dir.join(COMMIT_FILE)).unwrap();
+            }
+        }
+        let end = w.end();
+        drop(w);
+        fs::write(dir.join(COMMIT_FILE), &old).unwrap();
+        fs::write(dir.join("commit.json.backup"), &old).unwrap();
+        end
+    }
+
+    #[test]
+    fn a_commit_file_left_behind_is_made_good_by_the_markers() {
+        for segment_max_bytes in [1 << 20, 10] {
+            let dir = tempfile::tempdir().unwrap();
+            let end = commit_file_left_behind(dir.path(), segment_max_bytes, 1);
+            let reader = JournalReader::new(dir.path(), Position::default());
+            assert!(reader.committed_end().unwrap() < Some(end));
+            let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(segment_max_bytes)).unwrap();
+            assert_eq!(input, Some(3), "segments of {segment_max_bytes} bytes");
+            assert_eq!(w.committed_records(), 3);
+            assert_eq!(read_all(dir.path(), Position::default()).0.len(), 3);
+            assert!(reader.committed_end().unwrap() >= Some(end), "readers see it at once");
+        }
+    }
+
+    #[test]
+    fn a_marker_whose_batch_did_not_reach_the_disk_ends_the_commits_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        commit_file_left_behind(dir.path(), 1 << 20, 1);
+        // Record 2's bytes lost (zeros), its marker and the next on disk.
+        let path = segment_path(dir.path(), 0);
+        let mut bytes = fs::read(&path).unwrap();
+        let at = memchr::memmem::find(&bytes, b"{\"n\":2").unwrap();
+        bytes[at..at + 6].fill(0);
+        fs::write(&path, &bytes).unwrap();
+        let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        assert_eq!(input, Some(1));
+        assert_eq!(w.committed_records(), 1);
+        assert_eq!(read_all(dir.path(), Position::default()).0.len(), 1);
+    }
+
+    #[test]
+    fn a_torn_marker_ends_the_commits_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        commit_file_left_behind(dir.path(), 1 << 20, 1);
+        let path = segment_path(dir.path(), 0);
+        let mut bytes = fs::read(&path).unwrap();
+        let last_marker = memchr::memmem::rfind(&bytes, b"#commit ").unwrap();
+        let digit = last_marker + bytes[last_marker..].len() - 3;
+        bytes[digit] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let (_, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        assert_eq!(input, Some(2), "commit 3's marker does not match its own hash");
+    }
+
+    #[test]
+    fn a_journal_written_before_markers_opens_at_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let committed = b"{\"n\":1}\n{\"n\":2}\n";
+        let mut segment = committed.to_vec();
+        segment.extend_from_slice(b"{\"n\":3}\n");
+        fs::write(segment_path(dir.path(), 0), &segment).unwrap();
+        let commit = json!({"version": 1, "end": {"segment": 0, "offset": committed.len()},
+            "records": 2, "committed_at": "2026-12-01T00:00:00.000Z", "input": 7});
+        fs::write(dir.path().join(COMMIT_FILE), commit.to_string()).unwrap();
+        let (mut w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        assert_eq!(input, Some(7));
+        assert_eq!(read_all(dir.path(), Position::default()).0.len(), 2, "the uncommitted one is cut");
+        w.push(&json!({"n": 4}));
+        w.commit(&8).unwrap();
+        drop(w);
+        let (_, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        assert_eq!(input, Some(8));
+        let (lines, _) = read_all(dir.path(), Position::default());
+        assert_eq!(lines, [r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":4}"#]);
     }
 }

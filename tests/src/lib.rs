@@ -695,7 +695,7 @@ pub fn collected_position(pod: &Pod, line: &str) -> Option<(u64, u64)> {
 pub fn collected_lines(pod: &Pod) -> Vec<String> {
     let mut lines = Vec::new();
     for (_, bytes) in collected_segments(pod) {
-        for record in bytes.split(|&b| b == b'\n').filter(|r| !r.is_empty()) {
+        for record in sidecar_core::journal::records(&bytes) {
             let decoded = CollectedRecord::decode(record).expect("collected records decode");
             lines.push(decoded.line.to_string());
         }
@@ -749,9 +749,7 @@ pub fn dead_letters(pod: &Pod, sink: &str) -> Vec<Value> {
     let mut out = Vec::new();
     while reader.read_batch(end, 1 << 20, &mut buf).unwrap() > 0 {
         out.extend(
-            buf.split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(|l| serde_json::from_slice::<Value>(l).unwrap()),
+            sidecar_core::journal::records(&buf).map(|l| serde_json::from_slice::<Value>(l).unwrap()),
         );
     }
     out

@@ -11,7 +11,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::journal::{list_segments, segment_path, JournalError, JournalReader, Position};
+use crate::journal::{
+    is_marker, list_segments, records as lines, segment_path, JournalError, JournalReader, Position,
+};
 
 use super::{Filter, RecordView};
 
@@ -214,17 +216,18 @@ impl BackwardLines {
             }
             if let Some(i) = memchr::memrchr(b'\n', &self.pending) {
                 let line = self.pending.split_off(i + 1);
-                if !line.is_empty() {
+                if !line.is_empty() && !is_marker(&line) {
                     return Ok(Some(line));
                 }
                 continue;
             }
             if self.unread == 0 {
                 // The first line of the segment is whole: nothing precedes it.
-                if self.pending.is_empty() {
+                let first = std::mem::take(&mut self.pending);
+                if first.is_empty() || is_marker(&first) {
                     return Ok(None);
                 }
-                return Ok(Some(std::mem::take(&mut self.pending)));
+                return Ok(Some(first));
             }
             self.read_chunk(bytes_read)?;
         }
@@ -289,8 +292,11 @@ fn first_collected_at(path: &Path) -> Option<String> {
             return None;
         }
         filled += n;
-        if let Some(i) = memchr::memchr(b'\n', &buf[..filled]) {
-            let view = RecordView::decode(&buf[..i]);
+        // The first whole record: a segment may start with commit markers (commits of no
+        // records).
+        let whole_lines = memchr::memrchr(b'\n', &buf[..filled]).map_or(&[][..], |i| &buf[..i]);
+        if let Some(record) = lines(whole_lines).next() {
+            let view = RecordView::decode(record);
             return view.collected_at.map(|c| c.into_owned());
         }
         if filled == buf.len() {
