@@ -73,7 +73,7 @@ pub struct Cli {
     pub linger: HumanDuration,
     /// A read that leaves fewer lines than this (in journal bytes) waiting is not committed
     /// yet: the next reads add to it, up to --commit-max-wait. A commit costs about what a
-    /// hundred records do (two device flushes, a wake of each stage downstream), so a trickle
+    /// hundred records do (a device flush, a wake of each stage downstream), so a trickle
     /// of lines committed one by one cost more than a flood. 0 commits every read.
     #[arg(long, env = "COLLECTOR_COMMIT_MIN_BYTES", default_value = "8KiB")]
     pub commit_min_bytes: ByteSize,
@@ -419,7 +419,7 @@ fn collect(
     Ok(())
 }
 
-/// When lines read are committed: a commit has a fixed cost (two device flushes, a wake of
+/// When lines read are committed: a commit has a fixed cost (a device flush, a wake of
 /// each stage downstream, about what a hundred records cost), so the lines of a trickle are
 /// gathered over several reads into one commit, for `max_wait` at most.
 #[derive(Debug, Clone)]

@@ -41,8 +41,10 @@ fn rewrite_as_v1(dir: &Path, from: u64) -> u64 {
     }
     assert!(converted > 0, "nothing to rewrite after offset {from}");
     fs::write(&path, &out).unwrap();
-    // The commit file as the v1 collector wrote it: one JSON object, and its twin the same.
+    // The commit file as the v1 collector wrote it: one JSON object, and its twin the same;
+    // its segments hold no commit markers (the rewrite dropped them).
     let mut commit = e2e_tests::checkpoint(&dir.join("commit.json"));
+    commit["version"] = 1.into();
     commit["end"]["offset"] = out.len().into();
     for name in ["commit.json", "commit.json.backup"] {
         fs::write(dir.join(name), serde_json::to_vec(&commit).unwrap()).unwrap();

@@ -2,8 +2,9 @@
 //! change), kept in the forwarder's volume instead of dropped.
 //!
 //! One journal per network sink, `<directory>/<sink>/`, in the same format as the stage
-//! journals (segments + `commit.json`), so `jq` or a replay tool reads it like any other. Each
-//! entry holds the record unchanged plus the sink, the status and the server's reason.
+//! journals (segments + `commit.json`), so a replay tool reads it like any other (and `jq` the
+//! segments' lines but the `#` commit markers). Each entry holds the record unchanged plus the
+//! sink, the status and the server's reason.
 //!
 //! Easy to get wrong: order. The entries are committed (fsynced) before the sink reports the
 //! batch as done, so the forwarder's commit never passes a refused record that is not kept.
