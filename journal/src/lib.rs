@@ -508,7 +508,8 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     }
 
     fn try_commit(&mut self, input: &I) -> Result<(), JournalError> {
-        if self.end.offset >= self.options.segment_max_bytes {
+        // A commit of no records stays with the records it follows, not alone in a segment.
+        if !self.buffer.is_empty() && self.end.offset >= self.options.segment_max_bytes {
             self.roll_segment()?;
         }
         let records = self.records + self.buffered_records;

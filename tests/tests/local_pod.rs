@@ -98,7 +98,13 @@ impl Run {
     fn start(&mut self) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/run-local-pod.sh");
         let out = fs::File::create(self.dir.path().join("output.txt")).unwrap();
-        let child = Command::new(script)
+        // A terminal's Ctrl+C reaches a script whose SIGINT is at its default; one started from
+        // a background job of a non-interactive shell (CI's, say) inherits it ignored, and bash
+        // cannot trap a signal ignored at entry. `env --default-signal` gives the script what a
+        // terminal gives it.
+        let child = Command::new("env")
+            .arg("--default-signal=INT")
+            .arg(script)
             .envs(self.ports.iter().map(|(k, v)| (*k, v.to_string())))
             .env("BIN_DIR", &self.bin_dir)
             .env("POD_DIR", self.dir.path().join("pod"))
