@@ -10,14 +10,18 @@ fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().unwrap();
     // The first byte splits the input into two segments, so that markers across a roll are
     // tried too.
-    let (split, bytes) = data.split_first().map_or((0, data), |(s, rest)| (*s as usize, rest));
+    let (split, bytes) = data
+        .split_first()
+        .map_or((0, data), |(s, rest)| (*s as usize, rest));
     let (first, second) = bytes.split_at(split.min(bytes.len()));
     let segment = |n| sidecar_core::journal::segment_path(dir.path(), n);
     std::fs::write(segment(0), first).unwrap();
     if !second.is_empty() {
         std::fs::write(segment(1), second).unwrap();
     }
-    let Ok((writer, _)) = JournalWriter::<serde_json::Value>::open(dir.path(), JournalOptions::default()) else {
+    let Ok((writer, _)) =
+        JournalWriter::<serde_json::Value>::open(dir.path(), JournalOptions::default())
+    else {
         return;
     };
     let end = writer.end();

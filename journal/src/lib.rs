@@ -429,7 +429,10 @@ impl<I: Serialize + DeserializeOwned> JournalWriter<I> {
     pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
         let start = self.buffer.len();
         write(&mut self.buffer);
-        debug_assert!(!is_marker(&self.buffer[start..]), "a record must not start with '#'");
+        debug_assert!(
+            !is_marker(&self.buffer[start..]),
+            "a record must not start with '#'"
+        );
         self.buffer.push(b'\n');
         self.buffered_records += 1;
     }
@@ -1330,7 +1333,11 @@ mod tests {
         };
         let (w, input) = JournalWriter::<u32>::open(dir.path(), options).unwrap();
         // The backup names commit 2; the marker after record 3 names commit 3.
-        assert_eq!(input, Some(3), "the input of the last commit, from its marker");
+        assert_eq!(
+            input,
+            Some(3),
+            "the input of the last commit, from its marker"
+        );
         assert_eq!(w.committed_records(), 3);
         assert!(w.end() > ends);
         assert_eq!(read_all(dir.path(), Position::default()).0.len(), 3);
@@ -1349,7 +1356,11 @@ mod tests {
             fs::write(dir.path().join(name), b"").unwrap();
         }
         let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
-        assert_eq!(input, Some(2), "the markers hold the last commit: nothing repeats");
+        assert_eq!(
+            input,
+            Some(2),
+            "the markers hold the last commit: nothing repeats"
+        );
         assert_eq!(w.committed_records(), 2);
         assert!(w.end() > ends);
         assert_eq!(read_all(dir.path(), Position::default()).0.len(), 2);
@@ -1358,7 +1369,11 @@ mod tests {
     #[test]
     fn a_journal_without_markers_or_commits_keeps_its_records_and_restarts_the_input() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(segment_path(dir.path(), 0), b"{\"n\":1}\n{\"n\":2}\n{\"n\":3,\"torn").unwrap();
+        fs::write(
+            segment_path(dir.path(), 0),
+            b"{\"n\":1}\n{\"n\":2}\n{\"n\":3,\"torn",
+        )
+        .unwrap();
         fs::write(dir.path().join(COMMIT_FILE), b"").unwrap();
         let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
         assert_eq!(input, None, "the input starts again");
@@ -1391,11 +1406,15 @@ mod tests {
             let end = commit_file_left_behind(dir.path(), segment_max_bytes, 1);
             let reader = JournalReader::new(dir.path(), Position::default());
             assert!(reader.committed_end().unwrap() < Some(end));
-            let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(segment_max_bytes)).unwrap();
+            let (w, input) =
+                JournalWriter::<u32>::open(dir.path(), opts(segment_max_bytes)).unwrap();
             assert_eq!(input, Some(3), "segments of {segment_max_bytes} bytes");
             assert_eq!(w.committed_records(), 3);
             assert_eq!(read_all(dir.path(), Position::default()).0.len(), 3);
-            assert!(reader.committed_end().unwrap() >= Some(end), "readers see it at once");
+            assert!(
+                reader.committed_end().unwrap() >= Some(end),
+                "readers see it at once"
+            );
         }
     }
 
@@ -1426,7 +1445,11 @@ mod tests {
         bytes[digit] ^= 1;
         fs::write(&path, &bytes).unwrap();
         let (_, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
-        assert_eq!(input, Some(2), "commit 3's marker does not match its own hash");
+        assert_eq!(
+            input,
+            Some(2),
+            "commit 3's marker does not match its own hash"
+        );
     }
 
     #[test]
@@ -1441,7 +1464,11 @@ mod tests {
         fs::write(dir.path().join(COMMIT_FILE), commit.to_string()).unwrap();
         let (mut w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
         assert_eq!(input, Some(7));
-        assert_eq!(read_all(dir.path(), Position::default()).0.len(), 2, "the uncommitted one is cut");
+        assert_eq!(
+            read_all(dir.path(), Position::default()).0.len(),
+            2,
+            "the uncommitted one is cut"
+        );
         w.push(&json!({"n": 4}));
         w.commit(&8).unwrap();
         drop(w);

@@ -749,7 +749,8 @@ pub fn dead_letters(pod: &Pod, sink: &str) -> Vec<Value> {
     let mut out = Vec::new();
     while reader.read_batch(end, 1 << 20, &mut buf).unwrap() > 0 {
         out.extend(
-            sidecar_core::journal::records(&buf).map(|l| serde_json::from_slice::<Value>(l).unwrap()),
+            sidecar_core::journal::records(&buf)
+                .map(|l| serde_json::from_slice::<Value>(l).unwrap()),
         );
     }
     out

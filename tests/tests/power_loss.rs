@@ -36,7 +36,12 @@ fn commit_files_left_behind_are_made_good_by_the_journal_markers() {
         stage.terminate(Duration::from_secs(10));
     }
     for (path, bytes) in &earlier {
-        assert_ne!(&fs::read(path).unwrap(), bytes, "{} moved on", path.display());
+        assert_ne!(
+            &fs::read(path).unwrap(),
+            bytes,
+            "{} moved on",
+            path.display()
+        );
         fs::write(path, bytes).unwrap();
     }
 
@@ -45,5 +50,9 @@ fn commit_files_left_behind_are_made_good_by_the_journal_markers() {
     let delivered = pod.wait_delivered(750, Duration::from_secs(60));
     let problems = exactly_once(&delivered, &[("app.log", 750)]);
     assert!(problems.is_empty(), "{problems}");
-    assert_eq!(collected_lines(&pod).len(), 750, "the collected journal holds each line once");
+    assert_eq!(
+        collected_lines(&pod).len(),
+        750,
+        "the collected journal holds each line once"
+    );
 }
