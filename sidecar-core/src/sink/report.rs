@@ -104,7 +104,10 @@ pub struct ReportSink {
     spec: ReportSpec,
     state: ReportState,
     interval: BTreeMap<String, Counts>,
-    latest: VecDeque<String>,
+    /// The latest records as they came (raw lines): summarised when a report shows them, not
+    /// as each batch passes (decoding whole records at every batch was 4 % of the forwarder at
+    /// 10,000 lines/s).
+    latest: VecDeque<Latest>,
     last_report: Instant,
     started: Instant,
     footprint: Footprint,
@@ -188,7 +191,7 @@ impl ReportSink {
         if !self.latest.is_empty() {
             let _ = writeln!(out, "latest records:");
             // Batches interleave sources, so arrival order is not time order.
-            let mut lines: Vec<&String> = self.latest.iter().collect();
+            let mut lines: Vec<String> = self.latest.iter().map(Latest::summary).collect();
             lines.sort_by_cached_key(|line| time_order(line));
             for line in lines {
                 let _ = writeln!(out, "  {line}");
@@ -235,7 +238,7 @@ impl Sink for ReportSink {
         }
         let keep = self.spec.latest_records;
         for record in batch.iter().rev().take(keep).rev() {
-            self.latest.push_back(summarize(record));
+            self.latest.push_back(Latest::of(record));
         }
         while self.latest.len() > keep {
             self.latest.pop_front();
@@ -264,6 +267,34 @@ impl Sink for ReportSink {
 
     fn close(&mut self) {
         self.print("final report");
+    }
+}
+
+/// One of the latest records, kept until a report shows it.
+enum Latest {
+    /// The line as it came.
+    Raw(Vec<u8>),
+    /// A line too long to keep whole (up to the collector's 1 MiB): its summary at once.
+    Summary(String),
+}
+
+impl Latest {
+    /// Lines longer than this are summarised when they pass, so the kept ones stay small.
+    const MAX_RAW: usize = 4096;
+
+    fn of(record: &OutRecord<'_>) -> Self {
+        if record.raw.len() <= Self::MAX_RAW {
+            Latest::Raw(record.raw.to_vec())
+        } else {
+            Latest::Summary(summarize(record))
+        }
+    }
+
+    fn summary(&self) -> String {
+        match self {
+            Latest::Raw(raw) => summarize(&OutRecord::decode(raw)),
+            Latest::Summary(summary) => summary.clone(),
+        }
     }
 }
 
@@ -373,9 +404,34 @@ mod tests {
         let latest: Vec<_> = sink
             .latest
             .iter()
+            .map(Latest::summary)
             .map(|l| l.rsplit(' ').next().unwrap().to_owned())
             .collect();
         assert_eq!(latest, ["m3", "m4"]);
+    }
+
+    #[test]
+    fn a_long_latest_record_is_shown_as_a_short_one_is() {
+        let mut sink = ReportSink::new(&ReportSpec::default(), None);
+        let long = format!(
+            r#"{{"source_file":"a.log","message":"{}"}}"#,
+            "x".repeat(10_000)
+        );
+        let short = r#"{"source_file":"a.log","message":"short"}"#;
+        sink.send(&[record(&long), record(short)]).unwrap();
+        assert!(
+            matches!(sink.latest[0], Latest::Summary(_)),
+            "not kept whole"
+        );
+        let text = sink.render("report");
+        let shown: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != "latest records:")
+            .skip(1)
+            .collect();
+        assert_eq!(shown.len(), 2, "{text}");
+        assert!(shown.iter().any(|l| l.ends_with("short")), "{text}");
+        assert!(shown.iter().all(|l| l.len() < 300), "{text}");
     }
 
     #[test]
