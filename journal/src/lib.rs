@@ -1,12 +1,13 @@
 //! The journal: how one stage hands records to the next.
 //!
-//! A journal is a directory of numbered NDJSON segment files plus one `commit.json`. The commit
-//! file says how far the journal is committed and where the writing stage's own input stood
-//! when that output was produced, in one atomic replace. Readers never read past the committed
-//! end; each reader publishes how far it has consumed in `readers/<name>.json`, which is what
-//! retention and backpressure go by.
+//! A journal is a directory of numbered NDJSON segment files plus one `commit.json`. Each
+//! commit says how far the journal is committed and where the writing stage's own input stood
+//! when that output was produced: in a marker line after its batch in the segment (what makes
+//! it durable), and in the commit file (what readers read). Readers never read past the
+//! committed end; each reader publishes how far it has consumed in `readers/<name>.json`, which
+//! is what retention and backpressure go by.
 //!
-//! Easy to get wrong: the order of a commit. A batch is appended with its commit [`marker`]
+//! Easy to get wrong: the order of a commit. A batch is appended with its commit marker
 //! after it and fsynced *before* the commit file is written; after a crash the writer cuts the
 //! journal back to the last commit (the commit file's, or a later marker's when a power loss
 //! left the file behind) and resumes its input from that commit's input position, so nothing
