@@ -1309,12 +1309,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (ends, _) = three_commits_and_a_torn_record(dir.path());
         fs::write(dir.path().join(COMMIT_FILE), b"\0\0\0").unwrap();
-        let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
-        assert_eq!(input, Some(3), "the input of the last commit");
-        assert_eq!(w.committed_records(), 3);
-        let (lines, read_to) = read_all(dir.path(), Position::default());
-        assert_eq!(lines.len(), 3, "the uncommitted records are cut");
-        // The file was written again at once, with a commit of no records after the last.
+        let opened = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        assert_resumed_at(dir.path(), opened, 3, ends);
+    }
+
+    /// The writer `opened` at the commit whose input is `n` (the commit of record `n`: the
+    /// uncommitted ones cut), and wrote the commit file again at once, with a commit of no
+    /// records after the one at `ends`, which readers see.
+    fn assert_resumed_at(
+        dir: &Path,
+        opened: (JournalWriter<u32>, Option<u32>),
+        n: u32,
+        ends: Position,
+    ) {
+        let (w, input) = opened;
+        assert_eq!(input, Some(n), "the input of the last commit");
+        assert_eq!(w.committed_records(), u64::from(n));
+        let (lines, read_to) = read_all(dir, Position::default());
+        assert_eq!(lines.len(), n as usize, "the uncommitted records are cut");
         assert!(read_to > ends && read_to == w.end());
     }
 
@@ -1332,16 +1344,9 @@ mod tests {
             readers: vec!["next".into()],
             ..opts(1 << 20)
         };
-        let (w, input) = JournalWriter::<u32>::open(dir.path(), options).unwrap();
         // The backup names commit 2; the marker after record 3 names commit 3.
-        assert_eq!(
-            input,
-            Some(3),
-            "the input of the last commit, from its marker"
-        );
-        assert_eq!(w.committed_records(), 3);
-        assert!(w.end() > ends);
-        assert_eq!(read_all(dir.path(), Position::default()).0.len(), 3);
+        let opened = JournalWriter::<u32>::open(dir.path(), options).unwrap();
+        assert_resumed_at(dir.path(), opened, 3, ends);
     }
 
     #[test]
@@ -1356,15 +1361,9 @@ mod tests {
         for name in [COMMIT_FILE, "commit.json.backup"] {
             fs::write(dir.path().join(name), b"").unwrap();
         }
-        let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
-        assert_eq!(
-            input,
-            Some(2),
-            "the markers hold the last commit: nothing repeats"
-        );
-        assert_eq!(w.committed_records(), 2);
-        assert!(w.end() > ends);
-        assert_eq!(read_all(dir.path(), Position::default()).0.len(), 2);
+        // The markers hold the last commit: nothing repeats.
+        let opened = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
+        assert_resumed_at(dir.path(), opened, 2, ends);
     }
 
     #[test]
