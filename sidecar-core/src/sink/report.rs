@@ -105,8 +105,8 @@ pub struct ReportSink {
     state: ReportState,
     interval: BTreeMap<String, Counts>,
     /// The latest records as they came (raw lines): summarised when a report shows them, not
-    /// as each batch passes (decoding whole records at every batch was 4 % of the forwarder at
-    /// 10,000 lines/s).
+    /// as each batch passes (decoding whole records at every batch cost a fifth of the
+    /// forwarder at 10,000 lines/s: BENCHMARKS.md, "The report's latest records").
     latest: VecDeque<Latest>,
     last_report: Instant,
     started: Instant,
