@@ -129,7 +129,7 @@ pub(crate) fn last_commit<I: DeserializeOwned>(
             if !is_marker(line) {
                 continue;
             }
-            let batch_start = decode::<I>(line).and_then(|m| {
+            let whole_marker = decode::<I>(line).and_then(|m| {
                 let begins = m.from.offset.checked_sub(read_from)? as usize;
                 let whole = m.from.segment == segment
                     && expect.is_none_or(|e| e == m.from)
@@ -137,7 +137,7 @@ pub(crate) fn last_commit<I: DeserializeOwned>(
                     && format!("{:016x}", xxh3_64(&bytes[begins..at])) == m.batch_xxh3;
                 whole.then_some(m)
             });
-            let Some(marker) = batch_start else {
+            let Some(marker) = whole_marker else {
                 warn!(segment = %path.display(), offset = read_from + at as u64, "A commit marker is torn or does not match its batch: the journal's commits end before it.");
                 return Ok(found);
             };
