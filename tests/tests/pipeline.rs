@@ -482,9 +482,11 @@ fn a_trickle_of_lines_is_gathered_into_one_commit_and_kept_through_sigterm_and_k
         std::thread::sleep(Duration::from_millis(20));
         seen.insert(collector_committed_records(&pod));
     }
+    // One read per look: with two, a commit landing between them ended the wait unseen.
     let all_in = wait_until(Duration::from_secs(10), || {
-        seen.insert(collector_committed_records(&pod));
-        collector_committed_records(&pod) == 10
+        let committed = collector_committed_records(&pod);
+        seen.insert(committed);
+        committed == 10
     });
     assert!(all_in, "not all ten lines committed: {seen:?}");
     assert_eq!(
