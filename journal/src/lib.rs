@@ -1418,16 +1418,23 @@ mod tests {
         }
     }
 
+    /// Rewrites segment 0 as `damage` leaves its bytes.
+    fn damage_first_segment(dir: &Path, damage: impl FnOnce(&mut Vec<u8>)) {
+        let path = segment_path(dir, 0);
+        let mut bytes = fs::read(&path).unwrap();
+        damage(&mut bytes);
+        fs::write(&path, &bytes).unwrap();
+    }
+
     #[test]
     fn a_marker_whose_batch_did_not_reach_the_disk_ends_the_commits_before_it() {
         let dir = tempfile::tempdir().unwrap();
         commit_file_left_behind(dir.path(), 1 << 20, 1);
         // Record 2's bytes lost (zeros), its marker and the next on disk.
-        let path = segment_path(dir.path(), 0);
-        let mut bytes = fs::read(&path).unwrap();
-        let at = memchr::memmem::find(&bytes, b"{\"n\":2").unwrap();
-        bytes[at..at + 6].fill(0);
-        fs::write(&path, &bytes).unwrap();
+        damage_first_segment(dir.path(), |bytes| {
+            let at = memchr::memmem::find(bytes, b"{\"n\":2").unwrap();
+            bytes[at..at + 6].fill(0);
+        });
         let (w, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
         assert_eq!(input, Some(1));
         assert_eq!(w.committed_records(), 1);
@@ -1438,12 +1445,11 @@ mod tests {
     fn a_torn_marker_ends_the_commits_before_it() {
         let dir = tempfile::tempdir().unwrap();
         commit_file_left_behind(dir.path(), 1 << 20, 1);
-        let path = segment_path(dir.path(), 0);
-        let mut bytes = fs::read(&path).unwrap();
-        let last_marker = memchr::memmem::rfind(&bytes, b"#commit ").unwrap();
-        let digit = last_marker + bytes[last_marker..].len() - 3;
-        bytes[digit] ^= 1;
-        fs::write(&path, &bytes).unwrap();
+        damage_first_segment(dir.path(), |bytes| {
+            let last_marker = memchr::memmem::rfind(bytes, b"#commit ").unwrap();
+            let digit = last_marker + bytes[last_marker..].len() - 3;
+            bytes[digit] ^= 1;
+        });
         let (_, input) = JournalWriter::<u32>::open(dir.path(), opts(1 << 20)).unwrap();
         assert_eq!(
             input,
