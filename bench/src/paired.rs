@@ -9,8 +9,9 @@
 //! between rounds.
 //!
 //! Each side gets the journal of one upstream run (the collector's for the processor, the
-//! processor's for the forwarder): its segments hard-linked (the stage only reads them) and its
-//! commit file copied, so neither sees the other's cursor. The forwarders each write their own
+//! processor's for the forwarder): a copy of its own, so neither sees the other's cursor, and a
+//! stage that hands back the page cache of what it read (`releasing_read_pages`) does not make
+//! the other read the disk. The forwarders each write their own
 //! file sink output, closed files gzipped as by default.
 
 use std::fs;
@@ -139,7 +140,7 @@ fn run_round(
             tmp.join(format!("paired-{round}-{name}")),
             &tmp.join("logs"),
         )?;
-        share_journal(input, stage.input(&run))?;
+        copy_journal(input, stage.input(&run))?;
         let args = match stage {
             Stage::Processor => processor_args(setup, &run, Some("100GiB")),
             Stage::Forwarder => forwarder_args(setup, &run)?,
@@ -196,9 +197,9 @@ fn run_round(
     })
 }
 
-/// A journal a stage can read as its own: the segments linked, the commit files copied, no
-/// reader cursors.
-fn share_journal(from: &Path, to: &Path) -> anyhow::Result<()> {
+/// A journal a stage can read as its own: the segments and commit files copied, no reader
+/// cursors.
+fn copy_journal(from: &Path, to: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(to.join(sidecar_journal::READERS_DIR))
         .with_context(|| format!("creating {}", to.display()))?;
     for entry in fs::read_dir(from).with_context(|| format!("listing {}", from.display()))? {
@@ -206,14 +207,12 @@ fn share_journal(from: &Path, to: &Path) -> anyhow::Result<()> {
         let name = entry.file_name();
         let target = to.join(&name);
         let name = name.to_string_lossy();
-        if name.starts_with("segment-") {
-            fs::hard_link(entry.path(), &target)
-        } else if name.starts_with(sidecar_journal::COMMIT_FILE) {
-            fs::copy(entry.path(), &target).map(drop)
-        } else {
+        if !name.starts_with("segment-") && !name.starts_with(sidecar_journal::COMMIT_FILE) {
             continue;
         }
-        .with_context(|| format!("sharing {} as {}", entry.path().display(), target.display()))?;
+        fs::copy(entry.path(), &target).with_context(|| {
+            format!("copying {} to {}", entry.path().display(), target.display())
+        })?;
     }
     Ok(())
 }

@@ -493,7 +493,7 @@ impl<'a, 's> Lane<'a, 's> {
             Some(shortest) => shortest,
         };
         Self {
-            reader: JournalReader::new(&shared.config.input_dir, position),
+            reader: input_reader(shared.config, position),
             shared,
             linger,
             commit_within,
@@ -609,7 +609,7 @@ impl<'a, 's> Lane<'a, 's> {
             ) {
                 // Not every sink took it: it is read again, or a later batch that gets through
                 // (the drain at shutdown) would commit a position past it.
-                self.reader = JournalReader::new(&self.shared.config.input_dir, start);
+                self.reader = input_reader(self.shared.config, start);
                 return Ok(Progress::Interrupted);
             }
             let before = self.uncommitted;
@@ -699,6 +699,12 @@ impl<'a, 's> Lane<'a, 's> {
 
 /// Stores the checkpoint, waiting out a full volume (the sinks keep what they were given; the
 /// checkpoint is only late).
+/// The reader of the processed journal from `position`; its reads are the delivery's, so it
+/// hands back the page cache of what it read (the query API reads a released range from disk).
+fn input_reader(config: &ForwarderConfig, position: Position) -> JournalReader {
+    JournalReader::new(&config.input_dir, position).releasing_read_pages(config.durability)
+}
+
 fn store_when_space(
     cursor: &Cursor<&ForwarderState>,
     file: &mut CursorFile,

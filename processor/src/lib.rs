@@ -364,7 +364,8 @@ pub async fn run(
     let wakeup = Wakeup::new();
     let loop_wakeup = wakeup.clone();
     let result = signal::run_stage("processor", wakeup, config.grace, shutdown, move || {
-        let reader = JournalReader::new(&config.input_dir, start);
+        let reader = JournalReader::new(&config.input_dir, start)
+            .releasing_read_pages(config.journal.durability);
         let cursor = CursorPublisher::start(&config.input_dir, reader.position());
         let stage = Stage {
             config: &config,
