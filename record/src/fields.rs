@@ -65,6 +65,15 @@ pub type FieldName = compact_str::CompactString;
 pub struct Fields {
     tags: Vec<u64>,
     entries: Vec<Entry>,
+    /// The fields' [`presence_bit`]s: a key whose bit is clear is not here, known without a
+    /// scan. Most lookups are of fields a record lacks (the rules' `exists: false` guards,
+    /// `only_if_missing`, every insert of a new field), and each scanned the whole list.
+    present: u64,
+}
+
+/// One of 64 bits, chosen by a multiplicative hash of a key's tag (its top six bits).
+fn presence_bit(tag: u64) -> u64 {
+    1 << (tag.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58)
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +138,7 @@ impl Fields {
         Self {
             tags: Vec::with_capacity(n),
             entries: Vec::with_capacity(n),
+            present: 0,
         }
     }
 
@@ -136,6 +146,7 @@ impl Fields {
     pub fn clear(&mut self) {
         self.tags.clear();
         self.entries.clear();
+        self.present = 0;
     }
 
     /// How many fields.
@@ -153,6 +164,9 @@ impl Fields {
     }
 
     fn position_tagged(&self, tag: u64, key: &str) -> Option<usize> {
+        if self.present & presence_bit(tag) == 0 {
+            return None;
+        }
         let mut from = 0;
         while let Some(i) = self.tags[from..].iter().position(|&t| t == tag) {
             let at = from + i;
@@ -211,16 +225,25 @@ impl Fields {
     }
 
     fn push(&mut self, tag: u64, key: FieldName, value: Value) {
+        self.present |= presence_bit(tag);
         self.tags.push(tag);
         self.entries.push(Entry { key, value });
     }
 
     /// Takes `key` out; returns its value.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
-        self.position(key).map(|i| {
-            self.tags.swap_remove(i);
-            self.entries.swap_remove(i).value
-        })
+        let i = self.position(key)?;
+        self.tags.swap_remove(i);
+        self.recount_present();
+        Some(self.entries.swap_remove(i).value)
+    }
+
+    /// The presence bits again after a removal (another field may share the removed one's).
+    fn recount_present(&mut self) {
+        self.present = self
+            .tags
+            .iter()
+            .fold(0, |bits, &tag| bits | presence_bit(tag));
     }
 
     /// Keeps the fields for which `keep` says so.
@@ -236,6 +259,7 @@ impl Fields {
         }
         self.entries.truncate(kept);
         self.tags.truncate(kept);
+        self.recount_present();
     }
 
     /// The fields, in insertion order (a removal moves the last field into the gap).
@@ -372,6 +396,29 @@ mod tests {
             }
         }
         assert!(!same_key_past_tag("log_category", "log_categoryx"));
+    }
+
+    #[test]
+    fn removed_and_dropped_fields_are_absent_and_the_rest_found_whatever_bits_they_share() {
+        // 300 keys over 64 presence bits: every bit is shared many times over.
+        let keys: Vec<String> = (0..300).map(|i| format!("field_{i}")).collect();
+        let mut fields = Fields::new();
+        for key in &keys {
+            assert!(!fields.contains_key(key), "{key} before its insert");
+            fields.insert(key.as_str(), Value::from(key.len()));
+        }
+        for key in keys.iter().skip(1).step_by(2) {
+            assert!(fields.remove(key).is_some(), "{key} removed");
+        }
+        fields.retain(|key, _| !key.ends_with('0'));
+        for (i, key) in keys.iter().enumerate() {
+            let kept = i % 2 == 0 && !key.ends_with('0');
+            assert_eq!(fields.contains_key(key), kept, "{key}");
+        }
+        fields.clear();
+        assert!(keys.iter().all(|key| !fields.contains_key(key)));
+        fields.insert("field_7", Value::Null);
+        assert!(fields.contains_key("field_7"));
     }
 
     #[test]
