@@ -11,6 +11,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -297,16 +298,121 @@ fn load_with<T>(path: &Path, decode: Decode<T>) -> Result<Option<T>, CheckpointE
             })
         }
     };
-    let json = match slotted::is_slotted(&bytes) {
-        true => slotted::payload(path, &bytes)?,
-        false => &bytes,
+    decode_file(path, &bytes, decode).map(Some)
+}
+
+/// A checkpoint file's bytes decoded: the newest whole slot of a two-slot file, or the whole
+/// of a single JSON file.
+fn decode_file<T>(path: &Path, bytes: &[u8], decode: Decode<T>) -> Result<T, CheckpointError> {
+    let json = match slotted::is_slotted(bytes) {
+        true => slotted::payload(path, bytes)?,
+        false => bytes,
     };
-    decode(json)
-        .map(Some)
-        .map_err(|source| CheckpointError::Corrupt {
-            path: path.to_owned(),
+    decode(json).map_err(|source| CheckpointError::Corrupt {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A checkpoint read again and again, as a journal's commit file is by the next stage at
+/// every batch: the file is kept open and read in place into one buffer, so a read is two
+/// system calls (`fstat`, `pread`) where [`load_or_backup_with`] makes five (it opens, sizes,
+/// reads twice and closes) and allocates. A file replaced since it was opened (a
+/// [`CheckpointFile`] that moved to larger or smaller slots, a single JSON file stored again)
+/// has no links left, which the `fstat` shows: it is opened again by its path.
+#[derive(Debug)]
+pub struct CheckpointReader {
+    path: PathBuf,
+    open: Option<File>,
+    bytes: Vec<u8>,
+}
+
+impl CheckpointReader {
+    /// A reader of the checkpoint at `path` (which need not exist yet).
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            open: None,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// As [`load_or_backup_with`]: the file's newest value, its twin's when the file is
+    /// corrupt, `None` when there is no file.
+    ///
+    /// # Errors
+    /// As [`load_or_backup_with`].
+    pub fn load_or_backup_with<T>(
+        &mut self,
+        decode: Decode<T>,
+    ) -> Result<Option<Loaded<T>>, CheckpointError> {
+        let read = self.read().map_err(|source| CheckpointError::Read {
+            path: self.path.clone(),
             source,
-        })
+        })?;
+        if !read {
+            return Ok(None);
+        }
+        match decode_file(&self.path, &self.bytes, decode) {
+            Ok(value) => Ok(Some(Loaded::Current(value))),
+            // Rare (a torn or damaged file): the twin is read the plain way.
+            Err(error @ CheckpointError::Corrupt { .. }) => {
+                match load_with(&backup_path(&self.path), decode) {
+                    Ok(Some(value)) => Ok(Some(Loaded::Backup { value, error })),
+                    _ => Err(error),
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Reads the whole file into `bytes`; `false` when it does not exist.
+    fn read(&mut self) -> io::Result<bool> {
+        let mut kept = None;
+        if let Some(file) = self.open.take() {
+            kept = still_linked(&file)?.map(|len| (file, len));
+        }
+        let (file, len) = match kept {
+            Some(kept) => kept,
+            None => match self.open_again()? {
+                Some(opened) => opened,
+                None => return Ok(false),
+            },
+        };
+        self.bytes
+            .resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
+        let mut filled = 0;
+        // A file cut shorter between the `fstat` and here reads as far as it goes.
+        while filled < self.bytes.len() {
+            match file.read_at(&mut self.bytes[filled..], filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.bytes.truncate(filled);
+        self.open = Some(file);
+        Ok(true)
+    }
+
+    /// Opens the file by its path: the file and its length, `None` when there is none.
+    fn open_again(&self) -> io::Result<Option<(File, u64)>> {
+        let file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        Ok(Some((file, len)))
+    }
+}
+
+/// The open file's length, or `None` when its path no longer leads to it (renamed over or
+/// deleted: no links left).
+fn still_linked(file: &File) -> io::Result<Option<u64>> {
+    let metadata = file.metadata()?;
+    Ok((metadata.nlink() > 0).then_some(metadata.len()))
 }
 
 /// Checks a decoded checkpoint's `version` field against the one this build writes.
@@ -473,6 +579,39 @@ mod tests {
         // A new writer (a restarted stage) goes on from what is on disk.
         stored(&path, [6]);
         assert_eq!(loaded(&path).into_value(), state(6));
+    }
+
+    #[test]
+    fn a_kept_open_reader_follows_stores_in_place_replacements_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("commit.json");
+        let mut reader = CheckpointReader::new(path.clone());
+        let mut read = || {
+            reader
+                .load_or_backup_with::<State>(|json| Ok(serde_json::from_slice(json)?))
+                .unwrap()
+                .map(|loaded| loaded.into_value().offset)
+        };
+        assert_eq!(read(), None, "no file yet");
+        let mut file = stored(&path, [1]);
+        assert_eq!(read(), Some(1));
+        for offset in 2..=4 {
+            file.store(&state(offset), Durability::PageCache).unwrap();
+            assert_eq!(read(), Some(offset), "a store in place");
+        }
+        // Replaced by a rename (a checkpoint moving to other slots, a single JSON file).
+        store_json(&path, &state(9), Durability::PageCache).unwrap();
+        assert_eq!(read(), Some(9), "the file renamed over the open one");
+        fs::remove_file(&path).unwrap();
+        fs::remove_file(backup_path(&path)).ok();
+        assert_eq!(read(), None, "removed");
+        stored(&path, [11]);
+        assert_eq!(read(), Some(11), "made again");
+        // Damaged: the twin's value, as `load_or_backup` gives.
+        let mut damaged = fs::read(&path).unwrap();
+        damaged.iter_mut().for_each(|byte| *byte = 0);
+        fs::write(&path, damaged).unwrap();
+        assert_eq!(read(), Some(11), "from the twin");
     }
 
     #[test]

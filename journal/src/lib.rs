@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
 use sidecar_common::backoff::Backoff;
-use sidecar_common::checkpoint::{self, CheckpointError, CheckpointFile, Durability, Loaded};
+use sidecar_common::checkpoint::{
+    self, CheckpointError, CheckpointFile, CheckpointReader, Durability, Loaded,
+};
 use sidecar_common::signal::Wakeup;
 use sidecar_common::time::timestamp_now;
 
@@ -688,6 +690,8 @@ pub struct JournalReader {
     batch_starts: Vec<(usize, Position)>,
     /// How far the page cache of what was read has been handed back, when this reader does.
     released: Option<Position>,
+    /// The commit file, kept open: it is read at every batch.
+    commit: CheckpointReader,
 }
 
 /// How far behind its position a releasing reader leaves the page cache alone. The pages the
@@ -708,6 +712,7 @@ impl JournalReader {
             open: None,
             batch_starts: Vec::new(),
             released: None,
+            commit: CheckpointReader::new(dir.join(COMMIT_FILE)),
         }
     }
 
@@ -762,13 +767,13 @@ impl JournalReader {
     ///
     /// # Errors
     /// When the commit file exists but cannot be read or decoded.
-    pub fn committed_end(&self) -> Result<Option<Position>, JournalError> {
-        let path = self.dir.join(COMMIT_FILE);
+    pub fn committed_end(&mut self) -> Result<Option<Position>, JournalError> {
         // A corrupt commit falls back to the one before it: an earlier end, so never too far.
-        let commit = checkpoint::load_or_backup_with(&path, decode_commit_end)?;
+        let commit = self.commit.load_or_backup_with(decode_commit_end)?;
         let Some((version, end)) = commit.map(Loaded::into_value) else {
             return Ok(None);
         };
+        let path = self.dir.join(COMMIT_FILE);
         check_commit_version(&path, version)?;
         Ok(Some(end))
     }
@@ -1261,7 +1266,7 @@ mod tests {
             JournalWriter::<serde_json::Value>::open(dir.path(), opts(1 << 20)).unwrap();
         w.push(&json!({"n": 1}));
         w.commit(&json!({ "files": files })).unwrap();
-        let reader = JournalReader::new(dir.path(), Position::default());
+        let mut reader = JournalReader::new(dir.path(), Position::default());
         assert_eq!(reader.committed_end().unwrap(), Some(w.end()));
         // Key order is the writer's choice; an `end` inside the input is not the commit's.
         let json = br#"{"input":{"end":{"segment":9,"offset":9}},"end":{"segment":0,"offset":8},"version":1}"#;
@@ -1481,7 +1486,7 @@ mod tests {
         for segment_max_bytes in [1 << 20, 10] {
             let dir = tempfile::tempdir().unwrap();
             let end = commit_file_left_behind(dir.path(), segment_max_bytes, 1);
-            let reader = JournalReader::new(dir.path(), Position::default());
+            let mut reader = JournalReader::new(dir.path(), Position::default());
             assert!(reader.committed_end().unwrap() < Some(end));
             let (w, input) =
                 JournalWriter::<u32>::open(dir.path(), opts(segment_max_bytes)).unwrap();
