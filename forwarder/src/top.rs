@@ -49,7 +49,10 @@ pub fn run(args: &TopArgs) -> Result<(), CliError> {
         Some(url) => StatsSource::Remote(format!("{}/stats", url.trim_end_matches('/'))),
         None => StatsSource::Local(
             args.input_dir.clone(),
-            SourceIndex::open(&args.input_dir).map_err(|e| CliError::Failed(format!("{e:#}")))?,
+            Box::new(
+                SourceIndex::open(&args.input_dir)
+                    .map_err(|e| CliError::Failed(format!("{e:#}")))?,
+            ),
         ),
     };
     let redraw = !args.once && std::io::stdout().is_terminal();
@@ -80,7 +83,8 @@ pub fn restore_terminal() {
 }
 
 enum StatsSource {
-    Local(PathBuf, SourceIndex),
+    /// The journal read here (its index is large: boxed).
+    Local(PathBuf, Box<SourceIndex>),
     Remote(String),
 }
 
