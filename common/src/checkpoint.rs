@@ -337,6 +337,11 @@ impl CheckpointReader {
         }
     }
 
+    /// The checkpoint file read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// As [`load_or_backup_with`]: the file's newest value, its twin's when the file is
     /// corrupt, `None` when there is no file.
     ///

@@ -773,8 +773,7 @@ impl JournalReader {
         let Some((version, end)) = commit.map(Loaded::into_value) else {
             return Ok(None);
         };
-        let path = self.dir.join(COMMIT_FILE);
-        check_commit_version(&path, version)?;
+        check_commit_version(self.commit.path(), version)?;
         Ok(Some(end))
     }
 
