@@ -11,8 +11,8 @@
 //! Each side gets the journal of one upstream run (the collector's for the processor, the
 //! processor's for the forwarder): a copy of its own, so neither sees the other's cursor, and a
 //! stage that hands back the page cache of what it read (`releasing_read_pages`) does not make
-//! the other read the disk. The forwarders each write their own
-//! file sink output, closed files gzipped as by default.
+//! the other read the disk. The forwarders each write their own file sink output, closed files
+//! gzipped as by default.
 
 use std::fs;
 use std::path::Path;

@@ -697,14 +697,14 @@ impl<'a, 's> Lane<'a, 's> {
     }
 }
 
-/// Stores the checkpoint, waiting out a full volume (the sinks keep what they were given; the
-/// checkpoint is only late).
 /// The reader of the processed journal from `position`; its reads are the delivery's, so it
 /// hands back the page cache of what it read (the query API reads a released range from disk).
 fn input_reader(config: &ForwarderConfig, position: Position) -> JournalReader {
     JournalReader::new(&config.input_dir, position).releasing_read_pages(config.durability)
 }
 
+/// Stores the checkpoint, waiting out a full volume (the sinks keep what they were given; the
+/// checkpoint is only late).
 fn store_when_space(
     cursor: &Cursor<&ForwarderState>,
     file: &mut CursorFile,
