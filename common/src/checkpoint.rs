@@ -259,7 +259,16 @@ pub fn load_or_backup_with<T>(
     path: &Path,
     decode: Decode<T>,
 ) -> Result<Option<Loaded<T>>, CheckpointError> {
-    match load_with(path, decode) {
+    or_backup(path, load_with(path, decode), decode)
+}
+
+/// `loaded` from the file at `path`, or its twin's value when the file was corrupt.
+fn or_backup<T>(
+    path: &Path,
+    loaded: Result<Option<T>, CheckpointError>,
+    decode: Decode<T>,
+) -> Result<Option<Loaded<T>>, CheckpointError> {
+    match loaded {
         Ok(value) => Ok(value.map(Loaded::Current)),
         Err(error @ CheckpointError::Corrupt { .. }) => match load_with(&backup_path(path), decode)
         {
@@ -355,20 +364,12 @@ impl CheckpointReader {
             path: self.path.clone(),
             source,
         })?;
-        if !read {
-            return Ok(None);
-        }
-        match decode_file(&self.path, &self.bytes, decode) {
-            Ok(value) => Ok(Some(Loaded::Current(value))),
-            // Rare (a torn or damaged file): the twin is read the plain way.
-            Err(error @ CheckpointError::Corrupt { .. }) => {
-                match load_with(&backup_path(&self.path), decode) {
-                    Ok(Some(value)) => Ok(Some(Loaded::Backup { value, error })),
-                    _ => Err(error),
-                }
-            }
-            Err(error) => Err(error),
-        }
+        let loaded = match read {
+            true => decode_file(&self.path, &self.bytes, decode).map(Some),
+            false => Ok(None),
+        };
+        // A corrupt file (rare: torn or damaged) falls back to its twin, read the plain way.
+        or_backup(&self.path, loaded, decode)
     }
 
     /// Reads the whole file into `bytes`; `false` when it does not exist.
