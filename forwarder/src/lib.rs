@@ -48,6 +48,10 @@ pub mod viewer;
 /// The name this stage's cursor (its checkpoint) has in the processed journal.
 pub const READER_NAME: &str = "forwarder";
 const DEFAULT_CONFIG: &str = "/etc/log-forwarder/forwarder.yaml";
+/// Processed journal read per batch at most, unless a sink asks for more: the buffer and the
+/// decoded records keep the room of the largest batch (4 MiB put 4 MiB more in the peak RSS
+/// at 10,000 lines/s; BENCHMARKS.md, "One mebibyte per batch").
+const BATCH_MAX_BYTES: usize = 1 << 20;
 
 /// Command-line flags; each also reads an environment variable.
 #[derive(Debug, Parser)]
@@ -106,7 +110,8 @@ pub struct ForwarderConfig {
     pub listen: SocketAddr,
     /// Shutdown budget.
     pub grace: Duration,
-    /// Input bytes per batch at most (default 4 MiB).
+    /// Input bytes per batch at most (default [`BATCH_MAX_BYTES`]), unless a sink of the lane
+    /// cuts its requests bigger ([`Sink::batch_bytes`]).
     pub batch_max_bytes: usize,
     /// How long to let the processor's commits gather after a wake (default 10 ms).
     pub linger: Duration,
@@ -145,7 +150,7 @@ impl Cli {
             input_dir: self.input_dir,
             listen: self.listen,
             grace: self.grace_period.0,
-            batch_max_bytes: 4 << 20,
+            batch_max_bytes: BATCH_MAX_BYTES,
             linger: self.linger.0,
             durability: Durability::from_fsync_flag(self.fsync),
             poll_interval: Duration::from_secs(1),
@@ -459,6 +464,8 @@ struct Lane<'a, 's> {
     warned_behind: bool,
     /// The longest linger of the forwarder and of the lane's sinks.
     linger: Duration,
+    /// Input bytes per batch at most: the forwarder's, or more if a sink asks for it.
+    batch_max_bytes: usize,
     /// How long a delivered batch's commit may wait for later ones: the shortest any of the
     /// lane's sinks allows ([`Sink::commit_within`]).
     commit_within: Duration,
@@ -488,6 +495,10 @@ impl<'a, 's> Lane<'a, 's> {
             .iter()
             .map(|s| s.linger())
             .fold(shared.config.linger, Duration::max);
+        let batch_max_bytes = sinks
+            .iter()
+            .map(|s| s.batch_bytes())
+            .fold(shared.config.batch_max_bytes, usize::max);
         let commit_within = match sinks.iter().map(|s| s.commit_within()).min() {
             Some(Duration::MAX) | None => UNLIMITED_COMMIT_WAIT,
             Some(shortest) => shortest,
@@ -496,6 +507,7 @@ impl<'a, 's> Lane<'a, 's> {
             reader: input_reader(shared.config, position),
             shared,
             linger,
+            batch_max_bytes,
             commit_within,
             uncommitted: None,
             sinks,
@@ -595,9 +607,10 @@ impl<'a, 's> Lane<'a, 's> {
         if let Some(limit) = limit {
             end = end.min(limit);
         }
-        let max_bytes = self.shared.config.batch_max_bytes;
         let start = self.reader.position();
-        let read = self.reader.read_batch(end, max_bytes, &mut self.buf)?;
+        let read = self
+            .reader
+            .read_batch(end, self.batch_max_bytes, &mut self.buf)?;
         if read > 0 {
             let batch = decode_batch(&self.buf, self.shared.metrics);
             if !deliver(
@@ -944,6 +957,85 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(saved.position, journal.end());
+    }
+
+    /// Counts the records of each batch it is sent; asks for batches of `wants` bytes.
+    struct BatchSizes {
+        wants: usize,
+        batches: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Sink for BatchSizes {
+        fn name(&self) -> &str {
+            "sizes"
+        }
+        fn send(&mut self, batch: &[OutRecord<'_>]) -> Result<(), sink::SinkError> {
+            self.batches.lock().push(batch.len());
+            Ok(())
+        }
+        fn state(&self) -> Value {
+            Value::Null
+        }
+        fn batch_bytes(&self) -> usize {
+            self.wants
+        }
+    }
+
+    /// The records of the first batch a lane reads from 3,000 committed records of ~1 KB,
+    /// delivered to a sink that asks for batches of `wants` bytes.
+    fn first_batch_with_a_sink_wanting(wants: usize) -> usize {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut journal, _) = sidecar_core::journal::JournalWriter::<Value>::open(
+            dir.path(),
+            sidecar_core::journal::JournalOptions::default(),
+        )
+        .unwrap();
+        let message = "x".repeat(1000);
+        for n in 0..3000 {
+            journal.push(&serde_json::json!({"source_file": "a.log", "n": n, "message": message}));
+        }
+        journal.commit(&Value::Null).unwrap();
+        let config = Cli::try_parse_from([
+            "forwarder",
+            "--input-dir",
+            dir.path().to_str().unwrap(),
+            "--api-listen",
+            "off",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let sinks: Vec<Box<dyn Sink>> = vec![
+            Box::new(Named("report")),
+            Box::new(BatchSizes {
+                wants,
+                batches: Arc::clone(&batches),
+            }),
+        ];
+        let (metrics, wakeup) = (Metrics::default(), Wakeup::new());
+        let shared = Shared {
+            config: &config,
+            metrics: &metrics,
+            health: &Health::new(Duration::from_secs(60)),
+            checkpoint: Mutex::new(Checkpoint::new(
+                &sinks,
+                Position::default(),
+                ForwarderState::default(),
+                dir.path(),
+            )),
+        };
+        let mut lane = Lane::new(&shared, sinks, Position::default(), &wakeup);
+        lane.forward_available(None).unwrap();
+        let first = batches.lock()[0];
+        first
+    }
+
+    #[test]
+    fn a_batch_is_a_mebibyte_unless_a_sink_cuts_its_requests_bigger() {
+        let default = first_batch_with_a_sink_wanting(0);
+        assert!((900..=1100).contains(&default), "{default} records");
+        assert_eq!(first_batch_with_a_sink_wanting(4 << 20), 3000);
     }
 
     #[test]

@@ -47,6 +47,11 @@ pub const READER_NAME: &str = "processor";
 /// The name the forwarder publishes its cursor under in the processed journal.
 pub const DOWNSTREAM_READER: &str = "forwarder";
 const STATS_FILE: &str = "processing_stats.json";
+/// Collected journal read per batch at most. A batch's buffer, records and output keep the
+/// room of the largest batch for good: through a backlog, 4 MiB made the peak RSS 8 MiB
+/// higher than 1 MiB does, and cost system time to fault those pages in (BENCHMARKS.md, "One
+/// mebibyte per batch").
+const BATCH_MAX_BYTES: usize = 1 << 20;
 
 /// Command line: the stage's flags, or a tool subcommand (`validate`, `test`, `explain`).
 #[derive(Debug, Parser)]
@@ -162,7 +167,7 @@ pub struct ProcessorConfig {
     pub listen: SocketAddr,
     /// Shutdown budget.
     pub grace: Duration,
-    /// Input bytes per batch at most (default 4 MiB).
+    /// Input bytes per batch at most (default [`BATCH_MAX_BYTES`]).
     pub batch_max_bytes: usize,
     /// How long to let the collector's commits gather after a wake (default 10 ms).
     pub linger: Duration,
@@ -199,7 +204,7 @@ impl StageArgs {
             },
             listen: self.listen,
             grace: self.grace_period.0,
-            batch_max_bytes: 4 << 20,
+            batch_max_bytes: BATCH_MAX_BYTES,
             linger: self.linger.0,
             poll_interval: Duration::from_secs(1),
             rules_path: Some(self.rules),

@@ -242,6 +242,13 @@ pub trait Sink: Send {
         None
     }
 
+    /// Input bytes a batch read for this sink should be allowed to hold, when the sink cuts
+    /// its requests bigger than the forwarder's batches (ClickHouse asks for few, large
+    /// inserts). Its lane reads the largest of its sinks'. Default: no wish.
+    fn batch_bytes(&self) -> usize {
+        0
+    }
+
     /// How long to let records gather after a wake-up before reading a batch for this sink
     /// (its lane waits for the longest of its sinks'). Default: none beyond the forwarder's.
     fn linger(&self) -> Duration {

@@ -68,8 +68,8 @@ pub struct ClickHouseBatch {
     /// Rows per insert at most (default 10000).
     #[serde(default = "default_max_records")]
     pub max_records: usize,
-    /// Uncompressed body bytes per insert at most (default 4 MiB: the forwarder reads at most
-    /// 4 MiB of journal per batch, so a larger value would not make larger inserts).
+    /// Uncompressed body bytes per insert at most (default 4 MiB; the forwarder reads as much
+    /// journal per batch for this sink, so inserts can be that large).
     #[serde(default = "default_max_bytes")]
     pub max_bytes: ByteSize,
     /// How long to let records gather after new ones arrive (default 1 s: a trickle of lines

@@ -367,6 +367,10 @@ impl<P: Protocol> Sink for NetworkSink<P> {
         self.batch.linger.0
     }
 
+    fn batch_bytes(&self) -> usize {
+        usize::try_from(self.batch.max_bytes.0).unwrap_or(usize::MAX)
+    }
+
     fn cancel_handle(&self) -> Option<CancellationToken> {
         Some(self.endpoint.cancel_handle())
     }
