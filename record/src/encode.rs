@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::Fields;
+use crate::{key_cmp, Fields};
 
 /// Appends `text` as a JSON string, quoted and escaped exactly as `serde_json` does: `"` and
 /// `\` escaped, control characters as `\b \t \n \f \r` or `\u00XX`, everything else verbatim.
@@ -90,7 +90,7 @@ fn write_pairs_with<'a>(
     let mut extra = extra.iter().peekable();
     for (key, value) in pairs {
         let mut replaced = false;
-        while let Some((name, json)) = extra.next_if(|(name, _)| *name <= key) {
+        while let Some((name, json)) = extra.next_if(|(name, _)| key_cmp(name, key).is_le()) {
             separate(out);
             write_str(out, name);
             out.push(b':');

@@ -23,7 +23,7 @@ mod fields;
 pub mod summary;
 
 pub use collected::{CollectedRecord, CollectedRecordOut, DecodeError};
-pub use fields::{FieldName, Fields};
+pub use fields::{key_cmp, FieldName, Fields};
 /// When a record was collected or processed: the one clock every stage writes.
 pub use sidecar_common::time::timestamp_now;
 

@@ -2,7 +2,7 @@
 //! leaves its source field where it was.
 
 use serde_json::{Map, Value};
-use sidecar_record::{FieldName, Fields};
+use sidecar_record::{key_cmp, FieldName, Fields};
 
 use super::{Compile, Run};
 use crate::pattern::FieldPattern;
@@ -182,7 +182,7 @@ impl Members {
         Ok(match decoded {
             Self::Object(mut members) => {
                 // In key order, the later of equal keys kept: what a `Map` holds.
-                members.sort_by(|a, b| a.0.cmp(&b.0));
+                members.sort_by(|a, b| key_cmp(&a.0, &b.0));
                 if members.windows(2).any(|pair| pair[0].0 == pair[1].0) {
                     members.reverse();
                     members.dedup_by(|a, b| a.0 == b.0);
