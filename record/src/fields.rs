@@ -116,7 +116,8 @@ fn tag(key: &str) -> u64 {
 
 /// How two keys order, as `str`'s `cmp` does, but decided by their first bytes when those
 /// differ, as they mostly do: sorting a payload's keys and merging a record's fields with the
-/// batch's shared ones called `memcmp` for every comparison, 5.8 % of the processor's time.
+/// batch's shared ones called `memcmp` for every comparison, 4.9 % of the processor's time
+/// (BENCHMARKS.md, "Keys compared by their first bytes").
 pub fn key_cmp(a: &str, b: &str) -> Ordering {
     match (a.as_bytes().first(), b.as_bytes().first()) {
         (Some(x), Some(y)) if x != y => x.cmp(y),
