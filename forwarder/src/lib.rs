@@ -903,30 +903,69 @@ mod tests {
         }
     }
 
+    /// A processed journal in a temporary directory with records committed, and what a lane
+    /// reading it needs besides its sinks.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        journal_end: Position,
+        config: ForwarderConfig,
+        metrics: Metrics,
+        health: Health,
+    }
+
+    impl Fixture {
+        fn with_records(records: impl IntoIterator<Item = Value>) -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut journal, _) = sidecar_core::journal::JournalWriter::<Value>::open(
+                dir.path(),
+                sidecar_core::journal::JournalOptions::default(),
+            )
+            .unwrap();
+            for record in records {
+                journal.push(&record);
+            }
+            journal.commit(&Value::Null).unwrap();
+            let config = Cli::try_parse_from([
+                "forwarder",
+                "--input-dir",
+                dir.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                "off",
+            ])
+            .unwrap()
+            .into_config()
+            .unwrap();
+            Self {
+                journal_end: journal.end(),
+                dir,
+                config,
+                metrics: Metrics::default(),
+                health: Health::new(Duration::from_secs(60)),
+            }
+        }
+
+        fn shared(&self, sinks: &[Box<dyn Sink>]) -> Shared<'_> {
+            Shared {
+                config: &self.config,
+                metrics: &self.metrics,
+                health: &self.health,
+                checkpoint: Mutex::new(Checkpoint::new(
+                    sinks,
+                    Position::default(),
+                    ForwarderState::default(),
+                    self.dir.path(),
+                )),
+            }
+        }
+    }
+
     #[test]
     fn a_batch_refused_when_the_stop_came_is_delivered_by_the_drain_not_skipped() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = sidecar_core::journal::JournalWriter::<Value>::open(
-            dir.path(),
-            sidecar_core::journal::JournalOptions::default(),
-        )
-        .unwrap();
-        for n in 0..3 {
-            journal.push(&serde_json::json!({"source_file": "a.log", "n": n}));
-        }
-        journal.commit(&Value::Null).unwrap();
-        let config = Cli::try_parse_from([
-            "forwarder",
-            "--input-dir",
-            dir.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--api-listen",
-            "off",
-        ])
-        .unwrap()
-        .into_config()
-        .unwrap();
+        let fixture = Fixture::with_records(
+            (0..3).map(|n| serde_json::json!({"source_file": "a.log", "n": n})),
+        );
         let wakeup = Wakeup::new();
         let took = Arc::new(Mutex::new(Vec::new()));
         let sinks: Vec<Box<dyn Sink>> = vec![Box::new(DownAtTheStop {
@@ -934,29 +973,16 @@ mod tests {
             refused: false,
             took: Arc::clone(&took),
         })];
-        let metrics = Metrics::default();
-        let health = Health::new(Duration::from_secs(60));
-        let checkpoint = Checkpoint::new(
-            &sinks,
-            Position::default(),
-            ForwarderState::default(),
-            dir.path(),
-        );
-        let shared = Shared {
-            config: &config,
-            metrics: &metrics,
-            health: &health,
-            checkpoint: Mutex::new(checkpoint),
-        };
+        let shared = fixture.shared(&sinks);
         Lane::new(&shared, sinks, Position::default(), &wakeup)
             .run()
             .unwrap();
         let took = took.lock();
         assert_eq!(took.len(), 3, "{took:?}");
-        let saved = Cursor::<ForwarderState>::load(dir.path(), READER_NAME)
+        let saved = Cursor::<ForwarderState>::load(fixture.dir.path(), READER_NAME)
             .unwrap()
             .unwrap();
-        assert_eq!(saved.position, journal.end());
+        assert_eq!(saved.position, fixture.journal_end);
     }
 
     /// Counts the records of each batch it is sent; asks for batches of `wants` bytes.
@@ -984,27 +1010,11 @@ mod tests {
     /// The records of the first batch a lane reads from 3,000 committed records of ~1 KB,
     /// delivered to a sink that asks for batches of `wants` bytes.
     fn first_batch_with_a_sink_wanting(wants: usize) -> usize {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut journal, _) = sidecar_core::journal::JournalWriter::<Value>::open(
-            dir.path(),
-            sidecar_core::journal::JournalOptions::default(),
-        )
-        .unwrap();
         let message = "x".repeat(1000);
-        for n in 0..3000 {
-            journal.push(&serde_json::json!({"source_file": "a.log", "n": n, "message": message}));
-        }
-        journal.commit(&Value::Null).unwrap();
-        let config = Cli::try_parse_from([
-            "forwarder",
-            "--input-dir",
-            dir.path().to_str().unwrap(),
-            "--api-listen",
-            "off",
-        ])
-        .unwrap()
-        .into_config()
-        .unwrap();
+        let fixture = Fixture::with_records(
+            (0..3000)
+                .map(|n| serde_json::json!({"source_file": "a.log", "n": n, "message": message})),
+        );
         let batches = Arc::new(Mutex::new(Vec::new()));
         let sinks: Vec<Box<dyn Sink>> = vec![
             Box::new(Named("report")),
@@ -1013,18 +1023,8 @@ mod tests {
                 batches: Arc::clone(&batches),
             }),
         ];
-        let (metrics, wakeup) = (Metrics::default(), Wakeup::new());
-        let shared = Shared {
-            config: &config,
-            metrics: &metrics,
-            health: &Health::new(Duration::from_secs(60)),
-            checkpoint: Mutex::new(Checkpoint::new(
-                &sinks,
-                Position::default(),
-                ForwarderState::default(),
-                dir.path(),
-            )),
-        };
+        let shared = fixture.shared(&sinks);
+        let wakeup = Wakeup::new();
         let mut lane = Lane::new(&shared, sinks, Position::default(), &wakeup);
         lane.forward_available(None).unwrap();
         let first = batches.lock()[0];
