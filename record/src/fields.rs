@@ -72,8 +72,8 @@ pub struct Fields {
     present: u64,
     /// The key order worked out last, kept through [`Fields::clear`]: the next record filling
     /// the list mostly has the same fields in the same places, so sorting from that order
-    /// takes about one comparison per field. Sorting from insertion order took five or six
-    /// (a quarter of writing a record out).
+    /// takes about one comparison per field. Sorting from insertion order was about a quarter
+    /// of writing a record out.
     last_order: Cell<LastOrder>,
 }
 
@@ -343,10 +343,7 @@ impl Fields {
     fn start_from_last_order(&self) -> LastOrder {
         let last = self.last_order.get();
         let n = self.tags.len();
-        let mut start = LastOrder {
-            len: 0,
-            order: [0; ORDER_ON_STACK_MAX],
-        };
+        let mut start = LastOrder::default();
         let mut filled = 0;
         for &i in &last.order[..usize::from(last.len)] {
             if usize::from(i) < n {
