@@ -19,6 +19,21 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sidecar_core::record::CollectedRecord;
 
+/// Runs `command` to its end and returns what it printed; panics, naming the command and
+/// quoting its stderr, when it fails.
+pub fn stdout_of(command: &mut Command) -> String {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
 /// The directory holding the workspace's built binaries (`target/debug` for `cargo test`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its path");
@@ -809,16 +824,7 @@ pub fn make_certificates(dir: &Path) -> Certificates {
     let program = require_program("openssl");
     fs::create_dir_all(dir).unwrap();
     let openssl = |args: &[&str]| {
-        let out = Command::new(&program)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stdout_of(Command::new(&program).args(args).current_dir(dir));
     };
     openssl(&[
         "req",

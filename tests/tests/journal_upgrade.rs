@@ -54,21 +54,14 @@ fn rewrite_as_v1(dir: &Path, from: u64) -> u64 {
 
 /// The collected journal as `processor journal-cat` prints it.
 fn journal_cat(pod: &Pod) -> Vec<Value> {
-    let output = std::process::Command::new(bin("processor"))
-        .args(["journal-cat", "--dir"])
-        .arg(pod.path("collected"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "journal-cat failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    stdout_of(
+        std::process::Command::new(bin("processor"))
+            .args(["journal-cat", "--dir"])
+            .arg(pod.path("collected")),
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
 }
 
 #[test]

@@ -54,22 +54,15 @@ fn segments_size_and_cached(fincore: &Path, dir: &Path) -> (u64, u64) {
         })
         .collect();
     assert!(!segments.is_empty(), "no segments in {}", dir.display());
-    let output = Command::new(fincore)
-        .args(["--bytes", "--noheadings", "--raw", "--output", "RES,SIZE"])
-        .args(&segments)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "fincore: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let (cached, size) = line.split_once(' ').expect("RES SIZE");
-            (size.parse::<u64>().unwrap(), cached.parse::<u64>().unwrap())
-        })
-        .fold((0, 0), |(size, cached), (s, c)| (size + s, cached + c))
+    stdout_of(
+        Command::new(fincore)
+            .args(["--bytes", "--noheadings", "--raw", "--output", "RES,SIZE"])
+            .args(&segments),
+    )
+    .lines()
+    .map(|line| {
+        let (cached, size) = line.split_once(' ').expect("RES SIZE");
+        (size.parse::<u64>().unwrap(), cached.parse::<u64>().unwrap())
+    })
+    .fold((0, 0), |(size, cached), (s, c)| (size + s, cached + c))
 }
