@@ -228,31 +228,39 @@ impl Fields {
     }
 
     /// Sets `key` to `value`; returns the value it replaced.
-    pub fn insert(&mut self, key: impl Into<FieldName>, value: Value) -> Option<Value> {
-        let key = key.into();
-        let tag = tag(&key);
-        match self.position_tagged(tag, &key) {
+    ///
+    /// The name is made a [`FieldName`] only when the field is new. Pass a name built once
+    /// (a step's, cloned) rather than a `&str` where it is known ahead: reading a name's words
+    /// right after its bytes were copied in stalls the CPU (store forwarding fails), which
+    /// made building names from `&str` 4.4 % of the processor (BENCHMARKS.md, "Field names
+    /// built once").
+    pub fn insert<K: AsRef<str> + Into<FieldName>>(
+        &mut self,
+        key: K,
+        value: Value,
+    ) -> Option<Value> {
+        let tag = tag(key.as_ref());
+        match self.position_tagged(tag, key.as_ref()) {
             Some(i) => Some(std::mem::replace(&mut self.entries[i].value, value)),
             None => {
-                self.push(tag, key, value);
+                self.push(tag, key.into(), value);
                 None
             }
         }
     }
 
-    /// Sets `key` to `value` unless the record has `key` already; then hands `value` back.
+    /// Sets `key` to `value` unless the record has `key` already; then hands both back.
     /// One scan where `contains_key` and `insert` would make two.
-    pub fn insert_if_absent(
+    pub fn insert_if_absent<K: AsRef<str> + Into<FieldName>>(
         &mut self,
-        key: impl Into<FieldName>,
+        key: K,
         value: Value,
-    ) -> Result<(), (FieldName, Value)> {
-        let key = key.into();
-        let tag = tag(&key);
-        match self.position_tagged(tag, &key) {
+    ) -> Result<(), (K, Value)> {
+        let tag = tag(key.as_ref());
+        match self.position_tagged(tag, key.as_ref()) {
             Some(_) => Err((key, value)),
             None => {
-                self.push(tag, key, value);
+                self.push(tag, key.into(), value);
                 Ok(())
             }
         }

@@ -10,7 +10,7 @@
 //! uppercase, convert), [`derive`], [`timestamp`], [`drop`] (filter, sample, rate_limit), and
 //! redact in `crate::redact`. This file compiles a step's `when:` and dispatches.
 
-use sidecar_record::Fields;
+use sidecar_record::{FieldName, Fields};
 
 use super::condition::Condition;
 use super::redact::Redactor;
@@ -93,11 +93,11 @@ impl Compile<'_, '_> {
     }
 
     /// A field name given under `key`, which must not be empty.
-    pub(super) fn field(&self, key: &str, name: String) -> Result<String, RulesError> {
+    pub(super) fn field(&self, key: &str, name: String) -> Result<FieldName, RulesError> {
         if name.is_empty() {
             Err(self.invalid(key, "must not be empty"))
         } else {
-            Ok(name)
+            Ok(name.into())
         }
     }
 
@@ -106,7 +106,7 @@ impl Compile<'_, '_> {
         names
             .into_iter()
             .enumerate()
-            .map(|(i, name)| self.field(&format!("fields[{i}]"), name))
+            .map(|(i, name)| self.field(&format!("fields[{i}]"), name).map(String::from))
             .collect()
     }
 

@@ -1,7 +1,7 @@
 //! `derive:` a field's value chosen by the first case whose condition holds.
 
 use serde_json::Value;
-use sidecar_record::Fields;
+use sidecar_record::{FieldName, Fields};
 
 use super::Compile;
 use crate::condition::Condition;
@@ -10,7 +10,7 @@ use crate::{present, RulesError};
 
 #[derive(Debug)]
 pub(super) struct Derive {
-    field: String,
+    field: FieldName,
     cases: Vec<(Condition, Value)>,
     default: Option<Value>,
     only_if_missing: bool,
@@ -57,7 +57,7 @@ impl Derive {
             .map(|(_, value)| value)
             .or(self.default.as_ref());
         if let Some(value) = chosen {
-            record.insert(self.field.as_str(), value.clone());
+            record.insert(self.field.clone(), value.clone());
         }
     }
 }

@@ -76,7 +76,7 @@ impl Sample {
         let (one_in, by_value) = match (s.one_in, s.field) {
             (Some(n), None) if s.one_in_by_value.is_empty() => (n, None),
             (None, Some(field)) if !s.one_in_by_value.is_empty() => {
-                let field = c.field("field", field)?;
+                let field = String::from(c.field("field", field)?);
                 (
                     1,
                     Some((field, s.one_in_by_value.into_iter().collect::<Vec<_>>())),

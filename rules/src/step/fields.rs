@@ -2,7 +2,7 @@
 //! `lowercase`, `uppercase` and `convert`.
 
 use serde_json::{Number, Value};
-use sidecar_record::Fields;
+use sidecar_record::{FieldName, Fields};
 
 use super::{Compile, Run};
 use crate::spec::{
@@ -17,7 +17,7 @@ const ALWAYS_KEPT: [&str; 4] = ["id", "source_file", "collected_at", "processing
 /// `set:` a field gets a value.
 #[derive(Debug)]
 pub(super) struct Set {
-    field: String,
+    field: FieldName,
     value: SetValue,
     only_if_missing: bool,
 }
@@ -71,15 +71,15 @@ impl Set {
             SetValue::Unset => return,
             SetValue::Template(parts) => Value::String(fill_template(parts, record)),
         };
-        record.insert(self.field.as_str(), value);
+        record.insert(self.field.clone(), value);
     }
 }
 
 /// `rename:` a field moves (or is copied) to another name.
 #[derive(Debug)]
 pub(super) struct Rename {
-    from: String,
-    to: String,
+    from: FieldName,
+    to: FieldName,
     only_if_missing: bool,
     keep_source: bool,
 }
@@ -115,7 +115,7 @@ impl Rename {
             record.remove(from)
         };
         if let Some(value) = value {
-            record.insert(to.as_str(), value);
+            record.insert(to.clone(), value);
         }
     }
 }
@@ -167,7 +167,7 @@ impl Keep {
 /// `lowercase:` and `uppercase:` a string field changes case; other values are left alone.
 #[derive(Debug)]
 pub(super) struct Case {
-    field: String,
+    field: FieldName,
     upper: bool,
 }
 

@@ -16,10 +16,10 @@ const CONFLICT_PREFIX: &str = "json_";
 /// `regex:` named captures become string fields.
 #[derive(Debug)]
 pub(super) struct Regex {
-    field: String,
+    field: FieldName,
     regex: FieldPattern,
     /// Capture group index and name, for the named groups.
-    groups: Vec<(usize, String)>,
+    groups: Vec<(usize, FieldName)>,
     /// Index of the group named like `field`, if any: when it takes part in a match, its
     /// text replaces the field's value.
     source_group: Option<usize>,
@@ -34,11 +34,11 @@ impl Regex {
             build_regex(&s.pattern, c.scope, &c.at("pattern"))?,
             REGEX_SIZE_LIMIT_BYTES,
         );
-        let groups: Vec<(usize, String)> = regex
+        let groups: Vec<(usize, FieldName)> = regex
             .regex()
             .capture_names()
             .enumerate()
-            .filter_map(|(i, name)| name.map(|name| (i, name.to_owned())))
+            .filter_map(|(i, name)| name.map(|name| (i, FieldName::from(name))))
             .collect();
         let source_group = groups
             .iter()
@@ -82,7 +82,7 @@ impl Regex {
             };
             for (index, name) in groups {
                 if let Some(group) = captures.get(*index) {
-                    record.insert(name.as_str(), Value::String(group.to_owned()));
+                    record.insert(name.clone(), Value::String(group.to_owned()));
                 }
             }
             let written = source_group.is_some_and(|i| captures.get(i).is_some());
@@ -105,8 +105,8 @@ impl Regex {
 /// `json:` a field holding a JSON object is decoded and merged (or put under `into`).
 #[derive(Debug)]
 pub(super) struct Json {
-    field: String,
-    into: Option<String>,
+    field: FieldName,
+    into: Option<FieldName>,
     remove_source: bool,
     when_starts_with: Option<String>,
     overwrite: bool,
@@ -245,8 +245,8 @@ impl<'de> serde::de::Visitor<'de> for MembersVisitor {
 /// `logfmt:` `key=value` pairs become fields.
 #[derive(Debug)]
 pub(super) struct Logfmt {
-    field: String,
-    into: Option<String>,
+    field: FieldName,
+    into: Option<FieldName>,
     remove_source: bool,
     pair_separator: char,
     value_separator: char,
@@ -319,7 +319,7 @@ fn merge<K: AsRef<str> + Into<FieldName>>(
         if overwrite {
             record.insert(key, value);
         } else if let Err((key, value)) = record.insert_if_absent(key, value) {
-            record.insert(format!("{CONFLICT_PREFIX}{key}"), value);
+            record.insert(format!("{CONFLICT_PREFIX}{}", key.as_ref()), value);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `timestamp:` a time in one of the given layouts becomes RFC 3339 UTC.
 
 use serde_json::Value;
-use sidecar_record::Fields;
+use sidecar_record::{FieldName, Fields};
 
 use super::{Compile, Run};
 use crate::spec::{OnMismatch, TimestampLayout, TimestampSpec};
@@ -10,11 +10,11 @@ use crate::{present, push_error, RulesError};
 
 #[derive(Debug)]
 pub(super) struct Timestamp {
-    field: String,
-    target: String,
+    field: FieldName,
+    target: FieldName,
     layouts: Vec<TimestampLayout>,
     zone: Zone,
-    keep_original: Option<String>,
+    keep_original: Option<FieldName>,
     on_mismatch: OnMismatch,
 }
 
@@ -57,9 +57,9 @@ impl Timestamp {
             Some(normalised) => {
                 if let Some(keep) = keep_original {
                     let original = value.clone();
-                    record.insert(keep.as_str(), original);
+                    record.insert(keep.clone(), original);
                 }
-                record.insert(target.as_str(), Value::String(normalised));
+                record.insert(target.clone(), Value::String(normalised));
             }
             None if *on_mismatch == OnMismatch::Error => {
                 let message = format!(
