@@ -514,7 +514,7 @@ mod tests {
         assert_eq!(fields.insert("id", json!("x")), Some(json!(1)));
         assert_eq!(
             fields.insert_if_absent("abcdefghi", json!("kept out")),
-            Err(("abcdefghi".into(), json!("kept out")))
+            Err(("abcdefghi", json!("kept out")))
         );
         assert_eq!(fields.insert_if_absent("abcdefghk", json!(12)), Ok(()));
         assert_eq!(fields.remove("abcdefghk"), Some(json!(12)));
