@@ -16,10 +16,9 @@
 #![warn(missing_docs)]
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::marker::PhantomData;
 use std::num::NonZeroU64;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -111,6 +110,27 @@ impl JournalError {
             _ => false,
         }
     }
+}
+
+/// Appends the `len` bytes of `file` at `offset` to `out`, read into the vector's spare room:
+/// resizing it with zeros first and reading over them wrote every batch's bytes twice (up to
+/// a mebibyte of `memset` a batch, 2 % of the forwarder at 10,000 lines/s). `read_to_end`
+/// reads a `File` into the spare room without zeroing it; the seek is one cheap system call
+/// more than a positional read.
+fn append_exact_at(mut file: &File, offset: u64, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+    out.reserve(len);
+    file.seek(io::SeekFrom::Start(offset))?;
+    let read = file.take(len as u64).read_to_end(out)?;
+    if read < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the segment ends {} bytes before what was committed",
+                len - read
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
@@ -805,12 +825,9 @@ impl JournalReader {
             }
             let want = (limit - self.position.offset).min((budget - out.len()) as u64) as usize;
             let start = out.len();
-            out.resize(start + want, 0);
             let path = segment_path(&self.dir, self.position.segment);
             let offset = self.position.offset;
-            self.segment_file()?
-                .read_exact_at(&mut out[start..], offset)
-                .map_err(io_err(&path))?;
+            append_exact_at(self.segment_file()?, offset, want, out).map_err(io_err(&path))?;
             let reached_limit = self.position.offset + want as u64 == limit;
             let kept = if reached_limit {
                 want
@@ -1115,6 +1132,22 @@ mod tests {
             lines.extend(records(&buf).map(|r| String::from_utf8(r.to_vec()).unwrap()));
         }
         (lines, reader.position())
+    }
+
+    #[test]
+    fn a_read_appends_exactly_the_bytes_asked_for_or_fails_on_a_short_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        fs::write(&path, b"0123456789").unwrap();
+        let file = File::open(&path).unwrap();
+        let mut out = b"kept".to_vec();
+        append_exact_at(&file, 2, 5, &mut out).unwrap();
+        assert_eq!(out, b"kept23456");
+        append_exact_at(&file, 0, 1, &mut out).unwrap();
+        assert_eq!(out, b"kept234560", "the position read from is the offset given");
+        let short = append_exact_at(&file, 8, 5, &mut out).unwrap_err();
+        assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(short.to_string().contains("3 bytes before"), "{short}");
     }
 
     #[test]
