@@ -1144,7 +1144,10 @@ mod tests {
         append_exact_at(&file, 2, 5, &mut out).unwrap();
         assert_eq!(out, b"kept23456");
         append_exact_at(&file, 0, 1, &mut out).unwrap();
-        assert_eq!(out, b"kept234560", "the position read from is the offset given");
+        assert_eq!(
+            out, b"kept234560",
+            "the position read from is the offset given"
+        );
         let short = append_exact_at(&file, 8, 5, &mut out).unwrap_err();
         assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
         assert!(short.to_string().contains("3 bytes before"), "{short}");

@@ -28,9 +28,7 @@ use sidecar_common::telemetry::{self, Health};
 use sidecar_journal::{
     self as journal, Cursor, CursorFile, JournalOptions, JournalReader, JournalWriter, Position,
 };
-use sidecar_record::{
-    encode, field, timestamp_now, CollectedRecord, DecodeError, FieldName, Fields,
-};
+use sidecar_record::{encode, field, timestamp_now, CollectedRecord, DecodeError, Fields};
 use sidecar_rules::{split_id, Joiner, RuleSet, Verdict};
 use tracing::{debug, info, warn};
 
@@ -898,23 +896,16 @@ const COMMON_FIELD_COUNT: usize = 24;
 /// The fields a collected line starts with, before any rule, put in `record` (empty).
 fn collected_fields(collected: CollectedRecord<'_>, mut record: Fields) -> Fields {
     debug_assert!(record.is_empty());
-    // Names built at compile time: see `Fields::insert`.
+    record.insert(field::name::ID, collected.id.into_owned().into());
     record.insert(
-        const { FieldName::const_new(field::ID) },
-        collected.id.into_owned().into(),
-    );
-    record.insert(
-        const { FieldName::const_new(field::SOURCE_FILE) },
+        field::name::SOURCE_FILE,
         collected.source.into_owned().into(),
     );
     record.insert(
-        const { FieldName::const_new(field::COLLECTED_AT) },
+        field::name::COLLECTED_AT,
         collected.collected_at.into_owned().into(),
     );
-    record.insert(
-        const { FieldName::const_new(field::LINE) },
-        collected.line.into_owned().into(),
-    );
+    record.insert(field::name::LINE, collected.line.into_owned().into());
     for (flag, set) in [
         ("partial", collected.partial),
         ("split", collected.split),

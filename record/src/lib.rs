@@ -59,6 +59,26 @@ pub mod field {
     /// `true` on a line of a container runtime's file that is not in the file's format: kept
     /// whole, as written, in `line`.
     pub const MALFORMED: &str = "malformed";
+
+    /// The names every processed record gets, as [`FieldName`](crate::FieldName)s built at
+    /// compile time: inserting with one copies it, where a `&str` is made a name afresh for
+    /// every record (see [`Fields::insert`](crate::Fields::insert)).
+    pub mod name {
+        use crate::FieldName;
+
+        /// [`super::ID`].
+        pub const ID: FieldName = FieldName::const_new(super::ID);
+        /// [`super::SOURCE_FILE`].
+        pub const SOURCE_FILE: FieldName = FieldName::const_new(super::SOURCE_FILE);
+        /// [`super::COLLECTED_AT`].
+        pub const COLLECTED_AT: FieldName = FieldName::const_new(super::COLLECTED_AT);
+        /// [`super::LINE`].
+        pub const LINE: FieldName = FieldName::const_new(super::LINE);
+        /// [`super::LOG_CATEGORY`].
+        pub const LOG_CATEGORY: FieldName = FieldName::const_new(super::LOG_CATEGORY);
+        /// [`super::LOG_LEVEL`].
+        pub const LOG_LEVEL: FieldName = FieldName::const_new(super::LOG_LEVEL);
+    }
 }
 
 /// Which of a container's output streams a line was written to.

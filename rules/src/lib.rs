@@ -78,7 +78,7 @@ pub use self::explain::{Explanation, StepTrace};
 pub use self::multiline::{split_id, Joiner, PendingStart};
 pub use self::testcase::{Outcome, TestCase, TestFailure, TestReport};
 
-use sidecar_record::{FieldName, Fields};
+use sidecar_record::{field, Fields};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
@@ -491,14 +491,11 @@ impl RuleSet {
             }
         }
         record.insert(
-            const { FieldName::const_new(LOG_CATEGORY_FIELD) },
+            field::name::LOG_CATEGORY,
             Value::String(self.category_of(matched).to_owned()),
         );
         if present(record, LOG_LEVEL_FIELD).is_none() {
-            record.insert(
-                const { FieldName::const_new(LOG_LEVEL_FIELD) },
-                self.default_level.clone(),
-            );
+            record.insert(field::name::LOG_LEVEL, self.default_level.clone());
         }
         self.tag_matched_alerts(matched, record);
         Verdict::Keep
