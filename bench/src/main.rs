@@ -90,6 +90,12 @@ struct Cli {
     /// Length of the steady-rate run, its 3 s warm-up included.
     #[arg(long, default_value_t = 30)]
     steady_secs: u64,
+    /// With --steady-rate: a second pipeline, the three binaries in this directory (b), at the
+    /// same rate at the same time as those of --bin-dir (a), each with its own logs, journals
+    /// and sink; prints both and the difference. On a machine whose runs a minute apart vary
+    /// more than a change does.
+    #[arg(long, requires = "steady_rate")]
+    steady_against: Option<PathBuf>,
     /// Instead of the throughput runs: the collector alone on --lines spread over this many
     /// files, and on the same lines in one file, side by side.
     #[arg(long)]
@@ -123,6 +129,7 @@ struct Cli {
 }
 
 /// The three binaries and the rules they run with.
+#[derive(Clone)]
 struct Setup {
     collector: PathBuf,
     processor: PathBuf,
@@ -231,8 +238,26 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(rate) = cli.steady_rate {
         anyhow::ensure!(rate > 0, "--steady-rate: must be at least 1 line/s");
+        let duration = Duration::from_secs(cli.steady_secs);
         let dirs = RunDirs::create(tmp.path().join("steady"), &tmp.path().join("logs"))?;
-        steady::run(&setup, &dirs, rate, Duration::from_secs(cli.steady_secs))?;
+        match &cli.steady_against {
+            None => steady::run(&[("", &setup, &dirs)], rate, duration)?,
+            Some(other) => {
+                let b = setup.with_binaries_in(other)?;
+                let b_dirs =
+                    RunDirs::create(tmp.path().join("steady-b"), &tmp.path().join("logs-b"))?;
+                let a_label = format!(
+                    "a = {}",
+                    setup.processor.parent().unwrap_or(Path::new("")).display()
+                );
+                let b_label = format!("b = {}", other.display());
+                steady::run(
+                    &[(&a_label, &setup, &dirs), (&b_label, &b, &b_dirs)],
+                    rate,
+                    duration,
+                )?;
+            }
+        }
         if cli.keep {
             println!("\nkept {}", tmp.keep().display());
         }
@@ -360,23 +385,14 @@ fn find_binaries(cli: &Cli) -> anyhow::Result<Setup> {
             .and_then(|exe| exe.parent().map(Path::to_path_buf))
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release")),
     };
-    let find = |name: &str| -> anyhow::Result<PathBuf> {
-        let path = bin_dir.join(name);
-        anyhow::ensure!(
-            path.is_file(),
-            "{} not found; build it first: cargo build --release -p collector -p processor -p forwarder (or pass --bin-dir)",
-            path.display()
-        );
-        Ok(path)
-    };
     let rules = cli.rules.clone().unwrap_or_else(|| {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../processor/rules/default.yaml")
     });
     anyhow::ensure!(rules.is_file(), "--rules: {} not found", rules.display());
     Ok(Setup {
-        collector: find("collector")?,
-        processor: find("processor")?,
-        forwarder: find("forwarder")?,
+        collector: find_binary(&bin_dir, "collector")?,
+        processor: find_binary(&bin_dir, "processor")?,
+        forwarder: find_binary(&bin_dir, "forwarder")?,
         rules,
         alerts: cli.alerts,
         fsync: cli.fsync,
@@ -384,6 +400,28 @@ fn find_binaries(cli: &Cli) -> anyhow::Result<Setup> {
         timeout: Duration::from_secs(cli.timeout_secs),
         progress: cli.progress,
     })
+}
+
+fn find_binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not found; build it first: cargo build --release -p collector -p processor -p forwarder (or pass --bin-dir)",
+        path.display()
+    );
+    Ok(path)
+}
+
+impl Setup {
+    /// The same run with the three binaries in `dir`.
+    fn with_binaries_in(&self, dir: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            collector: find_binary(dir, "collector")?,
+            processor: find_binary(dir, "processor")?,
+            forwarder: find_binary(dir, "forwarder")?,
+            ..self.clone()
+        })
+    }
 }
 
 fn collector_args(setup: &Setup, dirs: &RunDirs, max_unconsumed: Option<&str>) -> Vec<String> {

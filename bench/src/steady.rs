@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 
 use crate::generate::{LineMaker, FILES};
-use crate::process::Proc;
+use crate::process::{Proc, Usage};
 use crate::{processor_args, stop, wait_until, RunDirs, Setup};
 
 /// Left out of the CPU figures and latencies: start-up, and the first files being found.
@@ -32,34 +32,34 @@ const DRAIN: Duration = Duration::from_secs(30);
 const READ_EVERY: Duration = Duration::from_millis(2);
 
 /// Runs the three stages on `rate` lines/s for `duration` (warm-up included) and prints what
-/// they cost and how long lines took to reach the sink.
+/// they cost and how long lines took to reach the sink. With two `runs`, both pipelines run at
+/// once, each with its own logs, journals and sink, and their costs are compared: the
+/// difference between two pipelines that see the same machine at the same time is far steadier
+/// than between two runs a minute apart.
 ///
 /// # Errors
 /// When a stage cannot start or dies, or the records do not all arrive.
-pub fn run(setup: &Setup, dirs: &RunDirs, rate: u64, duration: Duration) -> anyhow::Result<()> {
+pub fn run(runs: &[(&str, &Setup, &RunDirs)], rate: u64, duration: Duration) -> anyhow::Result<()> {
     anyhow::ensure!(
         duration > WARMUP,
         "--steady-secs: must be more than the {} s warm-up",
         WARMUP.as_secs()
     );
-    fs::create_dir_all(&dirs.logs)?;
-    let forwarder_args = crate::forwarder_args_with(
-        setup,
-        dirs,
-        // No roll during the run, so the reader follows one plain file per source.
-        "    max_file_bytes: 16GiB\n    compress_closed: false\n",
-    )?;
-    let mut procs = crate::spawn_three(
-        setup,
-        dirs,
-        &processor_args(setup, dirs, None),
-        &[],
-        &forwarder_args,
-        "",
-    )?;
     let measuring = Arc::new(AtomicBool::new(false));
-    let reader = SinkReader::start(&dirs.out, Arc::clone(&measuring));
-    let writer = Writer::start(&dirs.logs, rate)?;
+    let mut procs = Vec::new();
+    let mut pipelines = Vec::new();
+    for (label, setup, dirs) in runs {
+        procs.extend(spawn_stages(setup, dirs)?);
+        pipelines.push(Pipeline {
+            label,
+            reader: SinkReader::start(&dirs.out, Arc::clone(&measuring)),
+            writer: None,
+        });
+    }
+    // The writers start together, after every stage is up.
+    for (pipeline, (_, _, dirs)) in pipelines.iter_mut().zip(runs) {
+        pipeline.writer = Some(Writer::start(&dirs.logs, rate)?);
+    }
     let started = Instant::now();
     wait_until(&mut procs, WARMUP, "", || Ok(started.elapsed() >= WARMUP))?;
     let cpu_at_warmup: Vec<Option<f64>> = procs.iter().map(Proc::cpu_so_far_s).collect();
@@ -71,51 +71,126 @@ pub fn run(setup: &Setup, dirs: &RunDirs, rate: u64, duration: Duration) -> anyh
     let window_s = window.elapsed().as_secs_f64();
     let cpu_at_end: Vec<Option<f64>> = procs.iter().map(Proc::cpu_so_far_s).collect();
     measuring.store(false, Ordering::Relaxed);
-    let written = writer.finish()?;
-    let arrived = || reader.records.load(Ordering::Relaxed);
+    let mut written = Vec::new();
+    for pipeline in &mut pipelines {
+        let writer = pipeline
+            .writer
+            .take()
+            .context("every pipeline has a writer")?;
+        written.push(writer.finish()?);
+    }
     wait_until(
         &mut procs,
         DRAIN,
         "every record written to reach the sink",
-        || Ok(arrived() >= written),
+        || {
+            Ok(pipelines
+                .iter()
+                .zip(&written)
+                .all(|(p, &n)| p.reader.records.load(Ordering::Relaxed) >= n))
+        },
     )?;
     let names: Vec<String> = procs.iter().map(|p| p.name.clone()).collect();
     let usages = stop(procs)?;
-    let (records, mut latencies) = reader.finish();
-    anyhow::ensure!(
-        records == written,
-        "{written} lines written, {records} records in the sink"
-    );
 
     println!(
-        "steady: {rate} lines/s for {:.0} s over {} files ({written} lines); measured after the first {:.0} s",
+        "steady: {rate} lines/s for {:.0} s over {} files ({} lines); measured after the first {:.0} s",
         duration.as_secs_f64(),
         FILES.len(),
+        written[0],
         WARMUP.as_secs_f64()
     );
+    let mut totals = Vec::new();
+    for (i, (pipeline, written)) in pipelines.into_iter().zip(written).enumerate() {
+        let stages = i * STAGES..(i + 1) * STAGES;
+        let millicores: Vec<f64> = stages
+            .clone()
+            .map(|s| match (cpu_at_warmup[s], cpu_at_end[s]) {
+                (Some(a), Some(b)) => (b - a) / window_s * 1000.0,
+                _ => f64::NAN,
+            })
+            .collect();
+        let (records, latencies) = pipeline.reader.finish();
+        anyhow::ensure!(
+            records == written,
+            "{written} lines written, {records} records in the sink {}",
+            pipeline.label
+        );
+        if !pipeline.label.is_empty() {
+            println!("\n{}", pipeline.label);
+        }
+        totals.push(print_costs(
+            &names[stages.clone()],
+            &usages[stages],
+            &millicores,
+            latencies,
+        )?);
+    }
+    if let [a, b] = totals[..] {
+        println!(
+            "\nall three, a {a:.1} millicores, b {b:.1}: b - a = {:+.1} %",
+            100.0 * (b - a) / a
+        );
+    }
+    println!("(millicores from /proc/<pid>/stat, 10 ms ticks, over the measured window)");
+    Ok(())
+}
+
+/// Processes per pipeline: collector, processor, forwarder.
+const STAGES: usize = 3;
+
+/// One pipeline of a steady run: what reads its sink, and what writes its logs while it runs.
+struct Pipeline<'a> {
+    label: &'a str,
+    reader: SinkReader,
+    writer: Option<Writer>,
+}
+
+/// Starts the three stages on `dirs`, the forwarder's file sink never rolling a file.
+fn spawn_stages(setup: &Setup, dirs: &RunDirs) -> anyhow::Result<Vec<Proc>> {
+    fs::create_dir_all(&dirs.logs)?;
+    let forwarder_args = crate::forwarder_args_with(
+        setup,
+        dirs,
+        // No roll during the run, so the reader follows one plain file per source.
+        "    max_file_bytes: 16GiB\n    compress_closed: false\n",
+    )?;
+    crate::spawn_three(
+        setup,
+        dirs,
+        &processor_args(setup, dirs, None),
+        &[],
+        &forwarder_args,
+        "",
+    )
+}
+
+/// Prints one pipeline's stages (millicores, peak RSS) and its latencies; returns the three
+/// stages' millicores together.
+fn print_costs(
+    names: &[String],
+    usages: &[Usage],
+    millicores: &[f64],
+    mut latencies: Vec<u32>,
+) -> anyhow::Result<f64> {
     println!(
         "{:<11} {:>11} {:>13} {:>14}",
         "stage", "millicores", "peak_rss_MiB", "peak_anon_MiB"
     );
-    let mut total = 0.0;
-    for (i, usage) in usages.iter().enumerate() {
-        let millicores = match (cpu_at_warmup[i], cpu_at_end[i]) {
-            (Some(a), Some(b)) => (b - a) / window_s * 1000.0,
-            _ => f64::NAN,
-        };
-        total += millicores;
+    for ((name, usage), millicores) in names.iter().zip(usages).zip(millicores) {
         println!(
             "{:<11} {:>11.1} {:>13.1} {:>14.1}",
-            names[i],
+            name,
             millicores,
             usage.peak_rss_kib as f64 / 1024.0,
             usage.peak_anon_kib as f64 / 1024.0
         );
     }
+    let total: f64 = millicores.iter().sum();
     println!("{:<11} {:>11.1}", "all three", total);
+    anyhow::ensure!(!latencies.is_empty(), "no record arrived while measuring");
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    anyhow::ensure!(!latencies.is_empty(), "no record arrived while measuring");
     println!(
         "write→sink latency over {} records: p50 {} ms, p99 {} ms, max {} ms (whole ms; see --help)",
         latencies.len(),
@@ -123,8 +198,7 @@ pub fn run(setup: &Setup, dirs: &RunDirs, rate: u64, duration: Duration) -> anyh
         at(0.99),
         latencies[latencies.len() - 1]
     );
-    println!("(millicores from /proc/<pid>/stat, 10 ms ticks, over the measured window)");
-    Ok(())
+    Ok(total)
 }
 
 /// Appends lines to the four log files at a fixed rate, stamped with the wall clock.
