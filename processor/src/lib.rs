@@ -392,6 +392,7 @@ pub async fn run(
             buf: Vec::new(),
             warned_behind: false,
             cursor,
+            metrics_exported_at: Instant::now(),
         };
         process(stage, &loop_wakeup, &health)
     })
@@ -448,6 +449,7 @@ fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Re
     while !wakeup.is_stopping() {
         health.beat();
         stage.cursor.flush_if_due();
+        stage.export_metrics_if_due();
         if !watching && config.input_dir.is_dir() {
             watching = watcher.add(&config.input_dir);
         }
@@ -478,7 +480,10 @@ fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Re
             (!backpressured)
                 .then(|| stage.joiner.next_deadline())
                 .flatten(),
-            stage.cursor.due_in(),
+            [stage.cursor.due_in(), stage.metrics_due_in()]
+                .into_iter()
+                .flatten()
+                .min(),
         );
         if wakeup.wait(wait) || wakeup.sleep(config.linger) {
             break;
@@ -495,13 +500,14 @@ fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Re
     }
     stage.finish()?;
     stage.cursor.flush();
+    stage.stats.export(stage.metrics);
     stage.stats.write(&mut stage.stats_file, &stage.journal);
     Ok(())
 }
 
 /// How long the loop may wait for input: until the periodic check, a waiting multiline
 /// record's deadline (it must be let go on time even when no input comes) or a held-back
-/// cursor's publication, whichever is first.
+/// publication (the cursor, the metrics), whichever is first.
 ///
 /// Easy to get wrong: while the journal is backpressured the loop passes no deadline, since
 /// a record let go then could not be written: a deadline already past would make every wait
@@ -509,14 +515,14 @@ fn process(mut stage: Stage<'_>, wakeup: &Wakeup, health: &Health) -> anyhow::Re
 fn idle_wait(
     poll_interval: Duration,
     multiline_deadline: Option<Instant>,
-    cursor_due_in: Option<Duration>,
+    publication_due_in: Option<Duration>,
 ) -> Duration {
     let until_deadline = multiline_deadline.map_or(Duration::MAX, |deadline| {
         deadline.saturating_duration_since(Instant::now())
     });
     poll_interval
         .min(until_deadline)
-        .min(cursor_due_in.unwrap_or(Duration::MAX))
+        .min(publication_due_in.unwrap_or(Duration::MAX))
 }
 
 struct Stage<'a> {
@@ -536,6 +542,8 @@ struct Stage<'a> {
     buf: Vec<u8>,
     warned_behind: bool,
     cursor: CursorPublisher,
+    /// When the counts were last added to the metrics (see [`METRICS_EVERY`]).
+    metrics_exported_at: Instant,
 }
 
 /// Where finished records go: the rules, then the journal or the drop count.
@@ -731,7 +739,7 @@ impl Stage<'_> {
             return Ok(true);
         }
         if read > 0 || emitted > 0 {
-            self.stats.export(self.metrics);
+            self.export_metrics_if_due();
             self.commit()?;
         }
         Ok(end.is_some_and(|end| self.reader.position() < end))
@@ -787,6 +795,21 @@ impl Stage<'_> {
         self.commit()
     }
 
+    /// Adds the counts to the metrics if the last export is [`METRICS_EVERY`] old.
+    fn export_metrics_if_due(&mut self) {
+        if self.metrics_due_in().is_some_and(|due| due.is_zero()) {
+            self.stats.export(self.metrics);
+            self.metrics_exported_at = Instant::now();
+        }
+    }
+
+    /// How long until counts not yet in the metrics are due there, if any wait.
+    fn metrics_due_in(&self) -> Option<Duration> {
+        self.stats
+            .has_unexported()
+            .then(|| METRICS_EVERY.saturating_sub(self.metrics_exported_at.elapsed()))
+    }
+
     /// The directory holding the rules file (a ConfigMap's mount), when rules are reloaded.
     fn rules_dir(&self) -> Option<PathBuf> {
         let path = self.rules_watch.as_ref()?.path();
@@ -829,6 +852,12 @@ impl Stage<'_> {
         }
     }
 }
+
+/// How often, at most, the counts are added to the metrics while batches keep coming. Each
+/// export looks up a labelled counter per source and level, building the label list for each;
+/// at a batch every 10 ms that was about 2 % of the processor (BENCHMARKS.md, "metrics every
+/// 250 ms"). A scrape sees counts at most this much older than the journal.
+const METRICS_EVERY: Duration = Duration::from_millis(250);
 
 /// How often, at most, the cursor is published while batches keep coming.
 const CURSOR_EVERY: Duration = Duration::from_millis(250);
@@ -1118,8 +1147,16 @@ impl ProcessingStats {
         self.tally.last = 0;
     }
 
-    /// Adds what was counted since the last call to the metrics: once per batch, because a
-    /// metric lookup per record would cost more than the record's enrichment.
+    /// Whether some counts are not in the metrics yet.
+    fn has_unexported(&self) -> bool {
+        !self.tally.rows.is_empty()
+            || !self.unexported.is_empty()
+            || !self.unexported_drops.is_empty()
+    }
+
+    /// Adds what was counted since the last call to the metrics: at most every
+    /// [`METRICS_EVERY`], because a metric lookup per record (or per batch) would cost more than
+    /// the records' enrichment.
     fn export(&mut self, metrics: &Metrics) {
         self.fold_tally();
         for (source, by_reason) in self.unexported_drops.drain() {

@@ -271,6 +271,10 @@ fn health_metrics_and_stats_files_are_served() {
         ),
         10.0
     );
+    // The processor adds its counts to the metrics at most every 250 ms.
+    wait_until(Duration::from_secs(10), || {
+        metric(stages[1].port, "processor_records_total") == 10.0
+    });
     assert_eq!(metric(stages[1].port, "processor_records_total"), 10.0);
     assert_eq!(
         metric(stages[2].port, "forwarder_records_total{sink=\"archive\"}"),

@@ -452,11 +452,12 @@ fn downward_api_metadata_is_added_and_drops_are_counted_by_reason() {
             "annotations": {"team": "logs"},
         })
     );
-    let (_, metrics) = http_get(stages[1].port, "/metrics").unwrap();
-    assert!(
-        metrics.contains("processor_dropped_total{source=\"app.log\",reason=\"debug_noise\"} 2"),
-        "{metrics}"
-    );
+    // The processor adds its counts to the metrics at most every 250 ms.
+    let dropped = "processor_dropped_total{source=\"app.log\",reason=\"debug_noise\"} 2";
+    let metrics = || http_get(stages[1].port, "/metrics").unwrap().1;
+    wait_until(Duration::from_secs(10), || metrics().contains(dropped));
+    let metrics = metrics();
+    assert!(metrics.contains(dropped), "{metrics}");
 
     // The kubelet updates the volume by swapping files; new records carry the new labels.
     let tmp = podinfo.join("labels.tmp");
